@@ -1,0 +1,137 @@
+#!/usr/bin/env node
+// Command line of the offline local runtime.
+//
+//   node runtime/cli.mjs serve [--env staging|production] [--port N] [--no-cron]
+//   node runtime/cli.mjs scheduled [--env ...]          fire the cron handler once
+//   node runtime/cli.mjs test [pytest args...]          pytest inside Pyodide, fresh D1
+//
+// `make dev`, `make test` and `make scheduled` call these.
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { boot, ROOT, UserError } from "./runtime.mjs";
+import { serveHttp } from "./http.mjs";
+import { startServices } from "./services.mjs";
+
+function parseArgs(argv) {
+  const opts = { env: "", port: Number(process.env.PORT || 8787), cron: true, rest: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--env") opts.env = argv[++i] ?? "";
+    else if (a === "--port") opts.port = Number(argv[++i]);
+    else if (a === "--no-cron") opts.cron = false;
+    else opts.rest.push(a);
+  }
+  if (opts.env && !["staging", "production"].includes(opts.env)) {
+    throw new UserError(`unknown --env ${opts.env}: use staging or production (or nothing for local)`);
+  }
+  return opts;
+}
+
+const log = (line) => process.stderr.write(`[runtime] ${line}\n`);
+
+export function wrangler(args, { quiet = true } = {}) {
+  const bin = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
+  const result = spawnSync(process.execPath, [bin, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" },
+    encoding: "utf8",
+  });
+  if (result.status !== 0) {
+    throw new UserError(`wrangler ${args.join(" ")} failed:\n${result.stdout}\n${result.stderr}`);
+  }
+  if (!quiet) process.stderr.write(result.stdout);
+  return result.stdout;
+}
+
+export function databaseName(envName) {
+  return envName ? `clairvora-db-${envName}` : "clairvora-db";
+}
+
+async function serve(opts) {
+  const services = await startServices({ log });
+  const rt = await boot({ envName: opts.env, overrides: services.overrides(), log });
+  const { port } = await serveHttp(rt, { port: opts.port });
+  log(`Clairvora API (${opts.env || "local"}) on http://127.0.0.1:${port}  (Ctrl-C stops)`);
+  if (opts.cron) {
+    const periodMs = 60_000;
+    setInterval(() => {
+      rt.dispatchScheduled().catch((e) => log(`scheduled handler failed: ${e.message}`));
+    }, periodMs).unref();
+  }
+  const stop = async () => {
+    await services.stop();
+    await rt.dispose();
+    process.exit(0);
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+}
+
+async function scheduled(opts) {
+  const rt = await boot({ envName: opts.env, log });
+  await rt.dispatchScheduled();
+  log("scheduled handler ran");
+  await rt.dispose();
+}
+
+// pytest inside the same Pyodide, against a fresh local D1 with every migration
+// applied by wrangler; the Worker is also served over HTTP on an ephemeral port.
+async function test(opts) {
+  const persistDir = fs.mkdtempSync(path.join(os.tmpdir(), "clairvora-test-d1-"));
+  const t0 = performance.now();
+  wrangler(["d1", "migrations", "apply", databaseName(""), "--local", "--persist-to", persistDir]);
+  log(`fresh D1 at ${persistDir}: migrations applied in ${Math.round(performance.now() - t0)} ms`);
+  const services = await startServices({ log, forTests: true });
+  const rt = await boot({ persistDir, testPackages: true, overrides: services.overrides(), log });
+  const { server, port } = await serveHttp(rt, { port: 0 });
+
+  const { pyodide } = rt;
+  pyodide.registerJsModule("local_runtime", {
+    baseUrl: `http://127.0.0.1:${port}`,
+    persistDir,
+    root: ROOT,
+    vars: rt.vars,
+    secrets: services.testSecrets(),
+    anetControl: services.anetControl(),
+    async dispatchFetch(request) {
+      const { response, settled, faults } = await rt.dispatchFetch(request);
+      await settled;
+      return { response, injected: faults ? faults.injected : 0, calls: faults ? faults.calls : 0 };
+    },
+    dispatchScheduled: (cron, time) => rt.dispatchScheduled(cron, time),
+    wranglerD1Execute(sql) {
+      return wrangler(["d1", "execute", databaseName(""), "--local", "--persist-to", persistDir, "--json", "--command", sql]);
+    },
+  });
+  pyodide.FS.mkdirTree("/project");
+  pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: ROOT }, "/project");
+  pyodide.runPython("import os; os.chdir('/project')");
+  const pytestMain = pyodide.runPython("import pytest; pytest.main");
+  const args = ["-p", "no:cacheprovider", ...(opts.rest.length ? opts.rest : ["tests"])];
+  const code = Number(await pytestMain.callPromising(pyodide.toPy(args)));
+  server.close();
+  await services.stop();
+  await rt.dispose();
+  if (!process.env.KEEP_TEST_STATE) fs.rmSync(persistDir, { recursive: true, force: true });
+  return code;
+}
+
+async function main() {
+  const [command, ...argv] = process.argv.slice(2);
+  const opts = parseArgs(argv);
+  if (command === "serve") return serve(opts);
+  if (command === "scheduled") return scheduled(opts);
+  if (command === "test") process.exit(await test(opts));
+  throw new UserError(`usage: cli.mjs serve|scheduled|test [...]`);
+}
+
+main().catch((error) => {
+  if (error instanceof UserError) {
+    process.stderr.write(`error: ${error.message}\n`);
+  } else {
+    process.stderr.write(`error: ${error?.stack ?? error}\n`);
+  }
+  process.exit(1);
+});

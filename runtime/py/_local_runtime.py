@@ -1,0 +1,53 @@
+"""Python half of the offline local runtime (not part of the Worker).
+
+Mirrors what workerd's Python entrypoint helper does for a class-based
+Worker: a fresh entrypoint instance per event, arguments converted with the
+SDK's python_from_rpc and results with python_to_rpc.
+"""
+
+import importlib
+import inspect
+import os
+import random
+import sys
+
+from workers import python_from_rpc, python_to_rpc
+
+_import_phase = False
+
+
+def _refuse_entropy(*_args, **_kwargs):
+    if _import_phase:
+        raise RuntimeError(
+            "random numbers at module import time are forbidden in workerd: "
+            "generate ids and IVs inside handlers"
+        )
+    return _original_urandom(*_args, **_kwargs)
+
+
+_original_urandom = os.urandom
+
+
+def import_entrypoint(module_dir: str, module_name: str, class_name: str):
+    """Import the Worker's main module the way workerd does, entropy refused."""
+    global _import_phase
+    if module_dir not in sys.path:
+        sys.path.insert(0, module_dir)
+    importlib.invalidate_caches()
+    _import_phase = True
+    os.urandom = _refuse_entropy
+    saved_state = random.getstate()
+    try:
+        module = importlib.import_module(module_name)
+    finally:
+        _import_phase = False
+        random.setstate(saved_state)
+    return getattr(module, class_name)
+
+
+async def call_entrypoint(entrypoint_class, method: str, ctx, env, args):
+    instance = entrypoint_class(ctx, env)
+    result = getattr(instance, method)(*[python_from_rpc(a) for a in args])
+    if inspect.isawaitable(result):
+        result = await result
+    return python_to_rpc(result)
