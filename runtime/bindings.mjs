@@ -9,7 +9,7 @@
 // They also hold the local runtime's test-only D1 fault switch: when a request
 // carries a fault plan, the Nth D1 call of that request fails with one of D1's
 // own transient error texts. The plan is only honoured when the environment's
-// D1_FAULTS var is "allowed" (staging and production configs say "forbidden").
+// TEST_HOOKS var is "allowed" (staging and production configs say "forbidden").
 
 export const TRANSIENT_D1_ERRORS = [
   "D1_ERROR: Network connection lost.",

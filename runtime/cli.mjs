@@ -101,6 +101,7 @@ async function test(opts) {
       return { response, injected: faults ? faults.injected : 0, calls: faults ? faults.calls : 0 };
     },
     dispatchScheduled: (cron, time) => rt.dispatchScheduled(cron, time),
+    makeEnv: () => rt.makeEnv(undefined),
     wranglerD1Execute(sql) {
       return wrangler(["d1", "execute", databaseName(""), "--local", "--persist-to", persistDir, "--json", "--command", sql]);
     },

@@ -93,7 +93,7 @@ export async function boot({ envName = "", persistDir, testPackages = false, ove
     if (process.env[key] !== undefined) baseEnv[key] = process.env[key];
   }
   Object.assign(baseEnv, overrides);
-  const faultsAllowed = baseEnv.D1_FAULTS === "allowed" && !envName;
+  const faultsAllowed = baseEnv.TEST_HOOKS === "allowed" && !envName;
   const media = proxy.env.MEDIA ? new R2Bucket(proxy.env.MEDIA) : undefined;
 
   function makeEnv(faults) {

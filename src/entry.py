@@ -1,10 +1,13 @@
-from workers import Response, WorkerEntrypoint
+"""The Worker's entrypoint: fetch -> the app, scheduled -> the cron."""
+
+from workers import WorkerEntrypoint
+
+from clairvora.app import handle_fetch, handle_scheduled
 
 
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
-        row = await self.env.DB.prepare("SELECT count(*) AS n FROM d1_migrations").first()
-        return Response(f"ok {row['n']} {type(row).__name__}")
+        return await handle_fetch(request, self.env, self.ctx)
 
     async def scheduled(self, controller):
-        print("cron", controller.cron)
+        await handle_scheduled(controller, self.env, self.ctx)

@@ -1,4 +1,7 @@
 import inspect
+import sys
+
+sys.path.insert(0, "/project/tests")
 
 import pytest
 from pyodide.ffi import run_sync

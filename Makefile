@@ -1,0 +1,85 @@
+# Clairvora backend. Two commands on a fresh machine:
+#   make dev    serve the API on 127.0.0.1:8787 (local D1, demo data, offline)
+#   make test   run every test
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+NODE ?= node
+PYTHON ?= python3
+ENV ?=
+PORT ?= 8787
+WRANGLER := $(NODE) node_modules/wrangler/bin/wrangler.js
+STATE = .wrangler/state-$(if $(ENV),$(ENV),local)
+DB = clairvora-db$(if $(ENV),-$(ENV),)
+ENV_FLAG = $(if $(ENV),--env $(ENV),)
+PIP_WHEEL = $(PYTHON) -m pip download -q --no-deps --python-version 3.13 --platform any --only-binary=:all:
+export WRANGLER_SEND_METRICS = false
+
+.PHONY: help install dev serve migrate seed token test test-runtime test-host lint scheduled clean
+
+help:
+	@echo "make dev                      install, migrate, seed and serve on 127.0.0.1:$(PORT) (ENV=staging|production for their local state)"
+	@echo "make test                     install and run every test"
+	@echo "make token USER=ann [ROLE=admin]  print a bearer token for the local server"
+	@echo "make migrate [ENV=..]         apply D1 migrations to local state"
+	@echo "make scheduled                fire the cron handler once against local D1"
+	@echo "make lint                     ruff"
+
+# --- installation (idempotent; stamps skip work already done) -------------
+install: .cache/node.ok .cache/venv.ok .cache/wheels.ok
+
+.cache/node.ok: package.json package-lock.json
+	@$(NODE) -e 'const [a]=process.versions.node.split(".").map(Number); if(a<20){console.error("error: Node.js >= 20 is required (found "+process.versions.node+")");process.exit(1)}'
+	npm ci --no-audit --no-fund --loglevel=error
+	@mkdir -p .cache && touch $@
+
+.cache/venv.ok: pyproject.toml runtime/pydeps.py
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 is required)"; exit 1; }
+	$(PYTHON) -m venv .venv
+	.venv/bin/pip install -q -r <($(PYTHON) runtime/pydeps.py dev)
+	@mkdir -p .cache && touch $@
+
+.cache/wheels.ok: runtime/requirements-pyodide-runtime.txt runtime/requirements-pyodide-test.txt
+	rm -rf .cache/pyodide-wheels
+	$(PIP_WHEEL) -d .cache/pyodide-wheels/runtime -r runtime/requirements-pyodide-runtime.txt
+	$(PIP_WHEEL) -d .cache/pyodide-wheels/test -r runtime/requirements-pyodide-test.txt
+	@touch $@
+
+# --- local development ----------------------------------------------------
+.dev.vars .dev/clerk-dev-private.pem: .dev.vars.example | .cache/node.ok
+	$(NODE) runtime/devsetup.mjs
+
+migrate: .cache/node.ok
+	$(WRANGLER) d1 migrations apply $(DB) --local $(ENV_FLAG) --persist-to $(STATE) > .cache/migrate.log 2>&1 \
+	  || { cat .cache/migrate.log; exit 1; }
+	@echo "migrations applied to $(STATE)"
+
+seed: migrate
+	$(NODE) runtime/seed.mjs $(ENV_FLAG)
+
+dev: install .dev.vars seed
+	PORT=$(PORT) $(NODE) runtime/cli.mjs serve $(ENV_FLAG)
+
+serve: install
+	PORT=$(PORT) $(NODE) runtime/cli.mjs serve $(ENV_FLAG)
+
+token: .cache/node.ok
+	@$(NODE) runtime/token.mjs "$(USER)" "$(ROLE)"
+
+scheduled: install
+	$(NODE) runtime/cli.mjs scheduled $(ENV_FLAG)
+
+# --- tests ----------------------------------------------------------------
+# The runtime suite runs inside Pyodide (JSPI lets tests block on D1's promises).
+test: install lint test-host test-runtime
+
+test-runtime: install
+	$(NODE) --experimental-wasm-stack-switching runtime/cli.mjs test $(PYTEST_ARGS)
+
+test-host: install
+	.venv/bin/pytest -q -p no:cacheprovider tooling_tests $(PYTEST_ARGS)
+
+lint: .cache/venv.ok
+	.venv/bin/ruff check src tests tooling_tests bench runtime/py
+
+clean:
+	rm -rf .cache .venv node_modules .wrangler

@@ -1,0 +1,1 @@
+"""Clairvora API: a Python Worker on Cloudflare D1."""

@@ -1,0 +1,98 @@
+"""The route table and the request pipeline:
+request -> route -> D1 session -> caller -> handler -> response (+ bookmark,
+Server-Timing); any error -> application/problem+json."""
+
+import secrets
+from typing import Any
+
+from . import logs, system, users
+from .clock import MAX_SAFE_INTEGER, Clock
+from .config import Settings
+from .db import D1Error, Database, LimitExceeded, TransientD1Error, valid_bookmark
+from .errors import Problem, forbidden, service_unavailable
+from .openapi import document
+from .requests import RequestContext
+from .responses import Reply, problem_reply, to_response
+from .routing import Route, Router
+
+ROUTES: list[Route] = [*system.ROUTES, *users.ROUTES]
+SCHEMAS: dict[str, Any] = {}
+
+ROUTER = Router(ROUTES)
+_OPENAPI: dict[str, Any] | None = None
+
+
+def openapi_document() -> dict[str, Any]:
+    global _OPENAPI
+    if _OPENAPI is None:
+        _OPENAPI = document(ROUTES, SCHEMAS)
+    return _OPENAPI
+
+
+def _clock(request: Any, settings: Settings) -> Clock:
+    """Local test hook: x-test-now-ms fixes the clock for one request."""
+    if not settings.test_hooks_allowed:
+        return Clock()
+    raw = request.headers.get("x-test-now-ms")
+    if raw is None or not raw.isdigit() or int(raw) > MAX_SAFE_INTEGER:
+        return Clock()
+    return Clock(int(raw))
+
+
+def _request_id(request: Any) -> str:
+    ray = request.headers.get("cf-ray")
+    if ray and len(ray) <= 64 and ray.replace("-", "").isalnum():
+        return ray
+    return secrets.token_hex(8)
+
+
+async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
+    request_id = _request_id(request)
+    method = str(getattr(request.method, "value", request.method))
+    db: Database | None = None
+    settings: Settings | None = None
+    try:
+        settings = Settings.from_env(env)
+        path = request.url.split("?", 1)[0].split("://", 1)[-1]
+        path = "/" + path.split("/", 1)[1] if "/" in path else "/"
+        route, params = ROUTER.match(method, path)
+        bookmark = valid_bookmark(request.headers.get("x-d1-bookmark"))
+        db = Database(env.DB, bookmark=bookmark, primary=route.primary)
+        rc = RequestContext(request=request, env=env, ctx=ctx, settings=settings, db=db,
+                            clock=_clock(request, settings), request_id=request_id, params=params, route=route)
+        if route.auth in ("user", "admin"):
+            rc.user = await users.authenticate(rc)
+            if route.auth == "admin" and not rc.user.get("is_admin"):
+                raise forbidden("Admins only.")
+        reply = await route.handler(rc)
+    except Problem as problem:
+        reply = problem_reply(problem, request_id)
+    except TransientD1Error as exc:
+        logs.warning("d1_transient", request_id=request_id, error=exc.message)
+        reply = problem_reply(service_unavailable("The database is briefly unavailable; retry."), request_id)
+    except LimitExceeded as exc:
+        reply = problem_reply(Problem(400, "limit_exceeded", "Limit exceeded", str(exc)), request_id)
+    except D1Error as exc:
+        logs.error("d1_error", request_id=request_id, error=exc.message, kind=type(exc).__name__)
+        reply = problem_reply(Problem(500, "internal_error", "Internal error", "Something went wrong."), request_id)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: log, never leak a trace
+        logs.error("unhandled_exception", request_id=request_id, error_type=type(exc).__name__, error=str(exc))
+        reply = problem_reply(Problem(500, "internal_error", "Internal error", "Something went wrong."), request_id)
+    return to_response(reply, _response_headers(db, settings, request_id), head=method == "HEAD")
+
+
+def _response_headers(db: Database | None, settings: Settings | None, request_id: str) -> dict[str, str]:
+    headers = {"x-request-id": request_id}
+    if db is not None:
+        bookmark = db.bookmark()
+        if bookmark:
+            headers["x-d1-bookmark"] = bookmark
+        if settings is not None and settings.server_timing:
+            headers["server-timing"] = db.counters.server_timing()
+    return headers
+
+
+async def handle_scheduled(controller: Any, env: Any, ctx: Any) -> None:
+    from . import cron
+
+    await cron.run(controller, env, ctx)

@@ -1,0 +1,152 @@
+"""Clerk session tokens (RS256 JWT), verified networklessly through WebCrypto.
+
+The algorithm is pinned to RS256 whatever the header says (no `none`, no HS256
+signed with the public key); `iss` must equal the configured issuer; `azp`, when
+present, must be an allowed origin; `exp` is required and `exp`/`nbf`/`iat` get
+a small clock skew; `sub` is required.
+"""
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import js
+from pyodide.ffi import JsException, to_js
+
+from .errors import unauthorized
+
+MAX_TOKEN_CHARS = 4096
+MAX_SUB_CHARS = 64
+
+# Imported CryptoKeys per isolate, keyed by the PEM text (importKey costs ~1 ms).
+_KEY_CACHE: dict[str, Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    sub: str
+    session_id: str | None
+    expires_at_s: int
+
+
+def _b64url(segment: str) -> bytes:
+    if not segment or len(segment) > MAX_TOKEN_CHARS:
+        raise unauthorized("Malformed token.")
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise unauthorized("Malformed token.") from None
+
+
+def _json_segment(segment: str) -> dict[str, Any]:
+    try:
+        value = json.loads(_b64url(segment).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise unauthorized("Malformed token.") from None
+    if not isinstance(value, dict):
+        raise unauthorized("Malformed token.")
+    return value
+
+
+def pem_to_der(pem: str) -> bytes:
+    """SPKI DER from a PEM (or its bare base64 body; '\\n' escapes tolerated)."""
+    text = pem.replace("\\n", "\n")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("-----")]
+    return base64.b64decode("".join(lines), validate=True)
+
+
+def _algorithm() -> Any:
+    return to_js({"name": "RSASSA-PKCS1-v1_5", "hash": "SHA-256"}, dict_converter=js.Object.fromEntries)
+
+
+async def _public_key(pem: str) -> Any:
+    key = _KEY_CACHE.get(pem)
+    if key is None:
+        der = pem_to_der(pem)
+        key = await js.crypto.subtle.importKey("spki", to_js(der), _algorithm(), False, to_js(["verify"]))
+        _KEY_CACHE[pem] = key
+    return key
+
+
+def bearer_token(authorization: str | None, cookie: str | None) -> str | None:
+    """Header first (cross-origin), then a `__session*` cookie (same-origin)."""
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized("Use 'Authorization: Bearer <token>'.")
+        return token.strip()
+    if cookie:
+        for part in cookie.split(";"):
+            name, _, value = part.strip().partition("=")
+            if name.startswith("__session") and value:
+                return value
+    return None
+
+
+async def verify_token(
+    token: str,
+    *,
+    public_key_pem: str,
+    issuer: str,
+    authorized_parties: tuple[str, ...],
+    now_s: int,
+    clock_skew_s: int,
+) -> Identity:
+    if len(token) > MAX_TOKEN_CHARS:
+        raise unauthorized("Token too long.")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise unauthorized("Malformed token.")
+    header = _json_segment(parts[0])
+    if header.get("alg") != "RS256":
+        raise unauthorized("Unsupported token algorithm.")
+    if header.get("typ", "JWT") != "JWT":
+        raise unauthorized("Unsupported token type.")
+    claims = _json_segment(parts[1])
+    signature = _b64url(parts[2])
+    signed = f"{parts[0]}.{parts[1]}".encode("ascii", errors="strict") if parts[0].isascii() and parts[1].isascii() else b""
+    if not signed:
+        raise unauthorized("Malformed token.")
+    try:
+        key = await _public_key(public_key_pem)
+        valid = await js.crypto.subtle.verify(_algorithm(), key, to_js(signature), to_js(signed))
+    except JsException:
+        raise unauthorized("Invalid token signature.") from None
+    if valid is not True:
+        raise unauthorized("Invalid token signature.")
+    return _check_claims(claims, issuer, authorized_parties, now_s, clock_skew_s)
+
+
+def _int_claim(claims: dict[str, Any], name: str) -> int | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise unauthorized(f"Invalid '{name}' claim.")
+    return int(value)
+
+
+def _check_claims(claims: dict[str, Any], issuer: str, parties: tuple[str, ...], now_s: int, skew_s: int) -> Identity:
+    if not issuer or claims.get("iss") != issuer:
+        raise unauthorized("Token issuer not accepted.")
+    exp = _int_claim(claims, "exp")
+    if exp is None:
+        raise unauthorized("Token has no expiry.")
+    if now_s > exp + skew_s:
+        raise unauthorized("Token expired.")
+    nbf = _int_claim(claims, "nbf")
+    if nbf is not None and now_s + skew_s < nbf:
+        raise unauthorized("Token not yet valid.")
+    iat = _int_claim(claims, "iat")
+    if iat is not None and now_s + skew_s < iat:
+        raise unauthorized("Token issued in the future.")
+    azp = claims.get("azp")
+    if azp is not None and (not isinstance(azp, str) or azp not in parties):
+        raise unauthorized("Token authorized party not accepted.")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not 1 <= len(sub) <= MAX_SUB_CHARS or not sub.isascii() or not sub.isprintable():
+        raise unauthorized("Token has no valid subject.")
+    sid = claims.get("sid")
+    return Identity(sub=sub, session_id=sid if isinstance(sid, str) else None, expires_at_s=exp)

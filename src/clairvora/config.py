@@ -1,0 +1,82 @@
+"""Typed settings read once per request from the Worker's vars and secrets."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import Problem
+
+
+def _var(env: Any, name: str, default: str | None = None) -> str | None:
+    value = getattr(env, name, None)
+    if value is None or not isinstance(value, str):
+        return default
+    return value
+
+
+def _int(env: Any, name: str, default: int, low: int, high: int) -> int:
+    raw = _var(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Problem(500, "misconfigured", "Server misconfigured", f"var {name} is not an integer") from None
+    if not low <= value <= high:
+        raise Problem(500, "misconfigured", "Server misconfigured", f"var {name} is outside {low}..{high}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    environment: str
+    test_hooks_allowed: bool
+    server_timing: bool
+    max_body_bytes: int
+    clerk_issuer: str
+    clerk_authorized_parties: tuple[str, ...]
+    clerk_jwt_key_pem: str | None
+    clock_skew_s: int
+    billing_period_s: int
+    platform_fee_bps: int
+    heartbeat_timeout_s: int
+    request_timeout_s: int
+    deposit_min_cents: int
+    deposit_max_cents: int
+    rate_min_cents_per_minute: int
+    rate_max_cents_per_minute: int
+    anet_endpoint: str
+    anet_timeout_ms: int
+    anet_login_id: str | None
+    anet_transaction_key: str | None
+    anet_signature_key: str | None
+    message_keys: str | None
+
+    @classmethod
+    def from_env(cls, env: Any) -> "Settings":
+        environment = _var(env, "ENVIRONMENT", "local") or "local"
+        parties = _var(env, "CLERK_AUTHORIZED_PARTIES", "") or ""
+        return cls(
+            environment=environment,
+            # Test hooks (injected clock, D1 faults) exist only in local configuration.
+            test_hooks_allowed=environment == "local" and _var(env, "TEST_HOOKS") == "allowed",
+            server_timing=_var(env, "SERVER_TIMING", "on") == "on",
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 65536, 1024, 4 * 1024 * 1024),
+            clerk_issuer=_var(env, "CLERK_ISSUER", "") or "",
+            clerk_authorized_parties=tuple(p.strip() for p in parties.split(",") if p.strip()),
+            clerk_jwt_key_pem=_var(env, "CLERK_JWT_KEY"),
+            clock_skew_s=_int(env, "CLOCK_SKEW_SECONDS", 5, 0, 60),
+            billing_period_s=_int(env, "BILLING_PERIOD_SECONDS", 60, 1, 3600),
+            platform_fee_bps=_int(env, "PLATFORM_FEE_BPS", 3000, 0, 10000),
+            heartbeat_timeout_s=_int(env, "HEARTBEAT_TIMEOUT_SECONDS", 120, 1, 3600),
+            request_timeout_s=_int(env, "REQUEST_TIMEOUT_SECONDS", 120, 1, 86400),
+            deposit_min_cents=_int(env, "DEPOSIT_MIN_CENTS", 500, 1, 10_000_000),
+            deposit_max_cents=_int(env, "DEPOSIT_MAX_CENTS", 50000, 1, 10_000_000),
+            rate_min_cents_per_minute=_int(env, "RATE_MIN_CENTS_PER_MINUTE", 50, 1, 100_000),
+            rate_max_cents_per_minute=_int(env, "RATE_MAX_CENTS_PER_MINUTE", 2000, 1, 100_000),
+            anet_endpoint=_var(env, "ANET_ENDPOINT", "") or "",
+            anet_timeout_ms=_int(env, "ANET_TIMEOUT_MS", 8000, 100, 30000),
+            anet_login_id=_var(env, "ANET_API_LOGIN_ID"),
+            anet_transaction_key=_var(env, "ANET_TRANSACTION_KEY"),
+            anet_signature_key=_var(env, "ANET_SIGNATURE_KEY"),
+            message_keys=_var(env, "MESSAGE_KEYS"),
+        )

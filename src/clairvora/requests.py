@@ -1,0 +1,106 @@
+"""The request-scoped context handed to every handler."""
+
+import hashlib
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .clock import Clock
+from .config import Settings
+from .db import Database
+from .errors import Problem, bad_request
+from .validation import MAX_JSON_DEPTH, Obj, json_depth, parse_query
+
+MAX_QUERY_CHARS = 2048
+MAX_HEADER_CHARS = 8192
+
+
+class RequestContext:
+    def __init__(self, *, request: Any, env: Any, ctx: Any, settings: Settings, db: Database,
+                 clock: Clock, request_id: str, params: dict[str, Any], route: Any) -> None:
+        self.request = request
+        self.env = env
+        self.ctx = ctx
+        self.settings = settings
+        self.db = db
+        self.clock = clock
+        self.request_id = request_id
+        self.params = params
+        self.route = route
+        self.method = str(request.method.value if hasattr(request.method, "value") else request.method)
+        url = urlsplit(request.url)
+        self.path = url.path
+        if len(url.query) > MAX_QUERY_CHARS:
+            raise Problem(414, "uri_too_long", "URI too long", f"Query strings are limited to {MAX_QUERY_CHARS} characters.")
+        self.query = parse_qs(url.query, keep_blank_values=True, max_num_fields=50)
+        self.headers = request.headers
+        self.user: dict[str, Any] | None = None
+        self._body: bytes | None = None
+
+    def header(self, name: str) -> str | None:
+        value = self.headers.get(name)
+        if value is None:
+            return None
+        if len(value) > MAX_HEADER_CHARS:
+            raise bad_request(f"Header {name} is too long.", name)
+        return value
+
+    @property
+    def user_id(self) -> int:
+        assert self.user is not None, "route requires an authenticated caller"
+        return int(self.user["id"])
+
+    async def body_bytes(self) -> bytes:
+        if self._body is not None:
+            return self._body
+        limit = self.settings.max_body_bytes
+        declared = self.header("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise Problem(413, "body_too_large", "Request body too large", f"Bodies are limited to {limit} bytes.")
+        data = await self.request.bytes()
+        if len(data) > limit:
+            raise Problem(413, "body_too_large", "Request body too large", f"Bodies are limited to {limit} bytes.")
+        self._body = data
+        return data
+
+    async def json(self) -> Any:
+        data = await self.body_bytes()
+        if not data:
+            raise bad_request("A JSON body is required.", "body")
+        content_type = (self.header("content-type") or "application/json").split(";")[0].strip().lower()
+        if content_type not in ("application/json", "application/merge-patch+json") and not content_type.endswith("+json"):
+            raise Problem(415, "unsupported_media_type", "Unsupported media type", "Send application/json.")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise bad_request("The body is not valid UTF-8.", "body") from None
+        try:
+            value = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            raise bad_request("The body is not valid JSON.", "body") from None
+        if json_depth(value) > MAX_JSON_DEPTH:
+            raise bad_request(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.", "body")
+        return value
+
+    async def parsed_body(self) -> dict[str, Any]:
+        assert self.route.body is not None
+        result: dict[str, Any] = self.route.body.parse(await self.json())
+        return result
+
+    def parsed_query(self, shape: Obj | None = None) -> dict[str, Any]:
+        shape = shape or self.route.query
+        if shape is None:
+            if self.query:
+                raise bad_request("This route takes no query parameters.", next(iter(self.query)))
+            return {}
+        return parse_query(self.query, shape)
+
+    async def body_sha256(self) -> str:
+        return hashlib.sha256(await self.body_bytes()).hexdigest()
+
+    def wait_until(self, awaitable: Any) -> None:
+        self.ctx.waitUntil(awaitable)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

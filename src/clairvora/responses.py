@@ -1,0 +1,43 @@
+"""Handler results and their conversion to workers.Response."""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers import Response
+
+from .errors import Problem
+
+
+@dataclass
+class Reply:
+    body: Any = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+    raw: bytes | None = None
+
+
+def encode_json(body: Any) -> str:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def problem_reply(problem: Problem, request_id: str) -> Reply:
+    body = problem.body()
+    if problem.status >= 500:
+        body["request_id"] = request_id
+    return Reply(body, problem.status, dict(problem.headers), "application/problem+json")
+
+
+def to_response(reply: Reply, extra_headers: dict[str, str], head: bool = False) -> Response:
+    headers = {**reply.headers, **extra_headers}
+    if reply.status == 204 or reply.status == 304:
+        return Response(None, status=reply.status, headers=list(headers.items()) or None)
+    headers["content-type"] = reply.content_type
+    if reply.raw is not None:
+        payload: bytes | str = reply.raw
+    else:
+        payload = encode_json(reply.body)
+    if head:
+        return Response(None, status=reply.status, headers=list(headers.items()))
+    return Response(payload, status=reply.status, headers=list(headers.items()))

@@ -1,0 +1,102 @@
+"""Method + path patterns to handlers, with typed path parameters.
+
+A pattern segment `{name:id}` matches one of our ids (else the route answers
+404, as for any unknown object); `{name:str}` matches any single segment.
+Each Route also carries what the OpenAPI document says about it."""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import Problem, not_found
+from .ids import parse_id
+from .validation import Obj
+
+Auth = Literal["none", "user", "admin", "webhook"]
+Handler = Callable[[Any], Awaitable[Any]]
+_PARAM_TYPES = {"id", "str"}
+MAX_PATH_CHARS = 512
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str
+    handler: Handler
+    summary: str
+    auth: Auth = "user"
+    # Writes and reads that must see the caller's writes start at the primary
+    # when the client sends no bookmark.
+    primary: bool = False
+    body: Obj | None = None
+    query: Obj | None = None
+    idempotency_key: bool = False
+    if_match: bool = False
+    responses: dict[int, str] = field(default_factory=lambda: {200: "Object"})
+    problems: tuple[int, ...] = ()
+    tag: str = "misc"
+
+    def segments(self) -> list[tuple[str, str | None]]:
+        out: list[tuple[str, str | None]] = []
+        for part in self.pattern.strip("/").split("/"):
+            if part.startswith("{") and part.endswith("}"):
+                name, _, kind = part[1:-1].partition(":")
+                assert kind in _PARAM_TYPES, part
+                out.append((name, kind))
+            else:
+                out.append((part, None))
+        return out
+
+    def path_params(self) -> list[tuple[str, str]]:
+        return [(name, kind) for name, kind in self.segments() if kind is not None]
+
+
+class Router:
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = list(routes)
+        seen = set()
+        for r in self.routes:
+            key = (r.method, r.pattern)
+            assert key not in seen, f"duplicate route {key}"
+            seen.add(key)
+        self._compiled = [(r, r.segments()) for r in self.routes]
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, Any]]:
+        if len(path) > MAX_PATH_CHARS:
+            raise Problem(414, "uri_too_long", "URI too long", f"Paths are limited to {MAX_PATH_CHARS} characters.")
+        parts = path.strip("/").split("/") if path.strip("/") else [""]
+        allowed: list[str] = []
+        id_mismatch = False
+        for route, segments in self._compiled:
+            if len(segments) != len(parts):
+                continue
+            params: dict[str, Any] | None = {}
+            for (name, kind), part in zip(segments, parts, strict=True):
+                if kind is None:
+                    if name != part:
+                        params = None
+                        break
+                elif kind == "id":
+                    value = parse_id(part)
+                    if value is None:
+                        id_mismatch = True
+                        params = None
+                        break
+                    params[name] = value
+                else:
+                    if not part or len(part) > 128:
+                        params = None
+                        break
+                    params[name] = part
+            if params is None:
+                continue
+            if route.method == method or (method == "HEAD" and route.method == "GET"):
+                return route, params
+            allowed.append(route.method)
+        if allowed:
+            allow = ", ".join(sorted(set(allowed)))
+            raise Problem(405, "method_not_allowed", "Method not allowed",
+                          f"{method} is not allowed here; use {allow}.", headers={"allow": allow})
+        if id_mismatch:
+            raise not_found()
+        raise Problem(404, "route_not_found", "Not found", f"No route for {method} {path}.")

@@ -1,0 +1,148 @@
+"""Users: identity from Clerk, rows and roles in D1, `/v1/me`."""
+
+import re
+from typing import Any
+
+from . import auth
+from .clock import rfc3339
+from .db import Database, sql
+from .errors import Problem, unauthorized
+from .ids import new_id
+from .requests import RequestContext
+from .responses import Reply
+from .routing import Route
+from .validation import Obj, Str
+
+_USER_COLUMNS = """
+  u.id, u.clerk_user_id, u.display_name, u.time_zone, u.is_admin, u.version,
+  u.created_at_ms, u.updated_at_ms, a.user_id IS NOT NULL AS is_advisor"""
+
+_SELECT_USER = f"SELECT {_USER_COLUMNS} FROM users u LEFT JOIN advisors a ON a.user_id = u.id WHERE u.clerk_user_id = ?"
+
+_TIME_ZONE_RE = re.compile(r"^(UTC|[A-Z][A-Za-z_]+(/[A-Za-z0-9_+\-]+){1,2})$")
+
+
+async def ensure_user(db: Database, clerk_user_id: str, now_ms: int) -> dict[str, Any]:
+    """The caller's row, created on first sight of a `sub` (race-free: the
+    insert is conditional, so two first requests at once make one user)."""
+    row = await db.first(sql(_SELECT_USER, clerk_user_id))
+    if row is not None:
+        return row
+    results = await db.batch([
+        sql("""INSERT INTO users (id, clerk_user_id, created_at_ms, updated_at_ms)
+               VALUES (?, ?, ?, ?) ON CONFLICT (clerk_user_id) DO NOTHING""",
+            new_id(), clerk_user_id, now_ms, now_ms),
+        sql("""INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
+               SELECT ?, 'client_wallet', id, ? FROM users WHERE clerk_user_id = ?
+               ON CONFLICT DO NOTHING""",
+            new_id(), now_ms, clerk_user_id),
+        sql(_SELECT_USER, clerk_user_id),
+    ])
+    rows = results[-1].rows
+    assert len(rows) == 1, "user row must exist after the conditional insert"
+    return rows[0]
+
+
+async def authenticate(rc: RequestContext) -> dict[str, Any]:
+    token = auth.bearer_token(rc.header("authorization"), rc.header("cookie"))
+    if token is None:
+        raise unauthorized("Authentication required.")
+    pem = rc.settings.clerk_jwt_key_pem
+    if not pem:
+        raise Problem(500, "misconfigured", "Server misconfigured", "CLERK_JWT_KEY is not set.")
+    identity = await auth.verify_token(
+        token,
+        public_key_pem=pem,
+        issuer=rc.settings.clerk_issuer,
+        authorized_parties=rc.settings.clerk_authorized_parties,
+        now_s=rc.clock.now_ms() // 1000,
+        clock_skew_s=rc.settings.clock_skew_s,
+    )
+    return await ensure_user(rc.db, identity.sub, rc.clock.now_ms())
+
+
+def roles(user: dict[str, Any]) -> list[str]:
+    out = ["client"]
+    if user.get("is_advisor"):
+        out.append("advisor")
+    if user.get("is_admin"):
+        out.append("admin")
+    return out
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def parse_if_match(value: str | None) -> int:
+    """`If-Match: "3"`, `W/"3"` or `3` -> 3; missing is 428."""
+    if value is None:
+        raise Problem(428, "precondition_required", "Precondition required",
+                      "Send If-Match with the version you last read.")
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit() or len(text) > 15:
+        raise Problem(412, "version_conflict", "Precondition failed", "If-Match does not name a version.")
+    return int(text)
+
+
+def user_view(user: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(user["id"]),
+        "display_name": user["display_name"],
+        "time_zone": user["time_zone"],
+        "roles": roles(user),
+        "version": int(user["version"]),
+        "created_at": rfc3339(user["created_at_ms"]),
+        "updated_at": rfc3339(user["updated_at_ms"]),
+    }
+
+
+async def get_me(rc: RequestContext) -> Reply:
+    assert rc.user is not None
+    return Reply(user_view(rc.user), headers={"etag": etag(int(rc.user["version"]))})
+
+
+ME_PATCH = Obj(
+    {
+        "display_name": Str(min_len=1, max_len=80, nullable=True, description="Shown to advisors and in reviews."),
+        "time_zone": Str(min_len=1, max_len=64, description="IANA time zone name, e.g. Europe/Paris."),
+    },
+    min_fields=1,
+)
+
+
+async def patch_me(rc: RequestContext) -> Reply:
+    assert rc.user is not None
+    expected_version = parse_if_match(rc.header("if-match"))
+    changes = await rc.parsed_body()
+    if "time_zone" in changes and not _TIME_ZONE_RE.match(changes["time_zone"]):
+        raise Problem(400, "invalid_request", "Invalid request", "'time_zone' must be an IANA zone name.",
+                      extra={"field": "time_zone"})
+    now_ms = rc.clock.now_ms()
+    set_display = "display_name" in changes
+    row = await rc.db.first(sql(
+        """UPDATE users
+           SET display_name = CASE WHEN ? THEN ? ELSE display_name END,
+               time_zone = coalesce(?, time_zone),
+               version = version + 1,
+               updated_at_ms = ?
+           WHERE id = ? AND version = ?
+           RETURNING id, clerk_user_id, display_name, time_zone, is_admin, version, created_at_ms, updated_at_ms""",
+        set_display, changes.get("display_name"), changes.get("time_zone"), now_ms, rc.user_id, expected_version,
+    ))
+    if row is None:
+        raise Problem(412, "version_conflict", "Precondition failed",
+                      "The profile changed since you read it; fetch it again.")
+    row["is_advisor"] = rc.user.get("is_advisor")
+    rc.user = row
+    return Reply(user_view(row), headers={"etag": etag(int(row["version"]))})
+
+
+ROUTES = [
+    Route("GET", "/v1/me", get_me, "Your own profile", responses={200: "User"}, tag="users"),
+    Route("PATCH", "/v1/me", patch_me, "Edit your profile (If-Match: <version>)", primary=True, body=ME_PATCH,
+          if_match=True, responses={200: "User"}, problems=(412, 428), tag="users"),
+]

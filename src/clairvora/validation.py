@@ -1,0 +1,174 @@
+"""Declarative input shapes: parse JSON bodies and query strings into plain
+values, or raise a 400 problem naming the field. The same shapes give the
+OpenAPI document its schemas, so the contract and the checks cannot drift."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import bad_request
+
+MAX_SAFE_INTEGER = 2**53 - 1
+MAX_JSON_DEPTH = 8
+
+
+class Field:
+    nullable: bool = False
+    description: str = ""
+
+    def parse(self, value: Any, name: str) -> Any:
+        raise NotImplementedError
+
+    def parse_query(self, raw: str, name: str) -> Any:
+        return self.parse(raw, name)
+
+    def schema(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _schema(self, base: dict[str, Any]) -> dict[str, Any]:
+        if self.nullable:
+            base = {**base, "type": [base["type"], "null"]} if "type" in base else {"anyOf": [base, {"type": "null"}]}
+        if self.description:
+            base["description"] = self.description
+        return base
+
+
+class Str(Field):
+    def __init__(self, *, min_len: int = 0, max_len: int, choices: tuple[str, ...] | None = None,
+                 nullable: bool = False, description: str = "") -> None:
+        assert 0 <= min_len <= max_len <= 100_000
+        self.min_len, self.max_len, self.choices = min_len, max_len, choices
+        self.nullable, self.description = nullable, description
+
+    def parse(self, value: Any, name: str) -> Any:
+        if value is None and self.nullable:
+            return None
+        if not isinstance(value, str):
+            raise bad_request(f"'{name}' must be a string.", name)
+        if any(ord(c) < 32 and c not in "\n\t" for c in value) or "\x7f" in value:
+            raise bad_request(f"'{name}' contains control characters.", name)
+        if not self.min_len <= len(value) <= self.max_len:
+            raise bad_request(f"'{name}' must be {self.min_len} to {self.max_len} characters.", name)
+        if self.choices is not None and value not in self.choices:
+            raise bad_request(f"'{name}' must be one of: {', '.join(self.choices)}.", name)
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        s: dict[str, Any] = {"type": "string", "minLength": self.min_len, "maxLength": self.max_len}
+        if self.choices is not None:
+            s["enum"] = list(self.choices)
+        return self._schema(s)
+
+
+class Int(Field):
+    def __init__(self, *, low: int, high: int, nullable: bool = False, description: str = "") -> None:
+        assert -MAX_SAFE_INTEGER <= low <= high <= MAX_SAFE_INTEGER
+        self.low, self.high, self.nullable, self.description = low, high, nullable, description
+
+    def parse(self, value: Any, name: str) -> Any:
+        if value is None and self.nullable:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad_request(f"'{name}' must be an integer.", name)
+        if not self.low <= value <= self.high:
+            raise bad_request(f"'{name}' must be between {self.low} and {self.high}.", name)
+        return value
+
+    def parse_query(self, raw: str, name: str) -> Any:
+        text = raw.strip()
+        if not text or len(text) > 16 or not (text.isdigit() or (text[0] == "-" and text[1:].isdigit())):
+            raise bad_request(f"'{name}' must be an integer.", name)
+        return self.parse(int(text), name)
+
+    def schema(self) -> dict[str, Any]:
+        return self._schema({"type": "integer", "minimum": self.low, "maximum": self.high})
+
+
+class ListOf(Field):
+    def __init__(self, item: Field, *, min_items: int = 0, max_items: int, unique: bool = True,
+                 description: str = "") -> None:
+        assert 0 <= min_items <= max_items <= 100
+        self.item, self.min_items, self.max_items, self.unique = item, min_items, max_items, unique
+        self.description = description
+
+    def parse(self, value: Any, name: str) -> Any:
+        if not isinstance(value, list):
+            raise bad_request(f"'{name}' must be a list.", name)
+        if not self.min_items <= len(value) <= self.max_items:
+            raise bad_request(f"'{name}' must hold {self.min_items} to {self.max_items} items.", name)
+        items = [self.item.parse(v, f"{name}[{i}]") for i, v in enumerate(value)]
+        if self.unique and len(set(map(repr, items))) != len(items):
+            raise bad_request(f"'{name}' must not repeat items.", name)
+        return items
+
+    def parse_query(self, raw: str, name: str) -> Any:
+        return self.parse([p for p in raw.split(",") if p != ""], name)
+
+    def schema(self) -> dict[str, Any]:
+        return self._schema({"type": "array", "items": self.item.schema(), "minItems": self.min_items,
+                             "maxItems": self.max_items, "uniqueItems": self.unique})
+
+
+class Obj(Field):
+    def __init__(self, fields: Mapping[str, Field], *, required: tuple[str, ...] = (),
+                 min_fields: int = 0, nullable: bool = False, description: str = "") -> None:
+        assert set(required) <= set(fields)
+        self.fields, self.required, self.min_fields = dict(fields), required, min_fields
+        self.nullable, self.description = nullable, description
+
+    def parse(self, value: Any, name: str = "body") -> Any:
+        if value is None and self.nullable:
+            return None
+        if not isinstance(value, dict):
+            raise bad_request(f"'{name}' must be a JSON object.", name)
+        prefix = "" if name == "body" else f"{name}."
+        for key in value:
+            if key not in self.fields:
+                raise bad_request(f"Unknown field '{prefix}{key}'.", f"{prefix}{key}")
+        for key in self.required:
+            if key not in value:
+                raise bad_request(f"'{prefix}{key}' is required.", f"{prefix}{key}")
+        if len(value) < self.min_fields:
+            raise bad_request(f"Send at least {self.min_fields} field(s).", name)
+        return {key: self.fields[key].parse(v, f"{prefix}{key}") for key, v in value.items()}
+
+    def schema(self) -> dict[str, Any]:
+        s: dict[str, Any] = {
+            "type": "object",
+            "properties": {k: f.schema() for k, f in self.fields.items()},
+            "additionalProperties": False,
+        }
+        if self.required:
+            s["required"] = list(self.required)
+        if self.min_fields:
+            s["minProperties"] = self.min_fields
+        return self._schema(s)
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of a decoded JSON value, stopping once past `limit`."""
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def parse_query(query: Mapping[str, list[str]], shape: Obj) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, values in query.items():
+        if key not in shape.fields:
+            raise bad_request(f"Unknown query parameter '{key}'.", key)
+        if len(values) != 1:
+            raise bad_request(f"Query parameter '{key}' given more than once.", key)
+        out[key] = shape.fields[key].parse_query(values[0], key)
+    for key in shape.required:
+        if key not in out:
+            raise bad_request(f"Query parameter '{key}' is required.", key)
+    return out

@@ -1,0 +1,18 @@
+"""Host-side checks of the project's configuration (run with CPython)."""
+
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_environment_has_its_own_d1_binding():
+    config = tomllib.loads((ROOT / "wrangler.toml").read_text())
+    names = {config["d1_databases"][0]["database_name"]}
+    for env in ("staging", "production"):
+        bindings = config["env"][env]["d1_databases"]
+        assert [b["binding"] for b in bindings] == ["DB"]
+        assert bindings[0]["migrations_dir"] == "migrations"
+        names.add(bindings[0]["database_name"])
+        assert config["env"][env]["vars"]["TEST_HOOKS"] == "forbidden"
+    assert len(names) == 3
