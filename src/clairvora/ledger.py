@@ -1,0 +1,126 @@
+"""Accounts, transfers and entries: the double-entry, append-only ledger.
+
+A transfer is a list of statements meant for ONE `db.batch` (one D1 round
+trip), together with whatever else the money movement changes:
+
+    INSERT transfer (posted = 0)
+    INSERT entry per leg  -- INSERT ... SELECT from the account row, so the
+                          -- balance-after and sequence come from SQL
+    UPDATE transfer SET posted = 1   -- trigger: >= 2 entries, sum = 0
+
+The triggers in migrations/0002_ledger.sql refuse a wallet overdraft
+(`insufficient_funds`), a gap in sequences, an unbalanced transfer and any
+update or delete of an entry; a refusal aborts the whole batch. The transfer
+key is UNIQUE, so repeating a movement (same key) also aborts its batch.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .db import Database, Statement, sql
+
+AccountKind = Literal["client_wallet", "advisor_earnings", "platform_revenue", "gateway_clearing"]
+TransferKind = Literal["deposit", "deposit_reversal", "reading_charge", "reading_refund", "adjustment"]
+ReferenceType = Literal["payment", "reading", "webhook_event"]
+
+PLATFORM_REVENUE_ACCOUNT_ID = 1
+GATEWAY_CLEARING_ACCOUNT_ID = 2
+MAX_LEGS = 8
+MAX_TRANSFER_CENTS = 10_000_000_00  # $10M: far above any real movement, far below 2**53
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRef:
+    """A fixed account id, or the account of `kind` owned by a user."""
+
+    account_id: int | None = None
+    owner_user_id: int | None = None
+    kind: AccountKind | None = None
+
+
+PLATFORM_REVENUE = AccountRef(account_id=PLATFORM_REVENUE_ACCOUNT_ID)
+GATEWAY_CLEARING = AccountRef(account_id=GATEWAY_CLEARING_ACCOUNT_ID)
+
+
+def wallet_of(user_id: int) -> AccountRef:
+    return AccountRef(owner_user_id=user_id, kind="client_wallet")
+
+
+def earnings_of(user_id: int) -> AccountRef:
+    return AccountRef(owner_user_id=user_id, kind="advisor_earnings")
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    account: AccountRef
+    amount_cents: int
+
+
+_INSERT_ENTRY_BY_ID = """
+INSERT INTO ledger_entries (transfer_id, account_id, amount_cents, balance_after_cents, sequence, created_at_ms)
+SELECT ?, a.id, ?, a.balance_cents + ?, a.last_sequence + 1, ?
+FROM accounts a WHERE a.id = ?"""
+
+_INSERT_ENTRY_BY_OWNER = """
+INSERT INTO ledger_entries (transfer_id, account_id, amount_cents, balance_after_cents, sequence, created_at_ms)
+SELECT ?, a.id, ?, a.balance_cents + ?, a.last_sequence + 1, ?
+FROM accounts a WHERE a.owner_user_id = ? AND a.kind = ?"""
+
+
+def transfer(
+    *,
+    transfer_id: int,
+    key: str,
+    kind: TransferKind,
+    legs: list[Leg],
+    now_ms: int,
+    reference_type: ReferenceType | None = None,
+    reference_id: int | None = None,
+    requested_by_user_id: int | None = None,
+) -> list[Statement]:
+    """The statements of one balanced transfer, for a single batch."""
+    assert 2 <= len(legs) <= MAX_LEGS, "a transfer has 2..8 legs"
+    assert all(leg.amount_cents != 0 for leg in legs), "no zero legs"
+    assert all(abs(leg.amount_cents) <= MAX_TRANSFER_CENTS for leg in legs)
+    assert sum(leg.amount_cents for leg in legs) == 0, "a transfer sums to zero"
+    assert 1 <= len(key) <= 200
+    statements = [
+        sql(
+            """INSERT INTO transfers (id, transfer_key, kind, reference_type, reference_id,
+                                      requested_by_user_id, created_at_ms)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            transfer_id, key, kind, reference_type, reference_id, requested_by_user_id, now_ms,
+        )
+    ]
+    for leg in legs:
+        ref = leg.account
+        if ref.account_id is not None:
+            statements.append(sql(_INSERT_ENTRY_BY_ID, transfer_id, leg.amount_cents, leg.amount_cents, now_ms,
+                                  ref.account_id))
+        else:
+            assert ref.owner_user_id is not None and ref.kind is not None
+            statements.append(sql(_INSERT_ENTRY_BY_OWNER, transfer_id, leg.amount_cents, leg.amount_cents, now_ms,
+                                  ref.owner_user_id, ref.kind))
+    statements.append(sql("UPDATE transfers SET posted = 1 WHERE id = ?", transfer_id))
+    return statements
+
+
+def split_rate(rate_cents_per_minute: int, platform_fee_bps: int) -> tuple[int, int]:
+    """(advisor_cents, platform_cents) for one minute; the parts sum exactly to the rate.
+    The platform's part rounds down, so rounding always favours the advisor."""
+    assert rate_cents_per_minute > 0 and 0 <= platform_fee_bps <= 10_000
+    platform = rate_cents_per_minute * platform_fee_bps // 10_000
+    advisor = rate_cents_per_minute - platform
+    assert advisor + platform == rate_cents_per_minute
+    return advisor, platform
+
+
+async def balance_cents(db: Database, account: AccountRef) -> int | None:
+    """O(1): one indexed account row, however long the ledger is."""
+    if account.account_id is not None:
+        statement = sql("SELECT balance_cents FROM accounts WHERE id = ?", account.account_id)
+    else:
+        statement = sql("SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = ?",
+                        account.owner_user_id, account.kind)
+    row = await db.first(statement)
+    return None if row is None else int(row["balance_cents"])
