@@ -1,15 +1,15 @@
 """The ledger's SQL guarantees, exercised on real local D1."""
 
 import pytest
-from support import database, new_user
 
 from clairvora import ledger
 from clairvora.db import TriggerAbort, UniqueViolation, sql
 from clairvora.ids import new_id
+from support import database, new_user
 
 
 async def _user_with_wallet() -> int:
-    sub, client = await new_user("ledger")
+    _sub, client = await new_user("ledger")
     me = (await client.get("/v1/me")).json()
     return int(me["id"])
 

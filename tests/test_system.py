@@ -20,7 +20,7 @@ async def test_unknown_route_is_problem_json():
 async def test_me_requires_token_and_creates_user():
     from support import new_user
 
-    sub, client = await new_user()
+    _sub, client = await new_user()
     r = await client.get("/v1/me")
     assert r.status == 200, r.text
     assert r.json()["roles"] == ["client"]

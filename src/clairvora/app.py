@@ -12,7 +12,7 @@ from .db import D1Error, Database, LimitExceeded, TransientD1Error, valid_bookma
 from .errors import Problem, forbidden, service_unavailable
 from .openapi import document
 from .requests import RequestContext
-from .responses import Reply, problem_reply, to_response
+from .responses import problem_reply, to_response
 from .routing import Route, Router
 
 ROUTES: list[Route] = [*system.ROUTES, *users.ROUTES]

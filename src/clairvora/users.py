@@ -13,11 +13,11 @@ from .responses import Reply
 from .routing import Route
 from .validation import Obj, Str
 
-_USER_COLUMNS = """
-  u.id, u.clerk_user_id, u.display_name, u.time_zone, u.is_admin, u.version,
-  u.created_at_ms, u.updated_at_ms, a.user_id IS NOT NULL AS is_advisor"""
-
-_SELECT_USER = f"SELECT {_USER_COLUMNS} FROM users u LEFT JOIN advisors a ON a.user_id = u.id WHERE u.clerk_user_id = ?"
+_SELECT_USER = """
+SELECT u.id, u.clerk_user_id, u.display_name, u.time_zone, u.is_admin, u.version,
+       u.created_at_ms, u.updated_at_ms, a.user_id IS NOT NULL AS is_advisor
+FROM users u LEFT JOIN advisors a ON a.user_id = u.id
+WHERE u.clerk_user_id = ?"""
 
 _TIME_ZONE_RE = re.compile(r"^(UTC|[A-Z][A-Za-z_]+(/[A-Za-z0-9_+\-]+){1,2})$")
 
