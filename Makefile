@@ -79,7 +79,7 @@ test-host: install
 	.venv/bin/pytest -q -p no:cacheprovider tooling_tests $(PYTEST_ARGS)
 
 lint: .cache/venv.ok
-	.venv/bin/ruff check src tests tooling_tests bench runtime/py
+	.venv/bin/ruff check $(wildcard src tests tooling_tests bench runtime/py)
 
 clean:
 	rm -rf .cache .venv node_modules .wrangler
