@@ -4,6 +4,7 @@
 //   node runtime/cli.mjs serve [--env staging|production] [--port N] [--no-cron]
 //   node runtime/cli.mjs scheduled [--env ...]          fire the cron handler once
 //   node runtime/cli.mjs test [pytest args...]          pytest inside Pyodide, fresh D1
+//   node runtime/cli.mjs run script.py [args...]        a script inside the runtime, fresh D1
 //
 // `make dev`, `make test` and `make scheduled` call these.
 import { spawnSync } from "node:child_process";
@@ -76,17 +77,16 @@ async function scheduled(opts) {
   await rt.dispose();
 }
 
-// pytest inside the same Pyodide, against a fresh local D1 with every migration
-// applied by wrangler; the Worker is also served over HTTP on an ephemeral port.
-async function test(opts) {
-  const persistDir = fs.mkdtempSync(path.join(os.tmpdir(), "clairvora-test-d1-"));
+// A fresh local D1 (every migration applied by wrangler), the runtime booted on
+// it with the test stand-ins, and the Worker served on an ephemeral port.
+async function bootScratch({ testPackages }) {
+  const persistDir = fs.mkdtempSync(path.join(os.tmpdir(), "clairvora-d1-"));
   const t0 = performance.now();
   wrangler(["d1", "migrations", "apply", databaseName(""), "--local", "--persist-to", persistDir]);
   log(`fresh D1 at ${persistDir}: migrations applied in ${Math.round(performance.now() - t0)} ms`);
   const services = await startServices({ log, forTests: true });
-  const rt = await boot({ persistDir, testPackages: true, overrides: services.overrides(), log });
+  const rt = await boot({ persistDir, testPackages, overrides: services.overrides(), log });
   const { server, port } = await serveHttp(rt, { port: 0 });
-
   const { pyodide } = rt;
   pyodide.registerJsModule("local_runtime", {
     baseUrl: `http://127.0.0.1:${port}`,
@@ -95,6 +95,7 @@ async function test(opts) {
     vars: rt.vars,
     secrets: services.testSecrets(),
     anetControl: services.anetControl(),
+    timings: rt.timings,
     async dispatchFetch(request) {
       const { response, settled, faults } = await rt.dispatchFetch(request);
       await settled;
@@ -108,15 +109,49 @@ async function test(opts) {
   });
   pyodide.FS.mkdirTree("/project");
   pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: ROOT }, "/project");
-  pyodide.runPython("import os; os.chdir('/project')");
-  const pytestMain = pyodide.runPython("import pytest; pytest.main");
+  pyodide.runPython("import os, sys; os.chdir('/project'); sys.path.insert(0, '/project/tests')");
+  return {
+    rt,
+    pyodide,
+    async close() {
+      server.close();
+      await services.stop();
+      await rt.dispose();
+      if (!process.env.KEEP_TEST_STATE) fs.rmSync(persistDir, { recursive: true, force: true });
+    },
+  };
+}
+
+// pytest inside the same Pyodide (JSPI lets async tests block on D1).
+async function test(opts) {
+  const scratch = await bootScratch({ testPackages: true });
+  const pytestMain = scratch.pyodide.runPython("import pytest; pytest.main");
   const args = ["-p", "no:cacheprovider", ...(opts.rest.length ? opts.rest : ["tests"])];
-  const code = Number(await pytestMain.callPromising(pyodide.toPy(args)));
-  server.close();
-  await services.stop();
-  await rt.dispose();
-  if (!process.env.KEEP_TEST_STATE) fs.rmSync(persistDir, { recursive: true, force: true });
+  const code = Number(await pytestMain.callPromising(scratch.pyodide.toPy(args)));
+  await scratch.close();
   return code;
+}
+
+// A Python script inside the runtime on scratch D1 (benchmarks, measurements):
+// the script defines `async def main(argv)`, which is awaited. `tests/support.py`
+// is importable.
+async function runScript(opts) {
+  const [script, ...args] = opts.rest;
+  if (!script) throw new UserError("usage: cli.mjs run <script.py> [args...]");
+  const scratch = await bootScratch({ testPackages: false });
+  const globals = scratch.pyodide.toPy({ __name__: "__clairvora_script__" });
+  try {
+    scratch.pyodide.runPython(fs.readFileSync(path.resolve(script), "utf8"), {
+      globals,
+      filename: path.resolve(script),
+    });
+    const main = globals.get("main");
+    if (!main) throw new UserError(`${script} defines no \`async def main(argv)\``);
+    await main(scratch.pyodide.toPy(args));
+  } finally {
+    await scratch.close();
+  }
+  return 0;
 }
 
 async function main() {
@@ -125,6 +160,7 @@ async function main() {
   if (command === "serve") return serve(opts);
   if (command === "scheduled") return scheduled(opts);
   if (command === "test") process.exit(await test(opts));
+  if (command === "run") process.exit(await runScript(opts));
   throw new UserError(`usage: cli.mjs serve|scheduled|test [...]`);
 }
 

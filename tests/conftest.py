@@ -1,7 +1,4 @@
 import inspect
-import sys
-
-sys.path.insert(0, "/project/tests")
 
 import pytest
 from pyodide.ffi import run_sync
