@@ -1,0 +1,367 @@
+"""Advisors: becoming one, editing the profile, the public list and profile.
+
+The reply for an advisor is built in one place (`advisor_view`, from the
+columns in `ADVISOR_COLUMNS`), so every route answers the same shape.
+"""
+
+import base64
+import json
+from typing import Any
+
+from .clock import rfc3339
+from .db import Database, UniqueViolation, sql
+from .errors import Problem, bad_request, not_found
+from .ids import new_id
+from .requests import RequestContext
+from .responses import Reply
+from .routing import Route
+from .users import etag, parse_if_match
+from .validation import Int, ListOf, Obj, Str
+
+# The fixed list in migrations/0001_identity.sql (a test keeps the two equal).
+CATEGORIES: tuple[str, ...] = (
+    "astrology", "career", "dreams", "love", "mediumship", "numerology", "spiritual", "tarot",
+)
+STATUSES: tuple[str, ...] = ("online", "offline", "busy")
+MAX_CATEGORIES = len(CATEGORIES)
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+MAX_CURSOR_CHARS = 200
+MAX_RATE_QUERY = 100_000
+
+# Everything an advisor reply is made of: one row per advisor. Categories
+# come as a JSON array from the (advisor_id) index, already sorted.
+ADVISOR_COLUMNS = """
+  a.user_id, a.headline, a.bio, a.rate_cents_per_minute, a.status, a.rating_count, a.rating_sum,
+  a.rating_milli, a.version, a.created_at_ms, a.updated_at_ms, u.display_name,
+  (SELECT json_group_array(category) FROM
+     (SELECT category FROM advisor_categories WHERE advisor_id = a.user_id ORDER BY category)) AS categories_json"""
+
+_SELECT_ADVISOR = f"SELECT {ADVISOR_COLUMNS} FROM advisors a JOIN users u ON u.id = a.user_id WHERE a.user_id = ?"  # noqa: S608 - constant text
+
+
+def rating_average(rating_sum: int, rating_count: int) -> float | None:
+    return None if rating_count == 0 else round(rating_sum / rating_count, 2)
+
+
+def advisor_view(row: dict[str, Any]) -> dict[str, Any]:
+    """The one advisor reply shape (public profile, list items, own profile)."""
+    return {
+        "id": str(row["user_id"]),
+        "display_name": row["display_name"],
+        "headline": row["headline"],
+        "bio": row["bio"],
+        "categories": json.loads(row["categories_json"] or "[]"),
+        "rate_cents_per_minute": int(row["rate_cents_per_minute"]),
+        "status": row["status"],
+        "rating_average": rating_average(int(row["rating_sum"]), int(row["rating_count"])),
+        "rating_count": int(row["rating_count"]),
+        "version": int(row["version"]),
+        "created_at": rfc3339(row["created_at_ms"]),
+        "updated_at": rfc3339(row["updated_at_ms"]),
+    }
+
+
+async def load_advisor(db: Database, advisor_id: int) -> dict[str, Any] | None:
+    return await db.first(sql(_SELECT_ADVISOR, advisor_id))
+
+
+def _check_rate(rc: RequestContext, rate: int) -> None:
+    low, high = rc.settings.rate_min_cents_per_minute, rc.settings.rate_max_cents_per_minute
+    if not low <= rate <= high:
+        raise bad_request(f"'rate_cents_per_minute' must be between {low} and {high}.", "rate_cents_per_minute")
+
+
+_CATEGORY_LIST = ListOf(Str(min_len=1, max_len=32, choices=CATEGORIES), min_items=1, max_items=MAX_CATEGORIES,
+                        description="Reading categories from the fixed list.")
+_RATE = Int(low=1, high=MAX_RATE_QUERY, description="Price per minute in cents, within the configured bounds.")
+
+ADVISOR_CREATE = Obj(
+    {
+        "headline": Str(min_len=1, max_len=120),
+        "bio": Str(max_len=4000),
+        "categories": _CATEGORY_LIST,
+        "rate_cents_per_minute": _RATE,
+    },
+    required=("headline", "bio", "categories", "rate_cents_per_minute"),
+)
+
+ADVISOR_PATCH = Obj(
+    {
+        "headline": Str(min_len=1, max_len=120),
+        "bio": Str(max_len=4000),
+        "categories": _CATEGORY_LIST,
+        "rate_cents_per_minute": _RATE,
+        "status": Str(max_len=8, choices=STATUSES),
+    },
+    min_fields=1,
+)
+
+
+async def create_advisor(rc: RequestContext) -> Reply:
+    body = await rc.parsed_body()
+    _check_rate(rc, body["rate_cents_per_minute"])
+    now_ms = rc.clock.now_ms()
+    uid = rc.user_id
+    # One batch: the profile, its categories and its earnings account exist
+    # together or not at all. A second attempt fails on advisors' primary key.
+    statements = [
+        sql("""INSERT INTO advisors (user_id, headline, bio, rate_cents_per_minute, status, created_at_ms, updated_at_ms)
+               VALUES (?, ?, ?, ?, 'offline', ?, ?)""",
+            uid, body["headline"], body["bio"], body["rate_cents_per_minute"], now_ms, now_ms),
+        sql("""INSERT INTO advisor_categories (category, advisor_id)
+               SELECT value, ? FROM json_each(?)""", uid, json.dumps(body["categories"])),
+        # (an earnings account left from earlier is kept: it may hold money)
+        sql("""INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
+               VALUES (?, 'advisor_earnings', ?, ?) ON CONFLICT DO NOTHING""", new_id(), uid, now_ms),
+        sql(_SELECT_ADVISOR, uid),
+    ]
+    try:
+        results = await rc.db.batch(statements)
+    except UniqueViolation as exc:
+        if "advisors.user_id" in exc.columns:
+            raise Problem(409, "already_advisor", "Conflict", "You are already an advisor.") from None
+        raise
+    row = results[-1].rows[0]
+    return Reply(advisor_view(row), 201, {"etag": etag(int(row["version"])),
+                                          "location": f"/v1/advisors/{uid}"})
+
+
+async def get_own_advisor(rc: RequestContext) -> Reply:
+    row = await load_advisor(rc.db, rc.user_id)
+    if row is None:
+        raise not_found("advisor profile (become an advisor with POST /v1/advisors)")
+    return Reply(advisor_view(row), headers={"etag": etag(int(row["version"]))})
+
+
+_VERSION_IS = "EXISTS (SELECT 1 FROM advisors WHERE user_id = ? AND version = ?)"
+
+
+async def patch_advisor(rc: RequestContext) -> Reply:
+    expected = parse_if_match(rc.header("if-match"))
+    changes = await rc.parsed_body()
+    if "rate_cents_per_minute" in changes:
+        _check_rate(rc, changes["rate_cents_per_minute"])
+    uid = rc.user_id
+    now_ms = rc.clock.now_ms()
+    statements = []
+    if "categories" in changes:
+        # Guarded by the expected version and placed BEFORE the version bump:
+        # the batch is one transaction, so they apply exactly when the UPDATE does.
+        statements += [
+            sql(f"DELETE FROM advisor_categories WHERE advisor_id = ? AND {_VERSION_IS}",  # noqa: S608 - constant
+                uid, uid, expected),
+            sql(f"""INSERT INTO advisor_categories (category, advisor_id)
+                    SELECT value, ? FROM json_each(?) WHERE {_VERSION_IS}""",  # noqa: S608 - constant
+                uid, json.dumps(changes["categories"]), uid, expected),
+        ]
+    statements += [
+        sql("""UPDATE advisors
+               SET headline = coalesce(?, headline), bio = coalesce(?, bio),
+                   rate_cents_per_minute = coalesce(?, rate_cents_per_minute), status = coalesce(?, status),
+                   version = version + 1, updated_at_ms = ?
+               WHERE user_id = ? AND version = ?""",
+            changes.get("headline"), changes.get("bio"), changes.get("rate_cents_per_minute"),
+            changes.get("status"), now_ms, uid, expected),
+        sql(_SELECT_ADVISOR, uid),
+    ]
+    results = await rc.db.batch(statements)
+    row = results[-1].rows[0] if results[-1].rows else None
+    if row is None:
+        raise not_found("advisor profile (become an advisor with POST /v1/advisors)")
+    if results[-2].changes != 1:
+        raise Problem(412, "version_conflict", "Precondition failed",
+                      "The advisor profile changed since you read it; fetch it again.")
+    return Reply(advisor_view(row), headers={"etag": etag(int(row["version"]))})
+
+
+async def get_advisor(rc: RequestContext) -> Reply:
+    row = await load_advisor(rc.db, rc.params["advisor_id"])
+    if row is None:
+        raise not_found("advisor")
+    return Reply(advisor_view(row), headers={"etag": etag(int(row["version"]))})
+
+
+# --- the list ----------------------------------------------------------------
+# One prewritten query per (category filter?, status filter?, sort): each one
+# matches an index, so no variant scans every advisor (tests assert the plans).
+# Cursor = the last row's sort key and id. Price sort: rate ASC, id ASC.
+# Rating sort: rating_milli DESC, id ASC (as the rating indexes are ordered).
+
+_FROM_PLAIN = "FROM advisors a JOIN users u ON u.id = a.user_id"
+# Category filter: walk advisor_categories' primary key for the wanted
+# categories (CROSS JOIN fixes that join order), then each advisor by id.
+_FROM_CATEGORY = """FROM advisor_categories c CROSS JOIN advisors a ON a.user_id = c.advisor_id
+  JOIN users u ON u.id = a.user_id"""
+_CATEGORY_WHERE = "c.category IN (SELECT value FROM json_each(:categories))"
+_STATUS_WHERE = "a.status = :status"
+# Under the rating sort the price range is only a filter (unary + keeps the
+# planner off the rate index): the walk down the rating index stops at LIMIT.
+_RATE_WHERE = {
+    "price": "a.rate_cents_per_minute BETWEEN :min_rate AND :max_rate",
+    "rating": "+a.rate_cents_per_minute BETWEEN :min_rate AND :max_rate",
+}
+_AFTER = {
+    "price": "(a.rate_cents_per_minute, a.user_id) > (:after_key, :after_id)",
+    "rating": "a.rating_milli <= :after_key AND (a.rating_milli < :after_key OR a.user_id > :after_id)",
+}
+_ORDER = {
+    "price": "ORDER BY a.rate_cents_per_minute, a.user_id",
+    "rating": "ORDER BY a.rating_milli DESC, a.user_id",
+}
+_SORT_KEY = {"price": "rate_cents_per_minute", "rating": "rating_milli"}
+
+
+def _list_sql(category: bool, status: bool, sort: str, after: bool) -> str:
+    where = [_RATE_WHERE[sort]]
+    if category:
+        where.append(_CATEGORY_WHERE)
+    if status:
+        where.append(_STATUS_WHERE)
+    if after:
+        where.append(_AFTER[sort])
+    select = "SELECT DISTINCT" if category else "SELECT"
+    frm = _FROM_CATEGORY if category else _FROM_PLAIN
+    return f"{select} {ADVISOR_COLUMNS} {frm} WHERE {' AND '.join(where)} {_ORDER[sort]} LIMIT :limit"  # fragments are constants
+
+
+# All variants are built from the constant fragments above, once, at import.
+LIST_QUERIES: dict[tuple[bool, bool, str, bool], str] = {
+    (c, s, sort, a): _list_sql(c, s, sort, a)
+    for c in (False, True) for s in (False, True) for sort in ("price", "rating") for a in (False, True)
+}
+
+ADVISOR_LIST_QUERY = Obj({
+    "category": ListOf(Str(min_len=1, max_len=32, choices=CATEGORIES), min_items=1, max_items=MAX_CATEGORIES,
+                       description="One or more categories, comma-separated (any of them matches)."),
+    "status": Str(max_len=8, choices=STATUSES),
+    "min_rate": Int(low=0, high=MAX_RATE_QUERY, description="Lowest rate_cents_per_minute."),
+    "max_rate": Int(low=0, high=MAX_RATE_QUERY, description="Highest rate_cents_per_minute."),
+    "sort": Str(max_len=8, choices=("rating", "price"), description="rating (best first, default) or price (cheapest first)."),
+    "cursor": Str(min_len=1, max_len=MAX_CURSOR_CHARS),
+    "limit": Int(low=1, high=MAX_PAGE),
+})
+
+
+def encode_cursor(payload: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """An opaque cursor back to its integer fields, or a 400."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        value = json.loads(raw.decode())
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("The cursor is not valid; start again without it.", "cursor", code="invalid_cursor") from None
+    if (not isinstance(value, dict) or set(value) != set(keys)
+            or not all(isinstance(value[k], (int, str)) and not isinstance(value[k], bool) for k in keys)):
+        raise bad_request("The cursor is not valid; start again without it.", "cursor", code="invalid_cursor")
+    return value
+
+
+def list_statement(query: dict[str, Any], limit: int) -> tuple[str, dict[str, Any]]:
+    """The prewritten SQL and named parameters for a parsed list query."""
+    sort = query.get("sort", "rating")
+    params: dict[str, Any] = {
+        "min_rate": query.get("min_rate", 0),
+        "max_rate": query.get("max_rate", MAX_RATE_QUERY),
+        "limit": limit,
+    }
+    if "category" in query:
+        params["categories"] = json.dumps(query["category"])
+    if "status" in query:
+        params["status"] = query["status"]
+    after = "cursor" in query
+    if after:
+        cursor = decode_cursor(query["cursor"], ("s", "k", "id"))
+        if cursor["s"] != sort or not isinstance(cursor["k"], int):
+            raise bad_request("The cursor belongs to another sort order.", "cursor", code="invalid_cursor")
+        try:
+            params["after_key"], params["after_id"] = cursor["k"], int(cursor["id"])
+        except ValueError:
+            raise bad_request("The cursor is not valid.", "cursor", code="invalid_cursor") from None
+    text = LIST_QUERIES[("category" in query, "status" in query, sort, after)]
+    return text, params
+
+
+def named(text: str, params: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """`:name` placeholders -> `?` + positional values (D1 binds positionally)."""
+    out: list[Any] = []
+    pieces = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == ":" and i + 1 < len(text) and (text[i + 1].isalpha() or text[i + 1] == "_"):
+            j = i + 1
+            while j < len(text) and (text[j].isalnum() or text[j] == "_"):
+                j += 1
+            out.append(params[text[i + 1:j]])
+            pieces.append("?")
+            i = j
+        else:
+            pieces.append(ch)
+            i += 1
+    return "".join(pieces), tuple(out)
+
+
+async def list_advisors(rc: RequestContext) -> Reply:
+    query = rc.parsed_query()
+    if query.get("min_rate", 0) > query.get("max_rate", MAX_RATE_QUERY):
+        raise bad_request("'min_rate' is above 'max_rate'.", "min_rate")
+    limit = query.get("limit", DEFAULT_PAGE)
+    text, params = list_statement(query, limit + 1)
+    positional_text, values = named(text, params)
+    result = await rc.db.all(sql(positional_text, *values))
+    rows = result.rows[:limit]
+    next_cursor = None
+    if len(result.rows) > limit:
+        sort = query.get("sort", "rating")
+        last = rows[-1]
+        next_cursor = encode_cursor({"s": sort, "k": int(last[_SORT_KEY[sort]]), "id": str(last["user_id"])})
+    return Reply({"items": [advisor_view(r) for r in rows], "next_cursor": next_cursor})
+
+
+SCHEMAS: dict[str, Any] = {
+    "Advisor": {
+        "type": "object",
+        "required": ["id", "headline", "bio", "categories", "rate_cents_per_minute", "status",
+                     "rating_average", "rating_count", "version", "created_at", "updated_at"],
+        "properties": {
+            "id": {"type": "string", "description": "The advisor's user id."},
+            "display_name": {"type": ["string", "null"]},
+            "headline": {"type": "string"},
+            "bio": {"type": "string"},
+            "categories": {"type": "array", "items": {"type": "string", "enum": list(CATEGORIES)}},
+            "rate_cents_per_minute": {"type": "integer"},
+            "status": {"type": "string", "enum": list(STATUSES)},
+            "rating_average": {"type": ["number", "null"], "description": "Mean rating (1-5), null before any review."},
+            "rating_count": {"type": "integer"},
+            "version": {"type": "integer"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "AdvisorList": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Advisor"}},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
+}
+
+ROUTES = [
+    Route("POST", "/v1/advisors", create_advisor, "Become an advisor", primary=True, body=ADVISOR_CREATE,
+          responses={201: "Advisor"}, problems=(409,), tag="advisors"),
+    Route("GET", "/v1/advisors", list_advisors, "List and search advisors", auth="none", query=ADVISOR_LIST_QUERY,
+          responses={200: "AdvisorList"}, tag="advisors"),
+    Route("GET", "/v1/advisors/me", get_own_advisor, "Your own advisor profile (with ETag)", primary=True,
+          responses={200: "Advisor"}, tag="advisors"),
+    Route("PATCH", "/v1/advisors/me", patch_advisor, "Edit your advisor profile, rate or status (If-Match: <version>)",
+          primary=True, body=ADVISOR_PATCH, if_match=True, responses={200: "Advisor"}, problems=(412, 428),
+          tag="advisors"),
+    Route("GET", "/v1/advisors/{advisor_id:id}", get_advisor, "An advisor's public profile", auth="none",
+          responses={200: "Advisor"}, tag="advisors"),
+]
