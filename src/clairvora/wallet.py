@@ -1,0 +1,144 @@
+"""The client's wallet: its balance and its own ledger entries.
+
+`GET /v1/wallet` reads one account row (O(1), however long the ledger is).
+`held_cents` is always 0: this design has no holds. A reading charges each
+minute when it begins (one balanced transfer per minute), so there is never
+money reserved but not yet moved.
+
+`available_cents` may be below zero only after the gateway reversed a deposit
+that had already been spent (a `deposit_reversal` transfer, see webhooks.py);
+such a client cannot start a reading, because requesting one needs funds for
+the first minute (a positive balance).
+
+Both routes are `primary=True` and honour the caller's bookmark, so a client
+sees its deposit in the very next request.
+"""
+
+from typing import Any
+
+from .clock import rfc3339
+from .db import Database, sql
+from .errors import bad_request, not_found
+from .requests import RequestContext
+from .responses import Reply
+from .routing import Route
+from .validation import Int, Obj, Str
+
+MAX_PAGE = 100
+DEFAULT_PAGE = 25
+CURRENCY = "USD"
+
+_SELECT_WALLET = """
+SELECT id, balance_cents, currency FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'"""
+
+# Keyset pagination on the per-account sequence (gap-free, unique per account,
+# indexed by UNIQUE (account_id, sequence)): a page costs `limit` entry rows.
+_SELECT_ENTRIES = """
+SELECT e.id, e.sequence, e.amount_cents, e.balance_after_cents, e.created_at_ms,
+       t.kind, t.reference_type, t.reference_id
+FROM ledger_entries e JOIN transfers t ON t.id = e.transfer_id
+WHERE e.account_id = (SELECT id FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet')
+  AND e.sequence < ?
+ORDER BY e.sequence DESC
+LIMIT ?"""
+
+_NO_CURSOR = 2**52  # above any sequence; larger ints cross to JS as BigInt, which D1 refuses
+
+
+async def wallet_view(db: Database, user_id: int) -> dict[str, Any]:
+    row = await db.first(sql(_SELECT_WALLET, user_id))
+    if row is None:  # users.ensure_user creates the wallet with the user
+        raise not_found("wallet")
+    return wallet_from_row(row)
+
+
+def wallet_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {"available_cents": int(row["balance_cents"]), "held_cents": 0, "currency": row["currency"]}
+
+
+async def get_wallet(rc: RequestContext) -> Reply:
+    return Reply(await wallet_view(rc.db, rc.user_id))
+
+
+def _parse_cursor(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return _NO_CURSOR
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 15:
+        raise bad_request("'cursor' is not a cursor this API returned.", "cursor")
+    return min(int(raw), _NO_CURSOR)
+
+
+def entry_view(row: dict[str, Any]) -> dict[str, Any]:
+    reference = None
+    if row["reference_type"] is not None:
+        reference = {"type": row["reference_type"], "id": str(row["reference_id"])}
+    return {
+        "id": str(row["id"]),
+        "kind": row["kind"],
+        "amount_cents": int(row["amount_cents"]),
+        "balance_after_cents": int(row["balance_after_cents"]),
+        "reference": reference,
+        "created_at": rfc3339(row["created_at_ms"]),
+    }
+
+
+async def list_transactions(rc: RequestContext) -> Reply:
+    query = rc.parsed_query()
+    limit = query.get("limit", DEFAULT_PAGE)
+    before = _parse_cursor(query.get("cursor"))
+    result = await rc.db.all(sql(_SELECT_ENTRIES, rc.user_id, before, limit + 1))
+    rows = result.rows[:limit]
+    more = len(result.rows) > limit
+    next_cursor = str(rows[-1]["sequence"]) if more and rows else None
+    return Reply({"items": [entry_view(r) for r in rows], "next_cursor": next_cursor})
+
+
+TRANSACTIONS_QUERY = Obj({
+    "cursor": Str(max_len=15, description="next_cursor from the previous page"),
+    "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
+})
+
+SCHEMAS: dict[str, Any] = {
+    "Wallet": {
+        "type": "object",
+        "required": ["available_cents", "held_cents", "currency"],
+        "properties": {
+            "available_cents": {"type": "integer",
+                                "description": "Below zero only after a gateway reversal of a spent deposit."},
+            "held_cents": {"type": "integer", "description": "Always 0: this design has no holds."},
+            "currency": {"type": "string", "enum": [CURRENCY]},
+        },
+    },
+    "WalletTransaction": {
+        "type": "object",
+        "required": ["id", "kind", "amount_cents", "balance_after_cents", "reference", "created_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "kind": {"type": "string", "enum": ["deposit", "deposit_reversal", "reading_charge", "reading_refund",
+                                                "adjustment"]},
+            "amount_cents": {"type": "integer", "description": "signed: + credit, - debit"},
+            "balance_after_cents": {"type": "integer"},
+            "reference": {
+                "type": ["object", "null"],
+                "properties": {"type": {"type": "string", "enum": ["payment", "reading", "webhook_event"]},
+                               "id": {"type": "string"}},
+            },
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "WalletTransactionPage": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/WalletTransaction"}},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
+}
+
+ROUTES = [
+    Route("GET", "/v1/wallet", get_wallet, "Your wallet balance", primary=True,
+          responses={200: "Wallet"}, tag="wallet"),
+    Route("GET", "/v1/wallet/transactions", list_transactions, "Your wallet's ledger entries, newest first",
+          primary=True, query=TRANSACTIONS_QUERY, responses={200: "WalletTransactionPage"}, tag="wallet"),
+]
