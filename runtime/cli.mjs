@@ -51,7 +51,7 @@ export function databaseName(envName) {
 }
 
 async function serve(opts) {
-  const services = await startServices({ log });
+  const services = await startServices({ log, envName: opts.env });
   const rt = await boot({ envName: opts.env, overrides: services.overrides(), log });
   const { port } = await serveHttp(rt, { port: opts.port });
   log(`Clairvora API (${opts.env || "local"}) on http://127.0.0.1:${port}  (Ctrl-C stops)`);

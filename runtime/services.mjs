@@ -2,6 +2,10 @@
 // For tests: fresh secrets per run (a Clerk-style RSA key pair, message keys,
 // an Authorize.Net signature key); for `make dev` they come from .dev.vars.
 import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { startAnetStandin } from "./anet_standin.mjs";
+import { ROOT } from "./runtime.mjs";
 
 function rsaKeyPair() {
   const { publicKey, privateKey } = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
@@ -11,7 +15,32 @@ function rsaKeyPair() {
   };
 }
 
-export async function startServices({ log = () => {}, forTests = false } = {}) {
+function devVars() {
+  const file = path.join(ROOT, ".dev.vars");
+  const out = {};
+  if (!fs.existsSync(file)) return out;
+  for (const line of fs.readFileSync(file, "utf8").split("\n")) {
+    const m = line.match(/^([A-Z0-9_]+)=(.*)$/);
+    if (m) out[m[1]] = m[2].replace(/^"|"$/g, "");
+  }
+  return out;
+}
+
+// The developer points ANET_ENDPOINT at the real sandbox (process env or
+// .dev.vars): then no stand-in. A loopback endpoint (the wrangler.toml
+// placeholder) means "use the stand-in".
+function realAnetEndpoint(vars) {
+  const configured = process.env.ANET_ENDPOINT ?? vars.ANET_ENDPOINT;
+  if (!configured) return null;
+  try {
+    const host = new URL(configured).hostname;
+    return host === "127.0.0.1" || host === "localhost" ? null : configured;
+  } catch {
+    return null;
+  }
+}
+
+export async function startServices({ log = () => {}, forTests = false, envName = "" } = {}) {
   const secrets = {};
   if (forTests) {
     const clerk = rsaKeyPair();
@@ -22,14 +51,32 @@ export async function startServices({ log = () => {}, forTests = false } = {}) {
     secrets.ANET_API_LOGIN_ID = "standin-login";
     secrets.ANET_TRANSACTION_KEY = "standinTxnKey123";
   }
+  // Authorize.Net: the local stand-in, unless a real endpoint is configured
+  // (or a deployed environment's config, which names the real one, is served).
+  let anet = null;
+  const endpointOverrides = {};
+  const vars = forTests ? {} : devVars();
+  if (forTests || (!envName && realAnetEndpoint(vars) === null)) {
+    anet = await startAnetStandin({
+      loginId: forTests ? secrets.ANET_API_LOGIN_ID : (vars.ANET_API_LOGIN_ID ?? "standin-login"),
+      transactionKey: forTests ? secrets.ANET_TRANSACTION_KEY : (vars.ANET_TRANSACTION_KEY ?? "standinTxnKey123"),
+      signatureKey: forTests ? secrets.ANET_SIGNATURE_KEY : (vars.ANET_SIGNATURE_KEY ?? ""),
+      log,
+    });
+    endpointOverrides.ANET_ENDPOINT = anet.endpoint;
+    // tok_timeout must time out quickly in tests (a real timeout, not a sleep).
+    if (forTests) endpointOverrides.ANET_TIMEOUT_MS = "1000";
+  }
   return {
     overrides() {
-      const env = { ...secrets };
+      const env = { ...secrets, ...endpointOverrides };
       delete env.CLERK_TEST_PRIVATE_KEY;
       return env;
     },
     testSecrets: () => ({ ...secrets }),
-    anetControl: () => null,
-    async stop() {},
+    anetControl: () => (anet ? anet.control : null),
+    async stop() {
+      if (anet) await anet.stop();
+    },
   };
 }

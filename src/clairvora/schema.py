@@ -172,6 +172,22 @@ class ReviewRow(TypedDict):
     created_at_ms: int
 
 
+# --- 0010_money.sql -----------------------------------------------------------
+
+
+class ReadingRefundRow(TypedDict):
+    id: int
+    reading_id: int
+    transfer_id: int
+    amount_cents: int
+    advisor_cents: int
+    platform_cents: int
+    refunded_before_cents: int
+    reason: str
+    requested_by_user_id: int
+    created_at_ms: int
+
+
 # Every application table. A migration that creates a table adds its row type here.
 TABLES: dict[str, type] = {
     "users": UserRow,
@@ -188,6 +204,7 @@ TABLES: dict[str, type] = {
     "reading_charges": ReadingChargeRow,
     "messages": MessageRow,
     "reviews": ReviewRow,
+    "reading_refunds": ReadingRefundRow,
 }
 
 # --- comparison with the migrated schema -------------------------------------

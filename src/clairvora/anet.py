@@ -1,0 +1,148 @@
+"""Authorize.Net JSON API client: one `createTransactionRequest`
+(authCaptureTransaction with an Accept.js opaque token) over `workers.fetch`.
+
+Wire facts this code relies on (shared docs/third-parties.md sections 1-2):
+- the JSON is translated to XML and validated against the XSD, so KEY ORDER
+  MATTERS: the dicts below are built in schema order (Python keeps insertion
+  order, json.dumps writes it);
+- `amount` is an xs:decimal sent as a string ("12.50"), never a float;
+- `order.invoiceNumber` (<= 20 chars) carries our payment id, so a webhook
+  (whose payload repeats invoiceNumber) can be matched to our payment even
+  when we never learned the gateway's transId (timeout);
+- responses start with a UTF-8 BOM and are HTTP 200 even on errors;
+  `transactionResponse.responseCode` is a string: "1" approved, "2" declined,
+  "3" error, "4" held for review.
+
+Card data never passes through here: only the opaque token, which is neither
+stored nor logged.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import js
+from workers import fetch
+
+from . import logs
+
+Outcome = Literal["approved", "declined", "held", "error", "unknown"]
+MAX_RESPONSE_BYTES = 64 * 1024
+_BOM = "\ufeff"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayResult:
+    """What the gateway said. `unknown` means we cannot know whether the card
+    was charged (timeout, transport failure, unreadable answer)."""
+
+    outcome: Outcome
+    transaction_id: str | None = None
+    response_code: str | None = None
+    error_code: str | None = None
+    error_text: str | None = None
+    timed_out: bool = False
+
+
+def cents_to_decimal(cents: int) -> str:
+    assert cents > 0
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+def decimal_to_cents(value: Any) -> int | None:
+    """A webhook's authAmount (JSON number like 45.0 or string "45.00") -> cents, exactly."""
+    text = value if isinstance(value, str) else repr(value) if isinstance(value, (int, float)) else None
+    if text is None or isinstance(value, bool):
+        return None
+    whole, _, frac = text.strip().partition(".")
+    if not whole.isdigit() or (frac and not frac.isdigit()) or len(whole) > 12:
+        return None
+    frac = frac.rstrip("0")
+    if len(frac) > 2:
+        return None
+    return int(whole) * 100 + int(frac.ljust(2, "0") or "0")
+
+
+def auth_capture_request(*, login_id: str, transaction_key: str, amount_cents: int, data_descriptor: str,
+                         data_value: str, invoice_number: str, customer_id: str, ref_id: str) -> dict[str, Any]:
+    """The request body, keys in XSD order (envelope, then transactionRequest)."""
+    assert len(invoice_number) <= 20 and len(ref_id) <= 20 and len(customer_id) <= 20
+    return {
+        "createTransactionRequest": {
+            "merchantAuthentication": {"name": login_id, "transactionKey": transaction_key},
+            "refId": ref_id,
+            "transactionRequest": {
+                "transactionType": "authCaptureTransaction",
+                "amount": cents_to_decimal(amount_cents),
+                "payment": {"opaqueData": {"dataDescriptor": data_descriptor, "dataValue": data_value}},
+                "order": {"invoiceNumber": invoice_number, "description": "Clairvora wallet deposit"},
+                "customer": {"id": customer_id},
+            },
+        }
+    }
+
+
+def classify(body: Any) -> GatewayResult:
+    """A parsed response -> approved / declined / held / error (pure; see tests)."""
+    if not isinstance(body, dict):
+        return GatewayResult("unknown", error_text="response is not an object")
+    messages = body.get("messages") if isinstance(body.get("messages"), dict) else {}
+    result_code = messages.get("resultCode")
+    message_list = messages.get("message") if isinstance(messages.get("message"), list) else []
+    first = message_list[0] if message_list and isinstance(message_list[0], dict) else {}
+    tr = body.get("transactionResponse") if isinstance(body.get("transactionResponse"), dict) else None
+    response_code = str(tr.get("responseCode")) if tr and tr.get("responseCode") is not None else None
+    trans_id = str(tr.get("transId")) if tr and tr.get("transId") not in (None, "", "0") else None
+    errors = tr.get("errors") if tr and isinstance(tr.get("errors"), list) else []
+    error = errors[0] if errors and isinstance(errors[0], dict) else {}
+    error_code = str(error.get("errorCode") or first.get("code") or "") or None
+    error_text = str(error.get("errorText") or first.get("text") or "")[:200] or None
+    if result_code == "Ok" and response_code == "1" and trans_id:
+        return GatewayResult("approved", trans_id, response_code)
+    if result_code == "Ok" and response_code == "2":
+        return GatewayResult("declined", trans_id, response_code, error_code, error_text)
+    if result_code == "Ok" and response_code == "4" and trans_id:
+        return GatewayResult("held", trans_id, response_code, error_code, error_text)
+    if result_code in ("Ok", "Error"):
+        # responseCode "3", or an API-level error (E00007 bad credentials, E00003
+        # schema, E00114 invalid token): the gateway answered and did not charge.
+        return GatewayResult("error", trans_id, response_code, error_code, error_text)
+    return GatewayResult("unknown", error_text="no resultCode in response")
+
+
+def parse_response(raw: bytes) -> Any:
+    text = raw.decode("utf-8", errors="replace")
+    if text.startswith(_BOM):
+        text = text[1:]
+    return json.loads(text)
+
+
+async def create_transaction(*, endpoint: str, timeout_ms: int, request_body: dict[str, Any]) -> GatewayResult:
+    """POST the request; any failure to get a readable answer is `unknown`
+    (the card may or may not have been charged)."""
+    payload = json.dumps(request_body, separators=(",", ":"))
+    try:
+        response = await fetch(
+            endpoint,
+            method="POST",
+            headers={"content-type": "application/json", "accept": "application/json"},
+            body=payload,
+            signal=js.AbortSignal.timeout(timeout_ms),
+        )
+        raw = await response.bytes()
+    except Exception as exc:  # noqa: BLE001 - every transport failure (JsException, OSError, abort) is "unknown"
+        name = type(exc).__name__
+        text = str(exc)
+        timed_out = "timeout" in text.lower() or "abort" in text.lower() or "Timeout" in name or "Abort" in name
+        logs.warning("anet_transport_failure", error_type=name, timed_out=timed_out)
+        return GatewayResult("unknown", error_text="timeout" if timed_out else "transport failure",
+                             timed_out=timed_out)
+    if int(response.status) != 200 or len(raw) > MAX_RESPONSE_BYTES:
+        logs.warning("anet_bad_http_status", status=int(response.status), size=len(raw))
+        return GatewayResult("unknown", error_text=f"HTTP {int(response.status)}")
+    try:
+        body = parse_response(raw)
+    except ValueError:
+        logs.warning("anet_unreadable_response", size=len(raw))
+        return GatewayResult("unknown", error_text="unreadable response")
+    return classify(body)

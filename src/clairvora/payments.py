@@ -1,0 +1,234 @@
+"""Card deposits: `POST /v1/wallet/deposits` charges an Accept.js token
+through Authorize.Net and credits the wallet.
+
+Three D1 round trips around one gateway call:
+  1. claim: the Idempotency-Key (state 'pending') + the payment row
+     ('pending', our id doubles as the gateway's invoiceNumber), one batch;
+  2. the gateway call (`anet.create_transaction`);
+  3. settle, one batch: the payment's outcome + (approved only) the ledger
+     credit (wallet +, gateway clearing -) + the stored reply of the key.
+
+Outcomes: approved 201; held for review 202 (`pending`, credited when the
+gateway's webhook approves it); declined 402; gateway error 502 (the gateway
+answered and charged nothing: payment `error`); no readable answer
+(timeout 504, transport failure 502): payment `unknown`.
+
+An `unknown` payment is resolved later by the signed
+`net.authorize.payment.authcapture.created` webhook (webhooks.py), matched
+on invoiceNumber = payment id: it approves and credits the payment (the
+credit's transfer key `deposit:payment:<id>` and a UNIQUE index make a second
+credit impossible). The key's stored reply stays the 504: retrying with the
+same key replays it and never calls the gateway again (so never charges twice);
+the client sees the credit in its wallet when it lands. Card data is never
+stored or logged: only the gateway's transaction id, amount and status.
+"""
+
+import json
+from typing import Any
+
+from . import anet, ledger, logs
+from .clock import rfc3339
+from .db import Statement, UniqueViolation, sql
+from .errors import Problem, bad_request
+from .idempotency import IdempotencyKey
+from .ids import new_id
+from .requests import RequestContext
+from .responses import Reply, encode_json
+from .routing import Route
+from .validation import Int, Obj, Str
+
+DEPOSIT_BODY = Obj(
+    {
+        "amount_cents": Int(low=1, high=10_000_000, description="within DEPOSIT_MIN_CENTS..DEPOSIT_MAX_CENTS"),
+        "opaque_data": Obj(
+            {
+                "data_descriptor": Str(min_len=1, max_len=64, description="Accept.js dataDescriptor"),
+                "data_value": Str(min_len=1, max_len=8192, description="Accept.js dataValue (single use)"),
+            },
+            required=("data_descriptor", "data_value"),
+        ),
+    },
+    required=("amount_cents", "opaque_data"),
+)
+
+_STATUS_OF_OUTCOME = {"approved": "approved", "held": "pending", "declined": "declined", "error": "error",
+                      "unknown": "unknown"}
+
+
+def credit_transfer_key(payment_id: int) -> str:
+    return f"deposit:payment:{payment_id}"
+
+
+def deposit_view(payment: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(payment["id"]),
+        "amount_cents": int(payment["amount_cents"]),
+        "currency": "USD",
+        "status": payment["status"],
+        "gateway_transaction_id": payment.get("gateway_transaction_id"),
+        "created_at": rfc3339(payment["created_at_ms"]),
+    }
+
+
+def credit_statements(*, payment_id: int, user_id: int, amount_cents: int, transaction_id: str,
+                      response_code: str | None, now_ms: int) -> list[Statement]:
+    """Approve a payment and credit its amount, for one batch (also used by the webhook)."""
+    return [
+        sql("""UPDATE payments SET status = 'approved', gateway_transaction_id = ?, gateway_response_code = ?,
+                                   updated_at_ms = ?
+               WHERE id = ? AND status IN ('pending', 'unknown')""",
+            transaction_id, response_code, now_ms, payment_id),
+        *ledger.transfer(
+            transfer_id=new_id(), key=credit_transfer_key(payment_id), kind="deposit",
+            legs=[ledger.Leg(ledger.wallet_of(user_id), amount_cents),
+                  ledger.Leg(ledger.GATEWAY_CLEARING, -amount_cents)],
+            now_ms=now_ms, reference_type="payment", reference_id=payment_id, requested_by_user_id=user_id,
+        ),
+    ]
+
+
+def _complete_with_wallet(key: IdempotencyKey, status: int, body: dict[str, Any]) -> Statement:
+    """Store the reply with the wallet balance as it is at the end of this batch
+    (json_set fills it in SQL, so it is exact without another round trip)."""
+    return sql(
+        """UPDATE idempotency_keys
+           SET state = 'done', response_status = ?,
+               response_body = json_set(?, '$.wallet.available_cents',
+                 (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'))
+           WHERE user_id = ? AND idempotency_key = ? AND state = 'pending'
+           RETURNING response_body""",
+        status, encode_json(body), key.user_id, key.user_id, key.key,
+    )
+
+
+def _settle_statements(key: IdempotencyKey, payment: dict[str, Any], result: anet.GatewayResult,
+                       reply_status: int, reply_body: dict[str, Any]) -> list[Statement]:
+    if result.outcome == "approved":
+        assert result.transaction_id is not None
+        statements = credit_statements(payment_id=payment["id"], user_id=key.user_id,
+                                       amount_cents=payment["amount_cents"], transaction_id=result.transaction_id,
+                                       response_code=result.response_code, now_ms=key.now_ms)
+    else:
+        statements = [sql(
+            """UPDATE payments SET status = ?, gateway_transaction_id = ?, gateway_response_code = ?,
+                                   updated_at_ms = ?
+               WHERE id = ? AND status = 'pending'""",
+            payment["status"], result.transaction_id, result.response_code, key.now_ms, payment["id"],
+        )]
+    statements.append(_complete_with_wallet(key, reply_status, reply_body))
+    return statements
+
+
+def _reply_for(payment: dict[str, Any], result: anet.GatewayResult) -> tuple[int, dict[str, Any]]:
+    """(status, body) of the final answer; wallet.available_cents is filled in by SQL."""
+    deposit = deposit_view(payment)
+    wallet = {"available_cents": 0, "held_cents": 0, "currency": "USD"}
+    if result.outcome == "approved":
+        return 201, {"deposit": deposit, "wallet": wallet}
+    if result.outcome == "held":
+        return 202, {"deposit": deposit, "wallet": wallet}
+    if result.outcome == "declined":
+        problem = Problem(402, "payment_declined", "Payment declined", "The card was declined; nothing was charged.",
+                          extra={"deposit": deposit, "wallet": wallet})
+    elif result.outcome == "error":
+        problem = Problem(502, "payment_gateway_error", "Payment gateway error",
+                          "The payment gateway could not process the card; nothing was charged.",
+                          extra={"deposit": deposit, "wallet": wallet})
+    elif result.timed_out:
+        problem = Problem(504, "payment_gateway_timeout", "Payment gateway timeout",
+                          "The payment gateway did not answer in time. If the card was charged, the wallet is "
+                          "credited automatically; do not retry with a new Idempotency-Key before checking it.",
+                          extra={"deposit": deposit, "wallet": wallet})
+    else:
+        problem = Problem(502, "payment_gateway_unavailable", "Payment gateway unavailable",
+                          "The payment gateway's answer could not be read. If the card was charged, the wallet is "
+                          "credited automatically.", extra={"deposit": deposit, "wallet": wallet})
+    return problem.status, problem.body()
+
+
+async def create_deposit(rc: RequestContext) -> Reply:
+    body = await rc.parsed_body()
+    amount = body["amount_cents"]
+    low, high = rc.settings.deposit_min_cents, rc.settings.deposit_max_cents
+    if not low <= amount <= high:
+        raise bad_request(f"'amount_cents' must be between {low} and {high}.", "amount_cents")
+    settings = rc.settings
+    if not (settings.anet_endpoint and settings.anet_login_id and settings.anet_transaction_key):
+        raise Problem(500, "misconfigured", "Server misconfigured", "The payment gateway is not configured.")
+    key = await IdempotencyKey.from_request(rc)
+    payment = {"id": new_id(), "amount_cents": amount, "status": "pending", "gateway_transaction_id": None,
+               "created_at_ms": key.now_ms}
+
+    # 1. Claim the key and record the attempt before any money can move.
+    try:
+        await rc.db.batch([
+            key.record_pending(),
+            sql("""INSERT INTO payments (id, user_id, amount_cents, status, created_at_ms, updated_at_ms)
+                   VALUES (?, ?, ?, 'pending', ?, ?)""", payment["id"], key.user_id, amount, key.now_ms, key.now_ms),
+        ])
+    except UniqueViolation as exc:
+        if IdempotencyKey.is_key_conflict(exc):
+            return await key.replay(rc.db)
+        raise
+
+    # 2. The gateway. The token is passed through, never stored or logged.
+    request_body = anet.auth_capture_request(
+        login_id=settings.anet_login_id, transaction_key=settings.anet_transaction_key, amount_cents=amount,
+        data_descriptor=body["opaque_data"]["data_descriptor"], data_value=body["opaque_data"]["data_value"],
+        invoice_number=str(payment["id"]), customer_id=str(key.user_id), ref_id=str(payment["id"]),
+    )
+    result = await anet.create_transaction(endpoint=settings.anet_endpoint, timeout_ms=settings.anet_timeout_ms,
+                                           request_body=request_body)
+    payment["status"] = _STATUS_OF_OUTCOME[result.outcome]
+    payment["gateway_transaction_id"] = result.transaction_id
+    logs.info("deposit_gateway_result", request_id=rc.request_id, payment_id=payment["id"], outcome=result.outcome,
+              response_code=result.response_code, error_code=result.error_code)
+
+    # 3. Settle: outcome, credit (approved only) and the stored reply in ONE batch.
+    status, reply_body = _reply_for(payment, result)
+    try:
+        results = await rc.db.batch(_settle_statements(key, payment, result, status, reply_body))
+    except UniqueViolation as exc:
+        # The authcapture webhook credited this payment while we waited on the
+        # gateway: the money is in; store the reply without crediting again.
+        if not any(c.startswith("transfers.") for c in exc.columns):
+            raise
+        results = await rc.db.batch([_complete_with_wallet(key, status, reply_body)])
+    stored = results[-1].rows
+    assert len(stored) == 1, "the pending key must still be ours"
+    return _final_reply(status, stored[0]["response_body"])
+
+
+def _final_reply(status: int, response_body: str) -> Reply:
+    content_type = "application/problem+json" if status >= 400 else "application/json"
+    return Reply(json.loads(response_body), status, {}, content_type)
+
+
+SCHEMAS: dict[str, Any] = {
+    "Deposit": {
+        "type": "object",
+        "required": ["id", "amount_cents", "currency", "status", "gateway_transaction_id", "created_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "amount_cents": {"type": "integer"},
+            "currency": {"type": "string", "enum": ["USD"]},
+            "status": {"type": "string", "enum": ["pending", "approved", "declined", "error", "unknown",
+                                                  "refunded", "voided"]},
+            "gateway_transaction_id": {"type": ["string", "null"]},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "DepositResult": {
+        "type": "object",
+        "required": ["deposit", "wallet"],
+        "properties": {"deposit": {"$ref": "#/components/schemas/Deposit"},
+                       "wallet": {"$ref": "#/components/schemas/Wallet"}},
+    },
+}
+
+ROUTES = [
+    Route("POST", "/v1/wallet/deposits", create_deposit,
+          "Charge a card (Accept.js opaque token) through Authorize.Net and credit the wallet",
+          primary=True, body=DEPOSIT_BODY, idempotency_key=True,
+          responses={201: "DepositResult", 202: "DepositResult"}, problems=(402, 409, 422, 502, 504), tag="wallet"),
+]

@@ -1,0 +1,205 @@
+"""POST /v1/wallet/deposits end to end: Worker -> workers.fetch -> the local
+Authorize.Net stand-in (real JSON shapes, BOM included) -> one settle batch."""
+
+import json
+
+import js
+import local_runtime
+from pyodide.ffi import to_js
+
+from clairvora import anet
+from clairvora.db import sql
+from money_support import balance, user_with_wallet
+from support import database, unique
+
+
+def deposit_body(amount: int = 1250, token: str = "tok_approved") -> dict:
+    return {"amount_cents": amount,
+            "opaque_data": {"data_descriptor": "COMMON.ACCEPT.INAPP.PAYMENT", "data_value": token}}
+
+
+def received(invoice: str) -> list[dict]:
+    return json.loads(str(local_runtime.anetControl.received(invoice)))
+
+
+async def payment_row(payment_id: str) -> dict:
+    row = await database().first(sql("SELECT * FROM payments WHERE id = ?", int(payment_id)))
+    assert row is not None
+    return row
+
+
+async def test_approved_deposit_credits_the_wallet_once():
+    user_id, client = await user_with_wallet("dep")
+    token = f"tok_approved_{unique()}"
+    resp = await client.post("/v1/wallet/deposits", deposit_body(1250, token), headers={"idempotency-key": unique()})
+    assert resp.status == 201, resp.text
+    body = resp.json()
+    assert body["deposit"]["status"] == "approved" and body["deposit"]["amount_cents"] == 1250
+    assert body["wallet"] == {"available_cents": 1250, "held_cents": 0, "currency": "USD"}
+    assert await balance(user_id) == 1250
+    payment = await payment_row(body["deposit"]["id"])
+    assert payment["status"] == "approved" and payment["gateway_transaction_id"] == body["deposit"]["gateway_transaction_id"]
+    assert payment["gateway_response_code"] == "1" and payment["user_id"] == user_id
+
+    # What the gateway received: keys in XSD order, amount as a decimal string, our id as invoiceNumber.
+    [sent] = received(body["deposit"]["id"])
+    envelope = sent["createTransactionRequest"]
+    assert list(envelope) == ["merchantAuthentication", "refId", "transactionRequest"]
+    tr = envelope["transactionRequest"]
+    assert list(tr) == ["transactionType", "amount", "payment", "order", "customer"]
+    assert tr["transactionType"] == "authCaptureTransaction" and tr["amount"] == "12.50"
+    assert tr["payment"] == {"opaqueData": {"dataDescriptor": "COMMON.ACCEPT.INAPP.PAYMENT", "dataValue": token}}
+    assert tr["order"]["invoiceNumber"] == body["deposit"]["id"] and len(tr["order"]["invoiceNumber"]) <= 20
+
+    # The wallet shows it immediately, with the caller's bookmark.
+    page = (await client.get("/v1/wallet/transactions", headers={"x-d1-bookmark": resp.headers["x-d1-bookmark"]})).json()
+    assert page["items"][0]["kind"] == "deposit" and page["items"][0]["amount_cents"] == 1250
+    assert page["items"][0]["reference"] == {"type": "payment", "id": body["deposit"]["id"]}
+
+    # The token is stored nowhere.
+    for table in ("payments", "idempotency_keys", "webhook_events"):
+        rows = (await database().all(sql(f"SELECT * FROM {table}"))).rows  # noqa: S608 - fixed table names
+        assert token not in json.dumps(rows), table
+
+
+async def test_replay_same_key_and_body_returns_first_reply_without_charging_again():
+    user_id, client = await user_with_wallet("dep")
+    key, body = unique("key"), deposit_body(900)
+    first = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key})
+    assert first.status == 201
+    again = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key})
+    assert again.status == 201 and again.json() == first.json()
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert await balance(user_id) == 900
+    assert len(received(first.json()["deposit"]["id"])) == 1
+    payments = await database().first(sql("SELECT count(*) AS n FROM payments WHERE user_id = ?", user_id))
+    assert payments["n"] == 1
+
+    other = await client.post("/v1/wallet/deposits", deposit_body(901), headers={"idempotency-key": key})
+    assert other.status == 422 and other.json()["code"] == "idempotency_key_reused"
+    assert await balance(user_id) == 900
+
+
+async def test_keys_are_scoped_per_user():
+    _a, alice = await user_with_wallet("dep")
+    b_id, bob = await user_with_wallet("dep")
+    key = unique("shared")
+    assert (await alice.post("/v1/wallet/deposits", deposit_body(700), headers={"idempotency-key": key})).status == 201
+    resp = await bob.post("/v1/wallet/deposits", deposit_body(800), headers={"idempotency-key": key})
+    assert resp.status == 201 and resp.json()["wallet"]["available_cents"] == 800
+    assert await balance(b_id) == 800
+
+
+async def test_declined_is_402_and_credits_nothing():
+    user_id, client = await user_with_wallet("dep")
+    key = unique()
+    resp = await client.post("/v1/wallet/deposits", deposit_body(1000, "tok_declined"), headers={"idempotency-key": key})
+    assert resp.status == 402 and resp.headers["content-type"] == "application/problem+json"
+    problem = resp.json()
+    assert problem["code"] == "payment_declined" and problem["deposit"]["status"] == "declined"
+    assert await balance(user_id) == 0
+    assert (await payment_row(problem["deposit"]["id"]))["status"] == "declined"
+    replay = await client.post("/v1/wallet/deposits", deposit_body(1000, "tok_declined"), headers={"idempotency-key": key})
+    assert replay.status == 402 and replay.json() == problem
+    assert len(received(problem["deposit"]["id"])) == 1
+
+
+async def test_gateway_error_is_502_and_credits_nothing():
+    user_id, client = await user_with_wallet("dep")
+    resp = await client.post("/v1/wallet/deposits", deposit_body(1000, "tok_error"), headers={"idempotency-key": unique()})
+    assert resp.status == 502 and resp.json()["code"] == "payment_gateway_error"
+    assert (await payment_row(resp.json()["deposit"]["id"]))["status"] == "error"
+    assert await balance(user_id) == 0
+
+
+async def test_unknown_token_is_a_gateway_error():
+    user_id, client = await user_with_wallet("dep")
+    resp = await client.post("/v1/wallet/deposits", deposit_body(1000, "not-a-token"), headers={"idempotency-key": unique()})
+    assert resp.status == 502 and resp.json()["deposit"]["status"] == "error"
+    assert await balance(user_id) == 0
+
+
+async def test_held_for_review_is_202_pending_and_not_credited():
+    user_id, client = await user_with_wallet("dep")
+    resp = await client.post("/v1/wallet/deposits", deposit_body(1000, "tok_held"), headers={"idempotency-key": unique()})
+    assert resp.status == 202
+    assert resp.json()["deposit"]["status"] == "pending" and resp.json()["wallet"]["available_cents"] == 0
+    assert await balance(user_id) == 0
+
+
+async def test_timeout_is_504_unknown_and_a_retry_never_calls_the_gateway_again():
+    user_id, client = await user_with_wallet("dep")
+    key = unique()
+    resp = await client.post("/v1/wallet/deposits", deposit_body(1000, "tok_timeout"), headers={"idempotency-key": key})
+    assert resp.status == 504 and resp.json()["code"] == "payment_gateway_timeout"
+    deposit_id = resp.json()["deposit"]["id"]
+    assert (await payment_row(deposit_id))["status"] == "unknown"
+    assert await balance(user_id) == 0
+    retry = await client.post("/v1/wallet/deposits", deposit_body(1000, "tok_timeout"), headers={"idempotency-key": key})
+    assert retry.status == 504 and retry.json()["deposit"]["id"] == deposit_id
+    assert len(received(deposit_id)) == 1
+
+
+async def test_refusals_change_nothing():
+    user_id, client = await user_with_wallet("dep")
+    cases = [
+        (deposit_body(499), {"idempotency-key": unique()}, 400),          # below DEPOSIT_MIN_CENTS
+        (deposit_body(50001), {"idempotency-key": unique()}, 400),        # above DEPOSIT_MAX_CENTS
+        (deposit_body(1000), {}, 400),                                    # no Idempotency-Key
+        ({"amount_cents": 1000}, {"idempotency-key": unique()}, 400),     # no token
+        ({**deposit_body(1000), "card_number": "4111111111111111"}, {"idempotency-key": unique()}, 400),
+        ({"amount_cents": "10", "opaque_data": deposit_body()["opaque_data"]}, {"idempotency-key": unique()}, 400),
+    ]
+    for body, headers, status in cases:
+        resp = await client.post("/v1/wallet/deposits", body, headers=headers)
+        assert resp.status == status, (body, resp.text)
+    assert await balance(user_id) == 0
+    row = await database().first(sql("SELECT count(*) AS n FROM payments WHERE user_id = ?", user_id))
+    assert row["n"] == 0
+
+
+async def _standin(body_text: str) -> tuple[bytes, dict]:
+    init = to_js({"method": "POST", "headers": to_js({"content-type": "application/json"},
+                                                      dict_converter=js.Object.fromEntries), "body": body_text},
+                 dict_converter=js.Object.fromEntries)
+    response = await js.fetch(str(local_runtime.anetControl.endpoint), init)
+    raw = (await response.arrayBuffer()).to_bytes()
+    return raw, anet.parse_response(raw)
+
+
+async def test_standin_speaks_the_real_quirks():
+    secrets = local_runtime.secrets
+    good = anet.auth_capture_request(login_id=str(secrets.ANET_API_LOGIN_ID),
+                                     transaction_key=str(secrets.ANET_TRANSACTION_KEY), amount_cents=500,
+                                     data_descriptor="COMMON.ACCEPT.INAPP.PAYMENT", data_value="tok_approved",
+                                     invoice_number="1", customer_id="1", ref_id="r1")
+    raw, body = await _standin(json.dumps(good))
+    assert raw.startswith("\ufeff".encode())  # UTF-8 BOM, as the real API sends
+    assert body["refId"] == "r1" and body["transactionResponse"]["responseCode"] == "1"
+    assert anet.classify(body).outcome == "approved"
+
+    bad_creds = json.loads(json.dumps(good))
+    bad_creds["createTransactionRequest"]["merchantAuthentication"]["transactionKey"] = "wrong"
+    _raw, body = await _standin(json.dumps(bad_creds))
+    assert body["messages"]["resultCode"] == "Error" and body["messages"]["message"][0]["code"] == "E00007"
+    assert anet.classify(body).outcome == "error"
+
+    tr = good["createTransactionRequest"]["transactionRequest"]
+    swapped = {"amount": tr["amount"], "transactionType": tr["transactionType"], "payment": tr["payment"]}
+    out_of_order = {"createTransactionRequest": {**good["createTransactionRequest"], "transactionRequest": swapped}}
+    _raw, body = await _standin(json.dumps(out_of_order))
+    assert body["messages"]["message"][0]["code"] == "E00003"
+    assert "invalid child element 'transactionType'" in body["messages"]["message"][0]["text"]
+
+    declined = json.loads(json.dumps(good).replace("tok_approved", "tok_declined"))
+    _raw, body = await _standin(json.dumps(declined))
+    assert body["messages"]["resultCode"] == "Ok" and body["transactionResponse"]["responseCode"] == "2"
+    assert anet.classify(body).outcome == "declined"
+
+
+def test_amount_conversions_are_exact():
+    assert anet.cents_to_decimal(1250) == "12.50" and anet.cents_to_decimal(5) == "0.05"
+    assert anet.decimal_to_cents(45.0) == 4500 and anet.decimal_to_cents("12.50") == 1250
+    assert anet.decimal_to_cents(0.1) == 10 and anet.decimal_to_cents(19.99) == 1999
+    assert anet.decimal_to_cents(1.005) is None and anet.decimal_to_cents(True) is None
+    assert anet.decimal_to_cents(-1) is None
