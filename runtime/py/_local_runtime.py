@@ -5,6 +5,7 @@ Worker: a fresh entrypoint instance per event, arguments converted with the
 SDK's python_from_rpc and results with python_to_rpc.
 """
 
+import collections
 import importlib
 import inspect
 import os
@@ -45,8 +46,17 @@ def import_entrypoint(module_dir: str, module_name: str, class_name: str):
     return getattr(module, class_name)
 
 
+# Observability for the runtime's own tests: how many entrypoint instances
+# were made, and the latest two (to show each event got a fresh one).
+instances_created = 0
+recent_instances: collections.deque = collections.deque(maxlen=2)
+
+
 async def call_entrypoint(entrypoint_class, method: str, ctx, env, args):
+    global instances_created
     instance = entrypoint_class(ctx, env)
+    instances_created += 1
+    recent_instances.append(instance)
     result = getattr(instance, method)(*[python_from_rpc(a) for a in args])
     if inspect.isawaitable(result):
         result = await result

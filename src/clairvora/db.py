@@ -118,8 +118,11 @@ def check_param(value: Param) -> Param:
     if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
         return value
     if isinstance(value, int):
-        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-            raise LimitExceeded(f"integer {value} is outside D1's exact range (+-2**53-1)")
+        # Pyodide hands an int with |x| >= 2**53-1 to JavaScript as a BigInt, which
+        # D1 refuses ("D1_TYPE_ERROR: Type 'bigint' not supported"), so the last
+        # exact value on each side is 2**53-2.
+        if not -MAX_SAFE_INTEGER < value < MAX_SAFE_INTEGER:
+            raise LimitExceeded(f"integer {value} is outside what D1 binds exactly (|x| < 2**53-1)")
         return value
     if isinstance(value, float):
         return value
@@ -224,8 +227,10 @@ class Database:
         return self._session
 
     def bookmark(self) -> str | None:
+        """The session's latest bookmark; without a D1 call, the one the client
+        sent (so a request that touched no data does not lose the client's place)."""
         if self._session is None:
-            return None
+            return self._start if self._start not in ("first-primary", "first-unconstrained") else None
         value = self._session.getBookmark()
         return value if isinstance(value, str) else None
 

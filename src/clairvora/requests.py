@@ -9,7 +9,7 @@ from .clock import Clock
 from .config import Settings
 from .db import Database
 from .errors import Problem, bad_request
-from .validation import MAX_JSON_DEPTH, Obj, json_depth, parse_query
+from .validation import MAX_JSON_DEPTH, Obj, json_depth, parse_query, text_nesting_exceeds
 
 MAX_QUERY_CHARS = 2048
 MAX_HEADER_CHARS = 8192
@@ -74,6 +74,8 @@ class RequestContext:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise bad_request("The body is not valid UTF-8.", "body") from None
+        if text_nesting_exceeds(text):
+            raise bad_request(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.", "body")
         try:
             value = json.loads(text, parse_constant=_reject_constant)
         except (ValueError, RecursionError):

@@ -94,6 +94,8 @@ class Router:
                 return route, params
             allowed.append(route.method)
         if allowed:
+            if "GET" in allowed:
+                allowed.append("HEAD")  # every GET route answers HEAD too
             allow = ", ".join(sorted(set(allowed)))
             raise Problem(405, "method_not_allowed", "Method not allowed",
                           f"{method} is not allowed here; use {allow}.", headers={"allow": allow})

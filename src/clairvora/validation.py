@@ -2,6 +2,7 @@
 values, or raise a 400 problem naming the field. The same shapes give the
 OpenAPI document its schemas, so the contract and the checks cannot drift."""
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -142,6 +143,25 @@ class Obj(Field):
         if self.min_fields:
             s["minProperties"] = self.min_fields
         return self._schema(s)
+
+
+_JSON_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET_RE = re.compile(r"[\[\]{}]")
+
+
+def text_nesting_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text opens more than `limit` nested arrays/objects, checked
+    on the text BEFORE parsing: json.loads recurses in C, and a few thousand
+    levels overflow Pyodide's WebAssembly stack, a fatal error for the isolate."""
+    depth = 0
+    for bracket in _JSON_BRACKET_RE.findall(_JSON_STRING_RE.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
