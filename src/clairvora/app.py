@@ -5,7 +5,7 @@ Server-Timing); any error -> application/problem+json."""
 import secrets
 from typing import Any
 
-from . import advisors, logs, payments, system, users, wallet
+from . import advisors, logs, payments, system, users, wallet, webhooks
 from .clock import MAX_SAFE_INTEGER, Clock
 from .config import Settings
 from .db import D1Error, Database, LimitExceeded, TransientD1Error, valid_bookmark
@@ -15,8 +15,8 @@ from .requests import RequestContext
 from .responses import problem_reply, to_response
 from .routing import Route, Router
 
-ROUTES: list[Route] = [*system.ROUTES, *users.ROUTES, *advisors.ROUTES, *wallet.ROUTES, *payments.ROUTES]
-SCHEMAS: dict[str, Any] = {**advisors.SCHEMAS, **wallet.SCHEMAS, **payments.SCHEMAS}
+ROUTES: list[Route] = [*system.ROUTES, *users.ROUTES, *advisors.ROUTES, *wallet.ROUTES, *payments.ROUTES, *webhooks.ROUTES]
+SCHEMAS: dict[str, Any] = {**advisors.SCHEMAS, **wallet.SCHEMAS, **payments.SCHEMAS, **webhooks.SCHEMAS}
 
 ROUTER = Router(ROUTES)
 _OPENAPI: dict[str, Any] | None = None
