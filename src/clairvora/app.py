@@ -3,6 +3,7 @@ request -> route -> D1 session -> caller -> handler -> response (+ bookmark,
 Server-Timing); any error -> application/problem+json."""
 
 import secrets
+import time
 from typing import Any
 
 from . import advisors, logs, payments, system, users, wallet, webhooks
@@ -12,7 +13,7 @@ from .db import D1Error, Database, LimitExceeded, TransientD1Error, valid_bookma
 from .errors import Problem, forbidden, service_unavailable
 from .openapi import document
 from .requests import RequestContext
-from .responses import problem_reply, to_response
+from .responses import encode_payload, problem_reply, to_response
 from .routing import Route, Router
 
 ROUTES: list[Route] = [*system.ROUTES, *users.ROUTES, *advisors.ROUTES, *wallet.ROUTES, *payments.ROUTES, *webhooks.ROUTES]
@@ -47,6 +48,7 @@ def _request_id(request: Any) -> str:
 
 
 async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
+    started = time.perf_counter()
     request_id = _request_id(request)
     method = str(getattr(request.method, "value", request.method))
     db: Database | None = None
@@ -57,7 +59,7 @@ async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
         path = "/" + path.split("/", 1)[1] if "/" in path else "/"
         route, params = ROUTER.match(method, path)
         bookmark = valid_bookmark(request.headers.get("x-d1-bookmark"))
-        db = Database(env.DB, bookmark=bookmark, primary=route.primary)
+        db = Database(env.DB, bookmark=bookmark, primary=route.primary, timing=settings.server_timing_durations)
         rc = RequestContext(request=request, env=env, ctx=ctx, settings=settings, db=db,
                             clock=_clock(request, settings), request_id=request_id, params=params, route=route)
         if route.auth in ("user", "admin"):
@@ -78,17 +80,26 @@ async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: log, never leak a trace
         logs.error("unhandled_exception", request_id=request_id, error_type=type(exc).__name__, error=str(exc))
         reply = problem_reply(Problem(500, "internal_error", "Internal error", "Something went wrong."), request_id)
-    return to_response(reply, _response_headers(db, settings, request_id), head=method == "HEAD")
+    payload = encode_payload(reply)  # before the headers, so py;dur includes the JSON encoding
+    return to_response(reply, _response_headers(db, settings, request_id, started), head=method == "HEAD",
+                       payload=payload)
 
 
-def _response_headers(db: Database | None, settings: Settings | None, request_id: str) -> dict[str, str]:
+def _response_headers(db: Database | None, settings: Settings | None, request_id: str,
+                      started: float) -> dict[str, str]:
     headers = {"x-request-id": request_id}
     if db is not None:
         bookmark = db.bookmark()
         if bookmark:
             headers["x-d1-bookmark"] = bookmark
         if settings is not None and settings.server_timing:
-            headers["server-timing"] = db.counters.server_timing()
+            entries = [db.counters.server_timing()]
+            if settings.server_timing_durations:
+                # The request's own time (routing, auth, handler, JSON encoding)
+                # without the time spent awaiting D1.
+                total_ms = (time.perf_counter() - started) * 1000
+                entries.append(f"py;dur={max(total_ms - db.counters.d1_ms, 0.0):.3f}")
+            headers["server-timing"] = ", ".join(entries)
     return headers
 
 

@@ -31,6 +31,7 @@ class Settings:
     environment: str
     test_hooks_allowed: bool
     server_timing: bool
+    server_timing_durations: bool
     max_body_bytes: int
     clerk_issuer: str
     clerk_authorized_parties: tuple[str, ...]
@@ -59,7 +60,9 @@ class Settings:
             environment=environment,
             # Test hooks (injected clock, D1 faults) exist only in local configuration.
             test_hooks_allowed=environment == "local" and _var(env, "TEST_HOOKS") == "allowed",
-            server_timing=_var(env, "SERVER_TIMING", "on") == "on",
+            # "on": D1 calls and rows; "timing": also local durations (d1;dur, py;dur); "off": nothing.
+            server_timing=_var(env, "SERVER_TIMING", "on") in ("on", "timing"),
+            server_timing_durations=_var(env, "SERVER_TIMING", "on") == "timing",
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 65536, 1024, 4 * 1024 * 1024),
             clerk_issuer=_var(env, "CLERK_ISSUER", "") or "",
             clerk_authorized_parties=tuple(p.strip() for p in parties.split(",") if p.strip()),

@@ -8,6 +8,7 @@ of calls, rows read and rows written.
 """
 
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -162,6 +163,11 @@ class Counters:
     calls: int = 0
     rows_read: int = 0
     rows_written: int = 0
+    # Opt-in (SERVER_TIMING=timing): wall time spent awaiting D1, so the app can
+    # report the request's own time without it. Off by default: in workerd the
+    # clock only advances across I/O, so these durations are a local measure.
+    timing: bool = False
+    d1_ms: float = 0.0
 
     def add(self, meta: Any) -> None:
         if meta is None:
@@ -170,7 +176,8 @@ class Counters:
         self.rows_written += int(_get(meta, "rows_written") or 0)
 
     def server_timing(self) -> str:
-        return f'd1;desc="calls={self.calls} rows_read={self.rows_read} rows_written={self.rows_written}"'
+        duration = f";dur={self.d1_ms:.3f}" if self.timing else ""
+        return f'd1{duration};desc="calls={self.calls} rows_read={self.rows_read} rows_written={self.rows_written}"'
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -215,11 +222,12 @@ class Database:
     writes and reads that must see the caller's writes, else any replica.
     """
 
-    def __init__(self, binding: Any, *, bookmark: str | None = None, primary: bool = False) -> None:
+    def __init__(self, binding: Any, *, bookmark: str | None = None, primary: bool = False,
+                 timing: bool = False) -> None:
         self._binding = binding
         self._start = bookmark or ("first-primary" if primary else "first-unconstrained")
         self._session: Any = None
-        self.counters = Counters()
+        self.counters = Counters(timing=timing)
 
     def _open(self) -> Any:
         if self._session is None:
@@ -245,10 +253,14 @@ class Database:
 
     async def all(self, statement: Statement) -> Result:
         self._count_call()
+        started = time.perf_counter() if self.counters.timing else 0.0
         try:
             raw = await self._prepare(statement).all()
         except JsException as exc:
             raise classify(str(exc)) from None
+        finally:
+            if self.counters.timing:
+                self.counters.d1_ms += (time.perf_counter() - started) * 1000
         result = _result(raw)
         self.counters.rows_read += result.rows_read
         self.counters.rows_written += result.rows_written
@@ -267,11 +279,15 @@ class Database:
         if not 1 <= len(statements) <= MAX_BATCH_STATEMENTS:
             raise LimitExceeded(f"a batch holds 1..{MAX_BATCH_STATEMENTS} statements, got {len(statements)}")
         self._count_call()
+        started = time.perf_counter() if self.counters.timing else 0.0
         prepared = [self._prepare(s) for s in statements]
         try:
             raws = await self._open().batch(prepared)
         except JsException as exc:
             raise classify(str(exc)) from None
+        finally:
+            if self.counters.timing:
+                self.counters.d1_ms += (time.perf_counter() - started) * 1000
         results = [_result(r) for r in raws]
         for r in results:
             self.counters.rows_read += r.rows_read

@@ -29,15 +29,22 @@ def problem_reply(problem: Problem, request_id: str) -> Reply:
     return Reply(body, problem.status, dict(problem.headers), "application/problem+json")
 
 
-def to_response(reply: Reply, extra_headers: dict[str, str], head: bool = False) -> Response:
+def encode_payload(reply: Reply) -> bytes | str | None:
+    """The response body's bytes (or text); None when the status has no body."""
+    if reply.status == 204 or reply.status == 304:
+        return None
+    return reply.raw if reply.raw is not None else encode_json(reply.body)
+
+
+def to_response(reply: Reply, extra_headers: dict[str, str], head: bool = False,
+                payload: bytes | str | None = None) -> Response:
+    """`payload` is `encode_payload(reply)` when the caller already encoded it."""
     headers = {**reply.headers, **extra_headers}
     if reply.status == 204 or reply.status == 304:
         return Response(None, status=reply.status, headers=list(headers.items()) or None)
     headers["content-type"] = reply.content_type
-    if reply.raw is not None:
-        payload: bytes | str = reply.raw
-    else:
-        payload = encode_json(reply.body)
+    if payload is None:
+        payload = encode_payload(reply)
     if head:
         return Response(None, status=reply.status, headers=list(headers.items()))
     return Response(payload, status=reply.status, headers=list(headers.items()))
