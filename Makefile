@@ -14,7 +14,7 @@ ENV_FLAG = $(if $(ENV),--env $(ENV),)
 PIP_WHEEL = $(PYTHON) -m pip download -q --no-deps --python-version 3.13 --platform any --only-binary=:all:
 export WRANGLER_SEND_METRICS = false
 
-.PHONY: help install dev serve migrate seed token test test-runtime test-host lint scheduled clean
+.PHONY: help install dev serve migrate seed token test test-runtime test-host lint scheduled clean bench bench-quick
 
 help:
 	@echo "make dev                      install, migrate, seed and serve on 127.0.0.1:$(PORT) (ENV=staging|production for their local state)"
@@ -23,6 +23,8 @@ help:
 	@echo "make migrate [ENV=..]         apply D1 migrations to local state"
 	@echo "make scheduled                fire the cron handler once against local D1"
 	@echo "make lint                     ruff"
+	@echo "make bench                    D1 cost per operation vs the seed's designs (~5 min); rewrites docs/BENCHMARKS.md"
+	@echo "make bench-quick              the same at small sizes, printed only (~1 min)"
 
 # --- installation (idempotent; stamps skip work already done) -------------
 install: .cache/node.ok .cache/venv.ok .cache/wheels.ok
@@ -67,6 +69,15 @@ token: .cache/node.ok
 
 scheduled: install
 	$(NODE) runtime/cli.mjs scheduled $(ENV_FLAG)
+
+# --- benchmarks (figures, not tests) ---------------------------------------
+# SERVER_TIMING=timing makes every response report its D1 calls/rows and its own
+# Python time; the scripts run on a fresh scratch D1 (runtime/cli.mjs run).
+bench: install
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/api_cost.py --write
+
+bench-quick: install
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/api_cost.py --quick
 
 # --- tests ----------------------------------------------------------------
 # The runtime suite runs inside Pyodide (JSPI lets tests block on D1's promises).

@@ -3,10 +3,10 @@ request -> route -> D1 session -> caller -> handler -> response (+ bookmark,
 Server-Timing); any error -> application/problem+json."""
 
 import secrets
-import time
 from typing import Any
 
 from . import advisors, logs, payments, system, users, wallet, webhooks
+from . import db as db_layer
 from .clock import MAX_SAFE_INTEGER, Clock
 from .config import Settings
 from .db import D1Error, Database, LimitExceeded, TransientD1Error, valid_bookmark
@@ -48,7 +48,7 @@ def _request_id(request: Any) -> str:
 
 
 async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
-    started = time.perf_counter()
+    started = db_layer.timing_clock()
     request_id = _request_id(request)
     method = str(getattr(request.method, "value", request.method))
     db: Database | None = None
@@ -97,7 +97,7 @@ def _response_headers(db: Database | None, settings: Settings | None, request_id
             if settings.server_timing_durations:
                 # The request's own time (routing, auth, handler, JSON encoding)
                 # without the time spent awaiting D1.
-                total_ms = (time.perf_counter() - started) * 1000
+                total_ms = (db_layer.timing_clock() - started) * 1000
                 entries.append(f"py;dur={max(total_ms - db.counters.d1_ms, 0.0):.3f}")
             headers["server-timing"] = ", ".join(entries)
     return headers

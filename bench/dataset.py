@@ -1,0 +1,166 @@
+"""Bench data, loaded with set-based SQL into the scratch D1.
+
+Every loader is a handful of `INSERT ... WITH RECURSIVE` statements, so 100,000
+ledger entries take about a second. The ledger's triggers stay on: each entry
+is inserted with the sequence and balance-after its account expects, every
+transfer gets its counter-leg, and posting (`UPDATE transfers SET posted = 1`)
+runs the balance check per transfer. So the loaded ledger is one the app could
+have written, and `GET /v1/admin/ledger/check` can still pass on it.
+
+Ids are in ranges the app's random 52-bit ids practically never hit (a few
+million ids out of 2**52), and valid for path parameters (>= 2**40).
+"""
+
+from dataclasses import dataclass
+
+from clairvora.db import Database, sql
+
+ID_BASE = 1 << 41
+T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: bench history starts here
+CHUNK = 25_000  # rows per statement: far under D1's 30 s per query
+PLATFORM_REVENUE = 1
+GATEWAY_CLEARING = 2
+DEPOSIT_CENTS = 1000
+CHARGE_CENTS = 700
+
+_RECURSIVE = "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1)"
+
+
+class Ids:
+    """Disjoint id ranges for each loader."""
+
+    def __init__(self) -> None:
+        self._next = ID_BASE
+
+    def take(self, count: int) -> int:
+        """The base of a fresh range: ids base+1 .. base+count are yours."""
+        base = self._next
+        self._next += count + 1
+        return base
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    balance_cents: int
+    last_sequence: int
+
+
+async def account(db: Database, account_id: int) -> Account:
+    row = await db.first(sql("SELECT id, balance_cents, last_sequence FROM accounts WHERE id = ?", account_id))
+    assert row is not None, account_id
+    return Account(int(row["id"]), int(row["balance_cents"]), int(row["last_sequence"]))
+
+
+async def wallet_id(db: Database, user_id: int) -> int:
+    row = await db.first(sql("SELECT id FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'", user_id))
+    assert row is not None, "the user must have been seen by the API first"
+    return int(row["id"])
+
+
+async def load_wallet_history(db: Database, ids: Ids, user_id: int, entries: int) -> int:
+    """`entries` balanced transfers on the user's wallet, alternating a deposit
+    (+1000 from gateway clearing) and a charge (-700 to platform revenue), oldest
+    first. Returns the wallet's balance afterwards. Also copies the same history
+    into the seed design's `seed_wallet_transactions` (see seed_design.py)."""
+    wallet = await account(db, await wallet_id(db, user_id))
+    done = 0
+    while done < entries:
+        count = min(CHUNK, entries - done)
+        await _load_chunk(db, ids, user_id, wallet.id, done, count)
+        done += count
+    after = await account(db, wallet.id)
+    assert after.last_sequence == wallet.last_sequence + entries
+    return after.balance_cents
+
+
+# Deposits among entries 1..i of a chunk whose first entry is global index ?4 + 1
+# (global entry g is a deposit when g is odd). The CAST keeps the division an
+# integer one whichever way D1 binds the number.
+_D = "((CAST(?4 AS INTEGER) + i + 1) / 2 - (CAST(?4 AS INTEGER) + 1) / 2)"
+
+
+async def _load_chunk(db: Database, ids: Ids, user_id: int, wallet: int, offset: int, count: int) -> None:
+    base = ids.take(count)
+    w = await account(db, wallet)
+    clearing = await account(db, GATEWAY_CLEARING)
+    revenue = await account(db, PLATFORM_REVENUE)
+    entry = "INSERT INTO ledger_entries (transfer_id, account_id, amount_cents, balance_after_cents, sequence, created_at_ms)"
+    statements = [
+        sql(f"""INSERT INTO transfers (id, transfer_key, kind, created_at_ms)
+                {_RECURSIVE}
+                SELECT ?2 + i, 'bench:' || ?3 || ':' || (?4 + i),
+                       CASE WHEN (?4 + i) % 2 = 1 THEN 'deposit' ELSE 'reading_charge' END, ?5 + (?4 + i) * 1000
+                FROM k""",
+            count, base, user_id, offset, T0_MS),
+        # The wallet: +1000 / -700 alternately, balance-after and sequence in closed form.
+        sql(f"""{entry}
+                {_RECURSIVE}
+                SELECT ?2 + i, ?3, CASE WHEN (?4 + i) % 2 = 1 THEN ?5 ELSE -?6 END,
+                       ?7 + {_D} * ?5 - (i - {_D}) * ?6, ?8 + i, ?9 + (?4 + i) * 1000
+                FROM k""",
+            count, base, wallet, offset, DEPOSIT_CENTS, CHARGE_CENTS, w.balance_cents, w.last_sequence, T0_MS),
+        # Counter-legs, each account continuing its own sequence.
+        sql(f"""{entry}
+                {_RECURSIVE}
+                SELECT ?2 + i, ?3, -?5, ?6 - {_D} * ?5, ?7 + {_D}, ?8 + (?4 + i) * 1000
+                FROM k WHERE (?4 + i) % 2 = 1""",
+            count, base, GATEWAY_CLEARING, offset, DEPOSIT_CENTS, clearing.balance_cents, clearing.last_sequence,
+            T0_MS),
+        sql(f"""{entry}
+                {_RECURSIVE}
+                SELECT ?2 + i, ?3, ?5, ?6 + (i - {_D}) * ?5, ?7 + (i - {_D}), ?8 + (?4 + i) * 1000
+                FROM k WHERE (?4 + i) % 2 = 0""",
+            count, base, PLATFORM_REVENUE, offset, CHARGE_CENTS, revenue.balance_cents, revenue.last_sequence,
+            T0_MS),
+        # Posting runs the balanced-transfer trigger on every transfer.
+        sql("UPDATE transfers SET posted = 1 WHERE id BETWEEN ? AND ?", base + 1, base + count),
+        # The same history in the seed's design (seed_design.py creates the table).
+        sql(f"""INSERT INTO seed_wallet_transactions (user_id, amount, type, reference_id, created_at)
+                {_RECURSIVE}
+                SELECT ?2, CASE WHEN (?3 + i) % 2 = 1 THEN ?4 ELSE -?5 END,
+                       CASE WHEN (?3 + i) % 2 = 1 THEN 'deposit' ELSE 'reading_charge' END, NULL, ?6 + (?3 + i) * 1000
+                FROM k""",
+            count, user_id, offset, DEPOSIT_CENTS, CHARGE_CENTS, T0_MS),
+    ]
+    # One batch: a chunk lands whole or not at all.
+    await db.batch(statements)
+
+
+async def load_advisors(db: Database, ids: Ids, count: int, now_ms: int) -> int:
+    """`count` advisors (users rows, profiles, 1-2 categories each, earnings
+    accounts): 20% online, 10% busy, the rest offline; rates 50..2000 cents a
+    minute; 0..39 ratings with averages 1..5. Returns the id base."""
+    base = ids.take(count)
+    account_base = ids.take(count)
+    done = 0
+    while done < count:
+        n = min(CHUNK, count - done)
+        lo = base + done
+        await db.batch([
+            sql(f"""INSERT INTO users (id, clerk_user_id, display_name, created_at_ms, updated_at_ms)
+                    {_RECURSIVE}
+                    SELECT ? + i, 'user_bench_advisor_' || (? + i), 'Advisor ' || (? + i), ?, ? FROM k""",
+                n, lo, done, done, now_ms, now_ms),
+            sql(f"""INSERT INTO advisors (user_id, headline, bio, rate_cents_per_minute, status,
+                                          rating_count, rating_sum, rating_milli, created_at_ms, updated_at_ms)
+                    {_RECURSIVE}
+                    SELECT ? + i, 'Readings by advisor ' || (? + i), 'A bench advisor.',
+                           50 + ((? + i) * 37) % 1951,
+                           CASE WHEN (? + i) % 10 < 2 THEN 'online' WHEN (? + i) % 10 = 2 THEN 'busy' ELSE 'offline' END,
+                           (? + i) % 40, ((? + i) % 40) * (1 + ((? + i) * 7) % 5),
+                           CASE WHEN (? + i) % 40 = 0 THEN 0 ELSE 1000 * (1 + ((? + i) * 7) % 5) END, ?, ?
+                    FROM k""",
+                n, lo, done, done, done, done, done, done, done, done, done, now_ms, now_ms),
+            sql(f"""INSERT INTO advisor_categories (category, advisor_id)
+                    {_RECURSIVE},
+                    c(slug, n) AS (SELECT slug, row_number() OVER (ORDER BY slug) - 1 FROM categories)
+                    SELECT DISTINCT c.slug, ? + k.i FROM k JOIN c ON c.n IN ((? + k.i) % 8, ((? + k.i) * 3 + 1) % 8)""",
+                n, lo, done, done),
+            sql(f"""INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
+                    {_RECURSIVE}
+                    SELECT ? + i, 'advisor_earnings', ? + i, ? FROM k""",
+                n, account_base + done, lo, now_ms),
+        ])
+        done += n
+    return base

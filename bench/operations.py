@@ -1,0 +1,219 @@
+"""The bench's world (users, wallets, advisors, readings) and the operations it measures.
+
+Each API operation is guarded by the route table: a route that is not on main
+yet is listed as missing instead of failing the run.
+"""
+
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dataset
+import seed_design
+from measure import Row, Sample, sample_request, sample_statements
+
+from clairvora import ledger
+from clairvora.app import ROUTES
+from clairvora.db import sql
+from support import Client, database, token_for, unique
+
+TOKEN_LIFETIME_S = 6 * 3600  # the bench moves the injected clock forward by hours
+
+
+def log(line: str) -> None:
+    print(f"[bench] {line}", file=sys.stderr)
+
+
+@dataclass
+class User:
+    sub: str
+    id: int
+    client: Client
+
+
+async def new_client(prefix: str) -> User:
+    sub = f"user_{unique(prefix)}"
+    client = Client(await token_for(sub, exp=int(time.time()) + TOKEN_LIFETIME_S))
+    resp = await client.get("/v1/me")
+    assert resp.status == 200, resp.text
+    return User(sub, int(resp.json()["id"]), client)
+
+
+@dataclass
+class World:
+    ids: dataset.Ids
+    sizes: Any
+    routes: set[tuple[str, str]]
+    wallets: dict[int, User] = field(default_factory=dict)
+    advisor_base: int = 0
+    missing: list[str] = field(default_factory=list)
+
+    @classmethod
+    async def create(cls, ids: dataset.Ids, sizes: Any) -> "World":
+        world = cls(ids, sizes, {(r.method, r.pattern) for r in ROUTES})
+        for size in sizes.ledger:
+            user = await new_client(f"bench_wallet_{size}_")
+            started = time.perf_counter()
+            await dataset.load_wallet_history(database(), ids, user.id, size)
+            log(f"wallet with {size:,} entries loaded in {time.perf_counter() - started:.1f} s")
+            world.wallets[size] = user
+        started = time.perf_counter()
+        world.advisor_base = await dataset.load_advisors(database(), ids, sizes.advisors, int(time.time() * 1000))
+        log(f"{sizes.advisors:,} advisors loaded in {time.perf_counter() - started:.1f} s")
+        await seed_design.fill_wallets(database())
+        return world
+
+    def has(self, method: str, pattern: str) -> bool:
+        if (method, pattern) in self.routes:
+            return True
+        label = f"`{method} {pattern}`"
+        if label not in self.missing:
+            self.missing.append(label)
+        return False
+
+
+async def measure_api(world: World, group: str, operation: str, size: str, method: str, pattern: str,
+                      send: Callable[[int], Awaitable[Any]], *, reps: int | None = None, warmup: int = 1,
+                      money: bool = False, expect: tuple[int, ...] = (200,), series: str | None = None,
+                      limit: int | None = None) -> list[Row]:
+    """`send(i)` issues the i-th request (warm-up ones first, not recorded)."""
+    if not world.has(method, pattern):
+        return []
+    row = Row(group, operation, size, route=(method, pattern), money=money, series=series, limit=limit)
+    count = reps if reps is not None else world.sizes.reps
+    for i in range(warmup + count):
+        sample, resp = await sample_request(lambda i=i: send(i))
+        if sample.status not in expect:
+            row.note = f"unexpected HTTP {sample.status}: {resp.text[:200]}"
+            log(f"{operation} [{size}]: {row.note}")
+        if i >= warmup:
+            row.samples.append(sample)
+    return [row]
+
+
+# --- the seed's designs against ours, statement level ----------------------------
+
+_OUR_BALANCE = "SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'"
+
+
+async def seed_vs_ours(world: World) -> list[Row]:
+    rows: list[Row] = []
+    reps = world.sizes.reps
+    for label, indexed in (("seed as written (no index)", False), ("seed + index on user_id", True)):
+        if indexed:
+            await seed_design.add_user_index(database())
+        for size, user in world.wallets.items():
+            rows.append(await _statement_row(f"{label}", "balance: SUM(amount)", size, reps,
+                                             lambda u=user: [seed_design.balance(u.id)]))
+            rows.append(await _statement_row(f"{label}", "charge: conditional INSERT", size, reps,
+                                             lambda i, u=user: [seed_design.conditional_charge(u.id, 1, 1, i)],
+                                             indexed_arg=True))
+    for size, user in world.wallets.items():
+        rows.append(await _statement_row("seed hybrid (mutable wallets row)", "charge: conditional UPDATE", size, reps,
+                                         lambda u=user: [seed_design.hybrid_charge(u.id, 1)]))
+    advisor_id = world.advisor_base + 1
+    for size, user in world.wallets.items():
+        rows.append(await _statement_row("ours (ledger)", "balance: accounts row", size, reps,
+                                         lambda u=user: [sql(_OUR_BALANCE, u.id)], series="balance (statement)"))
+        reading_id = await _synthetic_reading(world, user.id, advisor_id)
+        rows.append(await _statement_row("ours (ledger)", "charge: one minute (transfer batch)", size, reps,
+                                         lambda i, u=user, r=reading_id: _minute_charge(world, u.id, advisor_id, r,
+                                                                                        i + 1),
+                                         indexed_arg=True, series="one-minute charge (statement)"))
+    return rows
+
+
+async def _statement_row(group: str, operation: str, size: int, reps: int, make: Callable[..., list[Any]],
+                         indexed_arg: bool = False, series: str | None = None) -> Row:
+    row = Row(group, operation, f"{size:,} entries", series=series)
+    for i in range(reps + 1):
+        db = database()
+        sample: Sample
+        sample, _ = await sample_statements(db, make(i) if indexed_arg else make())
+        if i:
+            row.samples.append(sample)
+    return row
+
+
+async def _synthetic_reading(world: World, client_id: int, advisor_id: int) -> int:
+    """An ended reading row to hang statement-level minute charges on."""
+    reading_id = world.ids.take(1) + 1
+    now_ms = int(time.time() * 1000)
+    await database().run(sql(
+        """INSERT INTO readings (id, client_id, advisor_id, status, rate_cents_per_minute, advisor_cents_per_minute,
+                                 platform_cents_per_minute, billing_period_seconds, end_reason, requested_at_ms,
+                                 accepted_at_ms, ended_at_ms)
+           VALUES (?, ?, ?, 'ended', 100, 70, 30, 60, 'client_ended', ?, ?, ?)""",
+        reading_id, client_id, advisor_id, now_ms, now_ms, now_ms))
+    return reading_id
+
+
+def _minute_charge(world: World, client_id: int, advisor_id: int, reading_id: int, minute: int) -> list[Any]:
+    """The statements of one billed minute as the ledger design makes it: a
+    balanced 3-leg transfer + the (reading, minute) row, one batch."""
+    transfer_id = world.ids.take(1) + 1
+    now_ms = int(time.time() * 1000)
+    statements = ledger.transfer(
+        transfer_id=transfer_id, key=f"reading:{reading_id}:minute:{minute}", kind="reading_charge",
+        legs=[ledger.Leg(ledger.wallet_of(client_id), -100), ledger.Leg(ledger.earnings_of(advisor_id), 70),
+              ledger.Leg(ledger.PLATFORM_REVENUE, 30)],
+        now_ms=now_ms, reference_type="reading", reference_id=reading_id)
+    statements.append(sql("""INSERT INTO reading_charges (reading_id, minute, transfer_id, amount_cents, charged_at_ms)
+                             VALUES (?, ?, ?, 100, ?)""", reading_id, minute, transfer_id, now_ms))
+    statements.append(sql("UPDATE readings SET billed_minutes = ? WHERE id = ?", minute, reading_id))
+    return statements
+
+
+# --- the API, route by route ----------------------------------------------------------
+
+
+async def api_operations(world: World) -> list[Row]:
+    rows: list[Row] = []
+    for scenario in (system_ops, user_ops, wallet_ops):
+        rows += await scenario(world)
+    return rows
+
+
+async def system_ops(world: World) -> list[Row]:
+    anonymous = Client()
+    rows = await measure_api(world, "system", "GET /health", "—", "GET", "/health",
+                             lambda i: anonymous.get("/health"))
+    rows += await measure_api(world, "system", "GET /openapi.json", f"{len(ROUTES)} routes", "GET", "/openapi.json",
+                              lambda i: anonymous.get("/openapi.json"))
+    return rows
+
+
+async def user_ops(world: World) -> list[Row]:
+    user = await new_client("bench_me_")
+    rows = await measure_api(world, "users", "GET /v1/me", "known user", "GET", "/v1/me",
+                             lambda i: user.client.get("/v1/me"))
+    version = {"v": int((await user.client.get("/v1/me")).json()["version"])}
+
+    async def patch(i: int) -> Any:
+        resp = await user.client.patch("/v1/me", json={"display_name": f"Bench {i}"},
+                                       headers={"if-match": f'"{version["v"]}"'})
+        if resp.status == 200:
+            version["v"] = int(resp.json()["version"])
+        return resp
+
+    rows += await measure_api(world, "users", "PATCH /v1/me", "If-Match", "PATCH", "/v1/me", patch)
+    reps = world.sizes.reps
+    fresh = [Client(await token_for(f"user_{unique('bench_first_')}")) for _ in range(reps + 1)]
+    rows += await measure_api(world, "users", "GET /v1/me (first sight: creates user + wallet)", "new user",
+                              "GET", "/v1/me", lambda i: fresh[i].get("/v1/me"))
+    return rows
+
+
+async def wallet_ops(world: World) -> list[Row]:
+    rows: list[Row] = []
+    for size, user in world.wallets.items():
+        label = f"{size:,} entries"
+        rows += await measure_api(world, "wallet", "GET /v1/wallet", label, "GET", "/v1/wallet",
+                                  lambda i, u=user: u.client.get("/v1/wallet"), series="GET /v1/wallet")
+        rows += await measure_api(world, "wallet", "GET /v1/wallet/transactions?limit=25", label, "GET",
+                                  "/v1/wallet/transactions",
+                                  lambda i, u=user: u.client.get("/v1/wallet/transactions?limit=25"),
+                                  series="GET /v1/wallet/transactions (first page)")
+    return rows
