@@ -1,0 +1,154 @@
+"""Admin refunds of a reading's charges: `POST /v1/admin/readings/{id}/refund`.
+
+A refund is one `reading_refund` transfer back to the client's wallet, taken
+from the advisor's earnings and the platform's revenue in the proportion the
+reading was charged (its rate split is fixed on the reading row). The split
+is cumulative: after refunds totalling R, the platform has given back exactly
+floor(R * platform_part / rate), so partial refunds never take more from
+either side than it earned and a full refund returns each side's exact share.
+
+One D1 round trip reads the reading, its charged and refunded totals and any
+stored reply for the Idempotency-Key; one batch writes the transfer, the
+`reading_refunds` row and the stored reply. The row's trigger (migration
+0010) refuses a refund beyond what was charged minus earlier refunds, and
+refuses the write if another refund landed since the read (the split was
+computed from the total read): both in SQL, in the same batch.
+"""
+
+from typing import Any
+
+from . import ledger
+from .clock import rfc3339
+from .db import CheckViolation, TriggerAbort, UniqueViolation, sql
+from .errors import Problem, conflict, not_found
+from .idempotency import IdempotencyKey
+from .ids import new_id
+from .requests import RequestContext
+from .responses import Reply
+from .routing import Route
+from .validation import Int, Obj, Str
+
+REFUND_BODY = Obj(
+    {
+        "amount_cents": Int(low=1, high=ledger.MAX_TRANSFER_CENTS, description="at most charged minus refunded"),
+        "reason": Str(min_len=1, max_len=500, description="why (kept with the refund, for audit)"),
+    },
+    required=("amount_cents", "reason"),
+)
+
+_SELECT_READING = """
+SELECT r.id, r.client_id, r.advisor_id, r.rate_cents_per_minute, r.platform_cents_per_minute,
+       (SELECT coalesce(sum(amount_cents), 0) FROM reading_charges WHERE reading_id = r.id) AS charged_cents,
+       (SELECT coalesce(sum(amount_cents), 0) FROM reading_refunds WHERE reading_id = r.id) AS refunded_cents
+FROM readings r WHERE r.id = ?"""
+
+
+def split_refund(amount: int, refunded_before: int, rate: int, platform_per_minute: int) -> tuple[int, int]:
+    """(advisor_cents, platform_cents) of a refund, cumulative so rounding never drifts."""
+    assert amount > 0 and refunded_before >= 0 and 0 <= platform_per_minute <= rate
+    platform = ((refunded_before + amount) * platform_per_minute // rate
+                - refunded_before * platform_per_minute // rate)
+    advisor = amount - platform
+    assert advisor >= 0 and platform >= 0 and advisor + platform == amount
+    return advisor, platform
+
+
+def _refund_legs(reading: dict[str, Any], amount: int, advisor: int, platform: int) -> list[ledger.Leg]:
+    legs = [ledger.Leg(ledger.wallet_of(int(reading["client_id"])), amount)]
+    if advisor:
+        legs.append(ledger.Leg(ledger.earnings_of(int(reading["advisor_id"])), -advisor))
+    if platform:
+        legs.append(ledger.Leg(ledger.PLATFORM_REVENUE, -platform))
+    return legs
+
+
+async def refund_reading(rc: RequestContext) -> Reply:
+    body = await rc.parsed_body()
+    key = await IdempotencyKey.from_request(rc)
+    reading_id: int = rc.params["reading_id"]
+    stored, found = await rc.db.batch([
+        sql("""SELECT route, request_sha256, state, response_status, response_body
+               FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?""", key.user_id, key.key),
+        sql(_SELECT_READING, reading_id),
+    ])
+    if stored.rows:
+        return key.replay_row(stored.rows[0])
+    if not found.rows:
+        raise not_found("reading")
+    reading = found.rows[0]
+    amount = body["amount_cents"]
+    charged, refunded = int(reading["charged_cents"]), int(reading["refunded_cents"])
+    if amount > charged - refunded:
+        raise conflict("refund_exceeds_charges",
+                       f"This reading was charged {charged} cents and {refunded} are already refunded; "
+                       f"at most {charged - refunded} can be refunded.")
+    advisor, platform = split_refund(amount, refunded, int(reading["rate_cents_per_minute"]),
+                                     int(reading["platform_cents_per_minute"]))
+    refund_id, transfer_id = new_id(), new_id()
+    reply = {
+        "refund": {"id": str(refund_id), "reading_id": str(reading_id), "amount_cents": amount,
+                   "advisor_cents": advisor, "platform_cents": platform, "reason": body["reason"],
+                   "created_at": rfc3339(key.now_ms)},
+        "reading_charged_cents": charged,
+        "reading_refunded_cents": refunded + amount,
+    }
+    statements = [
+        *ledger.transfer(transfer_id=transfer_id, key=f"reading:{reading_id}:refund:{refund_id}",
+                         kind="reading_refund", legs=_refund_legs(reading, amount, advisor, platform),
+                         now_ms=key.now_ms, reference_type="reading", reference_id=reading_id,
+                         requested_by_user_id=key.user_id),
+        sql("""INSERT INTO reading_refunds (id, reading_id, transfer_id, amount_cents, advisor_cents, platform_cents,
+                                            refunded_before_cents, reason, requested_by_user_id, created_at_ms)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            refund_id, reading_id, transfer_id, amount, advisor, platform, refunded, body["reason"], key.user_id,
+            key.now_ms),
+        key.record_done(201, reply),
+    ]
+    try:
+        await rc.db.batch(statements)
+    except UniqueViolation as exc:
+        if IdempotencyKey.is_key_conflict(exc):
+            return await key.replay(rc.db)
+        raise
+    except TriggerAbort as exc:
+        if exc.code == "refund_exceeds_charges":
+            raise conflict("refund_exceeds_charges", "The refund exceeds what the reading was charged.") from None
+        if exc.code == "refund_conflict":
+            raise Problem(409, "refund_conflict", "Conflict", "Another refund of this reading landed; retry.",
+                          headers={"retry-after": "1"}) from None
+        raise
+    except CheckViolation:
+        # The advisor's earnings may not go below zero (e.g. already paid out).
+        raise conflict("advisor_balance_insufficient",
+                       "The advisor's earnings balance cannot cover this refund.") from None
+    return Reply(reply, 201)
+
+
+SCHEMAS: dict[str, Any] = {
+    "ReadingRefund": {
+        "type": "object",
+        "required": ["refund", "reading_charged_cents", "reading_refunded_cents"],
+        "properties": {
+            "refund": {
+                "type": "object",
+                "required": ["id", "reading_id", "amount_cents", "advisor_cents", "platform_cents", "reason",
+                             "created_at"],
+                "properties": {
+                    "id": {"type": "string"}, "reading_id": {"type": "string"},
+                    "amount_cents": {"type": "integer"}, "advisor_cents": {"type": "integer"},
+                    "platform_cents": {"type": "integer"}, "reason": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "reading_charged_cents": {"type": "integer"},
+            "reading_refunded_cents": {"type": "integer"},
+        },
+    },
+}
+
+ROUTES = [
+    Route("POST", "/v1/admin/readings/{reading_id:id}/refund", refund_reading,
+          "Refund some or all of a reading's charges (advisor and platform give back their shares)",
+          auth="admin", primary=True, body=REFUND_BODY, idempotency_key=True, responses={201: "ReadingRefund"},
+          problems=(409, 422), tag="admin"),
+]

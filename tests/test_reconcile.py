@@ -1,0 +1,63 @@
+"""GET /v1/admin/ledger/check and the reconciliation checks themselves."""
+
+from clairvora import ledger, reconcile
+from clairvora.db import sql
+from money_support import admin_client, credit, user_with_wallet
+from support import Client, database, unique
+from test_deposits import deposit_body
+
+
+async def test_admin_gets_every_check_and_they_hold():
+    _admin_id, admin = await admin_client()
+    resp = await admin.get("/v1/admin/ledger/check")
+    assert resp.status == 200, resp.text
+    report = resp.json()
+    names = {c["name"] for c in report["checks"]}
+    assert {"transfers_balanced_and_posted", "balances_equal_sum_of_entries", "balances_equal_last_balance_after",
+            "sequences_gap_free", "wallets_negative_only_by_reversal", "approved_payments_credited_once",
+            "money_conserved"} <= names
+    assert report["ok"] is True and all(c["ok"] for c in report["checks"])
+    assert "calls=2" in resp.headers["server-timing"]  # caller + one batch of every check
+
+
+async def test_non_admins_are_refused():
+    _uid, client = await user_with_wallet("rc")
+    assert (await client.get("/v1/admin/ledger/check")).status == 403
+    assert (await Client().get("/v1/admin/ledger/check")).status == 401
+
+
+async def _failing(name: str) -> list[str]:
+    report = await reconcile.check(database())
+    return [c["name"] for c in report["checks"] if not c["ok"] and c["name"] == name]
+
+
+async def test_a_tampered_balance_is_reported():
+    db = database()
+    user_id, _client = await user_with_wallet("rc")
+    await credit(db, user_id, 500)
+    account = await db.first(sql("SELECT id FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'", user_id))
+    # accounts is not append-only (the triggers move it); tamper, look, restore.
+    await db.run(sql("UPDATE accounts SET balance_cents = balance_cents + 1 WHERE id = ?", account["id"]))
+    try:
+        report = await reconcile.check(db)
+        failed = {c["name"]: c["detail"] for c in report["checks"] if not c["ok"]}
+        assert report["ok"] is False
+        assert "balances_equal_sum_of_entries" in failed and str(account["id"]) in failed["balances_equal_sum_of_entries"]
+        assert "balances_equal_last_balance_after" in failed and "money_conserved" in failed
+    finally:
+        await db.run(sql("UPDATE accounts SET balance_cents = balance_cents - 1 WHERE id = ?", account["id"]))
+    assert (await reconcile.check(db))["ok"] is True
+
+
+async def test_an_approved_payment_without_credit_is_reported():
+    db = database()
+    _uid, client = await user_with_wallet("rc")
+    resp = await client.post("/v1/wallet/deposits", deposit_body(600, "tok_declined"), headers={"idempotency-key": unique()})
+    payment_id = int(resp.json()["deposit"]["id"])
+    await db.run(sql("UPDATE payments SET status = 'approved' WHERE id = ?", payment_id))
+    try:
+        assert await _failing("approved_payments_credited_once") == ["approved_payments_credited_once"]
+    finally:
+        await db.run(sql("UPDATE payments SET status = 'declined' WHERE id = ?", payment_id))
+    assert await _failing("approved_payments_credited_once") == []
+    assert await ledger.balance_cents(db, ledger.GATEWAY_CLEARING) is not None

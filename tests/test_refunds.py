@@ -1,0 +1,136 @@
+"""POST /v1/admin/readings/{id}/refund: shares back in the charges' proportion,
+bounded in SQL by what the reading was charged."""
+
+from clairvora import ledger, refunds
+from clairvora.db import TriggerAbort, sql
+from clairvora.ids import new_id
+from money_support import admin_client, balance, charge_minute, credit, make_advisor, start_reading, user_with_wallet
+from support import database, unique
+
+
+async def _charged_reading(minutes: int, rate: int = 100, fee_bps: int = 3000) -> dict:
+    db = database()
+    client_id, client = await user_with_wallet("rf")
+    advisor_id, _advisor = await user_with_wallet("rfa")
+    await make_advisor(db, advisor_id, rate)
+    await credit(db, client_id, rate * minutes)
+    reading = await start_reading(db, client_id, advisor_id, rate, fee_bps)
+    for minute in range(1, minutes + 1):
+        await charge_minute(db, reading, minute)
+    reading["client"] = client
+    return reading
+
+
+async def _earnings(advisor_id: int) -> int:
+    value = await ledger.balance_cents(database(), ledger.earnings_of(advisor_id))
+    assert value is not None
+    return value
+
+
+def _path(reading: dict) -> str:
+    return f"/v1/admin/readings/{reading['id']}/refund"
+
+
+async def test_full_refund_returns_each_share_exactly():
+    _admin_id, admin = await admin_client()
+    reading = await _charged_reading(3, rate=100, fee_bps=3000)
+    platform_before = await ledger.balance_cents(database(), ledger.PLATFORM_REVENUE)
+    assert await balance(reading["client_id"]) == 0 and await _earnings(reading["advisor_id"]) == 210
+    resp = await admin.post(_path(reading), {"amount_cents": 300, "reason": "connection dropped"},
+                            headers={"idempotency-key": unique()})
+    assert resp.status == 201, resp.text
+    body = resp.json()
+    assert body["refund"]["advisor_cents"] == 210 and body["refund"]["platform_cents"] == 90
+    assert body["reading_charged_cents"] == 300 and body["reading_refunded_cents"] == 300
+    assert await balance(reading["client_id"]) == 300
+    assert await _earnings(reading["advisor_id"]) == 0
+    assert await ledger.balance_cents(database(), ledger.PLATFORM_REVENUE) == platform_before - 90
+    items = (await reading["client"].get("/v1/wallet/transactions?limit=1")).json()["items"]
+    assert items[0]["kind"] == "reading_refund" and items[0]["reference"] == {"type": "reading", "id": str(reading["id"])}
+
+
+async def test_partial_refunds_add_up_and_stop_at_the_charged_total():
+    _admin_id, admin = await admin_client()
+    reading = await _charged_reading(1, rate=7, fee_bps=3000)   # advisor 5, platform 2 per minute
+    parts = []
+    for amount in (3, 3):
+        resp = await admin.post(_path(reading), {"amount_cents": amount, "reason": "partial"},
+                                headers={"idempotency-key": unique()})
+        assert resp.status == 201
+        parts.append((resp.json()["refund"]["advisor_cents"], resp.json()["refund"]["platform_cents"]))
+    over = await admin.post(_path(reading), {"amount_cents": 2, "reason": "too much"}, headers={"idempotency-key": unique()})
+    assert over.status == 409 and over.json()["code"] == "refund_exceeds_charges"
+    last = await admin.post(_path(reading), {"amount_cents": 1, "reason": "rest"}, headers={"idempotency-key": unique()})
+    assert last.status == 201
+    parts.append((last.json()["refund"]["advisor_cents"], last.json()["refund"]["platform_cents"]))
+    assert sum(a for a, _p in parts) == 5 and sum(p for _a, p in parts) == 2
+    assert await _earnings(reading["advisor_id"]) == 0 and await balance(reading["client_id"]) == 7
+
+
+async def test_the_cap_is_enforced_in_sql_even_when_python_is_bypassed():
+    db = database()
+    admin_id, _admin = await admin_client()
+    reading = await _charged_reading(1, rate=100)
+    transfer_id = new_id()
+    # Legs that the ledger itself would accept (the clearing account may go
+    # negative), so only the reading_refunds trigger stands in the way.
+    legs = [ledger.Leg(ledger.wallet_of(reading["client_id"]), 101), ledger.Leg(ledger.GATEWAY_CLEARING, -101)]
+    statements = [
+        *ledger.transfer(transfer_id=transfer_id, key=f"t:{transfer_id}", kind="reading_refund", legs=legs, now_ms=1,
+                         reference_type="reading", reference_id=reading["id"]),
+        sql("""INSERT INTO reading_refunds (id, reading_id, transfer_id, amount_cents, advisor_cents, platform_cents,
+                                            refunded_before_cents, reason, requested_by_user_id, created_at_ms)
+               VALUES (?, ?, ?, 101, 70, 31, 0, 'x', ?, 1)""", new_id(), reading["id"], transfer_id, admin_id),
+    ]
+    try:
+        await db.batch(statements)
+        raise AssertionError("over-refund accepted")
+    except TriggerAbort as exc:
+        assert exc.code == "refund_exceeds_charges"
+    assert await balance(reading["client_id"]) == 0  # the whole batch rolled back
+
+
+async def test_idempotent_replay_and_key_reuse():
+    _admin_id, admin = await admin_client()
+    reading = await _charged_reading(2, rate=100)
+    key, body = unique(), {"amount_cents": 100, "reason": "replay"}
+    first = await admin.post(_path(reading), body, headers={"idempotency-key": key})
+    again = await admin.post(_path(reading), body, headers={"idempotency-key": key})
+    assert first.status == again.status == 201 and first.json() == again.json()
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert await balance(reading["client_id"]) == 100
+    other = await admin.post(_path(reading), {"amount_cents": 50, "reason": "replay"}, headers={"idempotency-key": key})
+    assert other.status == 422
+    assert await balance(reading["client_id"]) == 100
+
+
+async def test_refusals():
+    _admin_id, admin = await admin_client()
+    reading = await _charged_reading(1, rate=100)
+    path = _path(reading)
+    assert (await admin.post(path, {"amount_cents": 10, "reason": "x"})).status == 400            # no key
+    for body in ({"amount_cents": 0, "reason": "x"}, {"amount_cents": 10}, {"amount_cents": 10, "reason": ""},
+                 {"amount_cents": 10, "reason": "x", "extra": 1}):
+        assert (await admin.post(path, body, headers={"idempotency-key": unique()})).status == 400, body
+    missing = await admin.post(f"/v1/admin/readings/{new_id()}/refund", {"amount_cents": 1, "reason": "x"},
+                               headers={"idempotency-key": unique()})
+    assert missing.status == 404
+    assert (await reading["client"].post(path, {"amount_cents": 1, "reason": "x"},
+                                         headers={"idempotency-key": unique()})).status == 403
+    assert await balance(reading["client_id"]) == 0
+
+
+def test_split_is_cumulative_and_exact():
+    for rate, platform_part in ((7, 2), (100, 30), (333, 99), (50, 0), (10, 10)):
+        charged = rate * 4
+        for step in (1, 3, 7, 50):
+            refunded, total_platform, total_advisor = 0, 0, 0
+            while refunded < charged:
+                amount = min(step, charged - refunded)
+                advisor, platform = refunds.split_refund(amount, refunded, rate, platform_part)
+                refunded += amount
+                total_platform += platform
+                total_advisor += advisor
+                # never more from either side than it earned
+                assert total_platform <= 4 * platform_part and total_advisor <= 4 * (rate - platform_part)
+            assert total_platform == 4 * platform_part and total_advisor == 4 * (rate - platform_part)
