@@ -94,6 +94,7 @@ async function bootScratch({ testPackages }) {
     root: ROOT,
     vars: rt.vars,
     secrets: services.testSecrets(),
+    overrides: services.overrides(),
     anetControl: services.anetControl(),
     timings: rt.timings,
     async dispatchFetch(request) {

@@ -214,14 +214,19 @@ export async function boot({ envName = "", persistDir, testPackages = false, ove
   };
 }
 
-// workerd lets Python hand ctx.waitUntil a coroutine; turn it into a Promise.
+// workerd lets Python hand ctx.waitUntil a coroutine (or a future/task). Such an
+// argument arrives as a *borrowed* PyProxy that Pyodide destroys when the call
+// returns, so it must become a future now; a later `.then` on the borrowed proxy
+// (what Promise.resolve(proxy) does in a microtask) kills the process with
+// "This borrowed proxy was automatically destroyed".
 function patchWaitUntil(pyodide, ctx) {
   if (ctx.__patched) return;
   const original = ctx.waitUntil.bind(ctx);
+  const ensureFuture = pyodide.pyimport("asyncio").ensure_future;
   ctx.waitUntil = (value) => {
-    if (value && typeof value.then !== "function" && value.type === "coroutine") {
-      const ensureFuture = pyodide.pyimport("asyncio").ensure_future;
-      value = ensureFuture(value);
+    if (value instanceof pyodide.ffi.PyProxy) {
+      const future = ensureFuture(value);
+      value = new Promise((resolve, reject) => future.then(resolve, reject)).finally(() => future.destroy());
     }
     original(value);
   };

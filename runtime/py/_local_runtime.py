@@ -37,6 +37,9 @@ def import_entrypoint(module_dir: str, module_name: str, class_name: str):
     importlib.invalidate_caches()
     _import_phase = True
     os.urandom = _refuse_entropy
+    # `random` (hence SystemRandom, `secrets`, our ids) holds its own reference
+    # to urandom, taken when it was imported: refuse through that one too.
+    random._urandom = _refuse_entropy
     saved_state = random.getstate()
     try:
         module = importlib.import_module(module_name)
