@@ -116,7 +116,8 @@ export class D1Database {
 }
 
 // R2: bytes in as a fresh ArrayBuffer (the proxy cannot serialise a view onto
-// Pyodide's heap), objects out as plain wrappers, null for a missing key.
+// Pyodide's heap), objects out as wrappers with the production class names
+// (R2Object from put/head/list, R2ObjectBody from get), null for a missing key.
 function toArrayBuffer(value) {
   if (value === null || value === undefined || typeof value === "string") return value;
   if (value instanceof ArrayBuffer) return value;
@@ -127,21 +128,60 @@ function toArrayBuffer(value) {
 }
 
 export class R2Object {
-  constructor(inner, bytes) {
+  constructor(inner) {
     this.key = inner.key;
+    this.version = inner.version;
     this.size = inner.size;
     this.etag = inner.etag;
     this.httpEtag = inner.httpEtag;
-    this.uploaded = inner.uploaded;
+    this.checksums = inner.checksums ? { ...inner.checksums } : {};
+    this.uploaded = inner.uploaded instanceof Date ? inner.uploaded : new Date(inner.uploaded);
     this.httpMetadata = { ...(inner.httpMetadata ?? {}) };
     this.customMetadata = { ...(inner.customMetadata ?? {}) };
+    this.range = inner.range;
+    this.storageClass = inner.storageClass;
+  }
+  writeHttpMetadata(headers) {
+    const m = this.httpMetadata;
+    if (m.contentType) headers.set("content-type", m.contentType);
+    if (m.contentLanguage) headers.set("content-language", m.contentLanguage);
+    if (m.contentDisposition) headers.set("content-disposition", m.contentDisposition);
+    if (m.contentEncoding) headers.set("content-encoding", m.contentEncoding);
+    if (m.cacheControl) headers.set("cache-control", m.cacheControl);
+    if (m.cacheExpiry) headers.set("expires", new Date(m.cacheExpiry).toUTCString());
+  }
+}
+
+// The bytes are read from the proxy once; `body` is a fresh ReadableStream, as
+// in production, so a Worker can hand it straight to a Response.
+export class R2ObjectBody extends R2Object {
+  constructor(inner, bytes) {
+    super(inner);
     this._bytes = bytes;
+    this._used = false;
+  }
+  get body() {
+    this._used = true;
+    return new Blob([this._bytes]).stream();
+  }
+  get bodyUsed() {
+    return this._used;
   }
   async arrayBuffer() {
-    return this._bytes;
+    this._used = true;
+    return this._bytes.slice(0);
   }
   async bytes() {
-    return new Uint8Array(this._bytes);
+    return new Uint8Array(await this.arrayBuffer());
+  }
+  async text() {
+    return new TextDecoder().decode(await this.arrayBuffer());
+  }
+  async json() {
+    return JSON.parse(await this.text());
+  }
+  async blob() {
+    return new Blob([await this.arrayBuffer()], { type: this.httpMetadata.contentType ?? "" });
   }
 }
 
@@ -151,17 +191,18 @@ export class R2Bucket {
   }
   async put(key, value, options) {
     const stored = await this._inner.put(key, toArrayBuffer(value), options);
-    return stored ? new R2Object(stored, null) : null;
+    return stored ? new R2Object(stored) : null;
   }
+  // A failed onlyIf condition answers the object without a body, as R2 does.
   async get(key, options) {
     const found = await this._inner.get(key, options);
     if (!found) return null;
-    const bytes = typeof found.arrayBuffer === "function" ? await found.arrayBuffer() : null;
-    return new R2Object(found, bytes);
+    if (typeof found.arrayBuffer !== "function") return new R2Object(found);
+    return new R2ObjectBody(found, await found.arrayBuffer());
   }
   async head(key) {
     const found = await this._inner.head(key);
-    return found ? new R2Object(found, null) : null;
+    return found ? new R2Object(found) : null;
   }
   async delete(keys) {
     await this._inner.delete(keys);
@@ -169,9 +210,10 @@ export class R2Bucket {
   async list(options) {
     const listed = await this._inner.list(options);
     return {
-      objects: listed.objects.map((o) => new R2Object(o, null)),
+      objects: listed.objects.map((o) => new R2Object(o)),
       truncated: listed.truncated,
-      cursor: listed.cursor ?? null,
+      cursor: listed.cursor ?? undefined,
+      delimitedPrefixes: [...(listed.delimitedPrefixes ?? [])],
     };
   }
 }
