@@ -33,15 +33,28 @@ MAX_RATE_QUERY = 100_000
 # come as a JSON array from the (advisor_id) index, already sorted.
 ADVISOR_COLUMNS = """
   a.user_id, a.headline, a.bio, a.rate_cents_per_minute, a.status, a.rating_count, a.rating_sum,
-  a.rating_milli, a.version, a.created_at_ms, a.updated_at_ms, u.display_name,
+  a.rating_milli, a.version, a.created_at_ms, a.updated_at_ms, a.photo_sha256, u.display_name,
   (SELECT json_group_array(category) FROM
      (SELECT category FROM advisor_categories WHERE advisor_id = a.user_id ORDER BY category)) AS categories_json"""
 
 _SELECT_ADVISOR = f"SELECT {ADVISOR_COLUMNS} FROM advisors a JOIN users u ON u.id = a.user_id WHERE a.user_id = ?"  # noqa: S608 - constant text
+SELECT_ADVISOR = _SELECT_ADVISOR  # for other modules' batches (photos.py)
 
 
 def rating_average(rating_sum: int, rating_count: int) -> float | None:
     return None if rating_count == 0 else round(rating_sum / rating_count, 2)
+
+
+# The photo's URL carries a prefix of its SHA-256, so a new photo gets a new
+# URL and the bytes behind one URL never change (photos.py serves such a
+# request as immutable). Only the hash column is read: no join, no R2 call.
+PHOTO_URL_HASH_CHARS = 16
+
+
+def photo_url(advisor_id: int, photo_sha256: str | None) -> str | None:
+    if photo_sha256 is None:
+        return None
+    return f"/v1/advisors/{advisor_id}/photo?v={photo_sha256[:PHOTO_URL_HASH_CHARS]}"
 
 
 def advisor_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +69,7 @@ def advisor_view(row: dict[str, Any]) -> dict[str, Any]:
         "status": row["status"],
         "rating_average": rating_average(int(row["rating_sum"]), int(row["rating_count"])),
         "rating_count": int(row["rating_count"]),
+        "photo_url": photo_url(int(row["user_id"]), row["photo_sha256"]),
         "version": int(row["version"]),
         "created_at": rfc3339(row["created_at_ms"]),
         "updated_at": rfc3339(row["updated_at_ms"]),
@@ -326,7 +340,7 @@ SCHEMAS: dict[str, Any] = {
     "Advisor": {
         "type": "object",
         "required": ["id", "headline", "bio", "categories", "rate_cents_per_minute", "status",
-                     "rating_average", "rating_count", "version", "created_at", "updated_at"],
+                     "rating_average", "rating_count", "photo_url", "version", "created_at", "updated_at"],
         "properties": {
             "id": {"type": "string", "description": "The advisor's user id."},
             "display_name": {"type": ["string", "null"]},
@@ -337,6 +351,9 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": list(STATUSES)},
             "rating_average": {"type": ["number", "null"], "description": "Mean rating (1-5), null before any review."},
             "rating_count": {"type": "integer"},
+            "photo_url": {"type": ["string", "null"],
+                          "description": "Path of the profile photo (GET it; changes when the photo does), "
+                                         "null without one."},
             "version": {"type": "integer"},
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},

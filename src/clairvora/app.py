@@ -5,7 +5,7 @@ Server-Timing); any error -> application/problem+json."""
 import secrets
 from typing import Any
 
-from . import advisors, logs, payments, reconcile, refunds, system, users, wallet, webhooks
+from . import advisors, logs, payments, photos, reconcile, refunds, system, users, wallet, webhooks
 from . import db as db_layer
 from .clock import MAX_SAFE_INTEGER, Clock
 from .config import Settings
@@ -17,7 +17,8 @@ from .responses import encode_payload, problem_reply, to_response
 from .routing import Route, Router
 
 ROUTES: list[Route] = [*system.ROUTES, *users.ROUTES, *advisors.ROUTES, *wallet.ROUTES, *payments.ROUTES,
-                       *webhooks.ROUTES, *refunds.ROUTES, *reconcile.ROUTES]
+                       *webhooks.ROUTES, *refunds.ROUTES, *reconcile.ROUTES,
+                       *photos.ROUTES]
 SCHEMAS: dict[str, Any] = {**advisors.SCHEMAS, **wallet.SCHEMAS, **payments.SCHEMAS, **webhooks.SCHEMAS,
                           **refunds.SCHEMAS, **reconcile.SCHEMAS}
 

@@ -78,6 +78,9 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.body is not None:
         op["requestBody"] = {"required": True,
                              "content": {"application/json": {"schema": route.body.schema()}}}
+    if route.raw_body is not None:
+        op["requestBody"] = {"required": True, "description": route.raw_body.description,
+                             "content": {t: {"schema": route.raw_body.schema()} for t in route.raw_body.media_types}}
     responses: dict[str, Any] = {}
     for status, schema_name in route.responses.items():
         if status in (204, 304):
@@ -93,7 +96,7 @@ def _operation(route: Route) -> dict[str, Any]:
         problems |= {401}
     if route.auth == "admin":
         problems |= {403}
-    if route.body is not None:
+    if route.body is not None or route.raw_body is not None:
         problems |= {413, 415}
     for status in sorted(problems):
         responses[str(status)] = {"description": _REASONS.get(status, "Error"),

@@ -50,18 +50,39 @@ class RequestContext:
         assert self.user is not None, "route requires an authenticated caller"
         return int(self.user["id"])
 
+    def body_limit(self) -> int:
+        """The route's own limit for a raw body (an upload), else MAX_BODY_BYTES."""
+        raw_body = getattr(self.route, "raw_body", None)
+        return raw_body.max_bytes if raw_body is not None else self.settings.max_body_bytes
+
     async def body_bytes(self) -> bytes:
         if self._body is not None:
             return self._body
-        limit = self.settings.max_body_bytes
+        limit = self.body_limit()
+        too_large = Problem(413, "body_too_large", "Request body too large", f"Bodies are limited to {limit} bytes.",
+                            extra={"max_bytes": limit})
         declared = self.header("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise Problem(413, "body_too_large", "Request body too large", f"Bodies are limited to {limit} bytes.")
-        data = await self.request.bytes()
-        if len(data) > limit:
-            raise Problem(413, "body_too_large", "Request body too large", f"Bodies are limited to {limit} bytes.")
-        self._body = data
-        return data
+            raise too_large
+        # Read the stream chunk by chunk and stop at the limit, so a body sent
+        # without Content-Length (chunked) cannot make the Worker buffer more.
+        stream = self.request.body
+        chunks: list[bytes] = []
+        size = 0
+        if stream:
+            reader = stream.getReader()
+            while True:
+                part = await reader.read()
+                if part.done:
+                    break
+                chunk = part.value.to_bytes()
+                size += len(chunk)
+                if size > limit:
+                    await reader.cancel()
+                    raise too_large
+                chunks.append(chunk)
+        self._body = b"".join(chunks)
+        return self._body
 
     async def json(self) -> Any:
         data = await self.body_bytes()

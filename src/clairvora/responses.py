@@ -16,6 +16,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
     raw: bytes | None = None
+    # A JS ReadableStream (e.g. an R2 object's body) passed to the Response as
+    # is, so large bodies never get copied through Python.
+    stream: Any = None
 
 
 def encode_json(body: Any) -> str:
@@ -29,15 +32,17 @@ def problem_reply(problem: Problem, request_id: str) -> Reply:
     return Reply(body, problem.status, dict(problem.headers), "application/problem+json")
 
 
-def encode_payload(reply: Reply) -> bytes | str | None:
-    """The response body's bytes (or text); None when the status has no body."""
+def encode_payload(reply: Reply) -> Any:
+    """The response body's bytes, text or stream; None when the status has no body."""
     if reply.status == 204 or reply.status == 304:
         return None
+    if reply.stream is not None:
+        return reply.stream
     return reply.raw if reply.raw is not None else encode_json(reply.body)
 
 
 def to_response(reply: Reply, extra_headers: dict[str, str], head: bool = False,
-                payload: bytes | str | None = None) -> Response:
+                payload: Any = None) -> Response:
     """`payload` is `encode_payload(reply)` when the caller already encoded it."""
     headers = {**reply.headers, **extra_headers}
     if reply.status == 204 or reply.status == 304:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from .errors import Problem, not_found
 from .ids import parse_id
-from .validation import Obj
+from .validation import Obj, RawBody
 
 Auth = Literal["none", "user", "admin", "webhook"]
 Handler = Callable[[Any], Awaitable[Any]]
@@ -29,12 +29,17 @@ class Route:
     # when the client sends no bookmark.
     primary: bool = False
     body: Obj | None = None
+    # A non-JSON body with its own size limit (e.g. an image); excludes `body`.
+    raw_body: RawBody | None = None
     query: Obj | None = None
     idempotency_key: bool = False
     if_match: bool = False
     responses: dict[int, str] = field(default_factory=lambda: {200: "Object"})
     problems: tuple[int, ...] = ()
     tag: str = "misc"
+
+    def __post_init__(self) -> None:
+        assert self.body is None or self.raw_body is None, f"{self.pattern}: a JSON body or a raw body, not both"
 
     def segments(self) -> list[tuple[str, str | None]]:
         out: list[tuple[str, str | None]] = []

@@ -47,6 +47,11 @@ class AdvisorRow(TypedDict):
     version: int
     created_at_ms: int
     updated_at_ms: int
+    # 0030_advisor_photos.sql: the R2 reference only (all four set or all NULL).
+    photo_key: str | None
+    photo_content_type: Literal["image/jpeg", "image/png", "image/webp"] | None
+    photo_size_bytes: int | None
+    photo_sha256: str | None
 
 
 class AdvisorCategoryRow(TypedDict):
@@ -188,6 +193,15 @@ class ReadingRefundRow(TypedDict):
     created_at_ms: int
 
 
+# --- 0030_advisor_photos.sql ------------------------------------------------
+
+
+class MaintenanceCursorRow(TypedDict):
+    job: str
+    cursor: str | None
+    updated_at_ms: int
+
+
 # Every application table. A migration that creates a table adds its row type here.
 TABLES: dict[str, type] = {
     "users": UserRow,
@@ -205,6 +219,7 @@ TABLES: dict[str, type] = {
     "messages": MessageRow,
     "reviews": ReviewRow,
     "reading_refunds": ReadingRefundRow,
+    "maintenance_cursors": MaintenanceCursorRow,
 }
 
 # --- comparison with the migrated schema -------------------------------------

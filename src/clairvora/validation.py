@@ -192,3 +192,16 @@ def parse_query(query: Mapping[str, list[str]], shape: Obj) -> dict[str, Any]:
         if key not in out:
             raise bad_request(f"Query parameter '{key}' is required.", key)
     return out
+
+
+class RawBody:
+    """A request body that is not JSON (an image upload): the media types it
+    may carry (for the OpenAPI document; the handler checks the bytes) and its
+    own size limit, which replaces the app-wide MAX_BODY_BYTES for that route."""
+
+    def __init__(self, *, media_types: tuple[str, ...], max_bytes: int, description: str = "") -> None:
+        assert media_types and 1 <= max_bytes <= 16 * 1024 * 1024
+        self.media_types, self.max_bytes, self.description = media_types, max_bytes, description
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "format": "binary", "minLength": 1, "maxLength": self.max_bytes}
