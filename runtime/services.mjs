@@ -65,7 +65,7 @@ export async function startServices({ log = () => {}, forTests = false, envName 
     });
     endpointOverrides.ANET_ENDPOINT = anet.endpoint;
     // tok_timeout must time out quickly in tests (a real timeout, not a sleep).
-    if (forTests) endpointOverrides.ANET_TIMEOUT_MS = "1000";
+    if (forTests) endpointOverrides.ANET_TIMEOUT_MS = "2000";
   }
   return {
     overrides() {
