@@ -22,7 +22,7 @@ help:
 	@echo "make token USER=ann [ROLE=admin]  print a bearer token for the local server"
 	@echo "make migrate [ENV=..]         apply D1 migrations to local state"
 	@echo "make scheduled                fire the cron handler once against local D1"
-	@echo "make lint                     ruff"
+	@echo "make lint                     ruff + migration lint (tooling/migration_lint.py)"
 	@echo "make bench                    D1 cost per operation vs the seed's designs (~5 min); rewrites docs/BENCHMARKS.md"
 	@echo "make bench-quick              the same at small sizes, printed only (~1 min)"
 
@@ -90,7 +90,8 @@ test-host: install
 	.venv/bin/pytest -q -p no:cacheprovider tooling_tests $(PYTEST_ARGS)
 
 lint: .cache/venv.ok
-	.venv/bin/ruff check $(wildcard src tests tooling_tests bench runtime/py)
+	.venv/bin/ruff check $(wildcard src tests tooling tooling_tests bench runtime/py)
+	$(PYTHON) tooling/migration_lint.py migrations
 
 clean:
 	rm -rf .cache .venv node_modules .wrangler
