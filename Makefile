@@ -14,7 +14,7 @@ ENV_FLAG = $(if $(ENV),--env $(ENV),)
 PIP_WHEEL = $(PYTHON) -m pip download -q --no-deps --python-version 3.13 --platform any --only-binary=:all:
 export WRANGLER_SEND_METRICS = false
 
-.PHONY: help install dev serve migrate seed token test test-runtime test-host lint scheduled clean bench bench-quick
+.PHONY: help install dev serve migrate seed token test test-runtime test-host lint scheduled clean bench bench-quick deploy-check deploy rollback
 
 help:
 	@echo "make dev                      install, migrate, seed and serve on 127.0.0.1:$(PORT) (ENV=staging|production for their local state)"
@@ -23,6 +23,9 @@ help:
 	@echo "make migrate [ENV=..]         apply D1 migrations to local state"
 	@echo "make scheduled                fire the cron handler once against local D1"
 	@echo "make lint                     ruff + migration lint (tooling/migration_lint.py)"
+	@echo "make deploy-check ENV=staging|production   offline: migration lint, migrations on a scratch D1, bundle dry run"
+	@echo "make deploy ENV=staging|production [CONFIRM=production]   tests, D1 bookmark, remote migrations, then wrangler deploy"
+	@echo "make rollback ENV=.. [BOOKMARK=..] [VERSION=..]   D1 Time Travel restore (if BOOKMARK), then the previous Worker"
 	@echo "make bench                    D1 cost per operation vs the seed's designs (~5 min); rewrites docs/BENCHMARKS.md"
 	@echo "make bench-quick              the same at small sizes, printed only (~1 min)"
 
@@ -78,6 +81,16 @@ bench: install
 
 bench-quick: install
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/api_cost.py --quick
+
+# --- deploy (docs/DEPLOY.md): migrations first, then the Worker ----------------
+deploy-check: install
+	$(PYTHON) tooling/deploy.py check --env "$(ENV)"
+
+deploy: test
+	$(PYTHON) tooling/deploy.py release --env "$(ENV)" $(if $(CONFIRM),--confirm $(CONFIRM),)
+
+rollback: install
+	$(PYTHON) tooling/deploy.py rollback --env "$(ENV)" $(if $(BOOKMARK),--bookmark $(BOOKMARK),) $(if $(VERSION),--version $(VERSION),)
 
 # --- tests ----------------------------------------------------------------
 # The runtime suite runs inside Pyodide (JSPI lets tests block on D1's promises).
