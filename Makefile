@@ -86,7 +86,9 @@ bench-quick: install
 deploy-check: install
 	$(PYTHON) tooling/deploy.py check --env "$(ENV)"
 
-deploy: test
+deploy: install
+	$(PYTHON) tooling/deploy.py preflight --env "$(ENV)" $(if $(CONFIRM),--confirm $(CONFIRM),)
+	$(MAKE) test
 	$(PYTHON) tooling/deploy.py release --env "$(ENV)" $(if $(CONFIRM),--confirm $(CONFIRM),)
 
 rollback: install

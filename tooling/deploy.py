@@ -172,7 +172,7 @@ def rollback(env: str, bookmark: str | None, version: str | None, confirm: str |
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("check", "release", "rollback"))
+    parser.add_argument("command", choices=("preflight", "check", "release", "rollback"))
     parser.add_argument("--env", required=True)
     parser.add_argument("--bookmark", help="rollback: D1 Time Travel bookmark to restore")
     parser.add_argument("--version", help="rollback: Worker version id (default: the previous one)")
@@ -180,7 +180,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         config(args.env)
-        if args.command == "check":
+        if args.command == "preflight":  # fail fast, before `make test` runs
+            require_token(args.env, args.confirm)
+        elif args.command == "check":
             check(args.env)
         elif args.command == "release":
             release(args.env, args.confirm)
