@@ -171,7 +171,7 @@ def _minute_charge(world: World, client_id: int, advisor_id: int, reading_id: in
 
 async def api_operations(world: World) -> list[Row]:
     rows: list[Row] = []
-    for scenario in (system_ops, user_ops, wallet_ops):
+    for scenario in (system_ops, user_ops, wallet_ops, deposit_ops, webhook_ops, advisor_ops):
         rows += await scenario(world)
     return rows
 
@@ -216,4 +216,111 @@ async def wallet_ops(world: World) -> list[Row]:
                                   "/v1/wallet/transactions",
                                   lambda i, u=user: u.client.get("/v1/wallet/transactions?limit=25"),
                                   series="GET /v1/wallet/transactions (first page)")
+    return rows
+
+
+def _deposit_body(amount_cents: int) -> dict[str, Any]:
+    # The local Authorize.Net stand-in approves this Accept.js token.
+    return {"amount_cents": amount_cents,
+            "opaque_data": {"data_descriptor": "COMMON.ACCEPT.INAPP.PAYMENT", "data_value": "tok_approved"}}
+
+
+async def deposit_ops(world: World) -> list[Row]:
+    rows: list[Row] = []
+    for size, user in world.wallets.items():
+        rows += await measure_api(
+            world, "wallet", "POST /v1/wallet/deposits (approved)", f"{size:,} entries", "POST", "/v1/wallet/deposits",
+            lambda i, u=user: u.client.post("/v1/wallet/deposits", _deposit_body(1000),
+                                            headers={"idempotency-key": unique("bench_dep_")}),
+            money=True, expect=(201,), series="POST /v1/wallet/deposits")
+    user = world.wallets[min(world.wallets)]
+    key = unique("bench_dep_replay_")
+    rows += await measure_api(
+        world, "wallet", "POST /v1/wallet/deposits (same Idempotency-Key: replay)", "—", "POST",
+        "/v1/wallet/deposits",
+        lambda i: user.client.post("/v1/wallet/deposits", _deposit_body(1000), headers={"idempotency-key": key}),
+        expect=(201,))
+    return rows
+
+
+async def webhook_ops(world: World) -> list[Row]:
+    if not world.has("POST", "/v1/webhooks/authorizenet"):
+        return []
+    from webhook_support import event, post_event
+
+    rows: list[Row] = []
+    for size, user in world.wallets.items():
+        deposits = []
+        for _ in range(world.sizes.reps + 1):
+            resp = await user.client.post("/v1/wallet/deposits", _deposit_body(2000),
+                                          headers={"idempotency-key": unique("bench_wh_")})
+            assert resp.status == 201, resp.text
+            deposits.append(resp.json()["deposit"]["id"])
+        refunds = [event("net.authorize.payment.refund.created", trans_id=str(world.ids.take(1) + 1), invoice=d,
+                         amount_cents=500) for d in deposits]
+        rows += await measure_api(world, "webhooks", "POST /v1/webhooks/authorizenet (refund -> reversal)",
+                                  f"{size:,} entries", "POST", "/v1/webhooks/authorizenet",
+                                  lambda i, r=refunds: post_event(r[i]), money=True,
+                                  series="POST /v1/webhooks/authorizenet (refund)")
+    duplicate = refunds[0]
+    rows += await measure_api(world, "webhooks", "POST /v1/webhooks/authorizenet (duplicate notification)", "—",
+                              "POST", "/v1/webhooks/authorizenet", lambda i: post_event(duplicate))
+    ignored = [event("net.authorize.customer.created", trans_id=str(i)) for i in range(world.sizes.reps + 1)]
+    rows += await measure_api(world, "webhooks", "POST /v1/webhooks/authorizenet (ignored event type)", "—",
+                              "POST", "/v1/webhooks/authorizenet", lambda i: post_event(ignored[i]))
+    return rows
+
+
+_SEARCHES = [
+    ("default (sort=rating)", "", 20),
+    ("limit=100", "limit=100", 100),
+    ("status=online", "status=online", 20),
+    ("status=online&sort=price", "status=online&sort=price", 20),
+    ("min_rate=100&max_rate=500&sort=price", "min_rate=100&max_rate=500&sort=price", 20),
+    ("min_rate=100&max_rate=500 (sort=rating)", "min_rate=100&max_rate=500", 20),
+    ("category=tarot", "category=tarot", 20),
+    ("category=tarot&status=online", "category=tarot&status=online", 20),
+    ("category=tarot,love&sort=price", "category=tarot,love&sort=price", 20),
+]
+
+
+async def advisor_ops(world: World) -> list[Row]:
+    rows: list[Row] = []
+    anonymous = Client()
+    size = f"{world.sizes.advisors:,} advisors"
+    for label, query, limit in _SEARCHES:
+        path = "/v1/advisors" + (f"?{query}" if query else "")
+        rows += await measure_api(world, "advisors search", f"GET /v1/advisors?{label}", size, "GET", "/v1/advisors",
+                                  lambda i, p=path: anonymous.get(p), limit=limit)
+    if world.has("GET", "/v1/advisors"):
+        first = await anonymous.get("/v1/advisors?status=online")
+        cursor = first.json()["next_cursor"]
+        rows += await measure_api(world, "advisors search", "GET /v1/advisors?status=online (page 2, cursor)", size,
+                                  "GET", "/v1/advisors", lambda i: anonymous.get(f"/v1/advisors?status=online&cursor={cursor}"),
+                                  limit=20)
+    advisor_id = world.advisor_base + 7
+    rows += await measure_api(world, "advisors", "GET /v1/advisors/{id}", size, "GET", "/v1/advisors/{advisor_id:id}",
+                              lambda i: anonymous.get(f"/v1/advisors/{advisor_id}"))
+    hopefuls = [await new_client("bench_adv_") for _ in range(world.sizes.reps + 1)]
+    rows += await measure_api(
+        world, "advisors", "POST /v1/advisors (become one)", "—", "POST", "/v1/advisors",
+        lambda i: hopefuls[i].client.post("/v1/advisors", {"headline": "Tarot and clarity", "bio": "Bench advisor.",
+                                                           "categories": ["tarot", "love"],
+                                                           "rate_cents_per_minute": 150}),
+        expect=(201,))
+    me = hopefuls[0]
+    if world.has("GET", "/v1/advisors/me"):
+        rows += await measure_api(world, "advisors", "GET /v1/advisors/me", "—", "GET", "/v1/advisors/me",
+                                  lambda i: me.client.get("/v1/advisors/me"))
+        version = {"v": int((await me.client.get("/v1/advisors/me")).json()["version"])}
+
+        async def patch(i: int) -> Any:
+            resp = await me.client.patch("/v1/advisors/me", json={"status": "online" if i % 2 else "offline"},
+                                         headers={"if-match": f'"{version["v"]}"'})
+            if resp.status == 200:
+                version["v"] = int(resp.json()["version"])
+            return resp
+
+        rows += await measure_api(world, "advisors", "PATCH /v1/advisors/me (status)", "—", "PATCH",
+                                  "/v1/advisors/me", patch)
     return rows

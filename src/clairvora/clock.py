@@ -2,7 +2,6 @@
 nothing ever sleeps to let time pass."""
 
 import time
-from datetime import UTC, datetime
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -19,6 +18,11 @@ class Clock:
 
 
 def rfc3339(ms: int | None) -> str | None:
+    """UTC, millisecond precision: 2026-11-27T00:31:21.123Z. Formatted from
+    time.gmtime (about 6x cheaper in Pyodide than datetime.strftime, which
+    mattered for 100-item lists; tests/test_clock.py pins it to datetime's output)."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    t = time.gmtime(ms // 1000)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 - fastest formatting here
+        t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, ms % 1000)
