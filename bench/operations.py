@@ -48,6 +48,7 @@ class World:
     routes: set[tuple[str, str]]
     wallets: dict[int, User] = field(default_factory=dict)
     advisor_base: int = 0
+    charged_readings: dict[int, int] = field(default_factory=dict)  # wallet size -> ended reading with charges
     missing: list[str] = field(default_factory=list)
 
     @classmethod
@@ -118,6 +119,7 @@ async def seed_vs_ours(world: World) -> list[Row]:
         rows.append(await _statement_row("ours (ledger)", "balance: accounts row", size, reps,
                                          lambda u=user: [sql(_OUR_BALANCE, u.id)], series="balance (statement)"))
         reading_id = await _synthetic_reading(world, user.id, advisor_id)
+        world.charged_readings[size] = reading_id
         rows.append(await _statement_row("ours (ledger)", "charge: one minute (transfer batch)", size, reps,
                                          lambda i, u=user, r=reading_id: _minute_charge(world, u.id, advisor_id, r,
                                                                                         i + 1),
@@ -171,7 +173,7 @@ def _minute_charge(world: World, client_id: int, advisor_id: int, reading_id: in
 
 async def api_operations(world: World) -> list[Row]:
     rows: list[Row] = []
-    for scenario in (system_ops, user_ops, wallet_ops, deposit_ops, webhook_ops, advisor_ops):
+    for scenario in (system_ops, user_ops, wallet_ops, deposit_ops, webhook_ops, advisor_ops, admin_ops):
         rows += await scenario(world)
     return rows
 
@@ -323,4 +325,23 @@ async def advisor_ops(world: World) -> list[Row]:
 
         rows += await measure_api(world, "advisors", "PATCH /v1/advisors/me (status)", "—", "PATCH",
                                   "/v1/advisors/me", patch)
+    return rows
+
+
+async def admin_ops(world: World) -> list[Row]:
+    admin = await new_client("bench_admin_")
+    await database().run(sql("UPDATE users SET is_admin = 1 WHERE id = ?", admin.id))
+    rows: list[Row] = []
+    for size, reading_id in world.charged_readings.items():
+        path = f"/v1/admin/readings/{reading_id}/refund"
+        rows += await measure_api(
+            world, "admin", "POST /v1/admin/readings/{id}/refund (1 cent)", f"{size:,} entries", "POST",
+            "/v1/admin/readings/{reading_id:id}/refund",
+            lambda i, p=path: admin.client.post(p, {"amount_cents": 1, "reason": "bench"},
+                                                headers={"idempotency-key": unique("bench_refund_")}),
+            money=True, expect=(201,), series="POST /v1/admin/readings/{id}/refund")
+    entries = (await database().first(sql("SELECT count(*) AS n FROM ledger_entries")))["n"]
+    rows += await measure_api(world, "admin", "GET /v1/admin/ledger/check", f"{entries:,} ledger entries in all",
+                              "GET", "/v1/admin/ledger/check", lambda i: admin.client.get("/v1/admin/ledger/check"),
+                              reps=3)
     return rows
