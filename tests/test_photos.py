@@ -48,6 +48,7 @@ async def test_upload_is_sniffed_stored_in_r2_and_served(kind):
     assert row["photo_size_bytes"] == len(data)
     assert row["photo_sha256"] == sha
     assert row["photo_key"].startswith(prefix_of(aid)) and len(row["photo_key"]) > len(prefix_of(aid)) + 32
+    assert row["photo_key"].split("/")[-1].split(".")[0] not in r.text  # the random part is never shown
     # R2 holds the bytes, with the sniffed type.
     stored = await media().get(row["photo_key"])
     assert bytes(await stored.arrayBuffer()) == data

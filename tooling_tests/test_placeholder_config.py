@@ -16,3 +16,12 @@ def test_every_environment_has_its_own_d1_binding():
         names.add(bindings[0]["database_name"])
         assert config["env"][env]["vars"]["TEST_HOOKS"] == "forbidden"
     assert len(names) == 3
+
+
+def test_every_environment_has_its_own_media_bucket():
+    # Bindings are not inherited between environments: each needs MEDIA, and
+    # sharing a bucket would let the sweep of one environment delete another's photos.
+    config = tomllib.loads((ROOT / "wrangler.toml").read_text())
+    buckets = [config["r2_buckets"]] + [config["env"][env]["r2_buckets"] for env in ("staging", "production")]
+    assert all([b["binding"] for b in bindings] == ["MEDIA"] for bindings in buckets)
+    assert len({bindings[0]["bucket_name"] for bindings in buckets}) == 3
