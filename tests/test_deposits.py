@@ -10,7 +10,8 @@ from pyodide.ffi import to_js
 from clairvora import anet
 from clairvora.db import sql
 from money_support import balance, user_with_wallet
-from support import database, unique
+from support import Client, database, new_user, token_for, unique
+from webhook_support import event, post_event
 
 
 def deposit_body(amount: int = 1250, token: str = "tok_approved") -> dict:
@@ -203,3 +204,54 @@ def test_amount_conversions_are_exact():
     assert anet.decimal_to_cents(0.1) == 10 and anet.decimal_to_cents(19.99) == 1999
     assert anet.decimal_to_cents(1.005) is None and anet.decimal_to_cents(True) is None
     assert anet.decimal_to_cents(-1) is None
+
+
+# --- D1 failing around the settle batch (test-only fault plan: call 1 = caller,
+# --- 2 = claim, 3 = settle, 4 = the settle's retry) ---------------------------
+
+async def test_settle_is_retried_after_a_transient_d1_error():
+    user_id, client = await user_with_wallet("dep")
+    resp = await client.post("/v1/wallet/deposits", deposit_body(1100), headers={"idempotency-key": unique(),
+                                                                                 "x-test-d1-fault": "3"})
+    assert resp.status == 201, resp.text
+    assert resp.json()["wallet"]["available_cents"] == 1100 and await balance(user_id) == 1100
+
+
+async def test_settle_whose_answer_was_lost_is_not_credited_twice():
+    user_id, client = await user_with_wallet("dep")
+    key, body = unique(), deposit_body(1200)
+    resp = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key, "x-test-d1-fault": "3;after"})
+    assert resp.status == 201, resp.text
+    assert resp.json()["wallet"]["available_cents"] == 1200 and await balance(user_id) == 1200
+    again = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key})
+    assert again.json() == resp.json() and await balance(user_id) == 1200
+
+
+async def test_a_claim_left_by_a_dead_request_is_recovered_then_resolved_by_the_webhook():
+    sub, client = await new_user("dep")
+    user_id = int((await client.get("/v1/me")).json()["id"])
+    key, body = unique(), deposit_body(1300)
+    died = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key, "x-test-d1-fault": "3,4"})
+    assert died.status == 503
+    payment = await database().first(sql("SELECT * FROM payments WHERE user_id = ?", user_id))
+    assert payment["status"] == "pending" and await balance(user_id) == 0
+    [charged] = received(str(payment["id"]))  # the card was charged at the gateway
+    assert charged["createTransactionRequest"]["transactionRequest"]["amount"] == "13.00"
+
+    soon = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key})
+    assert soon.status == 409 and soon.json()["code"] == "request_in_progress"
+
+    later_ms = payment["created_at_ms"] + 2000 + 60_000 + 1000  # past timeout + margin
+    later = Client(await token_for(sub, now_s=later_ms // 1000))
+    recovered = await later.post("/v1/wallet/deposits", body, headers={"idempotency-key": key,
+                                                                        "x-test-now-ms": str(later_ms)})
+    assert recovered.status == 504 and recovered.json()["deposit"]["status"] == "unknown"
+    assert recovered.json()["deposit"]["id"] == str(payment["id"])
+    assert len(received(str(payment["id"]))) == 1  # recovery never charges again
+    capture = event("net.authorize.payment.authcapture.created", trans_id="60999000111", invoice=str(payment["id"]),
+                    amount_cents=1300)
+    assert (await post_event(capture)).json()["outcome"] == "credited"
+    assert await balance(user_id) == 1300
+    replay = await later.post("/v1/wallet/deposits", body, headers={"idempotency-key": key,
+                                                                     "x-test-now-ms": str(later_ms)})
+    assert replay.status == 504 and await balance(user_id) == 1300

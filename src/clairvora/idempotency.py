@@ -50,13 +50,16 @@ class IdempotencyKey:
             self.now_ms, self.now_ms + RETENTION_MS,
         )
 
-    def record_pending(self) -> Any:
-        """Claims the key before an external call (deposits)."""
+    def record_pending(self, note: Any = None) -> Any:
+        """Claims the key before an external call (deposits). `note` (kept in
+        response_body until the key is done) names what the claim is about, so
+        a retry can recover a claim whose request died (payments.py)."""
         return sql(
             """INSERT INTO idempotency_keys
-                 (user_id, idempotency_key, route, request_sha256, state, created_at_ms, expires_at_ms)
-               VALUES (?, ?, ?, ?, 'pending', ?, ?)""",
-            self.user_id, self.key, self.route, self.request_sha256, self.now_ms, self.now_ms + RETENTION_MS,
+                 (user_id, idempotency_key, route, request_sha256, state, response_body, created_at_ms, expires_at_ms)
+               VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)""",
+            self.user_id, self.key, self.route, self.request_sha256, None if note is None else encode_json(note),
+            self.now_ms, self.now_ms + RETENTION_MS,
         )
 
     def complete(self, status: int, body: Any) -> Any:

@@ -19,7 +19,14 @@ on invoiceNumber = payment id: it approves and credits the payment (the
 credit's transfer key `deposit:payment:<id>` and a UNIQUE index make a second
 credit impossible). The key's stored reply stays the 504: retrying with the
 same key replays it and never calls the gateway again (so never charges twice);
-the client sees the credit in its wallet when it lands. Card data is never
+the client sees the credit in its wallet when it lands.
+
+If D1 fails while settling, the settle batch is retried once (safe: all of it is
+conditional on the payment and key still being pending, the credit key is
+unique). If the request dies between claiming and settling, the key stays
+`pending` (a retry gets 409); once the claim is older than the gateway timeout
+plus a minute, a retry with the same key settles the payment as `unknown` and
+gets the 504, and the webhook resolves it as above. Card data is never
 stored or logged: only the gateway's transaction id, amount and status.
 """
 
@@ -28,7 +35,7 @@ from typing import Any
 
 from . import anet, ledger, logs
 from .clock import rfc3339
-from .db import Statement, UniqueViolation, sql
+from .db import Statement, TransientD1Error, UniqueViolation, sql
 from .errors import Problem, bad_request
 from .idempotency import IdempotencyKey
 from .ids import new_id
@@ -50,6 +57,10 @@ DEPOSIT_BODY = Obj(
     },
     required=("amount_cents", "opaque_data"),
 )
+
+SETTLE_ATTEMPTS = 2
+# A claim older than the gateway timeout plus this belongs to a request that died.
+STALE_CLAIM_MARGIN_MS = 60_000
 
 _STATUS_OF_OUTCOME = {"approved": "approved", "held": "pending", "declined": "declined", "error": "error",
                       "unknown": "unknown"}
@@ -162,13 +173,13 @@ async def create_deposit(rc: RequestContext) -> Reply:
     # 1. Claim the key and record the attempt before any money can move.
     try:
         await rc.db.batch([
-            key.record_pending(),
+            key.record_pending({"payment_id": str(payment["id"])}),
             sql("""INSERT INTO payments (id, user_id, amount_cents, status, created_at_ms, updated_at_ms)
                    VALUES (?, ?, ?, 'pending', ?, ?)""", payment["id"], key.user_id, amount, key.now_ms, key.now_ms),
         ])
     except UniqueViolation as exc:
         if IdempotencyKey.is_key_conflict(exc):
-            return await key.replay(rc.db)
+            return await _replay_or_recover(rc, key)
         raise
 
     # 2. The gateway. The token is passed through, never stored or logged.
@@ -186,17 +197,74 @@ async def create_deposit(rc: RequestContext) -> Reply:
 
     # 3. Settle: outcome, credit (approved only) and the stored reply in ONE batch.
     status, reply_body = _reply_for(payment, result)
-    try:
-        results = await rc.db.batch(_settle_statements(key, payment, result, status, reply_body))
-    except UniqueViolation as exc:
-        # The authcapture webhook credited this payment while we waited on the
-        # gateway: the money is in; store the reply without crediting again.
-        if not any(c.startswith("transfers.") for c in exc.columns):
-            raise
-        results = await rc.db.batch([_complete_with_wallet(key, status, reply_body)])
+    return await _settle(rc, key, payment, result, status, reply_body)
+
+
+async def _settle(rc: RequestContext, key: IdempotencyKey, payment: dict[str, Any], result: anet.GatewayResult,
+                  status: int, reply_body: dict[str, Any]) -> Reply:
+    """The settle batch, retried once on a transient D1 error: the card may
+    already be charged, so giving up here would leave the payment to the
+    recovery path. Retrying is safe: every statement is conditional on the
+    payment/key still being pending, and the credit's key is unique."""
+    statements = _settle_statements(key, payment, result, status, reply_body)
+    failures = 0
+    while True:
+        try:
+            results = await rc.db.batch(statements)
+            break
+        except TransientD1Error:
+            failures += 1
+            if failures >= SETTLE_ATTEMPTS:
+                logs.error("deposit_settle_failed", request_id=rc.request_id, payment_id=payment["id"],
+                           outcome=result.outcome)
+                raise
+        except UniqueViolation as exc:
+            # Already credited: by the authcapture webhook while we waited on the
+            # gateway, or by our own first attempt whose answer D1 lost. Store
+            # the reply without crediting again.
+            if len(statements) == 1 or not any(c.startswith("transfers.") for c in exc.columns):
+                raise
+            statements = [_complete_with_wallet(key, status, reply_body)]
     stored = results[-1].rows
-    assert len(stored) == 1, "the pending key must still be ours"
+    if not stored:
+        # The key is done already (our lost first attempt completed it, or a
+        # retry recovered it): its stored reply is the answer.
+        return await key.replay(rc.db)
     return _final_reply(status, stored[0]["response_body"])
+
+
+async def _replay_or_recover(rc: RequestContext, key: IdempotencyKey) -> Reply:
+    """A retry. A key still pending long after the gateway's timeout belongs to
+    a request that died between charging and settling: settle it now as
+    `unknown` (504), for the authcapture webhook to resolve, instead of
+    answering 409 for the key's 24-hour life."""
+    row = await key.stored(rc.db)
+    if row is None or row["state"] != "pending" or row["request_sha256"] != key.request_sha256:
+        return await key.replay(rc.db)
+    stale_before_ms = key.now_ms - rc.settings.anet_timeout_ms - STALE_CLAIM_MARGIN_MS
+    note = json.loads(row["response_body"]) if row["response_body"] else {}
+    payment = await rc.db.first(sql(
+        "SELECT id, amount_cents, status, gateway_transaction_id, created_at_ms FROM payments WHERE id = ? AND user_id = ?",
+        int(note.get("payment_id", "0")), key.user_id))
+    if payment is None or payment["status"] != "pending" or payment["created_at_ms"] >= stale_before_ms:
+        return key.replay_row(row)
+    payment = {**payment, "status": "unknown"}
+    status, reply_body = _reply_for(payment, anet.GatewayResult("unknown", timed_out=True))
+    results = await rc.db.batch([
+        sql("""UPDATE payments SET status = 'unknown', updated_at_ms = ?
+               WHERE id = ? AND status = 'pending' AND created_at_ms < ?""", key.now_ms, payment["id"], stale_before_ms),
+        sql("""UPDATE idempotency_keys
+               SET state = 'done', response_status = ?,
+                   response_body = json_set(?, '$.wallet.available_cents',
+                     (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'))
+               WHERE user_id = ? AND idempotency_key = ? AND state = 'pending' AND created_at_ms < ?
+               RETURNING response_body""",
+            status, encode_json(reply_body), key.user_id, key.user_id, key.key, stale_before_ms),
+    ])
+    if not results[-1].rows:
+        return await key.replay(rc.db)
+    logs.warning("deposit_claim_recovered", request_id=rc.request_id, payment_id=payment["id"])
+    return _final_reply(status, results[-1].rows[0]["response_body"])
 
 
 def _final_reply(status: int, response_body: str) -> Reply:
