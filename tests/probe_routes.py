@@ -66,6 +66,12 @@ async def wait_until(rc: RequestContext) -> Reply:
         await rc.db.all(sql("SELECT count(*) AS n FROM categories"))
         background_done.append(marker)
 
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("background task failed")
+
+    if rc.header("x-fail") == "yes":
+        rc.wait_until(failing())
     rc.wait_until(later())
     return Reply({"scheduled": marker})
 

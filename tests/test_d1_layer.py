@@ -3,13 +3,9 @@ mapped to types, the 100-parameter limit, exact integers, cost counters."""
 
 import math
 import re
-import sys
 
-import _local_runtime
-import js
 import local_runtime
 import pytest
-from pyodide.ffi import to_js
 from workers import _EnvWrapper
 
 from clairvora import users
@@ -31,6 +27,7 @@ from clairvora.db import (
     sql,
 )
 from clairvora.ids import new_id
+from dispatch import fetch_with_vars
 from probe_routes import probe_routes  # noqa: F401 - the fixture
 from support import Client, database, new_user, unique
 
@@ -339,21 +336,12 @@ async def test_server_timing_of_get_me_matches_d1_meta_of_its_query():
     assert server_timing(r.headers) == {"calls": 1, "rows_read": raw_meta["rows_read"], "rows_written": 0}
 
 
-async def _fetch_with_vars(path: str, **overrides: str):
-    """One request through the real entrypoint with some vars changed."""
-    env = js.Object.assign(js.Object.new(), local_runtime.makeEnv(),
-                           to_js(overrides, dict_converter=js.Object.fromEntries))
-    ctx = js.eval("({ waitUntil() {}, passThroughOnException() {} })")
-    request = js.Request.new(local_runtime.baseUrl + path)
-    response = await _local_runtime.call_entrypoint(sys.modules["entry"].Default, "fetch", ctx, env, [request])
-    return {k.lower(): v for k, v in response.headers.entries()}, int(response.status)
-
-
 async def test_server_timing_var_switches_the_header():
-    off, status = await _fetch_with_vars("/health", SERVER_TIMING="off")
-    assert status == 200 and "server-timing" not in off and BOOKMARK_RE.match(off["x-d1-bookmark"])
-    on, _ = await _fetch_with_vars("/health", SERVER_TIMING="on")
-    assert server_timing(on) == {"calls": 1, "rows_read": server_timing(on)["rows_read"], "rows_written": 0}
-    assert "dur=" not in on["server-timing"]
-    timed, _ = await _fetch_with_vars("/health", SERVER_TIMING="timing")
-    assert re.search(r"d1;dur=[0-9.]+;desc=", timed["server-timing"]) and "py;dur=" in timed["server-timing"]
+    off = await fetch_with_vars("/health", SERVER_TIMING="off")
+    assert off.status == 200 and "server-timing" not in off.headers
+    assert BOOKMARK_RE.match(off.headers["x-d1-bookmark"])
+    on = await fetch_with_vars("/health", SERVER_TIMING="on")
+    assert server_timing(on.headers)["calls"] == 1 and "dur=" not in on.headers["server-timing"]
+    timed = await fetch_with_vars("/health", SERVER_TIMING="timing")
+    assert re.search(r"d1;dur=[0-9.]+;desc=", timed.headers["server-timing"])
+    assert "py;dur=" in timed.headers["server-timing"]

@@ -12,6 +12,7 @@ import local_runtime
 import pytest
 
 from clairvora.db import sql
+from dispatch import fetch_with_vars
 from support import (
     ISSUER,
     Client,
@@ -300,3 +301,24 @@ async def test_two_concurrent_patches_with_the_same_version_one_wins():
     winner = a if a.status == 200 else b
     now = (await _me(client)).json()
     assert now["version"] == 2 and now["display_name"] == winner.json()["display_name"]
+
+
+# --- test hooks exist only in local configuration ------------------------------
+
+@pytest.mark.parametrize(("overrides", "accepted"), [
+    ({}, True),
+    ({"ENVIRONMENT": "production", "TEST_HOOKS": "allowed"}, False),
+    ({"ENVIRONMENT": "staging"}, False),
+    ({"TEST_HOOKS": "forbidden"}, False),
+])
+async def test_the_clock_hook_is_ignored_outside_local_configuration(overrides, accepted):
+    # A token that expired an hour ago, valid at the instant x-test-now-ms names:
+    # only a local configuration with TEST_HOOKS=allowed may move the clock.
+    then_s = NOW_S - 3650
+    sub = new_sub("hook")
+    old = await sign_token(claims_for(sub, now_s=then_s), RS256)
+    r = await fetch_with_vars("/v1/me", headers={"authorization": f"Bearer {old}",
+                                                 "x-test-now-ms": str(then_s * 1000)}, **overrides)
+    assert (r.status == 200) is accepted, r.text
+    if not accepted:
+        assert "expired" in r.json()["detail"] and await users_with_sub(sub) == 0

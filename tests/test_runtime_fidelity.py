@@ -34,6 +34,13 @@ async def test_wait_until_work_finishes_before_dispatch_returns():
     assert marker in background_done
 
 
+async def test_a_failing_wait_until_task_neither_breaks_the_reply_nor_the_others():
+    marker = f"f{len(background_done)}-{id(object())}"
+    r = await Client().post("/test/wait-until", headers={"x-marker": marker, "x-fail": "yes"})
+    assert r.status == 200 and marker in background_done
+    assert (await Client().get("/health")).status == 200
+
+
 async def test_vars_and_secrets_reach_env():
     var_names = [str(k) for k in js.Object.keys(local_runtime.vars)]
     secret_names = ["CLERK_JWT_KEY", "MESSAGE_KEYS", "ANET_SIGNATURE_KEY", "ANET_API_LOGIN_ID", "ANET_TRANSACTION_KEY"]
