@@ -59,3 +59,36 @@ async def test_transactions_refuse_bad_queries():
 async def test_wallet_requires_a_caller():
     assert (await Client().get("/v1/wallet")).status == 401
     assert (await Client().get("/v1/wallet/transactions")).status == 401
+
+
+async def test_openapi_describes_the_money_routes():
+    doc = (await Client().get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    expected = {
+        ("/v1/wallet", "get"): "Wallet",
+        ("/v1/wallet/transactions", "get"): "WalletTransactionPage",
+        ("/v1/wallet/deposits", "post"): "DepositResult",
+        ("/v1/webhooks/authorizenet", "post"): "WebhookReceipt",
+        ("/v1/admin/readings/{reading_id}/refund", "post"): "ReadingRefund",
+        ("/v1/admin/ledger/check", "get"): "LedgerCheck",
+    }
+    for (path, method), schema in expected.items():
+        op = doc["paths"][path][method]
+        refs = [c["schema"]["$ref"] for r in op["responses"].values() for c in r.get("content", {}).values()
+                if "$ref" in c.get("schema", {})]
+        assert f"#/components/schemas/{schema}" in refs, (path, refs)
+        for ref in refs:
+            assert ref.rsplit("/", 1)[1] in schemas, ref
+    deposit = doc["paths"]["/v1/wallet/deposits"]["post"]
+    assert {"402", "502", "504", "422"} <= set(deposit["responses"])
+    assert any(p["name"] == "Idempotency-Key" and p["required"] for p in deposit["parameters"])
+    body = deposit["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["amount_cents", "opaque_data"]
+    assert set(body["properties"]["opaque_data"]["properties"]) == {"data_descriptor", "data_value"}
+    assert doc["paths"]["/v1/webhooks/authorizenet"]["post"]["security"] == []
+    assert "403" in doc["paths"]["/v1/admin/ledger/check"]["get"]["responses"]
+    query = {p["name"] for p in doc["paths"]["/v1/wallet/transactions"]["get"]["parameters"] if p["in"] == "query"}
+    assert query == {"cursor", "limit"}
+    # every schema a money route points to resolves, nested ones included
+    for name in ("Wallet", "WalletTransaction", "Deposit", "DepositResult", "ReadingRefund", "LedgerCheck"):
+        assert name in schemas
