@@ -60,6 +60,7 @@ migrate: .cache/node.ok
 
 seed: migrate
 	$(NODE) runtime/seed.mjs $(ENV_FLAG)
+	$(NODE) runtime/seed_photos.mjs $(ENV_FLAG)
 
 dev: install .dev.vars seed
 	PORT=$(PORT) $(NODE) runtime/cli.mjs serve $(ENV_FLAG)
