@@ -13,6 +13,7 @@ million ids out of 2**52), and valid for path parameters (>= 2**40).
 
 from dataclasses import dataclass
 
+from clairvora import ledger
 from clairvora.db import Database, sql
 
 ID_BASE = 1 << 41
@@ -58,16 +59,29 @@ async def wallet_id(db: Database, user_id: int) -> int:
     return int(row["id"])
 
 
-async def load_wallet_history(db: Database, ids: Ids, user_id: int, entries: int) -> int:
+TOP_UP_CENTS = 1_000_000  # $10,000: pays for every charge the bench makes
+
+
+async def top_up(db: Database, ids: Ids, user_id: int, cents: int = TOP_UP_CENTS) -> None:
+    """One deposit transfer (gateway clearing -> wallet), as the app writes it."""
+    transfer_id = ids.take(1) + 1
+    await db.batch(ledger.transfer(
+        transfer_id=transfer_id, key=f"bench:top-up:{transfer_id}", kind="deposit",
+        legs=[ledger.Leg(ledger.wallet_of(user_id), cents), ledger.Leg(ledger.GATEWAY_CLEARING, -cents)],
+        now_ms=T0_MS))
+
+
+async def load_wallet_history(db: Database, ids: Ids, user_id: int, entries: int, seed_copy: bool = True) -> int:
     """`entries` balanced transfers on the user's wallet, alternating a deposit
     (+1000 from gateway clearing) and a charge (-700 to platform revenue), oldest
     first. Returns the wallet's balance afterwards. Also copies the same history
-    into the seed design's `seed_wallet_transactions` (see seed_design.py)."""
+    into the seed design's `seed_wallet_transactions` (see seed_design.py)
+    unless `seed_copy` is False (then `load_seed_history` does it)."""
     wallet = await account(db, await wallet_id(db, user_id))
     done = 0
     while done < entries:
         count = min(CHUNK, entries - done)
-        await _load_chunk(db, ids, user_id, wallet.id, done, count)
+        await _load_chunk(db, ids, user_id, wallet.id, done, count, seed_copy)
         done += count
     after = await account(db, wallet.id)
     assert after.last_sequence == wallet.last_sequence + entries
@@ -80,7 +94,8 @@ async def load_wallet_history(db: Database, ids: Ids, user_id: int, entries: int
 _D = "((CAST(?4 AS INTEGER) + i + 1) / 2 - (CAST(?4 AS INTEGER) + 1) / 2)"
 
 
-async def _load_chunk(db: Database, ids: Ids, user_id: int, wallet: int, offset: int, count: int) -> None:
+async def _load_chunk(db: Database, ids: Ids, user_id: int, wallet: int, offset: int, count: int,
+                      seed_copy: bool) -> None:
     base = ids.take(count)
     w = await account(db, wallet)
     clearing = await account(db, GATEWAY_CLEARING)
@@ -115,16 +130,28 @@ async def _load_chunk(db: Database, ids: Ids, user_id: int, wallet: int, offset:
             T0_MS),
         # Posting runs the balanced-transfer trigger on every transfer.
         sql("UPDATE transfers SET posted = 1 WHERE id BETWEEN ? AND ?", base + 1, base + count),
-        # The same history in the seed's design (seed_design.py creates the table).
-        sql(f"""INSERT INTO seed_wallet_transactions (user_id, amount, type, reference_id, created_at)
-                {_RECURSIVE}
-                SELECT ?2, CASE WHEN (?3 + i) % 2 = 1 THEN ?4 ELSE -?5 END,
-                       CASE WHEN (?3 + i) % 2 = 1 THEN 'deposit' ELSE 'reading_charge' END, NULL, ?6 + (?3 + i) * 1000
-                FROM k""",
-            count, user_id, offset, DEPOSIT_CENTS, CHARGE_CENTS, T0_MS),
     ]
+    if seed_copy:
+        statements.append(_seed_rows(user_id, offset, count))
     # One batch: a chunk lands whole or not at all.
     await db.batch(statements)
+
+
+def _seed_rows(user_id: int, offset: int, count: int):
+    """The same history in the seed's design (seed_design.py creates the table)."""
+    return sql(f"""INSERT INTO seed_wallet_transactions (user_id, amount, type, reference_id, created_at)
+                   {_RECURSIVE}
+                   SELECT ?2, CASE WHEN (?3 + i) % 2 = 1 THEN ?4 ELSE -?5 END,
+                          CASE WHEN (?3 + i) % 2 = 1 THEN 'deposit' ELSE 'reading_charge' END, NULL,
+                          ?6 + (?3 + i) * 1000
+                   FROM k""",
+               count, user_id, offset, DEPOSIT_CENTS, CHARGE_CENTS, T0_MS)
+
+
+async def load_seed_history(db: Database, user_id: int, entries: int) -> None:
+    """The seed-design copy of a history loaded with `seed_copy=False`."""
+    for offset in range(0, entries, CHUNK):
+        await db.run(_seed_rows(user_id, offset, min(CHUNK, entries - offset)))
 
 
 async def load_advisors(db: Database, ids: Ids, count: int, now_ms: int) -> int:

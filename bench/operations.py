@@ -20,7 +20,7 @@ from clairvora.app import ROUTES
 from clairvora.db import sql
 from support import Client, database, token_for, unique
 
-TOKEN_LIFETIME_S = 6 * 3600  # the bench moves the injected clock forward by hours
+TOKEN_LIFETIME_S = 24 * 3600  # the bench moves the injected clock forward by hours
 
 # The API contract's routes (docs/product.md), path parameters written `{}`.
 CONTRACT = [
@@ -59,6 +59,16 @@ async def new_client(prefix: str) -> User:
     return User(sub, int(resp.json()["id"]), client)
 
 
+async def db_size_bytes() -> int:
+    """The database's size as D1 reports it (meta.size_after), in bytes."""
+    import local_runtime
+    from workers import _EnvWrapper
+
+    raw = await _EnvWrapper(local_runtime.makeEnv()).DB.prepare("SELECT 1").all()
+    meta = raw["meta"] if isinstance(raw, dict) else raw.meta
+    return int(meta["size_after"] if isinstance(meta, dict) else meta.size_after)
+
+
 @dataclass
 class World:
     ids: dataset.Ids
@@ -67,19 +77,32 @@ class World:
     wallets: dict[int, User] = field(default_factory=dict)
     advisor_base: int = 0
     charged_readings: dict[int, int] = field(default_factory=dict)  # wallet size -> ended reading with charges
+    storage: list[tuple[str, int, int]] = field(default_factory=list)  # (what, count, bytes added)
 
     @classmethod
     async def create(cls, ids: dataset.Ids, sizes: Any) -> "World":
         world = cls(ids, sizes, {(r.method, r.pattern) for r in ROUTES})
+        before = await db_size_bytes()
         for size in sizes.ledger:
             user = await new_client(f"bench_wallet_{size}_")
+            await dataset.top_up(database(), ids, user.id)  # entry 1; the history follows
             started = time.perf_counter()
-            await dataset.load_wallet_history(database(), ids, user.id, size)
+            await dataset.load_wallet_history(database(), ids, user.id, size, seed_copy=False)
             log(f"wallet with {size:,} entries loaded in {time.perf_counter() - started:.1f} s")
             world.wallets[size] = user
+        middle = await db_size_bytes()
+        for size, user in world.wallets.items():
+            await dataset.load_seed_history(database(), user.id, size)
+        after = await db_size_bytes()
+        world.storage.append(("ledger: one wallet movement (1 transfer + 2 entries, indexes included)",
+                              sum(sizes.ledger), middle - before))
+        world.storage.append(("seed design: one `wallet_transactions` row (no index)", sum(sizes.ledger),
+                              after - middle))
         started = time.perf_counter()
         world.advisor_base = await dataset.load_advisors(database(), ids, sizes.advisors, int(time.time() * 1000))
         log(f"{sizes.advisors:,} advisors loaded in {time.perf_counter() - started:.1f} s")
+        world.storage.append(("advisor (users row, profile, 1-2 categories, earnings account, with indexes)",
+                              sizes.advisors, await db_size_bytes() - after))
         await seed_design.fill_wallets(database())
         return world
 
