@@ -29,6 +29,33 @@ class Sample:
     d1_ms: float
     py_ms: float | None
     latency_ms: float
+    money_calls: int = 0  # D1 calls of the request that wrote a ledger transfer
+
+
+# D1 calls that carried a ledger transfer, counted by wrapping the Worker's own
+# Database class (the bench runs in the same Pyodide as the Worker, and sends
+# one request at a time, so the count belongs to the request being sampled).
+_MONEY = {"calls": 0}
+
+
+def _moves_money(statements: Any) -> bool:
+    return any("INSERT INTO transfers" in " ".join(s.sql.split()) for s in statements)
+
+
+def count_money_calls() -> None:
+    original_all, original_batch = Database.all, Database.batch
+
+    async def all_(self: Database, statement: Statement) -> Any:
+        if _moves_money([statement]):
+            _MONEY["calls"] += 1
+        return await original_all(self, statement)
+
+    async def batch(self: Database, statements: Any) -> Any:
+        if _moves_money(statements):
+            _MONEY["calls"] += 1
+        return await original_batch(self, statements)
+
+    Database.all, Database.batch = all_, batch  # type: ignore[method-assign]
 
 
 @dataclass
@@ -66,11 +93,12 @@ def parse_server_timing(header: str | None) -> tuple[int, int, int, float, float
 
 
 async def sample_request(send: Callable[[], Awaitable[Any]]) -> tuple[Sample, Any]:
+    _MONEY["calls"] = 0
     started = time.perf_counter()
     resp = await send()
     latency_ms = (time.perf_counter() - started) * 1000
     calls, read, written, d1_ms, py_ms = parse_server_timing(resp.headers.get("server-timing"))
-    return Sample(resp.status, calls, read, written, d1_ms, py_ms, latency_ms), resp
+    return Sample(resp.status, calls, read, written, d1_ms, py_ms, latency_ms, _MONEY["calls"]), resp
 
 
 async def sample_statements(db: Database, statements: list[Statement]) -> tuple[Sample, Any]:

@@ -215,7 +215,7 @@ def _minute_charge(world: World, client_id: int, advisor_id: int, reading_id: in
 
 async def api_operations(world: World) -> list[Row]:
     rows: list[Row] = []
-    for scenario in (system_ops, user_ops, wallet_ops, deposit_ops, webhook_ops, advisor_ops, admin_ops):
+    for scenario in (system_ops, user_ops, wallet_ops, deposit_ops, webhook_ops, advisor_ops, readings_ops, admin_ops):
         rows += await scenario(world)
     return rows
 
@@ -259,7 +259,8 @@ async def wallet_ops(world: World) -> list[Row]:
         rows += await measure_api(world, "wallet", "GET /v1/wallet/transactions?limit=25", label, "GET",
                                   "/v1/wallet/transactions",
                                   lambda i, u=user: u.client.get("/v1/wallet/transactions?limit=25"),
-                                  series="GET /v1/wallet/transactions (first page)")
+                                  # a history shorter than the page cannot fill it: not part of the series
+                                  series="GET /v1/wallet/transactions (first page)" if size >= 25 else None)
     return rows
 
 
@@ -387,3 +388,166 @@ async def admin_ops(world: World) -> list[Row]:
                               "GET", "/v1/admin/ledger/check", lambda i: admin.client.get("/v1/admin/ledger/check"),
                               reps=3)
     return rows
+
+
+# --- readings: request, accept, per-minute heartbeats, chat, end, review ------------------
+
+MINUTE_MS = 60_000
+
+
+class Clock:
+    """The injected clock (x-test-now-ms): readings move minutes forward without sleeping."""
+
+    def __init__(self) -> None:
+        self.now_ms = int(time.time() * 1000)
+
+    def at(self, delta_ms: int = 0) -> dict[str, str]:
+        self.now_ms += delta_ms
+        return {"x-test-now-ms": str(self.now_ms)}
+
+
+async def readings_ops(world: World) -> list[Row]:
+    needed = [("POST", "/v1/readings"), ("POST", "/v1/readings/{reading_id:id}/accept"),
+              ("POST", "/v1/readings/{reading_id:id}/heartbeat"), ("POST", "/v1/readings/{reading_id:id}/end")]
+    if not all(world.has(m, p) for m, p in needed):
+        return []
+    advisor = await new_client("bench_reader_")
+    made = await advisor.client.post("/v1/advisors", {"headline": "Live bench readings", "bio": "Bench.",
+                                                      "categories": ["tarot"], "rate_cents_per_minute": 100})
+    assert made.status == 201, made.text
+    online = await advisor.client.patch("/v1/advisors/me", json={"status": "online"},
+                                        headers={"if-match": made.headers["etag"]})
+    assert online.status == 200, online.text
+    clock = Clock()
+    rows: dict[str, Row] = {}
+
+    def row(group: str, op: str, size: str, pattern: str, method: str = "POST", **kw: Any) -> Row:
+        key = f"{op}|{size}"
+        if key not in rows:
+            rows[key] = Row(group, op, size, route=(method, pattern), **kw)
+        return rows[key]
+
+    async def timed(target: Row, send: Callable[[], Awaitable[Any]], expect: tuple[int, ...] = (200,)) -> Any:
+        sample, resp = await sample_request(send)
+        if sample.status not in expect:
+            target.note = f"unexpected HTTP {sample.status}: {resp.text[:200]}"
+            log(f"{target.operation} [{target.size}]: {target.note}")
+        target.samples.append(sample)
+        return resp
+
+    last_reading = None
+    for size, user in world.wallets.items():
+        label = f"{size:,} entries"
+        for cycle in range(world.sizes.reps + 1):
+            record = cycle > 0  # the first cycle warms up
+            body = {"advisor_id": str(advisor.id)}
+            send_create = lambda u=user, b=body: u.client.post(  # noqa: E731
+                "/v1/readings", b, headers={**clock.at(1000), "idempotency-key": unique("bench_rd_")})
+            if record:
+                resp = await timed(row("readings", "POST /v1/readings (request)", label, "/v1/readings",
+                                       series="POST /v1/readings"), send_create, (201,))
+            else:
+                resp = await send_create()
+            assert resp.status == 201, resp.text
+            rid = resp.json()["id"]
+            base = f"/v1/readings/{rid}"
+            steps = [
+                ("POST /v1/readings/{id}/accept (charges minute 1)", "/accept", advisor, 1000, True),
+                ("POST /v1/readings/{id}/heartbeat (no minute due)", "/heartbeat", user, 20_000, False),
+                ("POST /v1/readings/{id}/heartbeat (bills minute 2)", "/heartbeat", user, MINUTE_MS - 19_000, True),
+                ("POST /v1/readings/{id}/heartbeat (bills minute 3)", "/heartbeat", advisor, MINUTE_MS, True),
+            ]
+            for op, suffix, who, advance, money in steps:
+                send = lambda w=who, s=suffix, a=advance, b=base: w.client.post(b + s, None, headers=clock.at(a))  # noqa: E731
+                if record:
+                    series = op.replace("(bills minute 3)", "(bills minute 2)") if "bills" in op else op
+                    resp = await timed(row("readings", op, label, "/v1/readings/{reading_id:id}" + suffix,
+                                           money=money, series=series), send)
+                else:
+                    resp = await send()
+                assert resp.status == 200, resp.text
+            if world.has("POST", "/v1/readings/{reading_id:id}/messages"):
+                send = lambda u=user, b=base: u.client.post(b + "/messages", {"body": "Is the tower card bad news?"},  # noqa: E731
+                                                    headers=clock.at(500))
+                resp = await (timed(row("chat", "POST /v1/readings/{id}/messages", label,
+                                        "/v1/readings/{reading_id:id}/messages"), send, (201,)) if record else send())
+            send = lambda u=user, b=base: u.client.post(b + "/end", None, headers=clock.at(1000))  # noqa: E731
+            resp = await (timed(row("readings", "POST /v1/readings/{id}/end", label,
+                                    "/v1/readings/{reading_id:id}/end", money=True), send) if record else send())
+            assert resp.status == 200, resp.text
+            if world.has("POST", "/v1/readings/{reading_id:id}/review"):
+                send = lambda u=user, b=base: u.client.post(b + "/review", {"rating": 5, "comment": "Spot on."},  # noqa: E731
+                                                    headers=clock.at(1000))
+                resp = await (timed(row("reviews", "POST /v1/readings/{id}/review", label,
+                                        "/v1/readings/{reading_id:id}/review"), send, (201,)) if record else send())
+            last_reading = (user, rid)
+        # request then cancel (the client's one open reading is free again after each)
+        if world.has("POST", "/v1/readings/{reading_id:id}/cancel"):
+            for cycle in range(world.sizes.reps + 1):
+                resp = await user.client.post("/v1/readings", {"advisor_id": str(advisor.id)},
+                                              headers={**clock.at(1000), "idempotency-key": unique("bench_rc_")})
+                assert resp.status == 201, resp.text
+                rid = resp.json()["id"]
+                send = lambda u=user, r=rid: u.client.post(f"/v1/readings/{r}/cancel", None, headers=clock.at(500))  # noqa: E731
+                await (timed(row("readings", "POST /v1/readings/{id}/cancel", label,
+                                 "/v1/readings/{reading_id:id}/cancel"), send) if cycle else send())
+    out = list(rows.values())
+    out += await _reading_reads(world, advisor, last_reading, clock)
+    return out
+
+
+async def _reading_reads(world: World, advisor: User, last: Any, clock: Clock) -> list[Row]:
+    user, rid = last
+    rows = await measure_api(world, "readings", "GET /v1/readings/{id}", "—", "GET", "/v1/readings/{reading_id:id}",
+                             lambda i: user.client.get(f"/v1/readings/{rid}"))
+    count = (await user.client.get("/v1/readings?limit=100")).json()
+    rows += await measure_api(world, "readings", "GET /v1/readings?limit=20 (client)",
+                              f"{len(count['items'])}{'+' if count['next_cursor'] else ''} readings", "GET",
+                              "/v1/readings", lambda i: user.client.get("/v1/readings?limit=20"), limit=20)
+    rows += await measure_api(world, "readings", "GET /v1/readings?limit=20 (advisor)", "all bench readings",
+                              "GET", "/v1/readings", lambda i: advisor.client.get("/v1/readings?limit=20"), limit=20)
+    if world.has("GET", "/v1/readings/{reading_id:id}/messages"):
+        for total in (1, world.sizes.messages):
+            if total > 1:
+                await _bulk_messages(world, rid, user.id, total - 1)
+            rows += await measure_api(world, "chat", "GET /v1/readings/{id}/messages?limit=50", f"{total:,} messages",
+                                      "GET", "/v1/readings/{reading_id:id}/messages",
+                                      lambda i: user.client.get(f"/v1/readings/{rid}/messages?limit=50"),
+                                      limit=50, series="GET /v1/readings/{id}/messages (first page)")
+    if world.has("GET", "/v1/advisors/{advisor_id:id}/reviews"):
+        anonymous = Client()
+        rows += await measure_api(world, "reviews", "GET /v1/advisors/{id}/reviews?limit=20", "bench reviews", "GET",
+                                  "/v1/advisors/{advisor_id:id}/reviews",
+                                  lambda i: anonymous.get(f"/v1/advisors/{advisor.id}/reviews?limit=20"), limit=20)
+    if world.has("GET", "/v1/advisors/me/earnings"):
+        rows += await measure_api(world, "earnings", "GET /v1/advisors/me/earnings", "all bench readings", "GET",
+                                  "/v1/advisors/me/earnings", lambda i: advisor.client.get("/v1/advisors/me/earnings"))
+    return rows
+
+
+async def _bulk_messages(world: World, reading_id: str, sender_id: int, count: int) -> None:
+    """`count` more messages, sealed as the Worker seals them (same key, AAD with
+    each message's own id), inserted 14 rows per statement in one batch per 1,400."""
+    import local_runtime
+
+    from clairvora import messages as chat
+
+    keyring = chat.parse_keyring(str(local_runtime.secrets.MESSAGE_KEYS))
+    rid = int(reading_id)
+    base_ms = int(time.time() * 1000)
+    rows = []
+    for k in range(count):
+        mid = world.ids.take(1) + 1
+        version, iv_b64, ct_b64 = await chat.seal(keyring, f"bench message {k}".encode(),
+                                                  chat.additional_data(rid, mid, sender_id))
+        rows.append((mid, rid, sender_id, version, iv_b64, ct_b64, base_ms + k))
+    per = 14  # 7 columns: 98 bound parameters per statement
+    statements = []
+    for start in range(0, len(rows), per):
+        chunk = rows[start:start + per]
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        statements.append(sql(f"""INSERT INTO messages (id, reading_id, sender_id, key_version, iv_b64,
+                                                         ciphertext_b64, created_at_ms) VALUES {values}""",
+                              *[v for r in chunk for v in r]))
+    for start in range(0, len(statements), 100):
+        await database().batch(statements[start:start + 100])

@@ -9,16 +9,17 @@
 
 from dataclasses import dataclass
 
-from measure import Row, percentile
+from measure import Row, median, percentile
 
 SEARCH_SLACK_ROWS = 10
+FLAT_SLACK_ROWS = 2
 PY_READ_BUDGET_MS = 1.0
 
 
 @dataclass
 class Verdict:
     target: str
-    ok: bool
+    ok: bool | None  # None: a figure to report, not a pass/fail target
     detail: str
 
 
@@ -38,22 +39,26 @@ def evaluate(rows: list[Row], cold: dict[str, float]) -> list[Verdict]:
         or f"{len(api)} measured operations, max {max((_max(r, 'calls') for r in api), default=0)} calls"))
 
     money = [r for r in measured if r.money]
+    wrong = [r for r in money if set(r.values("money_calls")) != {1}]
+    totals = sorted({f"{r.operation}: {_max(r, 'calls')}" for r in money})
     out.append(Verdict(
-        "every money movement is 1 round trip (the movement's batch)",
-        all(_max(r, "calls") <= 2 for r in money),
-        "; ".join(f"{r.operation} [{r.size}]: {_max(r, 'calls')} calls in all (caller lookup + movement batch"
-                  f"{' + more' if _max(r, 'calls') > 2 else ''})" for r in money) or "no money route measured yet"))
+        "every money movement is exactly 1 round trip (the D1 call carrying the transfer, counted per request)",
+        bool(money) and not wrong,
+        "; ".join(f"{r.operation} [{r.size}]: {sorted(set(r.values('money_calls')))} transfer calls" for r in wrong)
+        or f"{len(money)} money operations, the transfer in exactly one call each time; all D1 calls per request "
+           f"(caller lookup and reads included): {'; '.join(totals)}"))
 
     series: dict[str, list[Row]] = {}
     for r in measured:
         if r.series:
             series.setdefault(r.series, []).append(r)
     for name, group in series.items():
-        reads = {r.size: _max(r, "rows_read") for r in group}
-        # The same lookup reads 1 or 2 rows for different users (seen on local D1,
-        # unrelated to ledger length): a one-row spread between users is not growth.
-        flat = max(reads.values()) - min(reads.values()) <= 1
-        out.append(Verdict(f"{name}: rows read independent of ledger length", flat,
+        reads = {r.size: int(median(r.values("rows_read"))) for r in group}
+        # Medians per size; the same lookup reads a row or two more or less for
+        # different users and ids (seen on local D1, unrelated to ledger length),
+        # so a spread of up to FLAT_SLACK_ROWS between sizes is not growth.
+        flat = max(reads.values()) - min(reads.values()) <= FLAT_SLACK_ROWS
+        out.append(Verdict(f"{name}: rows read independent of ledger length (median per size)", flat,
                            ", ".join(f"{size}: {n}" for size, n in reads.items())))
 
     search = [r for r in measured if r.limit is not None and r.group.startswith("advisors")]
@@ -71,13 +76,15 @@ def evaluate(rows: list[Row], cold: dict[str, float]) -> list[Verdict]:
         "; ".join(f"{r.operation} [{r.size}]: {percentile([s.py_ms for s in r.samples if s.py_ms is not None], 50):.2f}"
                   " ms" for r in slow) or f"{len(reads)} reads within budget"))
 
-    out.append(Verdict("cold start: Worker import (re-import median)", cold["reimport_median_ms"] < 100,
-                       f"{cold['reimport_median_ms']:.1f} ms (first import at boot {cold['boot_import_ms']:.1f} ms)"))
+    out.append(Verdict("cold start: Worker import (report it; keep heavy work out of import)", None,
+                       f"{cold['reimport_cpu_ms']:.1f} ms CPU, {cold['reimport_median_ms']:.1f} ms wall "
+                       f"(first import at boot: {cold['boot_import_ms']:.1f} ms wall)"))
     return out
 
 
 def table(verdicts: list[Verdict]) -> str:
     lines = ["| target | met | measured |", "|---|---|---|"]
     for v in verdicts:
-        lines.append(f"| {v.target} | {'yes' if v.ok else '**no**'} | {v.detail} |")
+        met = "figure" if v.ok is None else ("yes" if v.ok else "**no**")
+        lines.append(f"| {v.target} | {met} | {v.detail} |")
     return "\n".join(lines)
