@@ -157,6 +157,7 @@ async def seed_vs_ours(world: World) -> list[Row]:
         rows.append(await _statement_row("seed hybrid (mutable wallets row)", "charge: conditional UPDATE", size, reps,
                                          lambda u=user: [seed_design.hybrid_charge(u.id, 1)]))
     advisor_id = world.advisor_base + 1
+    size_before, charges = await db_size_bytes(), 0
     for size, user in world.wallets.items():
         rows.append(await _statement_row("ours (ledger)", "balance: accounts row", size, reps,
                                          lambda u=user: [sql(_OUR_BALANCE, u.id)], series="balance (statement)"))
@@ -166,9 +167,12 @@ async def seed_vs_ours(world: World) -> list[Row]:
                                          lambda i, u=user, r=reading_id: _minute_charge(world, u.id, advisor_id, r,
                                                                                         i + 1),
                                          indexed_arg=True, series="one-minute charge (statement)"))
+        charges += reps + 1
         # Ended, so the client may open readings through the API later (one open reading each).
         await database().run(sql("""UPDATE readings SET status = 'ended', end_reason = 'client_ended', ended_at_ms = ?
                                     WHERE id = ? AND status = 'active'""", int(time.time() * 1000), reading_id))
+    world.storage.append(("ledger: one billed minute (transfer, 3 entries, reading_charges row; 5 readings rows)",
+                          charges, await db_size_bytes() - size_before))
     return rows
 
 
@@ -554,5 +558,8 @@ async def _bulk_messages(world: World, reading_id: str, sender_id: int, count: i
         statements.append(sql(f"""INSERT INTO messages (id, reading_id, sender_id, key_version, iv_b64,
                                                          ciphertext_b64, created_at_ms) VALUES {values}""",
                               *[v for r in chunk for v in r]))
+    before = await db_size_bytes()
     for start in range(0, len(statements), 100):
         await database().batch(statements[start:start + 100])
+    world.storage.append(("chat message (AES-GCM ciphertext of a ~17-byte text, base64; indexes included)", count,
+                          await db_size_bytes() - before))
