@@ -1,11 +1,12 @@
 """Helpers for the marketplace tests: advisors, funded wallets, readings."""
 
+import time
 from typing import Any
 
 from clairvora import ledger
 from clairvora.db import sql
 from clairvora.ids import new_id
-from support import Client, database, new_user
+from support import Client, database, new_user, token_for, unique
 
 
 async def user_id_of(client: Client) -> int:
@@ -53,3 +54,122 @@ async def funded_client(amount_cents: int, prefix: str = "cli") -> tuple[Client,
     if amount_cents:
         await fund(uid, amount_cents)
     return client, uid
+
+
+MINUTE_MS = 60_000  # BILLING_PERIOD_SECONDS in the test configuration
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def long_lived_user(prefix: str) -> tuple[Client, int]:
+    """A user whose token stays valid while tests move the clock hours ahead."""
+    sub = f"user_{unique(prefix)}"
+    now_s = int(time.time())
+    client = Client(await token_for(sub, iat=now_s - 2 * 86400, nbf=now_s - 2 * 86400, exp=now_s + 7 * 86400))
+    return client, await user_id_of(client)
+
+
+def at(ms: int, **headers: str) -> dict[str, str]:
+    """Headers that fix the Worker's clock for one request."""
+    return {"x-test-now-ms": str(ms), **headers}
+
+
+async def market_pair(rate: int = 100, funds: int = 1000, categories: list[str] | None = None
+                      ) -> tuple[Client, int, Client, int]:
+    """(client, client_id, advisor, advisor_id): an online advisor and a funded client."""
+    advisor, advisor_id = await long_lived_user("adv")
+    r = await advisor.post("/v1/advisors", json={"headline": "Readings", "bio": "", "categories": categories or ["tarot"],
+                                                 "rate_cents_per_minute": rate})
+    assert r.status == 201, r.text
+    r = await advisor.patch("/v1/advisors/me", json={"status": "online"}, headers={"if-match": r.headers["etag"]})
+    assert r.status == 200, r.text
+    client, client_id = await long_lived_user("cli")
+    if funds:
+        await fund(client_id, funds)
+    return client, client_id, advisor, advisor_id
+
+
+async def request_reading(client: Client, advisor_id: int, t_ms: int, key: str | None = None) -> Any:
+    return await client.post("/v1/readings", json={"advisor_id": str(advisor_id), "channel": "chat"},
+                             headers=at(t_ms, **{"idempotency-key": key or unique("k")}))
+
+
+async def active_reading(client: Client, advisor: Client, advisor_id: int, t_ms: int) -> dict[str, Any]:
+    r = await request_reading(client, advisor_id, t_ms)
+    assert r.status == 201, r.text
+    reading = r.json()
+    r = await advisor.post(f"/v1/readings/{reading['id']}/accept", headers=at(t_ms))
+    assert r.status == 200, r.text
+    return r.json()
+
+
+async def assert_ledger_consistent() -> None:
+    """The ledger and billing invariants, checked over every row in D1."""
+    db = database()
+    checks = {
+        "transfers sum to zero": """
+            SELECT transfer_id FROM ledger_entries GROUP BY transfer_id HAVING sum(amount_cents) <> 0 LIMIT 5""",
+        "every transfer posted with >= 2 entries": """
+            SELECT t.id FROM transfers t WHERE t.posted = 0
+               OR (SELECT count(*) FROM ledger_entries e WHERE e.transfer_id = t.id) < 2 LIMIT 5""",
+        "account balance = sum of its entries, sequence = count": """
+            SELECT a.id FROM accounts a
+            WHERE a.balance_cents <> (SELECT coalesce(sum(amount_cents), 0) FROM ledger_entries WHERE account_id = a.id)
+               OR a.last_sequence <> (SELECT count(*) FROM ledger_entries WHERE account_id = a.id) LIMIT 5""",
+        "billed_minutes = number of charges = last minute, charges at the rate": """
+            SELECT r.id FROM readings r
+            WHERE r.billed_minutes <> (SELECT count(*) FROM reading_charges c WHERE c.reading_id = r.id)
+               OR r.billed_minutes <> (SELECT coalesce(max(minute), 0) FROM reading_charges c WHERE c.reading_id = r.id)
+               OR EXISTS (SELECT 1 FROM reading_charges c WHERE c.reading_id = r.id
+                          AND c.amount_cents <> r.rate_cents_per_minute) LIMIT 5""",
+        "one charge transfer per minute, split as fixed on the reading": """
+            SELECT c.reading_id, c.minute FROM reading_charges c JOIN readings r ON r.id = c.reading_id
+            JOIN transfers t ON t.id = c.transfer_id
+            WHERE t.transfer_key <> 'reading:' || c.reading_id || ':minute:' || c.minute
+               OR (SELECT coalesce(sum(e.amount_cents), 0) FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
+                   WHERE e.transfer_id = t.id AND a.kind = 'advisor_earnings' AND a.owner_user_id = r.advisor_id)
+                  <> r.advisor_cents_per_minute
+               OR (SELECT coalesce(sum(e.amount_cents), 0) FROM ledger_entries e
+                   WHERE e.transfer_id = t.id AND e.account_id = 1) <> r.platform_cents_per_minute
+            LIMIT 5""",
+        "reading charge transfers all belong to a charge row": """
+            SELECT t.id FROM transfers t WHERE t.kind = 'reading_charge'
+              AND NOT EXISTS (SELECT 1 FROM reading_charges c WHERE c.transfer_id = t.id) LIMIT 5""",
+        "ended readings were active": """
+            SELECT id FROM readings WHERE status = 'ended' AND (accepted_at_ms IS NULL OR ended_at_ms IS NULL) LIMIT 5""",
+    }
+    for name, query in checks.items():
+        bad = (await db.all(sql(query))).rows
+        assert not bad, f"{name}: {bad}"
+
+
+async def fetch_with_env(overrides: dict[str, str], method: str, path: str, *, token: str,
+                         json_body: Any = None, headers: dict[str, str] | None = None) -> Any:
+    """One request to the Worker with some env values replaced (e.g. rotated
+    MESSAGE_KEYS), through the same entrypoint glue the runtime uses."""
+    import json
+
+    import _local_runtime
+    import js
+    import local_runtime
+    from pyodide.ffi import create_proxy, to_js
+
+    import entry
+    from support import Resp
+
+    env = js.Object.assign(js.Object.new(), local_runtime.makeEnv(),
+                           to_js(overrides, dict_converter=js.Object.fromEntries))
+    pending: list[Any] = []
+    ctx = to_js({"waitUntil": create_proxy(pending.append)}, dict_converter=js.Object.fromEntries)
+    all_headers = {"authorization": f"Bearer {token}", **(headers or {})}
+    init: dict[str, Any] = {"method": method}
+    if json_body is not None:
+        init["body"] = json.dumps(json_body)
+        all_headers["content-type"] = "application/json"
+    init["headers"] = to_js(all_headers, dict_converter=js.Object.fromEntries)
+    request = js.Request.new(local_runtime.baseUrl + path, to_js(init, dict_converter=js.Object.fromEntries))
+    response = await _local_runtime.call_entrypoint(entry.Default, "fetch", ctx, env, [request])
+    data = (await response.arrayBuffer()).to_bytes()
+    return Resp(int(response.status), {k.lower(): v for k, v in response.headers.entries()}, data)

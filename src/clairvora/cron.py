@@ -1,28 +1,101 @@
-"""The every-minute cron: bounded maintenance work, safe to run concurrently."""
+"""The every-minute cron: bounded maintenance work, safe to run concurrently
+(with itself and with the requests it races). One failing job does not stop
+the others.
+
+"now" is the controller's scheduledTime, so tests drive it with
+`local_runtime.dispatchScheduled(cron, time_ms)`.
+
+- expire reading requests not accepted within REQUEST_TIMEOUT_SECONDS (one
+  conditional UPDATE, bounded);
+- settle active readings whose last heartbeat is older than
+  HEARTBEAT_TIMEOUT_SECONDS: bill the minutes begun before that heartbeat and
+  end them there (billing.advance; its SQL conditions make a racing heartbeat,
+  end or second cron run harmless);
+- purge expired Idempotency-Key records (bounded);
+- sweep orphaned photo objects (photos.py).
+"""
 
 from typing import Any
 
-from . import logs, photos
+from . import billing, logs, photos
 from .clock import Clock
+from .config import Settings
 from .db import Database, sql
+from .errors import Problem
 
 MAX_EXPIRED_KEYS_PER_RUN = 500
+MAX_EXPIRED_REQUESTS_PER_RUN = 200
+MAX_TIMED_OUT_READINGS_PER_RUN = 10  # usually one D1 call each
+# Settling stops once the run has made this many D1 calls (the cap per
+# invocation is 50; a contended reading may cost a few retries).
+CALL_BUDGET = 35
+
+_EXPIRE_REQUESTS = """
+UPDATE readings SET status = 'expired', ended_at_ms = requested_at_ms + ?, version = version + 1
+WHERE status = 'requested' AND id IN (
+  SELECT id FROM readings WHERE status = 'requested' AND requested_at_ms < ?
+  ORDER BY requested_at_ms LIMIT ?)"""
+
+_SILENT_READINGS = f"""
+SELECT {billing.READING_COLUMNS} FROM readings r
+WHERE r.status = 'active' AND r.last_heartbeat_at_ms < ?
+ORDER BY r.last_heartbeat_at_ms LIMIT ?"""  # noqa: S608 - constant text
 
 
-async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
-    db = Database(env.DB, primary=True)
-    now_ms = Clock().now_ms()
-    done: dict[str, int] = {}
+def _now_ms(controller: Any) -> int:
+    scheduled = getattr(controller, "scheduledTime", None)
+    if isinstance(scheduled, (int, float)) and scheduled > 0:
+        return int(scheduled)
+    return Clock().now_ms()
+
+
+async def expire_requests(db: Database, settings: Settings, now_ms: int) -> dict[str, int]:
+    timeout_ms = settings.request_timeout_s * 1000
+    result = await db.run(sql(_EXPIRE_REQUESTS, timeout_ms, now_ms - timeout_ms, MAX_EXPIRED_REQUESTS_PER_RUN))
+    return {"requests_expired": result.changes}
+
+
+async def settle_silent_readings(db: Database, settings: Settings, now_ms: int) -> dict[str, int]:
+    timeout_ms = settings.heartbeat_timeout_s * 1000
+    silent = await db.all(sql(_SILENT_READINGS, now_ms - timeout_ms, MAX_TIMED_OUT_READINGS_PER_RUN))
+    ended = 0
+    for row in silent.rows:
+        if db.counters.calls >= CALL_BUDGET:
+            break
+        try:
+            after = await billing.advance(db, row, now_ms, "timeout", timeout_ms, None)
+        except Problem as exc:  # one busy reading must not stop the others (the next run retries it)
+            logs.warning("cron_reading_skipped", reading_id=row["id"], code=exc.code)
+            continue
+        ended += after["status"] == "ended"
+    return {"readings_timed_out": ended}
+
+
+async def purge_idempotency_keys(db: Database, now_ms: int) -> dict[str, int]:
     result = await db.run(sql(
         # idempotency_keys is WITHOUT ROWID: select the batch by its primary key.
         """DELETE FROM idempotency_keys WHERE (user_id, idempotency_key) IN (
              SELECT user_id, idempotency_key FROM idempotency_keys WHERE expires_at_ms < ? LIMIT ?)""",
         now_ms, MAX_EXPIRED_KEYS_PER_RUN,
     ))
-    done["idempotency_keys_purged"] = result.changes
-    try:
-        done.update(await photos.sweep_orphans(db, env.MEDIA, now_ms))
-    except Exception as exc:  # noqa: BLE001 - one failing job must not stop the others
-        logs.error("cron_job_failed", job=photos.SWEEP_JOB, error_type=type(exc).__name__, error=str(exc)[:200])
-    logs.info("cron", cron=getattr(controller, "cron", None), **done)
+    return {"idempotency_keys_purged": result.changes}
+
+
+async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
+    db = Database(env.DB, primary=True)
+    settings = Settings.from_env(env)
+    now_ms = _now_ms(controller)
+    done: dict[str, int] = {}
+    jobs = [
+        ("expire_requests", lambda: expire_requests(db, settings, now_ms)),
+        ("settle_silent_readings", lambda: settle_silent_readings(db, settings, now_ms)),
+        ("purge_idempotency_keys", lambda: purge_idempotency_keys(db, now_ms)),
+        (photos.SWEEP_JOB, lambda: photos.sweep_orphans(db, env.MEDIA, now_ms)),
+    ]
+    for name, job in jobs:
+        try:
+            done.update(await job())
+        except Exception as exc:  # noqa: BLE001 - one failing job must not stop the others
+            logs.error("cron_job_failed", job=name, error_type=type(exc).__name__, error=str(exc)[:200])
+    logs.info("cron", cron=getattr(controller, "cron", None), d1=db.counters.server_timing(), **done)
     return done

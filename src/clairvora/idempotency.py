@@ -15,6 +15,10 @@ from .requests import RequestContext
 from .responses import Reply, encode_json
 
 KEY_MAX_CHARS = 255
+# Tables whose new row a conditional idempotency record may depend on.
+_EXISTS_SQL = {
+    "readings": "EXISTS (SELECT 1 FROM readings WHERE id = ?)",
+}
 RETENTION_MS = 24 * 3600 * 1000
 
 
@@ -48,6 +52,21 @@ class IdempotencyKey:
                VALUES (?, ?, ?, ?, 'done', ?, ?, ?, ?)""",
             self.user_id, self.key, self.route, self.request_sha256, status, encode_json(body),
             self.now_ms, self.now_ms + RETENTION_MS,
+        )
+
+    def record_done_if_exists(self, status: int, body: Any, table_sql: str, row_id: int) -> Any:
+        """record_done, but only if row `row_id` of `table_sql` exists by then in the
+        batch: the record appears exactly when a conditional INSERT before it did.
+        `table_sql` is one of the constant names below, never a value."""
+        assert table_sql in _EXISTS_SQL, table_sql
+        return sql(
+            """INSERT INTO idempotency_keys
+                 (user_id, idempotency_key, route, request_sha256, state, response_status, response_body,
+                  created_at_ms, expires_at_ms)
+               SELECT ?, ?, ?, ?, 'done', ?, ?, ?, ?
+               WHERE """ + _EXISTS_SQL[table_sql],
+            self.user_id, self.key, self.route, self.request_sha256, status, encode_json(body),
+            self.now_ms, self.now_ms + RETENTION_MS, row_id,
         )
 
     def record_pending(self, note: Any = None) -> Any:

@@ -1,0 +1,88 @@
+"""An advisor's earnings: the balance of their earnings account (O(1)) and its
+ledger entries, newest first, keyset-paged on the per-account sequence."""
+
+from typing import Any
+
+from .clock import rfc3339
+from .db import sql
+from .errors import bad_request, not_found
+from .requests import RequestContext
+from .responses import Reply
+from .routing import Route
+from .validation import Int, Obj, Str
+
+DEFAULT_PAGE = 25
+MAX_PAGE = 100
+_NO_CURSOR = 2**52
+
+_ACCOUNT = "SELECT id, balance_cents, currency FROM accounts WHERE owner_user_id = ? AND kind = 'advisor_earnings'"
+
+_ENTRIES = """
+SELECT e.id, e.sequence, e.amount_cents, e.balance_after_cents, e.created_at_ms,
+       t.kind, t.reference_type, t.reference_id
+FROM ledger_entries e JOIN transfers t ON t.id = e.transfer_id
+WHERE e.account_id = ? AND e.sequence < ?
+ORDER BY e.sequence DESC
+LIMIT ?"""
+
+EARNINGS_QUERY = Obj({
+    "cursor": Str(min_len=1, max_len=16, description="next_cursor from the previous page"),
+    "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
+})
+
+
+def entry_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "kind": row["kind"],
+        "amount_cents": int(row["amount_cents"]),
+        "balance_after_cents": int(row["balance_after_cents"]),
+        "reading_id": str(row["reference_id"]) if row["reference_type"] == "reading" else None,
+        "created_at": rfc3339(row["created_at_ms"]),
+    }
+
+
+async def get_earnings(rc: RequestContext) -> Reply:
+    query = rc.parsed_query()
+    limit = query.get("limit", DEFAULT_PAGE)
+    raw = query.get("cursor")
+    if raw is not None and not (raw.isascii() and raw.isdigit()):
+        raise bad_request("'cursor' is not a cursor this API returned.", "cursor", code="invalid_cursor")
+    before = min(int(raw), _NO_CURSOR) if raw is not None else _NO_CURSOR
+    account = await rc.db.first(sql(_ACCOUNT, rc.user_id))
+    if account is None:
+        raise not_found("earnings account (become an advisor with POST /v1/advisors)")
+    result = await rc.db.all(sql(_ENTRIES, account["id"], before, limit + 1))
+    rows = result.rows[:limit]
+    next_cursor = str(rows[-1]["sequence"]) if len(result.rows) > limit else None
+    return Reply({"balance_cents": int(account["balance_cents"]), "currency": account["currency"],
+                  "items": [entry_view(r) for r in rows], "next_cursor": next_cursor})
+
+
+_ENTRY_PROPS = {
+    "id": {"type": "string"},
+    "kind": {"type": "string", "enum": ["reading_charge", "reading_refund", "adjustment"]},
+    "amount_cents": {"type": "integer", "description": "signed: + earned, - reversed"},
+    "balance_after_cents": {"type": "integer"},
+    "reading_id": {"type": ["string", "null"]},
+    "created_at": {"type": "string", "format": "date-time"},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "EarningsEntry": {"type": "object", "required": list(_ENTRY_PROPS), "properties": _ENTRY_PROPS},
+    "Earnings": {
+        "type": "object",
+        "required": ["balance_cents", "currency", "items", "next_cursor"],
+        "properties": {
+            "balance_cents": {"type": "integer"},
+            "currency": {"type": "string", "enum": ["USD"]},
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/EarningsEntry"}},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
+}
+
+ROUTES = [
+    Route("GET", "/v1/advisors/me/earnings", get_earnings, "Advisor: earnings balance and entries, newest first",
+          primary=True, query=EARNINGS_QUERY, responses={200: "Earnings"}, tag="advisors"),
+]

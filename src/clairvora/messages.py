@@ -1,0 +1,217 @@
+"""Chat inside a reading, encrypted at rest.
+
+Bodies are sealed with AES-GCM through WebCrypto under a key from the
+MESSAGE_KEYS secret ("version:base64key" comma-separated; the highest version
+encrypts, every listed version decrypts, so keys rotate by adding a version).
+Each message gets a fresh 12-byte IV (generated in the handler) and the key
+version is stored beside the ciphertext. The additional data binds a
+ciphertext to its reading, message id and sender, so rows cannot be swapped.
+Bodies never reach a log.
+"""
+
+import base64
+import binascii
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import js
+from pyodide.ffi import JsException, to_js
+
+from .clock import rfc3339
+from .db import sql
+from .errors import Problem, not_found
+from .ids import new_id
+from .readings import load_participant, not_in_status, parse_time_cursor, time_cursor
+from .requests import RequestContext
+from .responses import Reply
+from .routing import Route
+from .validation import Int, Obj, Str
+
+MAX_BODY_CHARS = 2000
+DEFAULT_PAGE = 50
+MAX_PAGE = 100
+IV_BYTES = 12
+MAX_KEYS = 16
+MAX_KEY_VERSION = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Keyring:
+    keys: dict[int, bytes]
+
+    @property
+    def current(self) -> int:
+        return max(self.keys)
+
+
+def _misconfigured(detail: str) -> Problem:
+    return Problem(500, "misconfigured", "Server misconfigured", detail)
+
+
+def parse_keyring(secret: str | None) -> Keyring:
+    """"1:<base64>,2:<base64>" -> versions and raw AES keys (16, 24 or 32 bytes)."""
+    if not secret:
+        raise _misconfigured("MESSAGE_KEYS is not set.")
+    keys: dict[int, bytes] = {}
+    for part in secret.split(",")[: MAX_KEYS + 1]:
+        version_text, sep, b64 = part.strip().partition(":")
+        if not sep or not version_text.isdigit() or not 1 <= int(version_text) <= MAX_KEY_VERSION:
+            raise _misconfigured("MESSAGE_KEYS entries are version:base64key.")
+        try:
+            raw = base64.b64decode(b64.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise _misconfigured("A MESSAGE_KEYS key is not base64.") from None
+        if len(raw) not in (16, 24, 32) or int(version_text) in keys:
+            raise _misconfigured("MESSAGE_KEYS keys are 16, 24 or 32 bytes, one per version.")
+        keys[int(version_text)] = raw
+    if not keys or len(keys) > MAX_KEYS:
+        raise _misconfigured(f"MESSAGE_KEYS holds 1 to {MAX_KEYS} keys.")
+    return Keyring(keys)
+
+
+# Imported CryptoKeys, per isolate (importKey is the slow part).
+_CRYPTO_KEYS: dict[bytes, Any] = {}
+
+
+def _algorithm(name: str, **fields: Any) -> Any:
+    return to_js({"name": name, **fields}, dict_converter=js.Object.fromEntries)
+
+
+async def _crypto_key(raw: bytes) -> Any:
+    key = _CRYPTO_KEYS.get(raw)
+    if key is None:
+        key = await js.crypto.subtle.importKey("raw", to_js(raw), _algorithm("AES-GCM"), False,
+                                               to_js(["encrypt", "decrypt"]))
+        _CRYPTO_KEYS[raw] = key
+    return key
+
+
+def additional_data(reading_id: int, message_id: int, sender_id: int) -> bytes:
+    return f"clairvora:message:v1:{reading_id}:{message_id}:{sender_id}".encode()
+
+
+async def seal(keyring: Keyring, plaintext: bytes, aad: bytes) -> tuple[int, str, str]:
+    """(key_version, iv_b64, ciphertext_b64); a fresh random IV every call."""
+    version = keyring.current
+    iv = secrets.token_bytes(IV_BYTES)
+    params = _algorithm("AES-GCM", iv=to_js(iv), additionalData=to_js(aad))
+    sealed = await js.crypto.subtle.encrypt(params, await _crypto_key(keyring.keys[version]), to_js(plaintext))
+    return version, base64.b64encode(iv).decode(), base64.b64encode(sealed.to_bytes()).decode()
+
+
+async def open_sealed(keyring: Keyring, version: int, iv_b64: str, ciphertext_b64: str, aad: bytes) -> bytes:
+    raw = keyring.keys.get(version)
+    if raw is None:
+        raise _misconfigured(f"Message key version {version} is no longer configured.")
+    params = _algorithm("AES-GCM", iv=to_js(base64.b64decode(iv_b64)), additionalData=to_js(aad))
+    try:
+        plain = await js.crypto.subtle.decrypt(params, await _crypto_key(raw), to_js(base64.b64decode(ciphertext_b64)))
+    except JsException:
+        raise Problem(500, "message_unreadable", "Internal error", "A stored message failed authentication.") from None
+    return bytes(plain.to_bytes())
+
+
+MESSAGE_CREATE = Obj({"body": Str(min_len=1, max_len=MAX_BODY_CHARS)}, required=("body",))
+
+_INSERT = """
+INSERT INTO messages (id, reading_id, sender_id, key_version, iv_b64, ciphertext_b64, created_at_ms)
+SELECT ?, r.id, ?, ?, ?, ?, ?
+FROM readings r
+WHERE r.id = ? AND r.status = 'active' AND (r.client_id = ? OR r.advisor_id = ?)"""
+
+
+def message_view(row: dict[str, Any], body: str, client_id: int) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "reading_id": str(row["reading_id"]),
+        "sender_id": str(row["sender_id"]),
+        "sender_role": "client" if int(row["sender_id"]) == client_id else "advisor",
+        "body": body,
+        "created_at": rfc3339(row["created_at_ms"]),
+    }
+
+
+async def post_message(rc: RequestContext) -> Reply:
+    text = (await rc.parsed_body())["body"]
+    if not text.strip():
+        raise Problem(400, "invalid_request", "Invalid request", "'body' is blank.", extra={"field": "body"})
+    keyring = parse_keyring(rc.settings.message_keys)
+    reading_id, uid = rc.params["reading_id"], rc.user_id
+    message_id = new_id()
+    now_ms = rc.clock.now_ms()
+    version, iv_b64, ct_b64 = await seal(keyring, text.encode(), additional_data(reading_id, message_id, uid))
+    # Written only into an active reading the caller takes part in; the same
+    # round trip reads the reading back (scoped to the caller) for the reply.
+    inserted, scope = await rc.db.batch([
+        sql(_INSERT, message_id, uid, version, iv_b64, ct_b64, now_ms, reading_id, uid, uid),
+        sql("SELECT client_id, status FROM readings WHERE id = ? AND (client_id = ? OR advisor_id = ?)",
+            reading_id, uid, uid),
+    ])
+    if not scope.rows:
+        raise not_found("reading")
+    reading = scope.rows[0]
+    if inserted.changes != 1:
+        raise not_in_status(reading, "active", "post a message to")
+    row = {"id": message_id, "reading_id": reading_id, "sender_id": uid, "created_at_ms": now_ms}
+    return Reply(message_view(row, text, int(reading["client_id"])), 201)
+
+
+_PAGE = """
+SELECT id, reading_id, sender_id, key_version, iv_b64, ciphertext_b64, created_at_ms
+FROM messages
+WHERE reading_id = ? AND (created_at_ms, id) > (?, ?)
+ORDER BY created_at_ms, id
+LIMIT ?"""
+
+MESSAGE_LIST_QUERY = Obj({
+    "cursor": Str(min_len=1, max_len=40, description="next_cursor from the previous page"),
+    "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
+})
+
+
+async def list_messages(rc: RequestContext) -> Reply:
+    query = rc.parsed_query()
+    limit = query.get("limit", DEFAULT_PAGE)
+    after_ms, after_id = parse_time_cursor(query.get("cursor")) if "cursor" in query else (-1, -1)
+    reading = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    result = await rc.db.all(sql(_PAGE, reading["id"], after_ms, after_id, limit + 1))
+    rows = result.rows[:limit]
+    keyring = parse_keyring(rc.settings.message_keys)
+    items = []
+    for row in rows:
+        aad = additional_data(int(row["reading_id"]), int(row["id"]), int(row["sender_id"]))
+        body = await open_sealed(keyring, int(row["key_version"]), row["iv_b64"], row["ciphertext_b64"], aad)
+        items.append(message_view(row, body.decode(), int(reading["client_id"])))
+    next_cursor = None
+    if len(result.rows) > limit:
+        next_cursor = time_cursor(int(rows[-1]["created_at_ms"]), int(rows[-1]["id"]))
+    return Reply({"items": items, "next_cursor": next_cursor})
+
+
+_MESSAGE_PROPS = {
+    "id": {"type": "string"},
+    "reading_id": {"type": "string"},
+    "sender_id": {"type": "string"},
+    "sender_role": {"type": "string", "enum": ["client", "advisor"]},
+    "body": {"type": "string", "maxLength": MAX_BODY_CHARS},
+    "created_at": {"type": "string", "format": "date-time"},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Message": {"type": "object", "required": list(_MESSAGE_PROPS), "properties": _MESSAGE_PROPS},
+    "MessageList": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}},
+                       "next_cursor": {"type": ["string", "null"]}},
+    },
+}
+
+ROUTES = [
+    Route("POST", "/v1/readings/{reading_id:id}/messages", post_message,
+          "Send a chat message (participants, while the reading is active)", primary=True, body=MESSAGE_CREATE,
+          responses={201: "Message"}, problems=(409,), tag="chat"),
+    Route("GET", "/v1/readings/{reading_id:id}/messages", list_messages, "The chat, oldest first (participants)",
+          primary=True, query=MESSAGE_LIST_QUERY, responses={200: "MessageList"}, tag="chat"),
+]

@@ -1,0 +1,410 @@
+"""Readings: request, accept/decline, cancel, heartbeat, end, and the lists.
+
+The lifecycle is a state machine enforced in SQL:
+
+    requested -> active     (accept: also charges minute 1, same batch)
+    requested -> declined | cancelled | expired
+    active    -> ended      (end, heartbeat/cron when funds or heartbeats stop)
+
+Every transition is a conditional UPDATE on the status it leaves (and the
+version the caller read), and a trigger (migrations/0020) refuses any other
+status change, so an illegal or lost-race transition changes nothing and
+answers 409. Billing lives in billing.py.
+
+Authorization: every query names the caller in its WHERE clause; a reading
+that is not the caller's answers 404 (no existence oracle).
+"""
+
+from typing import Any
+
+from . import billing, ledger
+from .clock import rfc3339
+from .db import Database, TriggerAbort, UniqueViolation, sql
+from .errors import Problem, bad_request, conflict, forbidden, not_found
+from .idempotency import IdempotencyKey
+from .ids import new_id, parse_id
+from .requests import RequestContext
+from .responses import Reply
+from .routing import Route
+from .validation import Int, Obj, Str
+
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+SELECT_FOR_PARTICIPANT = billing.SELECT_READING + " AND (r.client_id = ? OR r.advisor_id = ?)"
+
+
+def reading_view(row: dict[str, Any], viewer_id: int) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "client_id": str(row["client_id"]),
+        "advisor_id": str(row["advisor_id"]),
+        "role": "client" if int(row["client_id"]) == viewer_id else "advisor",
+        "channel": row["channel"],
+        "status": row["status"],
+        "rate_cents_per_minute": int(row["rate_cents_per_minute"]),
+        "billing_period_seconds": int(row["billing_period_seconds"]),
+        "billed_minutes": int(row["billed_minutes"]),
+        "billed_cents": int(row["billed_minutes"]) * int(row["rate_cents_per_minute"]),
+        "end_reason": row["end_reason"],
+        "requested_at": rfc3339(row["requested_at_ms"]),
+        "accepted_at": rfc3339(row["accepted_at_ms"]),
+        "ended_at": rfc3339(row["ended_at_ms"]),
+        "last_heartbeat_at": rfc3339(row["last_heartbeat_at_ms"]),
+        "version": int(row["version"]),
+    }
+
+
+def billed_view(row: dict[str, Any], viewer_id: int) -> dict[str, Any]:
+    return {**reading_view(row, viewer_id), **billing.balance_view(row, viewer_id)}
+
+
+async def load_participant(db: Database, reading_id: int, user_id: int) -> dict[str, Any]:
+    row = await db.first(sql(SELECT_FOR_PARTICIPANT, reading_id, user_id, user_id))
+    if row is None:
+        raise not_found("reading")
+    return row
+
+
+def not_in_status(row: dict[str, Any], wanted: str, action: str) -> Problem:
+    return Problem(409, "reading_illegal_transition", "Conflict",
+                   f"Cannot {action} a reading that is {row['status']} (it must be {wanted}).",
+                   extra={"reading_status": row["status"]})
+
+
+def _timeout_ms(rc: RequestContext) -> int:
+    return rc.settings.heartbeat_timeout_s * 1000
+
+
+# --- request ---------------------------------------------------------------
+
+READING_CREATE = Obj(
+    {"advisor_id": Str(min_len=1, max_len=20, description="The advisor's id."),
+     "channel": Str(max_len=8, choices=("chat",))},
+    required=("advisor_id",),
+)
+
+# One read: the advisor, the caller's wallet and any stored answer for the key.
+_PRECHECK = """
+SELECT a.user_id AS advisor_id, a.rate_cents_per_minute, a.status AS advisor_status,
+       w.balance_cents AS wallet_cents,
+       k.route AS k_route, k.request_sha256 AS k_sha, k.state AS k_state,
+       k.response_status AS k_status, k.response_body AS k_body
+FROM (SELECT 1) AS one
+LEFT JOIN advisors a ON a.user_id = ?
+LEFT JOIN accounts w ON w.owner_user_id = ? AND w.kind = 'client_wallet'
+LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.idempotency_key = ?"""
+
+# Every condition again, in the statement that writes: the advisor is online,
+# is not the caller, still charges the rate we quote, and the wallet can pay
+# the first minute. The partial UNIQUE index refuses a second open reading.
+_INSERT_READING = """
+INSERT INTO readings (id, client_id, advisor_id, channel, status, rate_cents_per_minute, advisor_cents_per_minute,
+                      platform_cents_per_minute, billing_period_seconds, requested_at_ms)
+SELECT ?, ?, a.user_id, ?, 'requested', a.rate_cents_per_minute, ?, ?, ?, ?
+FROM advisors a
+WHERE a.user_id = ? AND a.user_id <> ? AND a.status = 'online' AND a.rate_cents_per_minute = ?
+  AND (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet') >= a.rate_cents_per_minute"""
+
+
+def _stored_key(row: dict[str, Any]) -> dict[str, Any] | None:
+    if row["k_state"] is None:
+        return None
+    return {"route": row["k_route"], "request_sha256": row["k_sha"], "state": row["k_state"],
+            "response_status": row["k_status"], "response_body": row["k_body"]}
+
+
+def _refusal(row: dict[str, Any], uid: int) -> Problem | None:
+    """Why a reading cannot be requested now (the SQL re-checks all of it)."""
+    if row["advisor_id"] is None:
+        return not_found("advisor")
+    if int(row["advisor_id"]) == uid:
+        return Problem(422, "own_advisor", "Unprocessable request", "You cannot request a reading with yourself.")
+    if row["advisor_status"] != "online":
+        return Problem(409, "advisor_unavailable", "Conflict", f"The advisor is {row['advisor_status']}.",
+                       extra={"advisor_status": row["advisor_status"]})
+    if int(row["wallet_cents"] or 0) < int(row["rate_cents_per_minute"]):
+        return Problem(402, "insufficient_funds", "Payment required",
+                       "Your wallet cannot pay the first minute; add funds first.",
+                       extra={"balance_cents": int(row["wallet_cents"] or 0),
+                              "rate_cents_per_minute": int(row["rate_cents_per_minute"])})
+    return None
+
+
+async def create_reading(rc: RequestContext) -> Reply:
+    body = await rc.parsed_body()
+    advisor_id = parse_id(body["advisor_id"])
+    if advisor_id is None:
+        raise not_found("advisor")
+    key = await IdempotencyKey.from_request(rc)
+    uid = rc.user_id
+    now_ms = rc.clock.now_ms()
+    period_s = rc.settings.billing_period_s
+    for _attempt in range(3):
+        pre = await rc.db.first(sql(_PRECHECK, advisor_id, uid, uid, key.key))
+        assert pre is not None
+        stored = _stored_key(pre)
+        if stored is not None:
+            return key.replay_row(stored)
+        refusal = _refusal(pre, uid)
+        if refusal is not None:
+            raise refusal
+        rate = int(pre["rate_cents_per_minute"])
+        advisor_part, platform_part = ledger.split_rate(rate, rc.settings.platform_fee_bps)
+        reading_id = new_id()
+        row = {"id": reading_id, "client_id": uid, "advisor_id": advisor_id, "channel": "chat", "status": "requested",
+               "rate_cents_per_minute": rate, "billing_period_seconds": period_s, "billed_minutes": 0,
+               "end_reason": None, "requested_at_ms": now_ms, "accepted_at_ms": None, "ended_at_ms": None,
+               "last_heartbeat_at_ms": None, "version": 1}
+        view = reading_view(row, uid)
+        try:
+            results = await rc.db.batch([
+                sql(_INSERT_READING, reading_id, uid, "chat", advisor_part, platform_part, period_s, now_ms,
+                    advisor_id, uid, rate, uid),
+                key.record_done_if_exists(201, view, "readings", reading_id),
+            ])
+        except UniqueViolation as exc:
+            stored_row = await key.stored(rc.db)
+            if stored_row is not None:
+                return key.replay_row(stored_row)
+            if "readings.client_id" in exc.columns:
+                open_row = await rc.db.first(sql(
+                    "SELECT id FROM readings WHERE client_id = ? AND status IN ('requested', 'active')", uid))
+                extra = {"open_reading_id": str(open_row["id"])} if open_row else {}
+                raise Problem(409, "reading_already_open", "Conflict",
+                              "You already have an open reading; end or cancel it first.", extra=extra) from None
+            raise
+        if results[0].changes == 1:
+            return Reply(view, 201, {"location": f"/v1/readings/{reading_id}"})
+        # Something changed since the read (status, rate, funds): look again.
+    raise conflict("advisor_changed", "The advisor's profile keeps changing; try again.")
+
+
+# --- advisor: accept / decline ---------------------------------------------
+
+_ACCEPT = """
+UPDATE readings
+SET status = 'active', accepted_at_ms = ?, last_heartbeat_at_ms = ?, version = version + 1
+WHERE id = ? AND advisor_id = ? AND status = 'requested' AND version = ? AND requested_at_ms >= ?"""
+
+_EXPIRE_ONE = """
+UPDATE readings SET status = 'expired', ended_at_ms = requested_at_ms + ?, version = version + 1
+WHERE id = ? AND status = 'requested' AND requested_at_ms < ?"""
+
+
+async def _load_as_advisor(rc: RequestContext) -> dict[str, Any]:
+    row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    if int(row["advisor_id"]) != rc.user_id:
+        raise forbidden("Only the reading's advisor may do this.")
+    return row
+
+
+async def _expire_if_late(rc: RequestContext, row: dict[str, Any], now_ms: int) -> None:
+    timeout_ms = rc.settings.request_timeout_s * 1000
+    if row["status"] == "requested" and now_ms - int(row["requested_at_ms"]) > timeout_ms:
+        await rc.db.run(sql(_EXPIRE_ONE, timeout_ms, row["id"], now_ms - timeout_ms))
+        raise Problem(409, "reading_expired", "Conflict", "The request was not accepted in time and has expired.",
+                      extra={"reading_status": "expired"})
+
+
+async def accept_reading(rc: RequestContext) -> Reply:
+    row = await _load_as_advisor(rc)
+    now_ms = rc.clock.now_ms()
+    if row["status"] != "requested":
+        raise not_in_status(row, "requested", "accept")
+    await _expire_if_late(rc, row, now_ms)
+    active = {**row, "status": "active", "accepted_at_ms": now_ms, "last_heartbeat_at_ms": now_ms}
+    statements = [
+        sql(_ACCEPT, now_ms, now_ms, row["id"], rc.user_id, row["version"],
+            now_ms - rc.settings.request_timeout_s * 1000),
+        # Minute 1 is charged in the same batch; its trigger requires the
+        # reading to be active, so a lost race rolls the whole batch back.
+        *billing.charge_statements(active, 1, now_ms, rc.user_id),
+        sql(billing.SELECT_READING, row["id"]),
+    ]
+    try:
+        results = await rc.db.batch(statements)
+    except TriggerAbort as exc:
+        if exc.code == "insufficient_funds":
+            raise Problem(402, "insufficient_funds", "Payment required",
+                          "The client's wallet cannot pay the first minute; nothing changed.",
+                          extra={"reading_status": "requested"}) from None
+        if exc.code != "reading_not_billable":
+            raise
+        fresh = await load_participant(rc.db, row["id"], rc.user_id)
+        raise not_in_status(fresh, "requested", "accept") from None
+    fresh_row = results[-1].rows[0]
+    return Reply(billed_view(fresh_row, rc.user_id))
+
+
+_DECLINE = """
+UPDATE readings SET status = 'declined', ended_at_ms = ?, version = version + 1
+WHERE id = ? AND advisor_id = ? AND status = 'requested'
+RETURNING id"""
+
+_CANCEL = """
+UPDATE readings SET status = 'cancelled', ended_at_ms = ?, version = version + 1
+WHERE id = ? AND client_id = ? AND status = 'requested'
+RETURNING id"""
+
+
+async def _close_request(rc: RequestContext, statement: str, action: str) -> Reply:
+    now_ms = rc.clock.now_ms()
+    done = await rc.db.first(sql(statement, now_ms, rc.params["reading_id"], rc.user_id))
+    row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    if done is None:
+        raise not_in_status(row, "requested", action)
+    return Reply(reading_view(row, rc.user_id))
+
+
+async def decline_reading(rc: RequestContext) -> Reply:
+    await _load_as_advisor(rc)
+    return await _close_request(rc, _DECLINE, "decline")
+
+
+async def cancel_reading(rc: RequestContext) -> Reply:
+    row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    if int(row["client_id"]) != rc.user_id:
+        raise forbidden("Only the reading's client may cancel it.")
+    return await _close_request(rc, _CANCEL, "cancel")
+
+
+# --- billing: heartbeat / end -----------------------------------------------
+
+async def heartbeat(rc: RequestContext) -> Reply:
+    row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    if row["status"] not in ("active", "ended"):
+        raise not_in_status(row, "active", "send a heartbeat to")
+    row = await billing.advance(rc.db, row, rc.clock.now_ms(), "heartbeat", _timeout_ms(rc), rc.user_id)
+    return Reply(billed_view(row, rc.user_id))
+
+
+async def end_reading(rc: RequestContext) -> Reply:
+    row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    if row["status"] != "active":
+        raise not_in_status(row, "active", "end")
+    action: billing.Action = "client_ended" if int(row["client_id"]) == rc.user_id else "advisor_ended"
+    row = await billing.advance(rc.db, row, rc.clock.now_ms(), action, _timeout_ms(rc), rc.user_id)
+    return Reply(billed_view(row, rc.user_id))
+
+
+# --- reads ------------------------------------------------------------------
+
+async def get_reading(rc: RequestContext) -> Reply:
+    row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    return Reply(billed_view(row, rc.user_id))
+
+
+# Newest first over both roles: two index walks (client's, advisor's), each
+# already limited, merged. The cursor is (requested_at_ms, id) of the last row.
+_LIST = f"""
+SELECT * FROM (SELECT {billing.READING_COLUMNS} FROM readings r
+               WHERE r.client_id = ? AND (r.requested_at_ms, r.id) < (?, ?)
+               ORDER BY r.requested_at_ms DESC, r.id DESC LIMIT ?)
+UNION ALL
+SELECT * FROM (SELECT {billing.READING_COLUMNS} FROM readings r
+               WHERE r.advisor_id = ? AND (r.requested_at_ms, r.id) < (?, ?)
+               ORDER BY r.requested_at_ms DESC, r.id DESC LIMIT ?)
+ORDER BY requested_at_ms DESC, id DESC LIMIT ?"""  # noqa: S608 - constant text
+
+READING_LIST_QUERY = Obj({
+    "cursor": Str(min_len=1, max_len=40, description="next_cursor from the previous page"),
+    "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
+})
+
+
+# Above every time and id. (2**53 - 1 itself reaches D1 as a BigInt, which it refuses.)
+_NO_CURSOR = 2**52
+
+
+def parse_time_cursor(raw: str | None) -> tuple[int, int]:
+    """'<ms>.<id>' -> (ms, id); no cursor -> past every row."""
+    if raw is None:
+        return _NO_CURSOR, _NO_CURSOR
+    ms, _, ident = raw.partition(".")
+    if not (ms.isascii() and ms.isdigit() and ident.isascii() and ident.isdigit()) or len(ms) > 16 or len(ident) > 16:
+        raise bad_request("'cursor' is not a cursor this API returned.", "cursor", code="invalid_cursor")
+    return min(int(ms), _NO_CURSOR), min(int(ident), _NO_CURSOR)
+
+
+def time_cursor(ms: int, ident: int) -> str:
+    return f"{ms}.{ident}"
+
+
+async def list_readings(rc: RequestContext) -> Reply:
+    query = rc.parsed_query()
+    limit = query.get("limit", DEFAULT_PAGE)
+    before_ms, before_id = parse_time_cursor(query.get("cursor"))
+    uid = rc.user_id
+    result = await rc.db.all(sql(_LIST, uid, before_ms, before_id, limit + 1, uid, before_ms, before_id, limit + 1,
+                                 limit + 1))
+    rows = result.rows[:limit]
+    next_cursor = None
+    if len(result.rows) > limit:
+        next_cursor = time_cursor(int(rows[-1]["requested_at_ms"]), int(rows[-1]["id"]))
+    return Reply({"items": [reading_view(r, uid) for r in rows], "next_cursor": next_cursor})
+
+
+_READING_PROPS: dict[str, Any] = {
+    "id": {"type": "string"},
+    "client_id": {"type": "string"},
+    "advisor_id": {"type": "string"},
+    "role": {"type": "string", "enum": ["client", "advisor"], "description": "The caller's part in the reading."},
+    "channel": {"type": "string", "enum": ["chat"]},
+    "status": {"type": "string", "enum": ["requested", "active", "ended", "declined", "cancelled", "expired"]},
+    "rate_cents_per_minute": {"type": "integer", "description": "Fixed when the reading was requested."},
+    "billing_period_seconds": {"type": "integer"},
+    "billed_minutes": {"type": "integer"},
+    "billed_cents": {"type": "integer"},
+    "end_reason": {"type": ["string", "null"],
+                   "enum": ["client_ended", "advisor_ended", "insufficient_funds", "heartbeat_timeout", None]},
+    "requested_at": {"type": "string", "format": "date-time"},
+    "accepted_at": {"type": ["string", "null"], "format": "date-time"},
+    "ended_at": {"type": ["string", "null"], "format": "date-time"},
+    "last_heartbeat_at": {"type": ["string", "null"], "format": "date-time"},
+    "version": {"type": "integer"},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Reading": {"type": "object", "required": list(_READING_PROPS), "properties": _READING_PROPS},
+    "ReadingBilling": {
+        "type": "object",
+        "required": [*_READING_PROPS, "balance_cents", "minutes_left", "low_balance"],
+        "properties": {
+            **_READING_PROPS,
+            "balance_cents": {"type": ["integer", "null"],
+                              "description": "The client's wallet balance (null when the advisor asks)."},
+            "minutes_left": {"type": "integer", "description": "Further minutes the client's wallet can pay."},
+            "low_balance": {"type": "boolean", "description": "True when fewer than two minutes remain."},
+        },
+    },
+    "ReadingList": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Reading"}},
+                       "next_cursor": {"type": ["string", "null"]}},
+    },
+}
+
+_ID = "/v1/readings/{reading_id:id}"
+
+ROUTES = [
+    Route("POST", "/v1/readings", create_reading, "Request a reading (funds for the first minute needed)",
+          primary=True, body=READING_CREATE, idempotency_key=True, responses={201: "Reading"},
+          problems=(402, 409, 422), tag="readings"),
+    Route("GET", "/v1/readings", list_readings, "Your readings (as client or advisor), newest first", primary=True,
+          query=READING_LIST_QUERY, responses={200: "ReadingList"}, tag="readings"),
+    Route("GET", _ID, get_reading, "A reading you take part in", primary=True, responses={200: "ReadingBilling"},
+          tag="readings"),
+    Route("POST", _ID + "/accept", accept_reading, "Advisor: accept a request (charges minute 1)", primary=True,
+          responses={200: "ReadingBilling"}, problems=(402, 403, 409), tag="readings"),
+    Route("POST", _ID + "/decline", decline_reading, "Advisor: decline a request", primary=True,
+          responses={200: "Reading"}, problems=(403, 409), tag="readings"),
+    Route("POST", _ID + "/cancel", cancel_reading, "Client: withdraw a request not yet accepted", primary=True,
+          responses={200: "Reading"}, problems=(403, 409), tag="readings"),
+    Route("POST", _ID + "/heartbeat", heartbeat,
+          "Bill every minute begun; balance, minutes left, low-balance warning; ends when funds run out",
+          primary=True, responses={200: "ReadingBilling"}, problems=(409,), tag="readings"),
+    Route("POST", _ID + "/end", end_reading, "End the reading now; bills minutes begun", primary=True,
+          responses={200: "ReadingBilling"}, problems=(409,), tag="readings"),
+]
