@@ -5,12 +5,23 @@ Server-Timing); any error -> application/problem+json."""
 import secrets
 from typing import Any
 
-<<<<<<< HEAD
-from . import advisors, logs, payments, photos, reconcile, refunds, system, users, wallet, webhooks
+from . import (
+    advisors,
+    earnings,
+    logs,
+    messages,
+    payments,
+    photos,
+    readings,
+    reconcile,
+    refunds,
+    reviews,
+    system,
+    users,
+    wallet,
+    webhooks,
+)
 from . import db as db_layer
-=======
-from . import advisors, earnings, logs, messages, payments, readings, reviews, system, users, wallet
->>>>>>> 9be3ee4 (Readings billed per minute, encrypted chat, reviews, earnings, and the cron that settles them)
 from .clock import MAX_SAFE_INTEGER, Clock
 from .config import Settings
 from .db import D1Error, Database, LimitExceeded, TransientD1Error, valid_bookmark
@@ -21,16 +32,11 @@ from .responses import encode_payload, problem_reply, to_response
 from .routing import Route, Router
 
 ROUTES: list[Route] = [*system.ROUTES, *users.ROUTES, *advisors.ROUTES, *wallet.ROUTES, *payments.ROUTES,
-<<<<<<< HEAD
                        *webhooks.ROUTES, *refunds.ROUTES, *reconcile.ROUTES,
-                       *photos.ROUTES]
+                       *photos.ROUTES, *readings.ROUTES, *messages.ROUTES, *reviews.ROUTES, *earnings.ROUTES]
 SCHEMAS: dict[str, Any] = {**advisors.SCHEMAS, **wallet.SCHEMAS, **payments.SCHEMAS, **webhooks.SCHEMAS,
-                          **refunds.SCHEMAS, **reconcile.SCHEMAS}
-=======
-                      *readings.ROUTES, *messages.ROUTES, *reviews.ROUTES, *earnings.ROUTES]
-SCHEMAS: dict[str, Any] = {**advisors.SCHEMAS, **wallet.SCHEMAS, **payments.SCHEMAS,
-                          **readings.SCHEMAS, **messages.SCHEMAS, **reviews.SCHEMAS, **earnings.SCHEMAS}
->>>>>>> 9be3ee4 (Readings billed per minute, encrypted chat, reviews, earnings, and the cron that settles them)
+                          **refunds.SCHEMAS, **reconcile.SCHEMAS, **readings.SCHEMAS, **messages.SCHEMAS,
+                          **reviews.SCHEMAS, **earnings.SCHEMAS}
 
 ROUTER = Router(ROUTES)
 _OPENAPI: dict[str, Any] | None = None
