@@ -85,10 +85,15 @@ BEGIN
   SELECT RAISE(ABORT, 'reading_charges_append_only');
 END;
 
+-- destructive-ok: superseded by readings_by_client_time (same leading column); a missing index is slower, never wrong
 DROP INDEX readings_by_client;
+-- destructive-ok: superseded by readings_by_advisor_time (same leading column)
 DROP INDEX readings_by_advisor;
+-- destructive-ok: superseded by messages_by_reading_time (same leading column)
 DROP INDEX messages_by_reading;
+-- destructive-ok: superseded by reviews_by_advisor_time (same leading column)
 DROP INDEX reviews_by_advisor;
+-- destructive-ok: replaced by readings_requested_by_time and readings_active_by_heartbeat
 DROP INDEX readings_open_by_status;
 
 -- A participant's readings, newest first (GET /v1/readings).
