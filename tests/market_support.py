@@ -106,7 +106,15 @@ async def active_reading(client: Client, advisor: Client, advisor_id: int, t_ms:
 
 
 async def assert_ledger_consistent() -> None:
-    """The ledger and billing invariants, checked over every row in D1."""
+    """The reconciliation report of GET /v1/admin/ledger/check (money's), and
+    the billing invariants of this feature, checked over every row in D1."""
+    from money_support import admin_client
+
+    _admin_id, admin = await admin_client()
+    r = await admin.get("/v1/admin/ledger/check")
+    assert r.status == 200, r.text
+    report = r.json()
+    assert report["ok"], [c for c in report["checks"] if not c["ok"]]
     db = database()
     checks = {
         "transfers sum to zero": """

@@ -59,8 +59,13 @@ async def test_the_whole_flow():
     b = await beat(client, accepted_at + 30_000)
     assert (b["billed_minutes"], b["balance_cents"], b["minutes_left"], b["low_balance"]) == (1, 350, 3, False)
     # minute 2 begins exactly one period after accept
-    b = await beat(advisor, accepted_at + MINUTE_MS)
+    charged = await advisor.post(f"/v1/readings/{rid}/heartbeat", headers=at(accepted_at + MINUTE_MS))
+    b = charged.json()
     assert (b["billed_minutes"], b["minutes_left"], b["low_balance"]) == (2, 2, False)
+    # read-after-write after a charge: the client's next read, with that bookmark, sees it
+    seen = await client.get(f"/v1/readings/{rid}", headers={"x-d1-bookmark": charged.headers["x-d1-bookmark"]})
+    assert (seen.json()["billed_minutes"], seen.json()["balance_cents"]) == (2, 250)
+    assert seen.headers["x-d1-bookmark"] >= charged.headers["x-d1-bookmark"]
 
     r = await client.post(f"/v1/readings/{rid}/messages", json={"body": "Will I find a new job?"},
                           headers=at(accepted_at + MINUTE_MS + 1))
