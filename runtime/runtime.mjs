@@ -9,8 +9,29 @@
 
 import fs from "node:fs";
 import path from "node:path";
+import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { D1Database, FaultPlan, R2Bucket } from "./bindings.mjs";
+
+// miniflare's SynchronousFetcher (behind every synchronous proxy call:
+// withSession, prepare, bind, getBookmark) wakes on Atomics.notify and then
+// reads the worker thread's reply with receiveMessageOnPort(). Under heavy CPU
+// load we saw that reply not yet readable at wake-up: the assertion
+// `message?.id === id` failed and every later call then read the previous
+// call's reply. Waiting (bounded) until the reply is readable removes the race
+// without changing what is sent or received.
+const workerThreads = createRequire(import.meta.url)("node:worker_threads");
+const readReply = workerThreads.receiveMessageOnPort;
+const pauseCell = new Int32Array(new SharedArrayBuffer(4));
+const REPLY_WAIT_LIMIT_MS = 10_000;
+workerThreads.receiveMessageOnPort = (port) => {
+  let reply = readReply(port);
+  for (let waitedMs = 0; reply === undefined && waitedMs < REPLY_WAIT_LIMIT_MS; waitedMs++) {
+    Atomics.wait(pauseCell, 0, 0, 1);
+    reply = readReply(port);
+  }
+  return reply;
+};
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const WHEELS_DIR = path.join(ROOT, ".cache", "pyodide-wheels");
