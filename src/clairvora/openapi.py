@@ -72,7 +72,9 @@ def _operation(route: Route) -> dict[str, Any]:
         params.append({"name": "Idempotency-Key", "in": "header", "required": True,
                        "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
     if route.if_match:
-        params.append({"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"}})
+        # The version as users.parse_if_match reads it ("3", "\"3\"", W/"3"); "*" is not accepted.
+        params.append({"name": "If-Match", "in": "header", "required": True,
+                       "schema": {"type": "string", "pattern": '^(W/)?"?[0-9]{1,15}"?$'}})
     params.append({"name": "x-d1-bookmark", "in": "header", "required": False, "schema": {"type": "string"}})
     op["parameters"] = params
     if route.body is not None:

@@ -1,0 +1,118 @@
+"""Contract fuzzing: Schemathesis generates requests from GET /openapi.json for
+every operation and sends them over HTTP to the served local runtime (fresh D1),
+as a client, an advisor and an admin. Every response must be a non-5xx that
+conforms to the document (status, content type, headers, body schema), and
+every error must be application/problem+json. Then the books are clean.
+
+Bounded: MAX_EXAMPLES per operation and caller, no shrinking phase, so the run
+stays within about a minute on CI."""
+
+import json
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import ignored_auth
+from schemathesis.config import SchemathesisConfig
+from schemathesis.core.failures import Failure
+
+MAX_EXAMPLES = 6
+ROLES = ("client", "advisor", "admin")
+_examples: dict[str, int] = {}
+
+
+# A schema-valid request may still be refused for reasons no schema can express:
+# the object is not yours or gone (404), the state moved on (409), the If-Match
+# version is stale (412), a business rule (422: insufficient funds, key reused).
+# Schema-violating data must be refused with a 4xx; an If-Match that names no
+# version fails the precondition (412, RFC 9110 13.1.1), oversize parts are 413/414.
+CONFIG = {"checks": {
+    "positive_data_acceptance": {
+        "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "412", "422", "429"]},
+    "negative_data_rejection": {
+        "expected-statuses": ["400", "401", "403", "404", "405", "409", "412", "413", "414", "415", "422", "428"]},
+}}
+
+
+@pytest.fixture(scope="session")
+def api_schema(scratch):
+    config = SchemathesisConfig.from_dict(CONFIG)
+    return schemathesis.openapi.from_url(scratch.base_url + "/openapi.json", config=config)
+
+
+def problem_json_errors(ctx, response, case):
+    """Every 4xx/5xx carries application/problem+json with the RFC 9457 members and a code."""
+    if response.status_code < 400:
+        return True
+    content_type = response.headers.get("content-type", [""])[0]
+    if not content_type.startswith("application/problem+json"):
+        raise Failure(operation=case.operation.label, title="Error is not problem+json",
+                      message=f"{response.status_code} with content-type {content_type!r}", code="not_problem_json")
+    body = json.loads(response.content)
+    missing = {"type", "title", "status", "detail", "code"} - set(body)
+    if missing or body["status"] != response.status_code:
+        raise Failure(operation=case.operation.label, title="Malformed problem",
+                      message=f"missing {sorted(missing)} or status mismatch in {body}", code="bad_problem")
+    return True
+
+
+def _token(scratch, role: str) -> str:
+    world = scratch.world
+    return world["clients"][0]["token"] if role == "client" else world[role]["token"]
+
+
+FUZZ_SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
+                         phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
+                         report_multiple_bugs=False)
+
+
+def _fuzz_operation(operation, mode: GenerationMode, role: str, scratch) -> int:
+    """Runs one operation's bounded examples; returns how many were sent."""
+    sent = 0
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @FUZZ_SETTINGS
+    def run(case):
+        nonlocal sent
+        sent += 1
+        # ignored_auth is left out: its probes re-send the explicit header they mean to remove.
+        # Missing, expired and foreign-key tokens are the authorization matrix's columns instead.
+        case.call_and_validate(base_url=scratch.base_url, headers={"authorization": f"Bearer {_token(scratch, role)}"},
+                               additional_checks=[problem_json_errors], excluded_checks=[ignored_auth])
+
+    run()
+    return sent
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_operation_conforms(role, api_schema, scratch):
+    failures = []
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    assert operations
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            try:
+                _examples[role] = _examples.get(role, 0) + _fuzz_operation(operation, mode, role, scratch)
+            except Unsatisfiable:
+                assert mode is GenerationMode.NEGATIVE, operation.label  # nothing in it can be made invalid
+            except Exception as err:  # noqa: BLE001 - collect every operation's failure, report all at once
+                failures.append(f"{operation.label} [{mode.value}] as {role}: {err}")
+    assert not failures, "\n\n".join(failures)
+
+
+def test_fuzzing_ran_and_left_the_books_clean(scratch):
+    """Runs after the fuzzing above (same module, later in file order)."""
+    total = sum(_examples.values())
+    print(f"\ncontract fuzzing: {total} examples ({_examples})")
+    assert total >= len(ROLES), "no fuzzing examples ran"
+    status, _headers, body = scratch.request("GET", "/v1/admin/ledger/check", token=scratch.world["admin"]["token"])
+    if status == 404 and json.loads(body)["code"] == "route_not_found":
+        return  # the ledger check route is not on main yet; the runtime suite checks the SQL invariants
+    assert status == 200, body
+    report = json.loads(body)
+    assert report["ok"] is True, report
+    # Nothing the fuzzer sent leaked a secret into the Worker's output.
+    log = scratch.worker_log()
+    assert scratch.world["admin"]["token"] not in log
