@@ -5,7 +5,7 @@
 //   node runtime/cli.mjs scheduled [--env ...]          fire the cron handler once
 //   node runtime/cli.mjs test [pytest args...]          pytest inside Pyodide, fresh D1
 //   node runtime/cli.mjs run script.py [args...]        a script inside the runtime, fresh D1
-//   node runtime/cli.mjs serve-scratch --info FILE [--setup script.py] [--port N]
+//   node runtime/cli.mjs serve-scratch --info FILE [--setup script.py] [--port N] [--env ...]
 //                                                       serve a fresh D1 for host-side tests
 //
 // `make dev`, `make test` and `make scheduled` call these.
@@ -83,13 +83,15 @@ async function scheduled(opts) {
 
 // A fresh local D1 (every migration applied by wrangler), the runtime booted on
 // it with the test stand-ins, and the Worker served on an ephemeral port.
-async function bootScratch({ testPackages, port = 0 }) {
+async function bootScratch({ testPackages, port = 0, envName = "" }) {
   const persistDir = fs.mkdtempSync(path.join(os.tmpdir(), "clairvora-d1-"));
   const t0 = performance.now();
-  wrangler(["d1", "migrations", "apply", databaseName(""), "--local", "--persist-to", persistDir]);
+  const envFlag = envName ? ["--env", envName] : [];
+  wrangler(["d1", "migrations", "apply", databaseName(envName), "--local", ...envFlag, "--persist-to", persistDir]);
   log(`fresh D1 at ${persistDir}: migrations applied in ${Math.round(performance.now() - t0)} ms`);
   const services = await startServices({ log, forTests: true });
-  const rt = await boot({ persistDir, testPackages, overrides: services.overrides(), log });
+  const workerLog = path.join(persistDir, "worker.log");
+  const rt = await boot({ envName, persistDir, testPackages, overrides: services.overrides(), log, logFile: workerLog });
   const { server, port: boundPort } = await serveHttp(rt, { port });
   const { pyodide } = rt;
   pyodide.registerJsModule("local_runtime", {
@@ -101,6 +103,8 @@ async function bootScratch({ testPackages, port = 0 }) {
     overrides: services.overrides(),
     anetControl: services.anetControl(),
     timings: rt.timings,
+    // What the Worker printed outside pytest's capture (pytest's capture holds the rest).
+    readWorkerLog: () => fs.readFileSync(workerLog, "utf8"),
     async dispatchFetch(request) {
       const { response, settled, faults } = await rt.dispatchFetch(request);
       await settled;
@@ -109,7 +113,8 @@ async function bootScratch({ testPackages, port = 0 }) {
     dispatchScheduled: (cron, time) => rt.dispatchScheduled(cron, time),
     makeEnv: () => rt.makeEnv(undefined),
     wranglerD1Execute(sql) {
-      return wrangler(["d1", "execute", databaseName(""), "--local", "--persist-to", persistDir, "--json", "--command", sql]);
+      return wrangler(["d1", "execute", databaseName(envName), "--local", ...envFlag, "--persist-to", persistDir,
+        "--json", "--command", sql]);
     },
   });
   pyodide.FS.mkdirTree("/project");
@@ -171,7 +176,8 @@ async function runScript(opts) {
 async function serveScratch(opts) {
   if (!opts.info) throw new UserError("usage: cli.mjs serve-scratch --info FILE [--setup script.py] [--port N]");
   const port = process.argv.includes("--port") ? opts.port : 0;
-  const scratch = await bootScratch({ testPackages: false, port });
+  // --env staging|production boots that configuration (its vars, TEST_HOOKS=forbidden) on scratch D1.
+  const scratch = await bootScratch({ testPackages: false, port, envName: opts.env });
   let setup = null;
   if (opts.setup) {
     const globals = scratch.pyodide.toPy({ __name__: "__clairvora_setup__" });
@@ -186,6 +192,7 @@ async function serveScratch(opts) {
     setup = JSON.parse(String(dumps(result)));
   }
   const info = {
+    environment: opts.env || "local",
     base_url: `http://127.0.0.1:${scratch.port}`,
     port: scratch.port,
     pid: process.pid,

@@ -86,17 +86,30 @@ async def balance(user_id: int) -> int:
     return value
 
 
-# Every table the Worker writes; a snapshot of their row counts shows "changed nothing".
-COUNTED_TABLES = (
-    "users", "advisors", "advisor_categories", "accounts", "transfers", "ledger_entries", "payments",
-    "idempotency_keys", "webhook_events", "readings", "reading_charges", "messages", "reviews",
-)
-_COUNT_SQL = {t: f"SELECT '{t}' AS name, count(*) AS n FROM {t}" for t in COUNTED_TABLES}  # noqa: S608 - fixed names
+# Every table the Worker writes, with an aggregate that moves on any UPDATE
+# (versions, balances, timestamps): equal snapshots mean "changed nothing".
+_SNAPSHOT_SQL = {
+    "users": "SELECT count(*) AS n, coalesce(sum(version), 0) AS v FROM users",
+    "advisors": "SELECT count(*) AS n, coalesce(sum(version), 0) AS v FROM advisors",
+    "advisor_categories": "SELECT count(*) AS n, 0 AS v FROM advisor_categories",
+    "accounts": "SELECT count(*) AS n, coalesce(sum(last_sequence), 0) AS v FROM accounts",
+    "transfers": "SELECT count(*) AS n, coalesce(sum(posted), 0) AS v FROM transfers",
+    "ledger_entries": "SELECT count(*) AS n, 0 AS v FROM ledger_entries",
+    "payments": "SELECT count(*) AS n, coalesce(sum(updated_at_ms % 1000003), 0) AS v FROM payments",
+    "idempotency_keys": "SELECT count(*) AS n, coalesce(sum(state = 'done'), 0) AS v FROM idempotency_keys",
+    "webhook_events": "SELECT count(*) AS n, 0 AS v FROM webhook_events",
+    "readings": "SELECT count(*) AS n, coalesce(sum(version), 0) AS v FROM readings",
+    "reading_charges": "SELECT count(*) AS n, 0 AS v FROM reading_charges",
+    "messages": "SELECT count(*) AS n, 0 AS v FROM messages",
+    "reviews": "SELECT count(*) AS n, 0 AS v FROM reviews",
+}
+COUNTED_TABLES = tuple(_SNAPSHOT_SQL)
 
 
-async def row_counts(db: Database | None = None) -> dict[str, int]:
-    results = await (db or database()).batch([sql(_COUNT_SQL[t]) for t in COUNTED_TABLES])
-    return {r.rows[0]["name"]: int(r.rows[0]["n"]) for r in results}
+async def row_counts(db: Database | None = None) -> dict[str, tuple[int, int]]:
+    """{table: (rows, aggregate)} in one batch."""
+    results = await (db or database()).batch([sql(_SNAPSHOT_SQL[t]) for t in COUNTED_TABLES])
+    return {t: (int(r.rows[0]["n"]), int(r.rows[0]["v"])) for t, r in zip(COUNTED_TABLES, results, strict=True)}
 
 
 async def ledger_check(admin: Actor) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ actors and tokens in an info file), stopped when the test is done."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -18,15 +19,18 @@ BOOT_TIMEOUT_S = 180
 
 
 class Scratch:
-    def __init__(self, *setup_args: str) -> None:
+    def __init__(self, *setup_args: str, env: str = "", setup: str | None = "tooling_tests/scratch_world.py") -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="clairvora-host-")
         self.info_path = Path(self._dir.name) / "info.json"
         # The Worker's own output (stdout+stderr) is kept: tests assert nothing secret reached it.
         self.log_path = Path(self._dir.name) / "worker.log"
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            ["node", "--experimental-wasm-stack-switching", "runtime/cli.mjs", "serve-scratch",
-             "--info", str(self.info_path), "--setup", "tooling_tests/scratch_world.py", *setup_args],
+        node = shutil.which("node")
+        assert node, "Node.js is required"
+        self.proc = subprocess.Popen(  # noqa: S603 - a fixed argv of our own CLI, no outside input
+            [node, "--experimental-wasm-stack-switching", "runtime/cli.mjs", "serve-scratch",
+             "--info", str(self.info_path), *(["--env", env] if env else []),
+             *(["--setup", setup] if setup else []), *setup_args],
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.info = self._wait_ready()

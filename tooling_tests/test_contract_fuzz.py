@@ -13,10 +13,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
-from schemathesis.generation.modes import GenerationMode
-from schemathesis.specs.openapi.checks import ignored_auth
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import Failure
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import ignored_auth
 
 MAX_EXAMPLES = 6
 ROLES = ("client", "advisor", "admin")
