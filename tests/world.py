@@ -15,6 +15,7 @@ from clairvora import ledger
 from clairvora.app import ROUTES
 from clairvora.db import Database, sql
 from clairvora.ids import new_id
+from clairvora.schema import migrated_schema
 from support import Client, database, token_for, unique
 
 ROUTE_KEYS = {(r.method, r.pattern) for r in ROUTES}
@@ -32,7 +33,7 @@ class Actor:
     client: Client
 
 
-async def actor(prefix: str = "w", *, ttl_s: int = 60, http: bool = False) -> Actor:
+async def actor(prefix: str = "w", *, ttl_s: int = 3600, http: bool = False) -> Actor:
     """A user row (created on first sight through GET /v1/me) and a client for it."""
     sub = f"user_{unique(prefix)}"
     token = await token_for(sub, exp=int(time.time()) + ttl_s)
@@ -86,30 +87,31 @@ async def balance(user_id: int) -> int:
     return value
 
 
-# Every table the Worker writes, with an aggregate that moves on any UPDATE
-# (versions, balances, timestamps): equal snapshots mean "changed nothing".
-_SNAPSHOT_SQL = {
-    "users": "SELECT count(*) AS n, coalesce(sum(version), 0) AS v FROM users",
-    "advisors": "SELECT count(*) AS n, coalesce(sum(version), 0) AS v FROM advisors",
-    "advisor_categories": "SELECT count(*) AS n, 0 AS v FROM advisor_categories",
-    "accounts": "SELECT count(*) AS n, coalesce(sum(last_sequence), 0) AS v FROM accounts",
-    "transfers": "SELECT count(*) AS n, coalesce(sum(posted), 0) AS v FROM transfers",
-    "ledger_entries": "SELECT count(*) AS n, 0 AS v FROM ledger_entries",
-    "payments": "SELECT count(*) AS n, coalesce(sum(updated_at_ms % 1000003), 0) AS v FROM payments",
-    "idempotency_keys": "SELECT count(*) AS n, coalesce(sum(state = 'done'), 0) AS v FROM idempotency_keys",
-    "webhook_events": "SELECT count(*) AS n, 0 AS v FROM webhook_events",
-    "readings": "SELECT count(*) AS n, coalesce(sum(version), 0) AS v FROM readings",
-    "reading_charges": "SELECT count(*) AS n, 0 AS v FROM reading_charges",
-    "messages": "SELECT count(*) AS n, 0 AS v FROM messages",
-    "reviews": "SELECT count(*) AS n, 0 AS v FROM reviews",
-}
-COUNTED_TABLES = tuple(_SNAPSHOT_SQL)
+# Columns an UPDATE moves (versions, balances, states, timestamps): their totals
+# join each table's row count in the snapshot, so equal snapshots mean
+# "changed nothing" for inserts, deletes and these updates alike.
+_MOVING_COLUMNS = ("version", "updated_at_ms", "balance_cents", "last_sequence", "posted", "reversed_cents",
+                   "billed_minutes", "status", "state", "ended_at_ms", "last_heartbeat_at_ms", "photo_key")
+_snapshot_sql: dict[str, str] = {}
 
 
-async def row_counts(db: Database | None = None) -> dict[str, tuple[int, int]]:
-    """{table: (rows, aggregate)} in one batch."""
-    results = await (db or database()).batch([sql(_SNAPSHOT_SQL[t]) for t in COUNTED_TABLES])
-    return {t: (int(r.rows[0]["n"]), int(r.rows[0]["v"])) for t, r in zip(COUNTED_TABLES, results, strict=True)}
+async def _snapshot_statements(db: Database) -> dict[str, str]:
+    """One SELECT per table of the migrated schema (new tables are picked up by themselves)."""
+    if not _snapshot_sql:
+        for table, columns in sorted((await migrated_schema(db)).items()):
+            moving = [c for c in _MOVING_COLUMNS if c in columns]
+            parts = ["count(*)"] + [f"total(length(coalesce({c}, '')) + coalesce({c}, 0))" for c in moving]
+            # Identifiers come from D1's own catalog of our migrated tables, never from input.
+            _snapshot_sql[table] = f"SELECT {' + '.join(parts)} AS v, count(*) AS n FROM {table}"  # noqa: S608
+    return _snapshot_sql
+
+
+async def row_counts(db: Database | None = None) -> dict[str, tuple[int, float]]:
+    """{table: (rows, total of the moving columns)} for every table, in one batch."""
+    db = db or database()
+    statements = await _snapshot_statements(db)
+    results = await db.batch([sql(s) for s in statements.values()])
+    return {t: (int(r.rows[0]["n"]), float(r.rows[0]["v"])) for t, r in zip(statements, results, strict=True)}
 
 
 async def ledger_check(admin: Actor) -> dict[str, Any] | None:
@@ -155,3 +157,17 @@ async def assert_books_clean(admin: Actor | None = None) -> None:
         report = await ledger_check(admin)
         if report is not None:
             assert report["ok"] is True, report
+
+
+async def ended_reading(client_id: int, advisor_id: int, minutes: int, rate: int = 100) -> dict[str, Any]:
+    """A reading that ran `minutes` paid minutes and ended (each minute one balanced transfer)."""
+    from money_support import charge_minute_statements, start_reading
+
+    db = database()
+    now_ms = int(time.time() * 1000)
+    reading = await start_reading(db, client_id, advisor_id, rate, now_ms=now_ms)
+    for minute in range(1, minutes + 1):
+        await db.batch(charge_minute_statements(reading, minute, now_ms))
+    await db.run(sql("""UPDATE readings SET status = 'ended', end_reason = 'client_ended', ended_at_ms = ?
+                        WHERE id = ?""", now_ms, reading["id"]))
+    return reading
