@@ -18,7 +18,7 @@ from clairvora.app import ROUTES
 from clairvora.config import Settings
 from clairvora.ids import new_id
 from clairvora.validation import MAX_JSON_DEPTH, Field, Int, ListOf, Obj, Str
-from matrix import ROWS, Row, shared_world
+from matrix import ROWS, Row, client_for, shared_world
 from support import Client
 from world import row_counts
 
@@ -26,8 +26,7 @@ ROUTES_BY_KEY = {(r.method, r.pattern): r for r in ROUTES}
 BODY_ROWS = [row for row in ROWS if ROUTES_BY_KEY[(row.method, row.pattern)].body is not None]
 QUERY_ROWS = [row for row in ROWS if ROUTES_BY_KEY[(row.method, row.pattern)].query is not None]
 ID_ROUTES = [r for r in ROUTES if any(kind == "id" for _n, kind in r.path_params())]
-HOSTILE_TEXT = ("'; DROP TABLE users; --", "\" OR 1=1 --", "../../../../etc/passwd", "..%2f..%2fetc%2fpasswd",
-                "%00", "\\x00", "${jndi:ldap://x}", "<script>alert(1)</script>")
+HOSTILE_TEXT = ("'; DROP TABLE users; --", "\" OR 1=1 --", "../../../../etc/passwd%00", "<script>${x}</script>")
 BEYOND_53 = 2**53 + 1
 
 
@@ -94,13 +93,21 @@ async def _send(client: Client, row: Row, path: str, headers: dict[str, str], *,
     return await client.request(row.method, path, body=body, headers=headers)
 
 
+async def _able_client(row: Row) -> Client:
+    """A caller the matrix lets through (the owner, else the admin on admin routes)."""
+    caller = next(c for c in ("owner", "admin", "other_client") if 200 <= row.expect[c] < 300)
+    return await client_for(caller, await shared_world(), row.owner)
+
+
 def _assert_problem(r: Any, statuses: tuple[int, ...], what: str, field: str | None = None) -> None:
     assert r.status in statuses, f"{what}: expected {statuses}, got {r.status} {r.text[:300]}"
     assert r.headers["content-type"] == "application/problem+json", what
     problem = r.json()
     assert problem["status"] == r.status and problem["code"], what
-    if field is not None:
-        assert problem.get("field") == field, f"{what}: the problem names {problem.get('field')!r}, not {field!r}"
+    if field is not None:  # the field itself, or a part of it ("categories[0]", "opaque_data.zz_unknown")
+        named = str(problem.get("field"))
+        assert named == field or named.startswith((f"{field}[", f"{field}.")), (
+            f"{what}: the problem names {named!r}, not {field!r}")
 
 
 @pytest.mark.parametrize("row", BODY_ROWS, ids=[f"{r.method} {r.pattern}" for r in BODY_ROWS])
@@ -109,7 +116,7 @@ async def test_bad_bodies_are_refused_and_change_nothing(row: Row):
     call = await row.prepare(world)
     route = ROUTES_BY_KEY[(row.method, row.pattern)]
     assert route.body is not None and isinstance(call.body, dict)
-    client = world.owner.client
+    client = await _able_client(row)
     limit = Settings.from_env(object()).max_body_bytes
     before = await row_counts()
     sent = 0
@@ -144,7 +151,8 @@ async def test_bad_bodies_are_refused_and_change_nothing(row: Row):
         assert r.status < 500, f"{row.pattern} {field}: {r.status} {r.text[:300]}"
         if r.status >= 400:
             _assert_problem(r, (r.status,), f"{row.pattern} {field}")
-            assert await row_counts() == snapshot
+            if r.status != 402:  # a declined card is recorded (payments row): that is its effect, not a leak
+                assert await row_counts() == snapshot, f"{row.pattern} {field}: refused with {r.status} yet wrote"
         elif field in r.json():
             assert r.json()[field] == body[field], "hostile text was altered on its way through"
         sent += 1
@@ -169,7 +177,7 @@ async def test_bad_queries_are_refused():
                 cases += [(f"{name}={'x' * (f.max_len + 1)}", name), (f"{name}=a%00b", name)]
         before = await row_counts()
         for query, field in cases:
-            r = await world.owner.client.request(row.method, f"{base}?{query}", headers=call.headers)
+            r = await (await _able_client(row)).request(row.method, f"{base}?{query}", headers=call.headers)
             _assert_problem(r, (400,), f"{row.pattern}?{query[:60]}", field)
         assert await row_counts() == before
 
