@@ -63,7 +63,7 @@ def migrated(tmp_path_factory) -> dict[str, MigratedState]:
 # --- a scratch server: fresh D1, the Worker served over HTTP, actors with tokens ---
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scratch import Scratch
+from scratch import ROOT, Scratch
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,10 @@ BOOT_TIMEOUT_S = 180
 
 class Scratch:
     def __init__(self, *setup_args: str, env: str = "", setup: str | None = "tooling_tests/scratch_world.py") -> None:
+        self._args = (setup_args, env, setup)
+        self._start(*setup_args, env=env, setup=setup)
+
+    def _start(self, *setup_args: str, env: str, setup: str | None) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="clairvora-host-")
         self.info_path = Path(self._dir.name) / "info.json"
         # The Worker's own output (stdout+stderr) is kept: tests assert nothing secret reached it.
@@ -78,6 +82,19 @@ class Scratch:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self._log.close()
+
+    def proxy_desynced(self) -> bool:
+        """The local runtime's known failure under CPU starvation: miniflare's synchronous
+        proxy call (SynchronousFetcher, used by getPlatformProxy bindings) reads another
+        call's reply, asserts, and every later synchronous D1 call of the process fails.
+        Not the Worker's code: only a restart recovers."""
+        log = self.worker_log()
+        return "ERR_ASSERTION" in log and "SynchronousFetcher" in log
+
+    def restart(self) -> None:
+        self.cleanup()
+        setup_args, env, setup = self._args
+        self._start(*setup_args, env=env, setup=setup)
 
     def cleanup(self) -> None:
         self.close()

@@ -8,19 +8,23 @@ Bounded: MAX_EXAMPLES per operation and caller, no shrinking phase, so the run
 stays within about a minute on CI."""
 
 import json
+import os
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import Failure
 from schemathesis.generation.modes import GenerationMode
-from schemathesis.specs.openapi.checks import ignored_auth
+from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
 MAX_EXAMPLES = 6
+TRACE = os.environ.get("FUZZ_TRACE")
 ROLES = ("client", "advisor", "admin")
 _examples: dict[str, int] = {}
+_incidents: list[str] = []  # local-runtime restarts (see Scratch.proxy_desynced)
 
 
 # A schema-valid request may still be refused for reasons no schema can express:
@@ -58,6 +62,41 @@ def problem_json_errors(ctx, response, case):
     return True
 
 
+# Rules no JSON Schema can state, so a schema-valid request may still get a 400
+# naming exactly this (operation, field or code). Each is a deliberate check.
+SEMANTIC_400 = {
+    ("GET /v1/advisors", "min_rate"),          # min_rate above max_rate
+    ("GET /v1/advisors", "invalid_cursor"),    # cursors are opaque tokens the server issued
+    ("GET /v1/wallet/transactions", "invalid_cursor"),
+    ("GET /v1/wallet/transactions", "cursor"),
+}
+
+
+def accepts_schema_valid_data(ctx, response, case):
+    """positive_data_acceptance, less the SEMANTIC_400 rules and the gateway pass-through."""
+    if _gateway_passthrough(response, case):
+        return None
+    if response.status_code == 400:
+        problem = json.loads(response.content)
+        label = case.operation.label
+        if (label, problem.get("field")) in SEMANTIC_400 or (label, problem.get("code")) in SEMANTIC_400:
+            return None
+    return positive_data_acceptance(ctx, response, case)
+
+
+def _gateway_passthrough(response, case) -> bool:
+    """A 502/504 the operation documents for its payment gateway: a random card token
+    is answered E00114 by the stand-in, which payments.py passes on as 502."""
+    if response.status_code in (502, 504) and str(response.status_code) in case.operation.definition.raw["responses"]:
+        return json.loads(response.content).get("code", "").startswith("payment_gateway_")
+    return False
+
+
+def no_server_error(ctx, response, case):
+    """not_a_server_error, less the documented gateway pass-through."""
+    return None if _gateway_passthrough(response, case) else not_a_server_error(ctx, response, case)
+
+
 def _token(scratch, role: str) -> str:
     world = scratch.world
     return world["clients"][0]["token"] if role == "client" else world[role]["token"]
@@ -77,10 +116,14 @@ def _fuzz_operation(operation, mode: GenerationMode, role: str, scratch) -> int:
     def run(case):
         nonlocal sent
         sent += 1
+        if TRACE:
+            with open(TRACE, "a") as f:
+                f.write(f"{role} {mode.value} {case.method} {case.formatted_path} {case.headers} {str(case.body)[:200]}\n")
         # ignored_auth is left out: its probes re-send the explicit header they mean to remove.
         # Missing, expired and foreign-key tokens are the authorization matrix's columns instead.
         case.call_and_validate(base_url=scratch.base_url, headers={"authorization": f"Bearer {_token(scratch, role)}"},
-                               additional_checks=[problem_json_errors], excluded_checks=[ignored_auth])
+                               additional_checks=[problem_json_errors, accepts_schema_valid_data, no_server_error],
+                               excluded_checks=[ignored_auth, positive_data_acceptance, not_a_server_error])
 
     run()
     return sent
@@ -93,19 +136,27 @@ def test_every_operation_conforms(role, api_schema, scratch):
     assert operations
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            try:
-                _examples[role] = _examples.get(role, 0) + _fuzz_operation(operation, mode, role, scratch)
-            except Unsatisfiable:
-                assert mode is GenerationMode.NEGATIVE, operation.label  # nothing in it can be made invalid
-            except Exception as err:  # noqa: BLE001 - collect every operation's failure, report all at once
-                failures.append(f"{operation.label} [{mode.value}] as {role}: {err}")
+            for attempt in (1, 2):
+                try:
+                    _examples[role] = _examples.get(role, 0) + _fuzz_operation(operation, mode, role, scratch)
+                except Unsatisfiable:
+                    assert mode is GenerationMode.NEGATIVE, operation.label  # nothing in it can be made invalid
+                except Exception as err:  # noqa: BLE001 - collect every operation's failure, report all at once
+                    if attempt == 1 and scratch.proxy_desynced():
+                        # A local-runtime fault proven by its own log line, not an API answer: start a
+                        # fresh runtime and run this operation again (counted, printed).
+                        _incidents.append(f"{operation.label} [{mode.value}] as {role}")
+                        scratch.restart()
+                        continue
+                    failures.append(f"{operation.label} [{mode.value}] as {role}: {err}")
+                break
     assert not failures, "\n\n".join(failures)
 
 
 def test_fuzzing_ran_and_left_the_books_clean(scratch):
     """Runs after the fuzzing above (same module, later in file order)."""
     total = sum(_examples.values())
-    print(f"\ncontract fuzzing: {total} examples ({_examples})")
+    print(f"\ncontract fuzzing: {total} examples ({_examples}); local-runtime restarts: {_incidents or 'none'}")
     assert total >= len(ROLES), "no fuzzing examples ran"
     status, _headers, body = scratch.request("GET", "/v1/admin/ledger/check", token=scratch.world["admin"]["token"])
     if status == 404 and json.loads(body)["code"] == "route_not_found":

@@ -66,8 +66,11 @@ def _operation(route: Route) -> dict[str, Any]:
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     if route.query is not None:
         for name, f in route.query.fields.items():
-            params.append({"name": name, "in": "query", "required": name in route.query.required,
-                           "schema": _query_schema(f.schema())})
+            param = {"name": name, "in": "query", "required": name in route.query.required, "schema": f.schema()}
+            if param["schema"].get("type") == "array":
+                # Lists travel comma-separated in one parameter (validation.ListOf.parse_query).
+                param.update(style="form", explode=False)
+            params.append(param)
     if route.idempotency_key:
         params.append({"name": "Idempotency-Key", "in": "header", "required": True,
                        "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
@@ -109,13 +112,6 @@ def _operation(route: Route) -> dict[str, Any]:
     else:
         op["security"] = []
     return op
-
-
-def _query_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    # Lists travel comma-separated in one query parameter.
-    if schema.get("type") == "array":
-        return {"type": "string", "description": "comma-separated list"}
-    return schema
 
 
 def document(routes: list[Route], schemas: dict[str, Any]) -> dict[str, Any]:
