@@ -5,8 +5,8 @@ wrangler start costs seconds of CPU; sqlite3 from the standard library, none).""
 
 import os
 import sqlite3
-import sys
 import subprocess
+import sys
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +63,7 @@ def migrated(tmp_path_factory) -> dict[str, MigratedState]:
 # --- a scratch server: fresh D1, the Worker served over HTTP, actors with tokens ---
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scratch import ROOT, Scratch
+from scratch import Scratch  # noqa: E402 - after the path insert above
 
 
 @pytest.fixture(scope="session")

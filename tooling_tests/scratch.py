@@ -31,7 +31,7 @@ class Scratch:
         self._log = self.log_path.open("wb")
         node = shutil.which("node")
         assert node, "Node.js is required"
-        self.proc = subprocess.Popen(  # noqa: S603 - a fixed argv of our own CLI, no outside input
+        self.proc = subprocess.Popen(
             [node, "--experimental-wasm-stack-switching", "runtime/cli.mjs", "serve-scratch",
              "--info", str(self.info_path), *(["--env", env] if env else []),
              *(["--setup", setup] if setup else []), *setup_args],
