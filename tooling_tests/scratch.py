@@ -89,7 +89,7 @@ class Scratch:
         call's reply, asserts, and every later synchronous D1 call of the process fails.
         Not the Worker's code: only a restart recovers."""
         log = self.worker_log()
-        return "ERR_ASSERTION" in log and "SynchronousFetcher" in log
+        return "SynchronousFetcher" in log or '"error":"AssertionError [ERR_ASSERTION]: false == true"' in log
 
     def restart(self) -> None:
         self.cleanup()

@@ -20,7 +20,7 @@ from schemathesis.core.failures import Failure
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
-MAX_EXAMPLES = 6
+MAX_EXAMPLES = 5
 TRACE = os.environ.get("FUZZ_TRACE")
 ROLES = ("client", "advisor", "admin")
 _examples: dict[str, int] = {}
@@ -135,7 +135,9 @@ def test_every_operation_conforms(role, api_schema, scratch):
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert operations
     for operation in operations:
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        # Schema-violating requests do not depend on who sends them: the client role sends those.
+        modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if role == "client" else (GenerationMode.POSITIVE,)
+        for mode in modes:
             for attempt in (1, 2):
                 try:
                     _examples[role] = _examples.get(role, 0) + _fuzz_operation(operation, mode, role, scratch)
