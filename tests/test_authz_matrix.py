@@ -46,9 +46,10 @@ async def test_authorization_matrix(row: Row):
             headers.update(extra)
         if caller == "owner" and row.owner_state is not None:
             assert await row.owner_state(world) == owner_before, f"{row.pattern}: another caller moved the owner's object"
-        if call.raw is not None or isinstance(body, str):
-            r = await client.request(row.method, call.path, body=call.raw if call.raw is not None else body,
-                                     headers=headers)
+        if isinstance(body, (str, bytes)):
+            r = await client.request(row.method, call.path, body=body, headers=headers)
+        elif call.raw is not None:
+            r = await client.request(row.method, call.path, body=call.raw, headers=headers)
         else:
             r = await client.request(row.method, call.path, json_body=body, headers=headers)
         if r.status != row.expect[caller]:

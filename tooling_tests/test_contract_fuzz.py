@@ -79,6 +79,11 @@ def accepts_schema_valid_data(ctx, response, case):
     if response.status_code == 400:
         problem = json.loads(response.content)
         label = case.operation.label
+        # JSON Schema calls 283.0 an integer; the API refuses every float (money is never a float).
+        field = problem.get("field")
+        if problem.get("detail", "").endswith("must be an integer.") and isinstance(case.body, dict) \
+                and isinstance(case.body.get(field), float):
+            return None
         if (label, problem.get("field")) in SEMANTIC_400 or (label, problem.get("code")) in SEMANTIC_400:
             return None
     return positive_data_acceptance(ctx, response, case)

@@ -80,9 +80,6 @@ class Int(Field):
     def parse(self, value: Any, name: str) -> Any:
         if value is None and self.nullable:
             return None
-        if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
-            # JSON Schema's "integer" is any number without a fraction: 283.0 is 283.
-            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad_request(f"'{name}' must be an integer.", name)
         if not self.low <= value <= self.high:
