@@ -66,8 +66,10 @@ def _operation(route: Route) -> dict[str, Any]:
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     if route.query is not None:
         for name, f in route.query.fields.items():
-            param = {"name": name, "in": "query", "required": name in route.query.required, "schema": f.schema()}
-            if param["schema"].get("type") == "array":
+            schema = f.schema()
+            param: dict[str, Any] = {"name": name, "in": "query", "required": name in route.query.required,
+                                     "schema": schema}
+            if schema.get("type") == "array":
                 # Lists travel comma-separated in one parameter (validation.ListOf.parse_query).
                 param.update(style="form", explode=False)
             params.append(param)
