@@ -16,7 +16,7 @@ SECRET_SHAPES = {
 def findings(text: str, sensitive: set[str]) -> list[str]:
     """What leaked, described without repeating the secret itself."""
     out = [f"{name} ({len(pattern.findall(text))}x)" for name, pattern in SECRET_SHAPES.items() if pattern.search(text)]
-    leaked = [v for v in sensitive if v in text]
+    leaked = sorted((v for v in sensitive if v and v in text), key=len)
     if leaked:
-        out.append(f"{len(leaked)} value(s) sent by tests, e.g. one of {len(leaked[0])} chars starting {leaked[0][:4]!r}")
+        out.append(f"{len(leaked)} value(s) sent by tests: " + ", ".join(f"{len(v)} chars starting {v[:4]!r}" for v in leaked))
     return out

@@ -129,8 +129,9 @@ class Client:
             all_headers["content-type"] = "application/json"
         all_headers.update(headers or {})
         for name, value in all_headers.items():
-            if name.lower() in SENSITIVE_HEADERS:
-                SENSITIVE_VALUES.add(value.split(" ", 1)[-1].strip())
+            secret = value.split(" ", 1)[-1].strip()
+            if name.lower() in SENSITIVE_HEADERS and len(secret) >= MIN_SENSITIVE_CHARS:
+                SENSITIVE_VALUES.add(secret)
         remember_sensitive(json_body)
         init: dict[str, Any] = {"method": method, "headers": to_js(all_headers, dict_converter=js.Object.fromEntries)}
         if body is not None:
