@@ -51,6 +51,18 @@ ALLOWED: dict[tuple[str, str], str] = {
         "idempotency record (read WHERE user_id = ?)",
     ("advisors.py", "FROM advisors a JOIN users u ON u.id = a.user_id"):
         "public advisor profiles: the advisor's own display name, joined on the advisor's id",
+    ("billing.py", ""):
+        "per-minute billing shared by the participant routes (which first load the reading WHERE id = ? AND "
+        "the caller is its client or advisor) and the cron; every statement is keyed by that reading's id and "
+        "guarded by its state",
+    ("readings.py", "UPDATE readings SET status = 'expired'"):
+        "expiring a request past its deadline: state-guarded and idempotent, whoever triggers it",
+    ("messages.py", "FROM messages WHERE reading_id = ? AND (created_at_ms, id) > (?, ?)"):
+        "a page of one reading's chat, read after the participant-scoped check of that reading",
+    ("reviews.py", "FROM reviews v JOIN users u ON u.id = v.client_id"):
+        "reviews are public (GET /v1/advisors/{id}/reviews), shown with the reviewer's display name",
+    ("reviews.py", "WHERE user_id = (SELECT advisor_id FROM reviews WHERE id = ?)"):
+        "the reviewed advisor's public rating aggregate, in the batch that inserted the caller's own review",
     ("schema.py", ""):
         "schema introspection (sqlite_master / pragma), no user data",
 }
