@@ -22,7 +22,7 @@ help:
 	@echo "make token USER=ann [ROLE=admin]  print a bearer token for the local server"
 	@echo "make migrate [ENV=..]         apply D1 migrations to local state"
 	@echo "make scheduled                fire the cron handler once against local D1"
-	@echo "make lint                     ruff + migration lint (tooling/migration_lint.py)"
+	@echo "make lint                     ruff, migration lint, mypy (src/), SQL owner-scope check (tooling/)"
 	@echo "make deploy-check ENV=staging|production   offline: migration lint, migrations on a scratch D1, bundle dry run"
 	@echo "make deploy ENV=staging|production [CONFIRM=production]   tests, D1 bookmark, remote migrations, then wrangler deploy"
 	@echo "make rollback ENV=.. [BOOKMARK=..] [VERSION=..]   D1 Time Travel restore (if BOOKMARK), then the previous Worker"
@@ -109,6 +109,8 @@ test-host: install
 lint: .cache/venv.ok
 	.venv/bin/ruff check $(wildcard src tests tooling tooling_tests bench runtime/py)
 	$(PYTHON) tooling/migration_lint.py migrations
+	.venv/bin/mypy
+	$(PYTHON) tooling/sql_scope_check.py src
 
 clean:
 	rm -rf .cache .venv node_modules .wrangler

@@ -5,6 +5,8 @@
 //   node runtime/cli.mjs scheduled [--env ...]          fire the cron handler once
 //   node runtime/cli.mjs test [pytest args...]          pytest inside Pyodide, fresh D1
 //   node runtime/cli.mjs run script.py [args...]        a script inside the runtime, fresh D1
+//   node runtime/cli.mjs serve-scratch --info FILE [--setup script.py] [--port N] [--env ...]
+//                                                       serve a fresh D1 for host-side tests
 //
 // `make dev`, `make test` and `make scheduled` call these.
 import { spawnSync } from "node:child_process";
@@ -22,6 +24,8 @@ function parseArgs(argv) {
     if (a === "--env") opts.env = argv[++i] ?? "";
     else if (a === "--port") opts.port = Number(argv[++i]);
     else if (a === "--no-cron") opts.cron = false;
+    else if (a === "--info") opts.info = argv[++i];
+    else if (a === "--setup") opts.setup = argv[++i];
     else opts.rest.push(a);
   }
   if (opts.env && !["staging", "production"].includes(opts.env)) {
@@ -79,17 +83,19 @@ async function scheduled(opts) {
 
 // A fresh local D1 (every migration applied by wrangler), the runtime booted on
 // it with the test stand-ins, and the Worker served on an ephemeral port.
-async function bootScratch({ testPackages }) {
+async function bootScratch({ testPackages, port = 0, envName = "" }) {
   const persistDir = fs.mkdtempSync(path.join(os.tmpdir(), "clairvora-d1-"));
   const t0 = performance.now();
-  wrangler(["d1", "migrations", "apply", databaseName(""), "--local", "--persist-to", persistDir]);
+  const envFlag = envName ? ["--env", envName] : [];
+  wrangler(["d1", "migrations", "apply", databaseName(envName), "--local", ...envFlag, "--persist-to", persistDir]);
   log(`fresh D1 at ${persistDir}: migrations applied in ${Math.round(performance.now() - t0)} ms`);
   const services = await startServices({ log, forTests: true });
-  const rt = await boot({ persistDir, testPackages, overrides: services.overrides(), log });
-  const { server, port } = await serveHttp(rt, { port: 0 });
+  const workerLog = path.join(persistDir, "worker.log");
+  const rt = await boot({ envName, persistDir, testPackages, overrides: services.overrides(), log, logFile: workerLog });
+  const { server, port: boundPort } = await serveHttp(rt, { port });
   const { pyodide } = rt;
   pyodide.registerJsModule("local_runtime", {
-    baseUrl: `http://127.0.0.1:${port}`,
+    baseUrl: `http://127.0.0.1:${boundPort}`,
     persistDir,
     root: ROOT,
     vars: rt.vars,
@@ -97,6 +103,8 @@ async function bootScratch({ testPackages }) {
     overrides: services.overrides(),
     anetControl: services.anetControl(),
     timings: rt.timings,
+    // What the Worker printed outside pytest's capture (pytest's capture holds the rest).
+    readWorkerLog: () => fs.readFileSync(workerLog, "utf8"),
     async dispatchFetch(request) {
       const { response, settled, faults } = await rt.dispatchFetch(request);
       await settled;
@@ -105,7 +113,8 @@ async function bootScratch({ testPackages }) {
     dispatchScheduled: (cron, time) => rt.dispatchScheduled(cron, time),
     makeEnv: () => rt.makeEnv(undefined),
     wranglerD1Execute(sql) {
-      return wrangler(["d1", "execute", databaseName(""), "--local", "--persist-to", persistDir, "--json", "--command", sql]);
+      return wrangler(["d1", "execute", databaseName(envName), "--local", ...envFlag, "--persist-to", persistDir,
+        "--json", "--command", sql]);
     },
   });
   pyodide.FS.mkdirTree("/project");
@@ -114,6 +123,8 @@ async function bootScratch({ testPackages }) {
   return {
     rt,
     pyodide,
+    port: boundPort,
+    persistDir,
     async close() {
       server.close();
       await services.stop();
@@ -155,6 +166,51 @@ async function runScript(opts) {
   return 0;
 }
 
+// Host-side tests (Schemathesis, the load run) need the Worker over HTTP on a
+// fresh D1, plus callers they can authenticate as. The optional setup script
+// runs inside the runtime first (`async def main(argv)` returning a JSON-able
+// value: e.g. users made and their tokens, signed with this run's private key);
+// then FILE receives {base_url, port, pid, persist_dir, setup} and the Worker is
+// served until SIGTERM. FILE is written last and atomically: its existence
+// means "ready". Secrets never leave the scratch run except as that file.
+async function serveScratch(opts) {
+  if (!opts.info) throw new UserError("usage: cli.mjs serve-scratch --info FILE [--setup script.py] [--port N]");
+  const port = process.argv.includes("--port") ? opts.port : 0;
+  // --env staging|production boots that configuration (its vars, TEST_HOOKS=forbidden) on scratch D1.
+  const scratch = await bootScratch({ testPackages: false, port, envName: opts.env });
+  let setup = null;
+  if (opts.setup) {
+    const globals = scratch.pyodide.toPy({ __name__: "__clairvora_setup__" });
+    scratch.pyodide.runPython(fs.readFileSync(path.resolve(opts.setup), "utf8"), {
+      globals,
+      filename: path.resolve(opts.setup),
+    });
+    const main = globals.get("main");
+    if (!main) throw new UserError(`${opts.setup} defines no \`async def main(argv)\``);
+    const result = await main(scratch.pyodide.toPy(opts.rest));
+    const dumps = scratch.pyodide.runPython("import json; json.dumps");
+    setup = JSON.parse(String(dumps(result)));
+  }
+  const info = {
+    environment: opts.env || "local",
+    base_url: `http://127.0.0.1:${scratch.port}`,
+    port: scratch.port,
+    pid: process.pid,
+    persist_dir: scratch.persistDir,
+    setup,
+  };
+  const tmp = `${opts.info}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(info), { mode: 0o600 });
+  fs.renameSync(tmp, opts.info);
+  log(`scratch API on ${info.base_url} (info in ${opts.info})`);
+  const stop = async () => {
+    await scratch.close();
+    process.exit(0);
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+}
+
 async function main() {
   const [command, ...argv] = process.argv.slice(2);
   const opts = parseArgs(argv);
@@ -162,7 +218,8 @@ async function main() {
   if (command === "scheduled") return scheduled(opts);
   if (command === "test") process.exit(await test(opts));
   if (command === "run") process.exit(await runScript(opts));
-  throw new UserError(`usage: cli.mjs serve|scheduled|test [...]`);
+  if (command === "serve-scratch") return serveScratch(opts);
+  throw new UserError(`usage: cli.mjs serve|scheduled|test|run|serve-scratch [...]`);
 }
 
 main().catch((error) => {

@@ -78,7 +78,14 @@ function readWranglerVars(wrangler, envName) {
   return { vars: { ...(config.vars ?? {}) }, config };
 }
 
-export async function boot({ envName = "", persistDir, testPackages = false, overrides = {}, log = () => {} } = {}) {
+export async function boot({
+  envName = "",
+  persistDir,
+  testPackages = false,
+  overrides = {},
+  log = () => {},
+  logFile = process.env.CLAIRVORA_WORKER_LOG,
+} = {}) {
   requireModule("wrangler");
   const pyodideDir = requireModule("pyodide");
   const runtimeWheels = path.join(WHEELS_DIR, "runtime");
@@ -130,8 +137,18 @@ export async function boot({ envName = "", persistDir, testPackages = false, ove
     stdout: undefined,
     stderr: undefined,
   });
-  pyodide.setStdout({ write: (buf) => (process.stdout.write(decoder.decode(buf)), buf.length) });
-  pyodide.setStderr({ write: (buf) => (process.stderr.write(decoder.decode(buf)), buf.length) });
+  // Everything the Worker prints is also appended to logFile when one is given, so
+  // tests can assert that no secret ever reached the logs.
+  const tee = logFile ? fs.openSync(logFile, "a", 0o600) : null;
+  const output = (stream) => ({
+    write: (buf) => {
+      stream.write(decoder.decode(buf));
+      if (tee !== null) fs.writeSync(tee, buf);
+      return buf.length;
+    },
+  });
+  pyodide.setStdout(output(process.stdout));
+  pyodide.setStderr(output(process.stderr));
   const tPyodide = performance.now();
 
   const sitePackages = pyodide.runPython("import site; site.getsitepackages()[0]");

@@ -76,6 +76,26 @@ async def token_for(sub: str, **overrides: Any) -> str:
     return await sign_token(claims_for(sub, **overrides))
 
 
+# Every secret-shaped value a test sends (tokens, signatures, card data, chat
+# bodies, review comments, emails): tests/log_guard.py asserts that none of them
+# ever appears in the Worker's output during the run.
+SENSITIVE_VALUES: set[str] = set()
+SENSITIVE_BODY_KEYS = frozenset({"body", "comment", "data_value", "card_number", "email", "display_name"})
+SENSITIVE_HEADERS = frozenset({"authorization", "x-anet-signature", "cookie"})
+MIN_SENSITIVE_CHARS = 12  # shorter values ("a", "Tarot") would match innocently
+
+
+def remember_sensitive(value: Any, key: str | None = None) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            remember_sensitive(v, str(k).lower())
+    elif isinstance(value, list):
+        for v in value:
+            remember_sensitive(v, key)
+    elif isinstance(value, str) and key in SENSITIVE_BODY_KEYS and len(value.strip()) >= MIN_SENSITIVE_CHARS:
+        SENSITIVE_VALUES.add(value.strip())
+
+
 @dataclass
 class Resp:
     status: int
@@ -108,6 +128,11 @@ class Client:
             body = json.dumps(json_body)
             all_headers["content-type"] = "application/json"
         all_headers.update(headers or {})
+        for name, value in all_headers.items():
+            secret = value.split(" ", 1)[-1].strip()
+            if name.lower() in SENSITIVE_HEADERS and len(secret) >= MIN_SENSITIVE_CHARS:
+                SENSITIVE_VALUES.add(secret)
+        remember_sensitive(json_body)
         init: dict[str, Any] = {"method": method, "headers": to_js(all_headers, dict_converter=js.Object.fromEntries)}
         if body is not None:
             init["body"] = to_js(body.encode() if isinstance(body, str) else body)

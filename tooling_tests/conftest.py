@@ -6,6 +6,7 @@ wrangler start costs seconds of CPU; sqlite3 from the standard library, none).""
 import os
 import sqlite3
 import subprocess
+import sys
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,3 +58,23 @@ def migrated(tmp_path_factory) -> dict[str, MigratedState]:
         assert process.returncode == 0, f"migrations apply failed for env {env or 'top level'}:\n{output}"
         states[env] = MigratedState(env, database, persist_dir, output)
     return states
+
+
+# --- a scratch server: fresh D1, the Worker served over HTTP, actors with tokens ---
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scratch import Scratch  # noqa: E402 - after the path insert above
+
+
+@pytest.fixture(scope="session")
+def scratch():
+    """One scratch server per session (tooling_tests/scratch.py)."""
+    server = Scratch("2")
+    try:
+        yield server
+    finally:
+        server.close()
+        # Kept for diagnosis after a failure (.cache is ignored by git).
+        (ROOT / ".cache").mkdir(exist_ok=True)
+        (ROOT / ".cache" / "scratch-worker.log").write_text(server.worker_log())
+        server.cleanup()

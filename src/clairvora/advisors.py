@@ -8,6 +8,7 @@ import base64
 import json
 from typing import Any
 
+from . import config
 from .clock import rfc3339
 from .db import Database, UniqueViolation, sql
 from .errors import Problem, bad_request, not_found
@@ -88,7 +89,8 @@ def _check_rate(rc: RequestContext, rate: int) -> None:
 
 _CATEGORY_LIST = ListOf(Str(min_len=1, max_len=32, choices=CATEGORIES), min_items=1, max_items=MAX_CATEGORIES,
                         description="Reading categories from the fixed list.")
-_RATE = Int(low=1, high=MAX_RATE_QUERY, description="Price per minute in cents, within the configured bounds.")
+_RATE = Int(low=config.RATE_MIN_CENTS_PER_MINUTE, high=config.RATE_MAX_CENTS_PER_MINUTE,
+            description="Price per minute in cents (the configured bounds).")
 
 ADVISOR_CREATE = Obj(
     {

@@ -86,7 +86,7 @@ def classify(body: Any) -> GatewayResult:
     """A parsed response -> approved / declined / held / error (pure; see tests)."""
     if not isinstance(body, dict):
         return GatewayResult("unknown", error_text="response is not an object")
-    messages = body.get("messages") if isinstance(body.get("messages"), dict) else {}
+    messages: dict[str, Any] = body["messages"] if isinstance(body.get("messages"), dict) else {}
     result_code = messages.get("resultCode")
     message_list = messages.get("message") if isinstance(messages.get("message"), list) else []
     first = message_list[0] if message_list and isinstance(message_list[0], dict) else {}

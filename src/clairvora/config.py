@@ -26,6 +26,16 @@ def _int(env: Any, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+# Policy bounds that bodies are validated against. The OpenAPI document
+# publishes these numbers (the shapes use them), so every environment's vars
+# must equal them (tooling_tests/test_config_contract.py): a schema-valid amount
+# is then never refused.
+DEPOSIT_MIN_CENTS = 500
+DEPOSIT_MAX_CENTS = 50000
+RATE_MIN_CENTS_PER_MINUTE = 50
+RATE_MAX_CENTS_PER_MINUTE = 2000
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     environment: str
@@ -72,10 +82,10 @@ class Settings:
             platform_fee_bps=_int(env, "PLATFORM_FEE_BPS", 3000, 0, 10000),
             heartbeat_timeout_s=_int(env, "HEARTBEAT_TIMEOUT_SECONDS", 120, 1, 3600),
             request_timeout_s=_int(env, "REQUEST_TIMEOUT_SECONDS", 120, 1, 86400),
-            deposit_min_cents=_int(env, "DEPOSIT_MIN_CENTS", 500, 1, 10_000_000),
-            deposit_max_cents=_int(env, "DEPOSIT_MAX_CENTS", 50000, 1, 10_000_000),
-            rate_min_cents_per_minute=_int(env, "RATE_MIN_CENTS_PER_MINUTE", 50, 1, 100_000),
-            rate_max_cents_per_minute=_int(env, "RATE_MAX_CENTS_PER_MINUTE", 2000, 1, 100_000),
+            deposit_min_cents=_int(env, "DEPOSIT_MIN_CENTS", DEPOSIT_MIN_CENTS, 1, 10_000_000),
+            deposit_max_cents=_int(env, "DEPOSIT_MAX_CENTS", DEPOSIT_MAX_CENTS, 1, 10_000_000),
+            rate_min_cents_per_minute=_int(env, "RATE_MIN_CENTS_PER_MINUTE", RATE_MIN_CENTS_PER_MINUTE, 1, 100_000),
+            rate_max_cents_per_minute=_int(env, "RATE_MAX_CENTS_PER_MINUTE", RATE_MAX_CENTS_PER_MINUTE, 1, 100_000),
             anet_endpoint=_var(env, "ANET_ENDPOINT", "") or "",
             anet_timeout_ms=_int(env, "ANET_TIMEOUT_MS", 8000, 100, 30000),
             anet_login_id=_var(env, "ANET_API_LOGIN_ID"),

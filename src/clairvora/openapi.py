@@ -66,13 +66,20 @@ def _operation(route: Route) -> dict[str, Any]:
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     if route.query is not None:
         for name, f in route.query.fields.items():
-            params.append({"name": name, "in": "query", "required": name in route.query.required,
-                           "schema": _query_schema(f.schema())})
+            schema = f.schema()
+            param: dict[str, Any] = {"name": name, "in": "query", "required": name in route.query.required,
+                                     "schema": schema}
+            if schema.get("type") == "array":
+                # Lists travel comma-separated in one parameter (validation.ListOf.parse_query).
+                param.update(style="form", explode=False)
+            params.append(param)
     if route.idempotency_key:
         params.append({"name": "Idempotency-Key", "in": "header", "required": True,
                        "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
     if route.if_match:
-        params.append({"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"}})
+        # The version as users.parse_if_match reads it ("3", "\"3\"", W/"3"); "*" is not accepted.
+        params.append({"name": "If-Match", "in": "header", "required": True,
+                       "schema": {"type": "string", "pattern": '^(W/)?"?[0-9]{1,15}"?$'}})
     params.append({"name": "x-d1-bookmark", "in": "header", "required": False, "schema": {"type": "string"}})
     op["parameters"] = params
     if route.body is not None:
@@ -107,13 +114,6 @@ def _operation(route: Route) -> dict[str, Any]:
     else:
         op["security"] = []
     return op
-
-
-def _query_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    # Lists travel comma-separated in one query parameter.
-    if schema.get("type") == "array":
-        return {"type": "string", "description": "comma-separated list"}
-    return schema
 
 
 def document(routes: list[Route], schemas: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ stored or logged: only the gateway's transaction id, amount and status.
 import json
 from typing import Any
 
-from . import anet, ledger, logs
+from . import anet, config, ledger, logs
 from .clock import rfc3339
 from .db import Statement, TransientD1Error, UniqueViolation, sql
 from .errors import Problem, bad_request
@@ -46,7 +46,8 @@ from .validation import Int, Obj, Str
 
 DEPOSIT_BODY = Obj(
     {
-        "amount_cents": Int(low=1, high=10_000_000, description="within DEPOSIT_MIN_CENTS..DEPOSIT_MAX_CENTS"),
+        "amount_cents": Int(low=config.DEPOSIT_MIN_CENTS, high=config.DEPOSIT_MAX_CENTS,
+                           description="within the configured DEPOSIT_MIN_CENTS..DEPOSIT_MAX_CENTS"),
         "opaque_data": Obj(
             {
                 "data_descriptor": Str(min_len=1, max_len=64, description="Accept.js dataDescriptor"),

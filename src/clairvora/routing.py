@@ -75,25 +75,26 @@ class Router:
         for route, segments in self._compiled:
             if len(segments) != len(parts):
                 continue
-            params: dict[str, Any] | None = {}
+            params: dict[str, Any] = {}
+            matched = True
             for (name, kind), part in zip(segments, parts, strict=True):
                 if kind is None:
                     if name != part:
-                        params = None
+                        matched = False
                         break
                 elif kind == "id":
                     value = parse_id(part)
                     if value is None:
                         id_mismatch = True
-                        params = None
+                        matched = False
                         break
                     params[name] = value
                 else:
                     if not part or len(part) > 128:
-                        params = None
+                        matched = False
                         break
                     params[name] = part
-            if params is None:
+            if not matched:
                 continue
             if route.method == method or (method == "HEAD" and route.method == "GET"):
                 return route, params

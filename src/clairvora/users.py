@@ -108,7 +108,8 @@ async def get_me(rc: RequestContext) -> Reply:
 ME_PATCH = Obj(
     {
         "display_name": Str(min_len=1, max_len=80, nullable=True, description="Shown to advisors and in reviews."),
-        "time_zone": Str(min_len=1, max_len=64, description="IANA time zone name, e.g. Europe/Paris."),
+        "time_zone": Str(min_len=1, max_len=64, pattern=_TIME_ZONE_RE.pattern,
+                         description="IANA time zone name, e.g. Europe/Paris."),
     },
     min_fields=1,
 )

@@ -10,6 +10,8 @@ from .errors import bad_request
 
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_JSON_DEPTH = 8
+# What Str.parse refuses, said in the OpenAPI document too (tab and newline are allowed).
+NO_CONTROL_CHARS_PATTERN = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f]*$"
 
 
 class Field:
@@ -35,9 +37,13 @@ class Field:
 
 class Str(Field):
     def __init__(self, *, min_len: int = 0, max_len: int, choices: tuple[str, ...] | None = None,
-                 nullable: bool = False, description: str = "") -> None:
+                 pattern: str | None = None, nullable: bool = False, description: str = "") -> None:
         assert 0 <= min_len <= max_len <= 100_000
         self.min_len, self.max_len, self.choices = min_len, max_len, choices
+        # A pattern is checked here AND published in the document, so the contract says it.
+        # Anchored and matched whole (Python's `$` would also match before a final newline).
+        assert pattern is None or (pattern.startswith("^") and pattern.endswith("$")), pattern
+        self.pattern = re.compile(pattern) if pattern is not None else None
         self.nullable, self.description = nullable, description
 
     def parse(self, value: Any, name: str) -> Any:
@@ -51,12 +57,18 @@ class Str(Field):
             raise bad_request(f"'{name}' must be {self.min_len} to {self.max_len} characters.", name)
         if self.choices is not None and value not in self.choices:
             raise bad_request(f"'{name}' must be one of: {', '.join(self.choices)}.", name)
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            raise bad_request(f"'{name}' does not have the expected form.", name)
         return value
 
     def schema(self) -> dict[str, Any]:
         s: dict[str, Any] = {"type": "string", "minLength": self.min_len, "maxLength": self.max_len}
         if self.choices is not None:
             s["enum"] = list(self.choices)
+        elif self.pattern is not None:
+            s["pattern"] = self.pattern.pattern
+        else:
+            s["pattern"] = NO_CONTROL_CHARS_PATTERN
         return self._schema(s)
 
 

@@ -165,7 +165,7 @@ async def _on_capture(db: Database, ev: _Event, payment: dict[str, Any] | None) 
         return ("already_credited" if payment["status"] in ("approved", "refunded")
                 else "unexpected_capture"), []
     amount = anet.decimal_to_cents(ev.payload.get("authAmount"))
-    if amount != payment["amount_cents"] or ev.transaction_id is None:
+    if amount is None or amount != payment["amount_cents"] or ev.transaction_id is None:
         logs.warning("webhook_capture_mismatch", payment_id=payment["id"], amount_cents=amount)
         return "amount_mismatch", []
     response_code = ev.payload.get("responseCode")

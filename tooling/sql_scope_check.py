@@ -1,0 +1,145 @@
+"""Project check: every SQL statement in src/ that reads or changes a per-user
+table names its owner or participant in the statement itself.
+
+D1 has no row-level security, so the WHERE clause is the authorization. This
+finds every SQL string literal in src/ (module constants, arguments of sql(),
+f-string fragments), and for each SELECT / UPDATE / DELETE (and the SELECT
+inside INSERT ... SELECT) that touches a per-user table, requires a condition
+on an owner column bound to a parameter (`user_id = ?`, `a.owner_user_id = ?`,
+`client_id = ? OR advisor_id = ?`, `:user_id`...). The exceptions are listed
+in ALLOWED with the reason each is safe.
+
+    python3 tooling/sql_scope_check.py [src]     exit 1 and a list when a statement is unscoped
+"""
+
+import ast
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# Per-user tables and the columns that name their owner or participants.
+OWNER_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": ("id", "clerk_user_id"),
+    "accounts": ("owner_user_id",),
+    "ledger_entries": ("account_id", "owner_user_id"),
+    "payments": ("user_id",),
+    "idempotency_keys": ("user_id",),
+    "readings": ("client_id", "advisor_id"),
+    "reading_charges": ("client_id", "advisor_id"),
+    "reading_refunds": ("client_id", "advisor_id"),
+    "messages": ("client_id", "advisor_id", "sender_id"),
+    "reviews": ("client_id", "advisor_id"),
+}
+
+# (file name, a fragment of the statement) -> why it may go unscoped.
+ALLOWED: dict[tuple[str, str], str] = {
+    ("ledger.py", "FROM accounts a WHERE a.id = ?"):
+        "the fixed platform accounts (platform revenue, gateway clearing); per-user legs use owner_user_id",
+    ("ledger.py", "SELECT balance_cents FROM accounts WHERE id = ?"):
+        "balance of a fixed platform account (AccountRef with account_id)",
+    ("reconcile.py", ""):
+        "admin reconciliation (GET /v1/admin/ledger/check, auth='admin'): checks every row by design",
+    ("cron.py", ""):
+        "the cron: bounded maintenance over all rows (idempotency purge, settling stale readings)",
+    ("refunds.py", "FROM readings r WHERE r.id = ?"):
+        "admin refund (auth='admin'): any reading, by id",
+    ("webhooks.py", ""):
+        "Authorize.Net webhooks: authenticated by the body's HMAC signature, act on the payment it names",
+    ("payments.py", "WHERE id = ?"):
+        "the caller's own payment: its id comes from this request's insert or the caller's "
+        "idempotency record (read WHERE user_id = ?)",
+    ("advisors.py", "FROM advisors a JOIN users u ON u.id = a.user_id"):
+        "public advisor profiles: the advisor's own display name, joined on the advisor's id",
+    ("billing.py", ""):
+        "per-minute billing shared by the participant routes (which first load the reading WHERE id = ? AND "
+        "the caller is its client or advisor) and the cron; every statement is keyed by that reading's id and "
+        "guarded by its state",
+    ("readings.py", "UPDATE readings SET status = 'expired'"):
+        "expiring a request past its deadline: state-guarded and idempotent, whoever triggers it",
+    ("messages.py", "FROM messages WHERE reading_id = ? AND (created_at_ms, id) > (?, ?)"):
+        "a page of one reading's chat, read after the participant-scoped check of that reading",
+    ("reviews.py", "FROM reviews v JOIN users u ON u.id = v.client_id"):
+        "reviews are public (GET /v1/advisors/{id}/reviews), shown with the reviewer's display name",
+    ("reviews.py", "WHERE user_id = (SELECT advisor_id FROM reviews WHERE id = ?)"):
+        "the reviewed advisor's public rating aggregate, in the batch that inserted the caller's own review",
+    ("schema.py", ""):
+        "schema introspection (sqlite_master / pragma), no user data",
+}
+
+_STATEMENT = re.compile(r"^\s*(SELECT|UPDATE|DELETE|INSERT|WITH)\b", re.I)
+_TABLE = re.compile(r"\b(?:FROM|JOIN|UPDATE|INTO)\s+([a-z_][a-z0-9_]*)", re.I)
+_PARAM = r"(?:\?|:[a-z_]+)"
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: str
+    line: int
+    tables: tuple[str, ...]
+    text: str
+
+    def __str__(self) -> str:
+        one_line = " ".join(self.text.split())[:140]
+        return f"{self.path}:{self.line}: no owner condition on {', '.join(self.tables)}: {one_line}"
+
+
+def _owner_condition(text: str, table: str) -> bool:
+    columns = "|".join(OWNER_COLUMNS[table])
+    condition = rf"\b(?:[a-z_]+\.)?(?:{columns})\s*(?:=\s*{_PARAM}|IN\s*\()"
+    return re.search(condition, text, re.I) is not None
+
+
+def _literals(tree: ast.AST) -> list[tuple[int, str]]:
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            out.append((node.lineno, node.value))
+        elif isinstance(node, ast.JoinedStr):
+            # f-strings: the constant parts, with each interpolation as a marker.
+            parts = [v.value if isinstance(v, ast.Constant) else " {} " for v in node.values]
+            out.append((node.lineno, "".join(str(p) for p in parts)))
+    return out
+
+
+def _allowed(path: Path, text: str) -> bool:
+    flat = " ".join(text.split())
+    return any(path.name == name and fragment in flat for (name, fragment) in ALLOWED)
+
+
+def check_source(path: Path, source: str) -> list[Finding]:
+    findings = []
+    for line, text in _literals(ast.parse(source)):
+        if not _STATEMENT.match(text):
+            continue
+        if re.match(r"^\s*INSERT\b", text, re.I) and not re.search(r"\bSELECT\b", text, re.I):
+            continue  # INSERT ... VALUES reads nothing; what it writes is the handler's caller's
+        tables = sorted({t.lower() for t in _TABLE.findall(text)} & OWNER_COLUMNS.keys())
+        if re.match(r"^\s*INSERT\b", text, re.I):
+            into = re.search(r"\bINTO\s+([a-z_]+)", text, re.I)
+            tables = [t for t in tables if not into or t != into.group(1).lower() or
+                      len(re.findall(rf"\b{t}\b", text, re.I)) > 1]
+        unscoped = tuple(t for t in tables if not _owner_condition(text, t))
+        if unscoped and not _allowed(path, text):
+            findings.append(Finding(str(path), line, unscoped, text))
+    return findings
+
+
+def check_tree(root: Path) -> list[Finding]:
+    findings = []
+    for path in sorted(root.rglob("*.py")):
+        findings += check_source(path, path.read_text())
+    return findings
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent.parent / "src"
+    findings = check_tree(root)
+    for f in findings:
+        print(f)
+    print(f"sql scope check: {len(findings)} unscoped statement(s) in {root}")
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

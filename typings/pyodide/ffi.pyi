@@ -1,0 +1,19 @@
+# Pyodide's foreign function interface, as far as src/ uses it.
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+class JsException(Exception):
+    name: str
+    message: str
+
+class JsProxy:
+    def __getattr__(self, name: str) -> Any: ...
+    def to_py(self, *, depth: int = ...) -> Any: ...
+    def to_bytes(self) -> bytes: ...
+
+def to_js(obj: Any, *, dict_converter: Callable[..., Any] | None = ..., create_pyproxies: bool = ...,
+          depth: int = ...) -> Any: ...
+def create_proxy(obj: Any) -> Any: ...
+def run_sync(awaitable: Awaitable[T]) -> T: ...
