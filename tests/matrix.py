@@ -247,13 +247,14 @@ _FULL = {(r.method, r.pattern) for r in ROWS}
 _SOME_ID = "1000000000000001"
 
 
-def _auth_only_prepare(pattern: str) -> Prepare:
+def _auth_only_prepare(method: str, pattern: str) -> Prepare:
     path = "/".join(_SOME_ID if p.startswith("{") and p.endswith(":id}") else p for p in pattern.split("/"))
+    body = None if method in ("GET", "HEAD", "DELETE") else {}
 
     async def prepare(_world: World) -> Call:
         from support import unique
 
-        return Call(path, {}, {"if-match": '"1"', "idempotency-key": unique("ao")})
+        return Call(path, body, {"if-match": '"1"', "idempotency-key": unique("ao")})
     return prepare
 
 
@@ -267,7 +268,7 @@ def _auth_only_rows() -> list[Row]:
         expect = {"anonymous": 401, "expired": 401, "foreign_key": 401}
         if r.auth == "admin":
             expect["other_client"] = 403
-        rows.append(Row(r.method, r.pattern, _auth_only_prepare(r.pattern), expect))
+        rows.append(Row(r.method, r.pattern, _auth_only_prepare(r.method, r.pattern), expect))
     return rows
 
 
