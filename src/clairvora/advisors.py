@@ -13,6 +13,7 @@ from .clock import rfc3339
 from .db import Database, UniqueViolation, sql
 from .errors import Problem, bad_request, not_found
 from .ids import new_id
+from .openapi import page_schema
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
@@ -361,14 +362,7 @@ SCHEMAS: dict[str, Any] = {
             "updated_at": {"type": "string", "format": "date-time"},
         },
     },
-    "AdvisorList": {
-        "type": "object",
-        "required": ["items", "next_cursor"],
-        "properties": {
-            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Advisor"}},
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    },
+    "AdvisorList": page_schema("Advisor"),
 }
 
 ROUTES = [

@@ -22,6 +22,7 @@ from .clock import rfc3339
 from .db import sql
 from .errors import Problem, not_found
 from .ids import new_id
+from .openapi import page_schema
 from .readings import load_participant, not_in_status, parse_time_cursor, time_cursor
 from .requests import RequestContext
 from .responses import Reply
@@ -200,12 +201,7 @@ _MESSAGE_PROPS = {
 
 SCHEMAS: dict[str, Any] = {
     "Message": {"type": "object", "required": list(_MESSAGE_PROPS), "properties": _MESSAGE_PROPS},
-    "MessageList": {
-        "type": "object",
-        "required": ["items", "next_cursor"],
-        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}},
-                       "next_cursor": {"type": ["string", "null"]}},
-    },
+    "MessageList": page_schema("Message"),
 }
 
 ROUTES = [

@@ -54,6 +54,18 @@ _REASONS = {
 }
 
 
+def page_schema(item_schema: str) -> dict[str, Any]:
+    """A list reply: `{"items": [...], "next_cursor": str|null}` (cursor pagination)."""
+    return {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{item_schema}"}},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    }
+
+
 def _operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": route.summary,

@@ -23,6 +23,7 @@ from .db import Database, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, bad_request, conflict, forbidden, not_found
 from .idempotency import IdempotencyKey
 from .ids import new_id, parse_id
+from .openapi import page_schema
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
@@ -378,12 +379,7 @@ SCHEMAS: dict[str, Any] = {
             "low_balance": {"type": "boolean", "description": "True when fewer than two minutes remain."},
         },
     },
-    "ReadingList": {
-        "type": "object",
-        "required": ["items", "next_cursor"],
-        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Reading"}},
-                       "next_cursor": {"type": ["string", "null"]}},
-    },
+    "ReadingList": page_schema("Reading"),
 }
 
 _ID = "/v1/readings/{reading_id:id}"

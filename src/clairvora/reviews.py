@@ -7,6 +7,7 @@ from .clock import rfc3339
 from .db import UniqueViolation, sql
 from .errors import Problem, conflict, forbidden, not_found
 from .ids import new_id
+from .openapi import page_schema
 from .readings import load_participant, parse_time_cursor, time_cursor
 from .requests import RequestContext
 from .responses import Reply
@@ -125,12 +126,7 @@ _REVIEW_PROPS = {
 
 SCHEMAS: dict[str, Any] = {
     "Review": {"type": "object", "required": list(_REVIEW_PROPS), "properties": _REVIEW_PROPS},
-    "ReviewList": {
-        "type": "object",
-        "required": ["items", "next_cursor"],
-        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Review"}},
-                       "next_cursor": {"type": ["string", "null"]}},
-    },
+    "ReviewList": page_schema("Review"),
 }
 
 ROUTES = [

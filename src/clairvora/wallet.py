@@ -19,6 +19,7 @@ from typing import Any
 from .clock import rfc3339
 from .db import Database, sql
 from .errors import bad_request, not_found
+from .openapi import page_schema
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
@@ -126,14 +127,7 @@ SCHEMAS: dict[str, Any] = {
             "created_at": {"type": "string", "format": "date-time"},
         },
     },
-    "WalletTransactionPage": {
-        "type": "object",
-        "required": ["items", "next_cursor"],
-        "properties": {
-            "items": {"type": "array", "items": {"$ref": "#/components/schemas/WalletTransaction"}},
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    },
+    "WalletTransactionPage": page_schema("WalletTransaction"),
 }
 
 ROUTES = [
