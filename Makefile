@@ -108,6 +108,7 @@ test-host: install
 
 lint: .cache/venv.ok
 	.venv/bin/ruff check $(wildcard src tests tooling tooling_tests bench runtime/py)
+	.venv/bin/ruff format --check $(wildcard src tests tooling tooling_tests bench runtime/py typings)
 	$(PYTHON) tooling/migration_lint.py migrations
 	.venv/bin/mypy
 	$(PYTHON) tooling/sql_scope_check.py src

@@ -40,8 +40,7 @@ class Sizes:
     label: str
 
 
-FULL = Sizes(ledger=(10, 100, 1_000, 10_000, 100_000), advisors=10_000, messages=1_000, reps=20,
-             label="full")
+FULL = Sizes(ledger=(10, 100, 1_000, 10_000, 100_000), advisors=10_000, messages=1_000, reps=20, label="full")
 QUICK = Sizes(ledger=(10, 1_000), advisors=1_000, messages=100, reps=5, label="quick")
 
 
@@ -91,45 +90,47 @@ async def main(argv: Any) -> None:
     verdicts = targets.evaluate(rows, cold)
     elapsed = time.perf_counter() - started
 
-    block = "\n".join([
-        BEGIN,
-        "",
-        f"Run: `make bench` ({sizes.label} sizes: wallets with {', '.join(f'{n:,}' for n in sizes.ledger)} ledger "
-        f"entries, {sizes.advisors:,} advisors, a reading with {sizes.messages:,} messages; {sizes.reps} samples "
-        f"per line after a warm-up request) in {elapsed:.0f} s on the project's 2-core "
-        f"machine (load average {load_before} at the start, {_load_average()} at the end: the machine is shared), "
-        "local D1 through the offline runtime.",
-        "",
-        "Columns: D1 calls, rows read and rows written are D1's own counts (they carry over to production and "
-        "are what D1 bills). `py CPU ms` is the Worker's own CPU time per request (routing, token check, "
-        "handler, JSON), without the CPU spent while awaiting D1, from the `py;dur` entry of `server-timing`. "
-        "Latency is wall-clock around the in-process dispatch, through local D1: a local figure only.",
-        "",
-        "### Per operation",
-        "",
-        table(rows),
-        "",
-        "### Targets",
-        "",
-        targets.table(verdicts),
-        "",
-        "### Storage (D1's `size_after`, whole database, indexes included)",
-        "",
-        "| what | count | bytes added | bytes each |",
-        "|---|---|---|---|",
-        *[f"| {what} | {count:,} | {added:,} | {added / count:,.0f} |" for what, count, added in world.storage],
-        "",
-        "### Cold start",
-        "",
-        cold_text,
-        "",
-        "### Not measured in this run",
-        "",
-        "\n".join(f"- {m}" for m in world.not_measured(measured))
-        or "- nothing: every route of the contract was on main and measured",
-        "",
-        END,
-    ])
+    block = "\n".join(
+        [
+            BEGIN,
+            "",
+            f"Run: `make bench` ({sizes.label} sizes: wallets with {', '.join(f'{n:,}' for n in sizes.ledger)} ledger "
+            f"entries, {sizes.advisors:,} advisors, a reading with {sizes.messages:,} messages; {sizes.reps} samples "
+            f"per line after a warm-up request) in {elapsed:.0f} s on the project's 2-core "
+            f"machine (load average {load_before} at the start, {_load_average()} at the end: the machine is shared), "
+            "local D1 through the offline runtime.",
+            "",
+            "Columns: D1 calls, rows read and rows written are D1's own counts (they carry over to production and "
+            "are what D1 bills). `py CPU ms` is the Worker's own CPU time per request (routing, token check, "
+            "handler, JSON), without the CPU spent while awaiting D1, from the `py;dur` entry of `server-timing`. "
+            "Latency is wall-clock around the in-process dispatch, through local D1: a local figure only.",
+            "",
+            "### Per operation",
+            "",
+            table(rows),
+            "",
+            "### Targets",
+            "",
+            targets.table(verdicts),
+            "",
+            "### Storage (D1's `size_after`, whole database, indexes included)",
+            "",
+            "| what | count | bytes added | bytes each |",
+            "|---|---|---|---|",
+            *[f"| {what} | {count:,} | {added:,} | {added / count:,.0f} |" for what, count, added in world.storage],
+            "",
+            "### Cold start",
+            "",
+            cold_text,
+            "",
+            "### Not measured in this run",
+            "",
+            "\n".join(f"- {m}" for m in world.not_measured(measured))
+            or "- nothing: every route of the contract was on main and measured",
+            "",
+            END,
+        ]
+    )
     print(block)
     if write:
         _write_block(block)

@@ -101,8 +101,12 @@ def report(reps: int, cpu_clock_s: Callable[[], float]) -> tuple[str, dict[str, 
     again, again_cpu = reimport_ms(reps, cpu_clock_s)
     modules = per_module_ms(cpu_clock_s)
     work = top_level_work()
-    figures = {"boot_import_ms": boot_ms, "reimport_median_ms": statistics.median(again),
-               "reimport_max_ms": max(again), "reimport_cpu_ms": statistics.median(again_cpu)}
+    figures = {
+        "boot_import_ms": boot_ms,
+        "reimport_median_ms": statistics.median(again),
+        "reimport_max_ms": max(again),
+        "reimport_cpu_ms": statistics.median(again_cpu),
+    }
     lines = [
         f"- first import of `src/entry.py` at runtime boot: **{boot_ms:.1f} ms** "
         f"(Pyodide itself: {float(timings.pyodideMs):.0f} ms, workers SDK: {float(timings.sdkMs):.0f} ms)",

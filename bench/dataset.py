@@ -65,10 +65,15 @@ TOP_UP_CENTS = 1_000_000  # $10,000: pays for every charge the bench makes
 async def top_up(db: Database, ids: Ids, user_id: int, cents: int = TOP_UP_CENTS) -> None:
     """One deposit transfer (gateway clearing -> wallet), as the app writes it."""
     transfer_id = ids.take(1) + 1
-    await db.batch(ledger.transfer(
-        transfer_id=transfer_id, key=f"bench:top-up:{transfer_id}", kind="deposit",
-        legs=[ledger.Leg(ledger.wallet_of(user_id), cents), ledger.Leg(ledger.GATEWAY_CLEARING, -cents)],
-        now_ms=T0_MS))
+    await db.batch(
+        ledger.transfer(
+            transfer_id=transfer_id,
+            key=f"bench:top-up:{transfer_id}",
+            kind="deposit",
+            legs=[ledger.Leg(ledger.wallet_of(user_id), cents), ledger.Leg(ledger.GATEWAY_CLEARING, -cents)],
+            now_ms=T0_MS,
+        )
+    )
 
 
 async def load_wallet_history(db: Database, ids: Ids, user_id: int, entries: int, seed_copy: bool = True) -> int:
@@ -94,40 +99,73 @@ async def load_wallet_history(db: Database, ids: Ids, user_id: int, entries: int
 _D = "((CAST(?4 AS INTEGER) + i + 1) / 2 - (CAST(?4 AS INTEGER) + 1) / 2)"
 
 
-async def _load_chunk(db: Database, ids: Ids, user_id: int, wallet: int, offset: int, count: int,
-                      seed_copy: bool) -> None:
+async def _load_chunk(
+    db: Database, ids: Ids, user_id: int, wallet: int, offset: int, count: int, seed_copy: bool
+) -> None:
     base = ids.take(count)
     w = await account(db, wallet)
     clearing = await account(db, GATEWAY_CLEARING)
     revenue = await account(db, PLATFORM_REVENUE)
     entry = "INSERT INTO ledger_entries (transfer_id, account_id, amount_cents, balance_after_cents, sequence, created_at_ms)"
     statements = [
-        sql(f"""INSERT INTO transfers (id, transfer_key, kind, created_at_ms)
+        sql(
+            f"""INSERT INTO transfers (id, transfer_key, kind, created_at_ms)
                 {_RECURSIVE}
                 SELECT ?2 + i, 'bench:' || ?3 || ':' || (?4 + i),
                        CASE WHEN (?4 + i) % 2 = 1 THEN 'deposit' ELSE 'reading_charge' END, ?5 + (?4 + i) * 1000
                 FROM k""",
-            count, base, user_id, offset, T0_MS),
+            count,
+            base,
+            user_id,
+            offset,
+            T0_MS,
+        ),
         # The wallet: +1000 / -700 alternately, balance-after and sequence in closed form.
-        sql(f"""{entry}
+        sql(
+            f"""{entry}
                 {_RECURSIVE}
                 SELECT ?2 + i, ?3, CASE WHEN (?4 + i) % 2 = 1 THEN ?5 ELSE -?6 END,
                        ?7 + {_D} * ?5 - (i - {_D}) * ?6, ?8 + i, ?9 + (?4 + i) * 1000
                 FROM k""",
-            count, base, wallet, offset, DEPOSIT_CENTS, CHARGE_CENTS, w.balance_cents, w.last_sequence, T0_MS),
+            count,
+            base,
+            wallet,
+            offset,
+            DEPOSIT_CENTS,
+            CHARGE_CENTS,
+            w.balance_cents,
+            w.last_sequence,
+            T0_MS,
+        ),
         # Counter-legs, each account continuing its own sequence.
-        sql(f"""{entry}
+        sql(
+            f"""{entry}
                 {_RECURSIVE}
                 SELECT ?2 + i, ?3, -?5, ?6 - {_D} * ?5, ?7 + {_D}, ?8 + (?4 + i) * 1000
                 FROM k WHERE (?4 + i) % 2 = 1""",
-            count, base, GATEWAY_CLEARING, offset, DEPOSIT_CENTS, clearing.balance_cents, clearing.last_sequence,
-            T0_MS),
-        sql(f"""{entry}
+            count,
+            base,
+            GATEWAY_CLEARING,
+            offset,
+            DEPOSIT_CENTS,
+            clearing.balance_cents,
+            clearing.last_sequence,
+            T0_MS,
+        ),
+        sql(
+            f"""{entry}
                 {_RECURSIVE}
                 SELECT ?2 + i, ?3, ?5, ?6 + (i - {_D}) * ?5, ?7 + (i - {_D}), ?8 + (?4 + i) * 1000
                 FROM k WHERE (?4 + i) % 2 = 0""",
-            count, base, PLATFORM_REVENUE, offset, CHARGE_CENTS, revenue.balance_cents, revenue.last_sequence,
-            T0_MS),
+            count,
+            base,
+            PLATFORM_REVENUE,
+            offset,
+            CHARGE_CENTS,
+            revenue.balance_cents,
+            revenue.last_sequence,
+            T0_MS,
+        ),
         # Posting runs the balanced-transfer trigger on every transfer.
         sql("UPDATE transfers SET posted = 1 WHERE id BETWEEN ? AND ?", base + 1, base + count),
     ]
@@ -139,13 +177,20 @@ async def _load_chunk(db: Database, ids: Ids, user_id: int, wallet: int, offset:
 
 def _seed_rows(user_id: int, offset: int, count: int):
     """The same history in the seed's design (seed_design.py creates the table)."""
-    return sql(f"""INSERT INTO seed_wallet_transactions (user_id, amount, type, reference_id, created_at)
+    return sql(
+        f"""INSERT INTO seed_wallet_transactions (user_id, amount, type, reference_id, created_at)
                    {_RECURSIVE}
                    SELECT ?2, CASE WHEN (?3 + i) % 2 = 1 THEN ?4 ELSE -?5 END,
                           CASE WHEN (?3 + i) % 2 = 1 THEN 'deposit' ELSE 'reading_charge' END, NULL,
                           ?6 + (?3 + i) * 1000
                    FROM k""",
-               count, user_id, offset, DEPOSIT_CENTS, CHARGE_CENTS, T0_MS)
+        count,
+        user_id,
+        offset,
+        DEPOSIT_CENTS,
+        CHARGE_CENTS,
+        T0_MS,
+    )
 
 
 async def load_seed_history(db: Database, user_id: int, entries: int) -> None:
@@ -164,12 +209,21 @@ async def load_advisors(db: Database, ids: Ids, count: int, now_ms: int) -> int:
     while done < count:
         n = min(CHUNK, count - done)
         lo = base + done
-        await db.batch([
-            sql(f"""INSERT INTO users (id, clerk_user_id, display_name, created_at_ms, updated_at_ms)
+        await db.batch(
+            [
+                sql(
+                    f"""INSERT INTO users (id, clerk_user_id, display_name, created_at_ms, updated_at_ms)
                     {_RECURSIVE}
                     SELECT ? + i, 'user_bench_advisor_' || (? + i), 'Advisor ' || (? + i), ?, ? FROM k""",
-                n, lo, done, done, now_ms, now_ms),
-            sql(f"""INSERT INTO advisors (user_id, headline, bio, rate_cents_per_minute, status,
+                    n,
+                    lo,
+                    done,
+                    done,
+                    now_ms,
+                    now_ms,
+                ),
+                sql(
+                    f"""INSERT INTO advisors (user_id, headline, bio, rate_cents_per_minute, status,
                                           rating_count, rating_sum, rating_milli, created_at_ms, updated_at_ms)
                     {_RECURSIVE}
                     SELECT ? + i, 'Readings by advisor ' || (? + i), 'A bench advisor.',
@@ -178,16 +232,40 @@ async def load_advisors(db: Database, ids: Ids, count: int, now_ms: int) -> int:
                            (? + i) % 40, ((? + i) % 40) * (1 + ((? + i) * 7) % 5),
                            CASE WHEN (? + i) % 40 = 0 THEN 0 ELSE 1000 * (1 + ((? + i) * 7) % 5) END, ?, ?
                     FROM k""",
-                n, lo, done, done, done, done, done, done, done, done, done, now_ms, now_ms),
-            sql(f"""INSERT INTO advisor_categories (category, advisor_id)
+                    n,
+                    lo,
+                    done,
+                    done,
+                    done,
+                    done,
+                    done,
+                    done,
+                    done,
+                    done,
+                    done,
+                    now_ms,
+                    now_ms,
+                ),
+                sql(
+                    f"""INSERT INTO advisor_categories (category, advisor_id)
                     {_RECURSIVE},
                     c(slug, n) AS (SELECT slug, row_number() OVER (ORDER BY slug) - 1 FROM categories)
                     SELECT DISTINCT c.slug, ? + k.i FROM k JOIN c ON c.n IN ((? + k.i) % 8, ((? + k.i) * 3 + 1) % 8)""",
-                n, lo, done, done),
-            sql(f"""INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
+                    n,
+                    lo,
+                    done,
+                    done,
+                ),
+                sql(
+                    f"""INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
                     {_RECURSIVE}
                     SELECT ? + i, 'advisor_earnings', ? + i, ? FROM k""",
-                n, account_base + done, lo, now_ms),
-        ])
+                    n,
+                    account_base + done,
+                    lo,
+                    now_ms,
+                ),
+            ]
+        )
         done += n
     return base

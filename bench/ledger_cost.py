@@ -63,33 +63,70 @@ async def _setup_user(db: Database, ids: dataset.Ids, entries: int) -> dict:
     advisor_id = int((await advisor_client.get("/v1/me")).json()["id"])
     advisor_part, platform_part = ledger.split_rate(RATE, FEE_BPS)
     reading_id = new_id()
-    await db.batch([
-        sql("""INSERT INTO advisors (user_id, headline, bio, rate_cents_per_minute, created_at_ms, updated_at_ms)
-               VALUES (?, 'bench', '', ?, 0, 0)""", advisor_id, RATE),
-        sql("INSERT INTO accounts (id, kind, owner_user_id, created_at_ms) VALUES (?, 'advisor_earnings', ?, 0)",
-            new_id(), advisor_id),
-        sql("""INSERT INTO readings (id, client_id, advisor_id, status, rate_cents_per_minute, advisor_cents_per_minute,
+    await db.batch(
+        [
+            sql(
+                """INSERT INTO advisors (user_id, headline, bio, rate_cents_per_minute, created_at_ms, updated_at_ms)
+               VALUES (?, 'bench', '', ?, 0, 0)""",
+                advisor_id,
+                RATE,
+            ),
+            sql(
+                "INSERT INTO accounts (id, kind, owner_user_id, created_at_ms) VALUES (?, 'advisor_earnings', ?, 0)",
+                new_id(),
+                advisor_id,
+            ),
+            sql(
+                """INSERT INTO readings (id, client_id, advisor_id, status, rate_cents_per_minute, advisor_cents_per_minute,
                                      platform_cents_per_minute, billing_period_seconds, requested_at_ms, accepted_at_ms)
                VALUES (?, ?, ?, 'active', ?, ?, ?, 60, 0, 0)""",
-            reading_id, user_id, advisor_id, RATE, advisor_part, platform_part),
-    ])
+                reading_id,
+                user_id,
+                advisor_id,
+                RATE,
+                advisor_part,
+                platform_part,
+            ),
+        ]
+    )
     wallet_balance = await dataset.load_wallet_history(db, ids, user_id, entries)
     assert wallet_balance >= RATE
-    return {"user_id": user_id, "client": client, "advisor_id": advisor_id, "reading_id": reading_id,
-            "advisor_part": advisor_part, "platform_part": platform_part}
+    return {
+        "user_id": user_id,
+        "client": client,
+        "advisor_id": advisor_id,
+        "reading_id": reading_id,
+        "advisor_part": advisor_part,
+        "platform_part": platform_part,
+    }
 
 
 def _debit(u: dict, minute: int) -> list:
     """One minute's charge exactly as billing does it: transfer + reading_charges row, one batch."""
     transfer_id = new_id()
-    legs = [ledger.Leg(ledger.wallet_of(u["user_id"]), -RATE),
-            ledger.Leg(ledger.earnings_of(u["advisor_id"]), u["advisor_part"]),
-            ledger.Leg(ledger.PLATFORM_REVENUE, u["platform_part"])]
+    legs = [
+        ledger.Leg(ledger.wallet_of(u["user_id"]), -RATE),
+        ledger.Leg(ledger.earnings_of(u["advisor_id"]), u["advisor_part"]),
+        ledger.Leg(ledger.PLATFORM_REVENUE, u["platform_part"]),
+    ]
     return [
-        *ledger.transfer(transfer_id=transfer_id, key=f"reading:{u['reading_id']}:minute:{minute}", kind="reading_charge",
-                         legs=legs, now_ms=1, reference_type="reading", reference_id=u["reading_id"]),
-        sql("""INSERT INTO reading_charges (reading_id, minute, transfer_id, amount_cents, charged_at_ms)
-               VALUES (?, ?, ?, ?, 1)""", u["reading_id"], minute, transfer_id, RATE),
+        *ledger.transfer(
+            transfer_id=transfer_id,
+            key=f"reading:{u['reading_id']}:minute:{minute}",
+            kind="reading_charge",
+            legs=legs,
+            now_ms=1,
+            reference_type="reading",
+            reference_id=u["reading_id"],
+        ),
+        sql(
+            """INSERT INTO reading_charges (reading_id, minute, transfer_id, amount_cents, charged_at_ms)
+               VALUES (?, ?, ?, ?, 1)""",
+            u["reading_id"],
+            minute,
+            transfer_id,
+            RATE,
+        ),
     ]
 
 
@@ -108,9 +145,23 @@ async def main(argv):
         u = users[n]
         resp = await Client(u["client"].token).get("/v1/wallet")
         assert resp.status == 200
-        rows.append(("ledger: GET /v1/wallet (whole request, incl. caller look-up)", n, _timing(resp.headers["server-timing"])))
-        rows.append(("ledger: balance read (accounts row)", n, await _measure([sql(
-            "SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'", u["user_id"])])))
+        rows.append(
+            ("ledger: GET /v1/wallet (whole request, incl. caller look-up)", n, _timing(resp.headers["server-timing"]))
+        )
+        rows.append(
+            (
+                "ledger: balance read (accounts row)",
+                n,
+                await _measure(
+                    [
+                        sql(
+                            "SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'",
+                            u["user_id"],
+                        )
+                    ]
+                ),
+            )
+        )
         # Two debits: rows_read varies by a row or two with where the new
         # random transfer id lands in the indexes, never with the history.
         debits = [await _measure(_debit(u, minute)) for minute in (1, 2)]
@@ -119,14 +170,26 @@ async def main(argv):
     for n in sizes:
         u = users[n]
         rows.append(("seed, no index: SUM(amount) balance", n, await _measure([seed_design.balance(u["user_id"])])))
-        rows.append(("seed, no index: conditional-insert charge", n, await _measure([
-            seed_design.conditional_charge(u["user_id"], RATE, u["reading_id"], 1)])))
+        rows.append(
+            (
+                "seed, no index: conditional-insert charge",
+                n,
+                await _measure([seed_design.conditional_charge(u["user_id"], RATE, u["reading_id"], 1)]),
+            )
+        )
     await seed_design.add_user_index(db)
     for n in sizes:
         u = users[n]
-        rows.append(("seed + index(user_id): SUM(amount) balance", n, await _measure([seed_design.balance(u["user_id"])])))
-        rows.append(("seed + index(user_id): conditional-insert charge", n, await _measure([
-            seed_design.conditional_charge(u["user_id"], RATE, u["reading_id"], 2)])))
+        rows.append(
+            ("seed + index(user_id): SUM(amount) balance", n, await _measure([seed_design.balance(u["user_id"])]))
+        )
+        rows.append(
+            (
+                "seed + index(user_id): conditional-insert charge",
+                n,
+                await _measure([seed_design.conditional_charge(u["user_id"], RATE, u["reading_id"], 2)]),
+            )
+        )
 
     total_seed_rows = (await db.first(sql("SELECT count(*) AS n FROM seed_wallet_transactions")))["n"]
     print(f"\nseed_wallet_transactions holds {total_seed_rows} rows in all (every user's history)\n")

@@ -46,8 +46,16 @@ class Tally:
             self.latencies_ms[op].append(elapsed_ms)
 
 
-def _timed(tally: Tally, op: str, server: Scratch, method: str, path: str, token: str, body: Any = None,
-           headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def _timed(
+    tally: Tally,
+    op: str,
+    server: Scratch,
+    method: str,
+    path: str,
+    token: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     start = time.perf_counter()
     status, _headers, raw = server.request(method, path, body, token=token, headers=headers)
     tally.record(op, status, (time.perf_counter() - start) * 1000)
@@ -62,8 +70,9 @@ def _has(server: Scratch, method: str, path: str) -> bool:
     return not (status == 404 and b"route_not_found" in raw) and status != 405
 
 
-def _client_loop(server: Scratch, client: dict[str, str], deadline: float, tally: Tally, seed: int,
-                 readings: bool) -> None:
+def _client_loop(
+    server: Scratch, client: dict[str, str], deadline: float, tally: Tally, seed: int, readings: bool
+) -> None:
     rng = random.Random(seed)
     token, advisor_id = client["token"], server.world["advisor"]["id"]
     ops = [op for op, weight in MIX for _ in range(weight) if op != "reading" or readings]
@@ -72,16 +81,36 @@ def _client_loop(server: Scratch, client: dict[str, str], deadline: float, tally
         n += 1
         op = rng.choice(ops)
         if op == "deposit":
-            body = {"amount_cents": DEPOSIT_CENTS, "opaque_data": {"data_descriptor": "COMMON.ACCEPT.INAPP.PAYMENT",
-                                                                   "data_value": f"tok_approved_{seed}x{n}"}}
-            status, _ = _timed(tally, "deposit", server, "POST", "/v1/wallet/deposits", token, body,
-                               {"idempotency-key": f"load-{seed}-{n}"})
+            body = {
+                "amount_cents": DEPOSIT_CENTS,
+                "opaque_data": {
+                    "data_descriptor": "COMMON.ACCEPT.INAPP.PAYMENT",
+                    "data_value": f"tok_approved_{seed}x{n}",
+                },
+            }
+            status, _ = _timed(
+                tally,
+                "deposit",
+                server,
+                "POST",
+                "/v1/wallet/deposits",
+                token,
+                body,
+                {"idempotency-key": f"load-{seed}-{n}"},
+            )
             if status == 201:
                 with tally.lock:
                     tally.deposited[client["id"]] += DEPOSIT_CENTS
         elif op == "reading":
-            status, reading = _timed(tally, "reading_request", server, "POST", "/v1/readings", token,
-                                     {"advisor_id": advisor_id, "channel": "chat"})
+            status, reading = _timed(
+                tally,
+                "reading_request",
+                server,
+                "POST",
+                "/v1/readings",
+                token,
+                {"advisor_id": advisor_id, "channel": "chat"},
+            )
             if status in (200, 201) and reading:
                 rid = reading["id"]
                 _timed(tally, "heartbeat", server, "POST", f"/v1/readings/{rid}/heartbeat", token, {})
@@ -119,8 +148,10 @@ def run(server: Scratch, *, clients: int, seconds: float) -> dict[str, Any]:
     before = {c["id"]: (_available(server, c["token"]), _charged_cents(server, c["token"])) for c in world_clients}
     tally = Tally()
     deadline = time.monotonic() + seconds
-    threads = [threading.Thread(target=_client_loop, args=(server, c, deadline, tally, i, readings))
-               for i, c in enumerate(world_clients)]
+    threads = [
+        threading.Thread(target=_client_loop, args=(server, c, deadline, tally, i, readings))
+        for i, c in enumerate(world_clients)
+    ]
     started = time.monotonic()
     for t in threads:
         t.start()
@@ -142,15 +173,22 @@ def run(server: Scratch, *, clients: int, seconds: float) -> dict[str, Any]:
     all_ms = sorted(ms for v in tally.latencies_ms.values() for ms in v)
     requests = len(all_ms)
     return {
-        "clients": clients, "seconds": round(elapsed, 1), "requests": requests,
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+        "requests": requests,
         "requests_per_s": round(requests / elapsed, 1) if elapsed else 0,
         "statuses": dict(sorted(tally.statuses.items())),
         "errors_by_status": {s: n for s, n in sorted(tally.statuses.items()) if s >= 400},
         "p50_ms": round(statistics.median(all_ms), 1) if all_ms else None,
         "p95_ms": round(all_ms[int(0.95 * (requests - 1))], 1) if all_ms else None,
-        "per_operation": {op: {"n": len(v), "p50_ms": round(statistics.median(v), 1),
-                               "p95_ms": round(sorted(v)[int(0.95 * (len(v) - 1))], 1)}
-                          for op, v in sorted(tally.latencies_ms.items())},
+        "per_operation": {
+            op: {
+                "n": len(v),
+                "p50_ms": round(statistics.median(v), 1),
+                "p95_ms": round(sorted(v)[int(0.95 * (len(v) - 1))], 1),
+            }
+            for op, v in sorted(tally.latencies_ms.items())
+        },
         "readings_routes": readings,
         "invariants": invariants,
     }

@@ -15,8 +15,10 @@ from typing import Any
 
 from clairvora.db import Database, Statement
 
-_D1 = re.compile(r'd1(?:;dur=(?P<dur>[0-9.]+))?;desc="calls=(?P<calls>\d+) rows_read=(?P<read>\d+) '
-                 r'rows_written=(?P<written>\d+)"')
+_D1 = re.compile(
+    r'd1(?:;dur=(?P<dur>[0-9.]+))?;desc="calls=(?P<calls>\d+) rows_read=(?P<read>\d+) '
+    r'rows_written=(?P<written>\d+)"'
+)
 _PY = re.compile(r"(?:^|,\s*)py;dur=(?P<dur>[0-9.]+)")
 
 
@@ -88,8 +90,13 @@ def parse_server_timing(header: str | None) -> tuple[int, int, int, float, float
     if d1 is None:
         raise AssertionError(f"unexpected server-timing: {header}")
     py = _PY.search(header)
-    return (int(d1["calls"]), int(d1["read"]), int(d1["written"]), float(d1["dur"] or 0.0),
-            float(py["dur"]) if py else None)
+    return (
+        int(d1["calls"]),
+        int(d1["read"]),
+        int(d1["written"]),
+        float(d1["dur"] or 0.0),
+        float(py["dur"]) if py else None,
+    )
 
 
 async def sample_request(send: Callable[[], Awaitable[Any]]) -> tuple[Sample, Any]:
@@ -111,8 +118,9 @@ async def sample_statements(db: Database, statements: list[Statement]) -> tuple[
         result = await db.batch(statements)
     latency_ms = (time.perf_counter() - started) * 1000
     c = db.counters
-    return Sample(200, c.calls - before[0], c.rows_read - before[1], c.rows_written - before[2], latency_ms, None,
-                  latency_ms), result
+    return Sample(
+        200, c.calls - before[0], c.rows_read - before[1], c.rows_written - before[2], latency_ms, None, latency_ms
+    ), result
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -40,13 +40,14 @@ async def add_user_index(db: Database) -> None:
 
 async def fill_wallets(db: Database) -> None:
     """The hybrid design's balances, from the same history."""
-    await db.run(sql("""INSERT OR REPLACE INTO seed_wallets (user_id, balance)
-                        SELECT user_id, SUM(amount) FROM seed_wallet_transactions GROUP BY user_id"""))
+    await db.run(
+        sql("""INSERT OR REPLACE INTO seed_wallets (user_id, balance)
+                        SELECT user_id, SUM(amount) FROM seed_wallet_transactions GROUP BY user_id""")
+    )
 
 
 def balance(user_id: int):
-    return sql("SELECT COALESCE(SUM(amount), 0) AS balance FROM seed_wallet_transactions WHERE user_id = ?",
-               user_id)
+    return sql("SELECT COALESCE(SUM(amount), 0) AS balance FROM seed_wallet_transactions WHERE user_id = ?", user_id)
 
 
 def conditional_charge(user_id: int, amount_cents: int, reading_id: int, now_s: int):
@@ -54,10 +55,19 @@ def conditional_charge(user_id: int, amount_cents: int, reading_id: int, now_s: 
         """INSERT INTO seed_wallet_transactions (user_id, amount, type, reference_id, created_at)
            SELECT ?, ?, 'reading_charge', ?, ?
            WHERE (SELECT COALESCE(SUM(amount), 0) FROM seed_wallet_transactions WHERE user_id = ?) >= ?""",
-        user_id, -amount_cents, reading_id, now_s, user_id, amount_cents,
+        user_id,
+        -amount_cents,
+        reading_id,
+        now_s,
+        user_id,
+        amount_cents,
     )
 
 
 def hybrid_charge(user_id: int, amount_cents: int):
-    return sql("UPDATE seed_wallets SET balance = balance - ? WHERE user_id = ? AND balance >= ?",
-               amount_cents, user_id, amount_cents)
+    return sql(
+        "UPDATE seed_wallets SET balance = balance - ? WHERE user_id = ? AND balance >= ?",
+        amount_cents,
+        user_id,
+        amount_cents,
+    )

@@ -33,20 +33,27 @@ def evaluate(rows: list[Row], cold: dict[str, float]) -> list[Verdict]:
     out: list[Verdict] = []
 
     over = [r for r in api if _max(r, "calls") > 2]
-    out.append(Verdict(
-        "every route <= 2 D1 round trips", not over,
-        "; ".join(f"{r.operation} [{r.size}]: {_max(r, 'calls')} calls" for r in over)
-        or f"{len(api)} measured operations, max {max((_max(r, 'calls') for r in api), default=0)} calls"))
+    out.append(
+        Verdict(
+            "every route <= 2 D1 round trips",
+            not over,
+            "; ".join(f"{r.operation} [{r.size}]: {_max(r, 'calls')} calls" for r in over)
+            or f"{len(api)} measured operations, max {max((_max(r, 'calls') for r in api), default=0)} calls",
+        )
+    )
 
     money = [r for r in measured if r.money]
     wrong = [r for r in money if set(r.values("money_calls")) != {1}]
     totals = sorted({f"{r.operation}: {_max(r, 'calls')}" for r in money})
-    out.append(Verdict(
-        "every money movement is exactly 1 round trip (the D1 call carrying the transfer, counted per request)",
-        bool(money) and not wrong,
-        "; ".join(f"{r.operation} [{r.size}]: {sorted(set(r.values('money_calls')))} transfer calls" for r in wrong)
-        or f"{len(money)} money operations, the transfer in exactly one call each time; all D1 calls per request "
-           f"(caller lookup and reads included): {'; '.join(totals)}"))
+    out.append(
+        Verdict(
+            "every money movement is exactly 1 round trip (the D1 call carrying the transfer, counted per request)",
+            bool(money) and not wrong,
+            "; ".join(f"{r.operation} [{r.size}]: {sorted(set(r.values('money_calls')))} transfer calls" for r in wrong)
+            or f"{len(money)} money operations, the transfer in exactly one call each time; all D1 calls per request "
+            f"(caller lookup and reads included): {'; '.join(totals)}",
+        )
+    )
 
     series: dict[str, list[Row]] = {}
     for r in measured:
@@ -58,27 +65,50 @@ def evaluate(rows: list[Row], cold: dict[str, float]) -> list[Verdict]:
         # different users and ids (seen on local D1, unrelated to ledger length),
         # so a spread of up to FLAT_SLACK_ROWS between sizes is not growth.
         flat = max(reads.values()) - min(reads.values()) <= FLAT_SLACK_ROWS
-        out.append(Verdict(f"{name}: rows read independent of ledger length (median per size)", flat,
-                           ", ".join(f"{size}: {n}" for size, n in reads.items())))
+        out.append(
+            Verdict(
+                f"{name}: rows read independent of ledger length (median per size)",
+                flat,
+                ", ".join(f"{size}: {n}" for size, n in reads.items()),
+            )
+        )
 
     search = [r for r in measured if r.limit is not None and r.group.startswith("advisors")]
     bad = [r for r in search if _max(r, "rows_read") > r.limit + SEARCH_SLACK_ROWS + _max(r, "calls") * 2]
-    out.append(Verdict(
-        f"advisor search rows read <= limit + {SEARCH_SLACK_ROWS} (+ caller lookup)", bool(search) and not bad,
-        "; ".join(f"{r.operation} [{r.size}] limit {r.limit}: {_max(r, 'rows_read')} rows" for r in bad)
-        or (f"{len(search)} searches within budget" if search else "advisor search not on main yet")))
+    out.append(
+        Verdict(
+            f"advisor search rows read <= limit + {SEARCH_SLACK_ROWS} (+ caller lookup)",
+            bool(search) and not bad,
+            "; ".join(f"{r.operation} [{r.size}] limit {r.limit}: {_max(r, 'rows_read')} rows" for r in bad)
+            or (f"{len(search)} searches within budget" if search else "advisor search not on main yet"),
+        )
+    )
 
     reads = [r for r in api if r.route and r.route[0] == "GET" and any(s.py_ms is not None for s in r.samples)]
-    slow = [r for r in reads if percentile([s.py_ms for s in r.samples if s.py_ms is not None], 50)
-            >= PY_READ_BUDGET_MS]
-    out.append(Verdict(
-        f"Python time per read < {PY_READ_BUDGET_MS} ms (median)", not slow,
-        "; ".join(f"{r.operation} [{r.size}]: {percentile([s.py_ms for s in r.samples if s.py_ms is not None], 50):.2f}"
-                  " ms" for r in slow) or f"{len(reads)} reads within budget"))
+    slow = [
+        r for r in reads if percentile([s.py_ms for s in r.samples if s.py_ms is not None], 50) >= PY_READ_BUDGET_MS
+    ]
+    out.append(
+        Verdict(
+            f"Python time per read < {PY_READ_BUDGET_MS} ms (median)",
+            not slow,
+            "; ".join(
+                f"{r.operation} [{r.size}]: {percentile([s.py_ms for s in r.samples if s.py_ms is not None], 50):.2f}"
+                " ms"
+                for r in slow
+            )
+            or f"{len(reads)} reads within budget",
+        )
+    )
 
-    out.append(Verdict("cold start: Worker import (report it; keep heavy work out of import)", None,
-                       f"{cold['reimport_cpu_ms']:.1f} ms CPU, {cold['reimport_median_ms']:.1f} ms wall "
-                       f"(first import at boot: {cold['boot_import_ms']:.1f} ms wall)"))
+    out.append(
+        Verdict(
+            "cold start: Worker import (report it; keep heavy work out of import)",
+            None,
+            f"{cold['reimport_cpu_ms']:.1f} ms CPU, {cold['reimport_median_ms']:.1f} ms wall "
+            f"(first import at boot: {cold['boot_import_ms']:.1f} ms wall)",
+        )
+    )
     return out
 
 

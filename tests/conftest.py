@@ -58,8 +58,11 @@ def _log_guard(session) -> None:
         _say(session, "LOG GUARD: SECRETS IN THE WORKER'S OUTPUT: " + "; ".join(leaks), red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     else:
-        _say(session, f"log guard: {len(text)} chars of Worker output hold none of the "
-                      f"{len(SENSITIVE_VALUES)} secrets the tests sent, nor any secret-shaped text")
+        _say(
+            session,
+            f"log guard: {len(text)} chars of Worker output hold none of the "
+            f"{len(SENSITIVE_VALUES)} secrets the tests sent, nor any secret-shaped text",
+        )
 
 
 def pytest_sessionfinish(session, exitstatus):

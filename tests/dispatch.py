@@ -13,8 +13,9 @@ from support import Resp
 
 
 async def fetch_with_vars(path: str, *, headers: dict[str, str] | None = None, **overrides: str) -> Resp:
-    env = js.Object.assign(js.Object.new(), local_runtime.makeEnv(),
-                           to_js(overrides, dict_converter=js.Object.fromEntries))
+    env = js.Object.assign(
+        js.Object.new(), local_runtime.makeEnv(), to_js(overrides, dict_converter=js.Object.fromEntries)
+    )
     ctx = js.eval("({ waitUntil() {}, passThroughOnException() {} })")
     init: dict[str, Any] = {"headers": to_js(headers or {}, dict_converter=js.Object.fromEntries)}
     request = js.Request.new(local_runtime.baseUrl + path, to_js(init, dict_converter=js.Object.fromEntries))

@@ -18,5 +18,7 @@ def findings(text: str, sensitive: set[str]) -> list[str]:
     out = [f"{name} ({len(pattern.findall(text))}x)" for name, pattern in SECRET_SHAPES.items() if pattern.search(text)]
     leaked = sorted((v for v in sensitive if v and v in text), key=len)
     if leaked:
-        out.append(f"{len(leaked)} value(s) sent by tests: " + ", ".join(f"{len(v)} chars starting {v[:4]!r}" for v in leaked))
+        out.append(
+            f"{len(leaked)} value(s) sent by tests: " + ", ".join(f"{len(v)} chars starting {v[:4]!r}" for v in leaked)
+        )
     return out

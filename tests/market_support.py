@@ -15,18 +15,29 @@ async def user_id_of(client: Client) -> int:
     return int(r.json()["id"])
 
 
-async def new_advisor(prefix: str = "adv", *, rate: int = 100, categories: list[str] | None = None,
-                      status: str | None = "online", headline: str = "Clear answers") -> tuple[Client, dict[str, Any]]:
+async def new_advisor(
+    prefix: str = "adv",
+    *,
+    rate: int = 100,
+    categories: list[str] | None = None,
+    status: str | None = "online",
+    headline: str = "Clear answers",
+) -> tuple[Client, dict[str, Any]]:
     """A fresh user who became an advisor (and went online unless status=None)."""
     _sub, client = await new_user(prefix)
-    r = await client.post("/v1/advisors", json={"headline": headline, "bio": "Twenty years of readings.",
-                                                "categories": categories or ["tarot"],
-                                                "rate_cents_per_minute": rate})
+    r = await client.post(
+        "/v1/advisors",
+        json={
+            "headline": headline,
+            "bio": "Twenty years of readings.",
+            "categories": categories or ["tarot"],
+            "rate_cents_per_minute": rate,
+        },
+    )
     assert r.status == 201, r.text
     advisor = r.json()
     if status is not None and status != advisor["status"]:
-        r = await client.patch("/v1/advisors/me", json={"status": status},
-                               headers={"if-match": r.headers["etag"]})
+        r = await client.patch("/v1/advisors/me", json={"status": status}, headers={"if-match": r.headers["etag"]})
         assert r.status == 200, r.text
         advisor = r.json()
     return client, advisor
@@ -37,15 +48,31 @@ async def fund(user_id: int, amount_cents: int) -> None:
     from the gateway clearing account, through the real ledger triggers."""
     db = database()
     payment_id, transfer_id = new_id(), new_id()
-    await db.batch([
-        sql("""INSERT INTO payments (id, user_id, amount_cents, status, gateway_transaction_id,
+    await db.batch(
+        [
+            sql(
+                """INSERT INTO payments (id, user_id, amount_cents, status, gateway_transaction_id,
                                      created_at_ms, updated_at_ms)
-               VALUES (?, ?, ?, 'approved', ?, 0, 0)""", payment_id, user_id, amount_cents, f"t{payment_id}"),
-        *ledger.transfer(transfer_id=transfer_id, key=f"deposit:payment:{payment_id}", kind="deposit",
-                         legs=[ledger.Leg(ledger.wallet_of(user_id), amount_cents),
-                               ledger.Leg(ledger.GATEWAY_CLEARING, -amount_cents)],
-                         now_ms=0, reference_type="payment", reference_id=payment_id),
-    ])
+               VALUES (?, ?, ?, 'approved', ?, 0, 0)""",
+                payment_id,
+                user_id,
+                amount_cents,
+                f"t{payment_id}",
+            ),
+            *ledger.transfer(
+                transfer_id=transfer_id,
+                key=f"deposit:payment:{payment_id}",
+                kind="deposit",
+                legs=[
+                    ledger.Leg(ledger.wallet_of(user_id), amount_cents),
+                    ledger.Leg(ledger.GATEWAY_CLEARING, -amount_cents),
+                ],
+                now_ms=0,
+                reference_type="payment",
+                reference_id=payment_id,
+            ),
+        ]
+    )
 
 
 async def funded_client(amount_cents: int, prefix: str = "cli") -> tuple[Client, int]:
@@ -76,12 +103,15 @@ def at(ms: int, **headers: str) -> dict[str, str]:
     return {"x-test-now-ms": str(ms), **headers}
 
 
-async def market_pair(rate: int = 100, funds: int = 1000, categories: list[str] | None = None
-                      ) -> tuple[Client, int, Client, int]:
+async def market_pair(
+    rate: int = 100, funds: int = 1000, categories: list[str] | None = None
+) -> tuple[Client, int, Client, int]:
     """(client, client_id, advisor, advisor_id): an online advisor and a funded client."""
     advisor, advisor_id = await long_lived_user("adv")
-    r = await advisor.post("/v1/advisors", json={"headline": "Readings", "bio": "", "categories": categories or ["tarot"],
-                                                 "rate_cents_per_minute": rate})
+    r = await advisor.post(
+        "/v1/advisors",
+        json={"headline": "Readings", "bio": "", "categories": categories or ["tarot"], "rate_cents_per_minute": rate},
+    )
     assert r.status == 201, r.text
     r = await advisor.patch("/v1/advisors/me", json={"status": "online"}, headers={"if-match": r.headers["etag"]})
     assert r.status == 200, r.text
@@ -92,8 +122,11 @@ async def market_pair(rate: int = 100, funds: int = 1000, categories: list[str] 
 
 
 async def request_reading(client: Client, advisor_id: int, t_ms: int, key: str | None = None) -> Any:
-    return await client.post("/v1/readings", json={"advisor_id": str(advisor_id), "channel": "chat"},
-                             headers=at(t_ms, **{"idempotency-key": key or unique("k")}))
+    return await client.post(
+        "/v1/readings",
+        json={"advisor_id": str(advisor_id), "channel": "chat"},
+        headers=at(t_ms, **{"idempotency-key": key or unique("k")}),
+    )
 
 
 async def active_reading(client: Client, advisor: Client, advisor_id: int, t_ms: int) -> dict[str, Any]:
@@ -153,8 +186,15 @@ async def assert_ledger_consistent() -> None:
         assert not bad, f"{name}: {bad}"
 
 
-async def fetch_with_env(overrides: dict[str, str], method: str, path: str, *, token: str,
-                         json_body: Any = None, headers: dict[str, str] | None = None) -> Any:
+async def fetch_with_env(
+    overrides: dict[str, str],
+    method: str,
+    path: str,
+    *,
+    token: str,
+    json_body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
     """One request to the Worker with some env values replaced (e.g. rotated
     MESSAGE_KEYS), through the same entrypoint glue the runtime uses."""
     import json
@@ -167,8 +207,9 @@ async def fetch_with_env(overrides: dict[str, str], method: str, path: str, *, t
     import entry
     from support import Resp
 
-    env = js.Object.assign(js.Object.new(), local_runtime.makeEnv(),
-                           to_js(overrides, dict_converter=js.Object.fromEntries))
+    env = js.Object.assign(
+        js.Object.new(), local_runtime.makeEnv(), to_js(overrides, dict_converter=js.Object.fromEntries)
+    )
     pending: list[Any] = []
     ctx = to_js({"waitUntil": create_proxy(pending.append)}, dict_converter=js.Object.fromEntries)
     all_headers = {"authorization": f"Bearer {token}", **(headers or {})}

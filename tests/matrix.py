@@ -3,7 +3,6 @@ world of actors they are, and one row per route saying how to make the row's
 object and what each caller must get. tests/test_bad_input.py reuses the rows
 to reach each route's body parser as a caller who may use it."""
 
-
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,8 +53,15 @@ class Row:
 
 
 def authed(owner: int, *, other_client: int, other_advisor: int, admin: int) -> dict[str, int]:
-    return {"owner": owner, "other_client": other_client, "other_advisor": other_advisor, "admin": admin,
-            "anonymous": 401, "expired": 401, "foreign_key": 401}
+    return {
+        "owner": owner,
+        "other_client": other_client,
+        "other_advisor": other_advisor,
+        "admin": admin,
+        "anonymous": 401,
+        "expired": 401,
+        "foreign_key": 401,
+    }
 
 
 def admin_only(admin: int) -> dict[str, int]:
@@ -70,6 +76,7 @@ ADVISORS_SELF = ("other_advisor", "owner")
 def fixed(path: str, body: Any = None, headers: dict[str, str] | None = None) -> Prepare:
     async def prepare(_world: "World") -> Call:
         return Call(path, body, headers or {})
+
     return prepare
 
 
@@ -100,8 +107,12 @@ async def _advisor_versions(world: "World") -> dict[str, str]:
 async def _patch_advisor(world: "World") -> Call:
     versions = await _advisor_versions(world)
     body = {"headline": "Matrix headline"}
-    return Call("/v1/advisors/me", body, {"if-match": versions["owner"]},
-                body_for=lambda caller: (body, {"if-match": versions.get(caller, versions["owner"])}))
+    return Call(
+        "/v1/advisors/me",
+        body,
+        {"if-match": versions["owner"]},
+        body_for=lambda caller: (body, {"if-match": versions.get(caller, versions["owner"])}),
+    )
 
 
 async def _put_photo(world: "World") -> Call:
@@ -109,14 +120,21 @@ async def _put_photo(world: "World") -> Call:
 
     versions = await _advisor_versions(world)
     image = png()
-    return Call("/v1/advisors/me/photo", headers={"if-match": versions["owner"], "content-type": "image/png"},
-                raw=image, body_for=lambda caller: (image, {"if-match": versions.get(caller, versions["owner"])}))
+    return Call(
+        "/v1/advisors/me/photo",
+        headers={"if-match": versions["owner"], "content-type": "image/png"},
+        raw=image,
+        body_for=lambda caller: (image, {"if-match": versions.get(caller, versions["owner"])}),
+    )
 
 
 async def _delete_photo(world: "World") -> Call:
     versions = await _advisor_versions(world)
-    return Call("/v1/advisors/me/photo", headers={"if-match": versions["owner"]},
-                body_for=lambda caller: (None, {"if-match": versions.get(caller, versions["owner"])}))
+    return Call(
+        "/v1/advisors/me/photo",
+        headers={"if-match": versions["owner"]},
+        body_for=lambda caller: (None, {"if-match": versions.get(caller, versions["owner"])}),
+    )
 
 
 async def _get_photo(world: "World") -> Call:
@@ -124,7 +142,8 @@ async def _get_photo(world: "World") -> Call:
 
     version = await _me_version(world.owner_advisor.client, "/v1/advisors/me")
     r = await world.owner_advisor.client.request(
-        "PUT", "/v1/advisors/me/photo", body=png(), headers={"if-match": f'"{version}"', "content-type": "image/png"})
+        "PUT", "/v1/advisors/me/photo", body=png(), headers={"if-match": f'"{version}"', "content-type": "image/png"}
+    )
     assert r.status == 200, r.text
     return Call(r.json()["photo_url"])
 
@@ -132,8 +151,10 @@ async def _get_photo(world: "World") -> Call:
 def _deposit_body() -> Any:
     from support import unique
 
-    return {"amount_cents": 1000, "opaque_data": {"data_descriptor": "COMMON.ACCEPT.INAPP.PAYMENT",
-                                                  "data_value": f"tok_approved_{unique('mx')}"}}
+    return {
+        "amount_cents": 1000,
+        "opaque_data": {"data_descriptor": "COMMON.ACCEPT.INAPP.PAYMENT", "data_value": f"tok_approved_{unique('mx')}"},
+    }
 
 
 async def _deposit(_world: "World") -> Call:
@@ -161,8 +182,11 @@ async def _refund(world: "World") -> Call:
     from world import ended_reading
 
     reading = await ended_reading(world.owner.id, world.owner_advisor.id, minutes=3)
-    return Call(f"/v1/admin/readings/{reading['id']}/refund", {"amount_cents": 50, "reason": "Matrix refund"},
-                {"idempotency-key": unique("mxref")})
+    return Call(
+        f"/v1/admin/readings/{reading['id']}/refund",
+        {"amount_cents": 50, "reason": "Matrix refund"},
+        {"idempotency-key": unique("mxref")},
+    )
 
 
 ROWS: list[Row] = [
@@ -170,29 +194,70 @@ ROWS: list[Row] = [
     Row("GET", "/openapi.json", fixed("/openapi.json"), PUBLIC),
     # "me" routes act on the caller's own row: each caller sees itself (checked in the test), never the owner.
     Row("GET", "/v1/me", fixed("/v1/me"), authed(200, other_client=200, other_advisor=200, admin=200)),
-    Row("PATCH", "/v1/me", _patch_me, authed(200, other_client=200, other_advisor=200, admin=200),
-        may_write=ALL_SELF),
-    Row("POST", "/v1/advisors",
-        fixed("/v1/advisors", {"headline": "New advisor", "bio": "", "categories": ["tarot"],
-                               "rate_cents_per_minute": 100}),
-        authed(201, other_client=201, other_advisor=409, admin=201), may_write=("other_client", "admin", "owner"),
-        fresh_world=True),
+    Row("PATCH", "/v1/me", _patch_me, authed(200, other_client=200, other_advisor=200, admin=200), may_write=ALL_SELF),
+    Row(
+        "POST",
+        "/v1/advisors",
+        fixed(
+            "/v1/advisors",
+            {"headline": "New advisor", "bio": "", "categories": ["tarot"], "rate_cents_per_minute": 100},
+        ),
+        authed(201, other_client=201, other_advisor=409, admin=201),
+        may_write=("other_client", "admin", "owner"),
+        fresh_world=True,
+    ),
     Row("GET", "/v1/advisors", fixed("/v1/advisors"), PUBLIC),
-    Row("GET", "/v1/advisors/me", fixed("/v1/advisors/me"), authed(200, other_client=404, other_advisor=200, admin=404),
-        owner="owner_advisor"),
-    Row("PATCH", "/v1/advisors/me", _patch_advisor, authed(200, other_client=404, other_advisor=200, admin=404),
-        owner="owner_advisor", may_write=ADVISORS_SELF, owner_state=_own_advisor_state),
+    Row(
+        "GET",
+        "/v1/advisors/me",
+        fixed("/v1/advisors/me"),
+        authed(200, other_client=404, other_advisor=200, admin=404),
+        owner="owner_advisor",
+    ),
+    Row(
+        "PATCH",
+        "/v1/advisors/me",
+        _patch_advisor,
+        authed(200, other_client=404, other_advisor=200, admin=404),
+        owner="owner_advisor",
+        may_write=ADVISORS_SELF,
+        owner_state=_own_advisor_state,
+    ),
     Row("GET", "/v1/advisors/{advisor_id:id}", lambda w: fixed(f"/v1/advisors/{w.owner_advisor.id}")(w), PUBLIC),
-    Row("PUT", "/v1/advisors/me/photo", _put_photo, authed(200, other_client=404, other_advisor=200, admin=404),
-        owner="owner_advisor", may_write=ADVISORS_SELF, owner_state=_own_advisor_state),
-    Row("DELETE", "/v1/advisors/me/photo", _delete_photo, authed(200, other_client=404, other_advisor=200, admin=404),
-        owner="owner_advisor", may_write=ADVISORS_SELF, owner_state=_own_advisor_state),
+    Row(
+        "PUT",
+        "/v1/advisors/me/photo",
+        _put_photo,
+        authed(200, other_client=404, other_advisor=200, admin=404),
+        owner="owner_advisor",
+        may_write=ADVISORS_SELF,
+        owner_state=_own_advisor_state,
+    ),
+    Row(
+        "DELETE",
+        "/v1/advisors/me/photo",
+        _delete_photo,
+        authed(200, other_client=404, other_advisor=200, admin=404),
+        owner="owner_advisor",
+        may_write=ADVISORS_SELF,
+        owner_state=_own_advisor_state,
+    ),
     Row("GET", "/v1/advisors/{advisor_id:id}/photo", _get_photo, PUBLIC),
     Row("GET", "/v1/wallet", fixed("/v1/wallet"), authed(200, other_client=200, other_advisor=200, admin=200)),
-    Row("GET", "/v1/wallet/transactions", fixed("/v1/wallet/transactions"),
-        authed(200, other_client=200, other_advisor=200, admin=200)),
-    Row("POST", "/v1/wallet/deposits", _deposit, authed(201, other_client=201, other_advisor=201, admin=201),
-        may_write=ALL_SELF, owner_state=_owner_wallet),
+    Row(
+        "GET",
+        "/v1/wallet/transactions",
+        fixed("/v1/wallet/transactions"),
+        authed(200, other_client=200, other_advisor=200, admin=200),
+    ),
+    Row(
+        "POST",
+        "/v1/wallet/deposits",
+        _deposit,
+        authed(201, other_client=201, other_advisor=201, admin=201),
+        may_write=ALL_SELF,
+        owner_state=_owner_wallet,
+    ),
     # Authorize.Net proves itself with the body's signature, not a token: every caller's signed event is received.
     Row("POST", "/v1/webhooks/authorizenet", _webhook, PUBLIC, may_write=CALLERS),
     Row("POST", "/v1/admin/readings/{reading_id:id}/refund", _refund, admin_only(201), may_write=("admin",)),
@@ -255,6 +320,7 @@ def _auth_only_prepare(method: str, pattern: str) -> Prepare:
         from support import unique
 
         return Call(path, body, {"if-match": '"1"', "idempotency-key": unique("ao")})
+
     return prepare
 
 

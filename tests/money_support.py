@@ -25,49 +25,97 @@ async def credit(db: Database, user_id: int, cents: int, now_ms: int = 1) -> int
     """A deposit-kind credit without a card payment (the way other features' tests fund wallets)."""
     transfer_id = new_id()
     legs = [ledger.Leg(ledger.wallet_of(user_id), cents), ledger.Leg(ledger.GATEWAY_CLEARING, -cents)]
-    await db.batch(ledger.transfer(transfer_id=transfer_id, key=f"test:credit:{transfer_id}", kind="deposit",
-                                   legs=legs, now_ms=now_ms))
+    await db.batch(
+        ledger.transfer(
+            transfer_id=transfer_id, key=f"test:credit:{transfer_id}", kind="deposit", legs=legs, now_ms=now_ms
+        )
+    )
     return transfer_id
 
 
 async def make_advisor(db: Database, user_id: int, rate_cents_per_minute: int, now_ms: int = 1) -> None:
-    await db.batch([
-        sql("""INSERT INTO advisors (user_id, headline, bio, rate_cents_per_minute, status, created_at_ms,
+    await db.batch(
+        [
+            sql(
+                """INSERT INTO advisors (user_id, headline, bio, rate_cents_per_minute, status, created_at_ms,
                                      updated_at_ms) VALUES (?, 'Tarot', '', ?, 'online', ?, ?)""",
-            user_id, rate_cents_per_minute, now_ms, now_ms),
-        sql("""INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
-               VALUES (?, 'advisor_earnings', ?, ?) ON CONFLICT DO NOTHING""", new_id(), user_id, now_ms),
-    ])
+                user_id,
+                rate_cents_per_minute,
+                now_ms,
+                now_ms,
+            ),
+            sql(
+                """INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
+               VALUES (?, 'advisor_earnings', ?, ?) ON CONFLICT DO NOTHING""",
+                new_id(),
+                user_id,
+                now_ms,
+            ),
+        ]
+    )
 
 
-async def start_reading(db: Database, client_id: int, advisor_id: int, rate: int, fee_bps: int = 3000,
-                        now_ms: int = 1) -> dict[str, Any]:
+async def start_reading(
+    db: Database, client_id: int, advisor_id: int, rate: int, fee_bps: int = 3000, now_ms: int = 1
+) -> dict[str, Any]:
     """An active reading with the rate split fixed at request time (as the readings feature stores it)."""
     advisor_part, platform_part = ledger.split_rate(rate, fee_bps)
     reading_id = new_id()
-    await db.run(sql(
-        """INSERT INTO readings (id, client_id, advisor_id, status, rate_cents_per_minute, advisor_cents_per_minute,
+    await db.run(
+        sql(
+            """INSERT INTO readings (id, client_id, advisor_id, status, rate_cents_per_minute, advisor_cents_per_minute,
                                  platform_cents_per_minute, billing_period_seconds, requested_at_ms,
                                  accepted_at_ms, last_heartbeat_at_ms)
            VALUES (?, ?, ?, 'active', ?, ?, ?, 60, ?, ?, ?)""",
-        reading_id, client_id, advisor_id, rate, advisor_part, platform_part, now_ms, now_ms, now_ms))
-    return {"id": reading_id, "client_id": client_id, "advisor_id": advisor_id, "rate": rate,
-            "advisor_part": advisor_part, "platform_part": platform_part}
+            reading_id,
+            client_id,
+            advisor_id,
+            rate,
+            advisor_part,
+            platform_part,
+            now_ms,
+            now_ms,
+            now_ms,
+        )
+    )
+    return {
+        "id": reading_id,
+        "client_id": client_id,
+        "advisor_id": advisor_id,
+        "rate": rate,
+        "advisor_part": advisor_part,
+        "platform_part": platform_part,
+    }
 
 
 def charge_minute_statements(reading: dict[str, Any], minute: int, now_ms: int = 1) -> list[Any]:
     """Minute k of a reading: one balanced transfer + its reading_charges row, for one batch."""
     transfer_id = new_id()
-    legs = [ledger.Leg(ledger.wallet_of(reading["client_id"]), -reading["rate"]),
-            ledger.Leg(ledger.earnings_of(reading["advisor_id"]), reading["advisor_part"])]
+    legs = [
+        ledger.Leg(ledger.wallet_of(reading["client_id"]), -reading["rate"]),
+        ledger.Leg(ledger.earnings_of(reading["advisor_id"]), reading["advisor_part"]),
+    ]
     if reading["platform_part"]:
         legs.append(ledger.Leg(ledger.PLATFORM_REVENUE, reading["platform_part"]))
     return [
-        *ledger.transfer(transfer_id=transfer_id, key=f"reading:{reading['id']}:minute:{minute}",
-                         kind="reading_charge", legs=legs, now_ms=now_ms, reference_type="reading",
-                         reference_id=reading["id"]),
-        sql("""INSERT INTO reading_charges (reading_id, minute, transfer_id, amount_cents, charged_at_ms)
-               VALUES (?, ?, ?, ?, ?)""", reading["id"], minute, transfer_id, reading["rate"], now_ms),
+        *ledger.transfer(
+            transfer_id=transfer_id,
+            key=f"reading:{reading['id']}:minute:{minute}",
+            kind="reading_charge",
+            legs=legs,
+            now_ms=now_ms,
+            reference_type="reading",
+            reference_id=reading["id"],
+        ),
+        sql(
+            """INSERT INTO reading_charges (reading_id, minute, transfer_id, amount_cents, charged_at_ms)
+               VALUES (?, ?, ?, ?, ?)""",
+            reading["id"],
+            minute,
+            transfer_id,
+            reading["rate"],
+            now_ms,
+        ),
         sql("UPDATE readings SET billed_minutes = max(billed_minutes, ?) WHERE id = ?", minute, reading["id"]),
     ]
 

@@ -53,8 +53,14 @@ async def r2_keys(prefix: str) -> list[str]:
     return [str(o.key) for o in listed["objects"]]
 
 
-async def upload(client: Client, data: bytes, version: int | str | None, *,
-                 content_type: str = "application/octet-stream", headers: dict[str, str] | None = None) -> Resp:
+async def upload(
+    client: Client,
+    data: bytes,
+    version: int | str | None,
+    *,
+    content_type: str = "application/octet-stream",
+    headers: dict[str, str] | None = None,
+) -> Resp:
     all_headers = {"content-type": content_type, **(headers or {})}
     if version is not None:
         all_headers["if-match"] = f'"{version}"' if isinstance(version, int) else version

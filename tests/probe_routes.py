@@ -82,27 +82,36 @@ async def env_view(rc: RequestContext) -> Reply:
     db = rc.env.DB
     raw = await db.prepare("SELECT slug FROM categories ORDER BY slug LIMIT 2").all()
     rows = raw["results"]
-    return Reply({
-        "values": {k: v if isinstance(v, str) else None for k, v in values.items()},
-        "db_wrapper": type(db).__name__,
-        "db_js_class": db._real_name,
-        "result_type": type(raw).__mro__[1].__name__,
-        "rows_type": type(rows).__name__,
-        "row_types": sorted({type(r).__mro__[1].__name__ if type(r) is not dict else "dict" for r in rows}),
-        "rows": [dict(r) for r in rows],
-        "instance_id": id(rc.ctx),
-    })
+    return Reply(
+        {
+            "values": {k: v if isinstance(v, str) else None for k, v in values.items()},
+            "db_wrapper": type(db).__name__,
+            "db_js_class": db._real_name,
+            "result_type": type(raw).__mro__[1].__name__,
+            "rows_type": type(rows).__name__,
+            "row_types": sorted({type(r).__mro__[1].__name__ if type(r) is not dict else "dict" for r in rows}),
+            "rows": [dict(r) for r in rows],
+            "instance_id": id(rc.ctx),
+        }
+    )
 
 
 async def write_user(rc: RequestContext) -> Reply:
     """Writes one user row (for counter checks); the sub comes from the query."""
     sub = rc.query["sub"][0]
     now = rc.clock.now_ms()
-    results = await rc.db.batch([
-        sql("INSERT INTO users (id, clerk_user_id, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?)",
-            new_id(), sub, now, now),
-        sql("SELECT id FROM users WHERE clerk_user_id = ?", sub),
-    ])
+    results = await rc.db.batch(
+        [
+            sql(
+                "INSERT INTO users (id, clerk_user_id, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?)",
+                new_id(),
+                sub,
+                now,
+                now,
+            ),
+            sql("SELECT id FROM users WHERE clerk_user_id = ?", sub),
+        ]
+    )
     meta = [{"rows_read": r.rows_read, "rows_written": r.rows_written} for r in results]
     return Reply({"meta": meta}, status=201)
 

@@ -41,15 +41,22 @@ async def _private_key(pem: str) -> Any:
     if pem not in _signing_keys:
         algorithm = to_js({"name": "RSASSA-PKCS1-v1_5", "hash": "SHA-256"}, dict_converter=js.Object.fromEntries)
         _signing_keys[pem] = await js.crypto.subtle.importKey(
-            "pkcs8", to_js(_pem_body(pem)), algorithm, False, to_js(["sign"]))
+            "pkcs8", to_js(_pem_body(pem)), algorithm, False, to_js(["sign"])
+        )
     return _signing_keys[pem]
 
 
 async def generate_other_private_key() -> Any:
     """A key pair the Worker does not trust (for wrong-key tests)."""
-    algorithm = to_js({"name": "RSASSA-PKCS1-v1_5", "modulusLength": 2048,
-                       "publicExponent": to_js(bytes([1, 0, 1])), "hash": "SHA-256"},
-                      dict_converter=js.Object.fromEntries)
+    algorithm = to_js(
+        {
+            "name": "RSASSA-PKCS1-v1_5",
+            "modulusLength": 2048,
+            "publicExponent": to_js(bytes([1, 0, 1])),
+            "hash": "SHA-256",
+        },
+        dict_converter=js.Object.fromEntries,
+    )
     pair = await js.crypto.subtle.generateKey(algorithm, True, to_js(["sign", "verify"]))
     return pair.privateKey
 
@@ -66,8 +73,16 @@ async def sign_token(claims: dict[str, Any], header: dict[str, Any] | None = Non
 
 def claims_for(sub: str, now_s: int | None = None, **overrides: Any) -> dict[str, Any]:
     now_s = int(time.time()) if now_s is None else now_s
-    claims = {"azp": AUTHORIZED_PARTY, "exp": now_s + 60, "iat": now_s, "iss": ISSUER,
-              "nbf": now_s - 5, "sid": f"sess_{sub}", "sub": sub, "v": 2}
+    claims = {
+        "azp": AUTHORIZED_PARTY,
+        "exp": now_s + 60,
+        "iat": now_s,
+        "iss": ISSUER,
+        "nbf": now_s - 5,
+        "sid": f"sess_{sub}",
+        "sub": sub,
+        "v": 2,
+    }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -119,8 +134,16 @@ class Client:
         self.http = http
         self.bookmark: str | None = None
 
-    async def request(self, method: str, path: str, *, json_body: Any = None, body: bytes | str | None = None,
-                      headers: dict[str, str] | None = None, token: str | None = None) -> Resp:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> Resp:
         all_headers = {}
         if (token or self.token) is not None:
             all_headers["authorization"] = f"Bearer {token or self.token}"

@@ -7,8 +7,12 @@ from clairvora.db import sql
 from market_support import new_advisor, user_id_of
 from support import Client, database, new_user
 
-PROFILE = {"headline": "Tarot with care", "bio": "I read cards.", "categories": ["tarot", "love"],
-           "rate_cents_per_minute": 150}
+PROFILE = {
+    "headline": "Tarot with care",
+    "bio": "I read cards.",
+    "categories": ["tarot", "love"],
+    "rate_cents_per_minute": 150,
+}
 
 
 async def test_category_constant_equals_the_table():
@@ -29,14 +33,18 @@ async def test_become_advisor_creates_profile_categories_and_earnings_account_on
     assert body["rate_cents_per_minute"] == 150
     assert r.headers["etag"] == '"1"'
     db = database()
-    account = await db.first(sql("SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'advisor_earnings'", uid))
+    account = await db.first(
+        sql("SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'advisor_earnings'", uid)
+    )
     assert account == {"balance_cents": 0}
     me = (await client.get("/v1/me")).json()
     assert "advisor" in me["roles"]
 
     again = await client.post("/v1/advisors", json={**PROFILE, "categories": ["dreams"]})
     assert again.status == 409 and again.json()["code"] == "already_advisor"
-    cats = (await db.all(sql("SELECT category FROM advisor_categories WHERE advisor_id = ? ORDER BY category", uid))).rows
+    cats = (
+        await db.all(sql("SELECT category FROM advisor_categories WHERE advisor_id = ? ORDER BY category", uid))
+    ).rows
     assert [c["category"] for c in cats] == ["love", "tarot"]
 
 
@@ -61,7 +69,9 @@ async def test_bad_profiles_are_refused_and_create_nothing():
     db = database()
     assert await db.first(sql("SELECT 1 FROM advisors WHERE user_id = ?", uid)) is None
     assert await db.first(sql("SELECT 1 FROM advisor_categories WHERE advisor_id = ?", uid)) is None
-    assert await db.first(sql("SELECT 1 FROM accounts WHERE owner_user_id = ? AND kind = 'advisor_earnings'", uid)) is None
+    assert (
+        await db.first(sql("SELECT 1 FROM accounts WHERE owner_user_id = ? AND kind = 'advisor_earnings'", uid)) is None
+    )
     assert (await Client().post("/v1/advisors", json=PROFILE)).status == 401
 
 
@@ -70,8 +80,9 @@ async def test_patch_needs_current_version_and_changes_everything_together():
     uid = int(adv["id"])
     r = await client.patch("/v1/advisors/me", json={"status": "online"})
     assert r.status == 428
-    r = await client.patch("/v1/advisors/me", json={"status": "online", "categories": ["career"]},
-                           headers={"if-match": '"7"'})
+    r = await client.patch(
+        "/v1/advisors/me", json={"status": "online", "categories": ["career"]}, headers={"if-match": '"7"'}
+    )
     assert r.status == 412 and r.json()["code"] == "version_conflict"
     db = database()
     row = await db.first(sql("SELECT status, version FROM advisors WHERE user_id = ?", uid))
@@ -79,20 +90,29 @@ async def test_patch_needs_current_version_and_changes_everything_together():
     cats = (await db.all(sql("SELECT category FROM advisor_categories WHERE advisor_id = ?", uid))).rows
     assert [c["category"] for c in cats] == ["tarot"], "a stale PATCH must not touch categories"
 
-    r = await client.patch("/v1/advisors/me", json={"status": "busy", "categories": ["career", "dreams"],
-                                                    "rate_cents_per_minute": 300, "headline": "New"},
-                           headers={"if-match": '"1"'})
+    r = await client.patch(
+        "/v1/advisors/me",
+        json={"status": "busy", "categories": ["career", "dreams"], "rate_cents_per_minute": 300, "headline": "New"},
+        headers={"if-match": '"1"'},
+    )
     assert r.status == 200, r.text
     body = r.json()
     assert (body["status"], body["categories"], body["rate_cents_per_minute"], body["headline"], body["version"]) == (
-        "busy", ["career", "dreams"], 300, "New", 2)
+        "busy",
+        ["career", "dreams"],
+        300,
+        "New",
+        2,
+    )
     assert body["bio"] == adv["bio"]
     assert r.headers["etag"] == '"2"'
     # the same (now stale) version again
     r = await client.patch("/v1/advisors/me", json={"status": "online"}, headers={"if-match": '"1"'})
     assert r.status == 412
     assert (await client.patch("/v1/advisors/me", json={"status": "away"}, headers={"if-match": '"2"'})).status == 400
-    assert (await client.patch("/v1/advisors/me", json={"rate_cents_per_minute": 1}, headers={"if-match": '"2"'})).status == 400
+    assert (
+        await client.patch("/v1/advisors/me", json={"rate_cents_per_minute": 1}, headers={"if-match": '"2"'})
+    ).status == 400
     assert (await client.patch("/v1/advisors/me", json={}, headers={"if-match": '"2"'})).status == 400
     own = await client.get("/v1/advisors/me")
     assert own.status == 200 and own.json()["version"] == 2
@@ -135,18 +155,33 @@ async def _walk(path: str) -> list[dict]:
 
 async def test_list_filters_sorts_and_pages_without_gaps_or_repeats():
     mine = []
-    for rate, cats, status in [(501, ["dreams"], "online"), (502, ["mediumship"], "online"),
-                               (502, ["dreams", "mediumship"], "online"), (503, ["dreams"], "offline"),
-                               (504, ["career"], "online"), (505, ["dreams"], "busy")]:
+    for rate, cats, status in [
+        (501, ["dreams"], "online"),
+        (502, ["mediumship"], "online"),
+        (502, ["dreams", "mediumship"], "online"),
+        (503, ["dreams"], "offline"),
+        (504, ["career"], "online"),
+        (505, ["dreams"], "busy"),
+    ]:
         _c, adv = await new_advisor(rate=rate, categories=cats, status=status)
         mine.append(adv)
     # give two of them ratings so the rating order is not only by id
     db = database()
     for adv, (count, total) in zip(mine[:2], [(2, 9), (1, 3)], strict=True):
-        await db.run(sql("UPDATE advisors SET rating_count = ?, rating_sum = ?, rating_milli = ? * 1000 / ? WHERE user_id = ?",
-                         count, total, total, count, int(adv["id"])))
+        await db.run(
+            sql(
+                "UPDATE advisors SET rating_count = ?, rating_sum = ?, rating_milli = ? * 1000 / ? WHERE user_id = ?",
+                count,
+                total,
+                total,
+                count,
+                int(adv["id"]),
+            )
+        )
 
-    by_price = await _walk("/v1/advisors?category=dreams,mediumship&status=online&min_rate=501&max_rate=505&sort=price&limit=1")
+    by_price = await _walk(
+        "/v1/advisors?category=dreams,mediumship&status=online&min_rate=501&max_rate=505&sort=price&limit=1"
+    )
     ids = [a["id"] for a in by_price]
     assert len(ids) == len(set(ids)), "no advisor twice"
     for a in by_price:
@@ -169,8 +204,17 @@ async def test_list_filters_sorts_and_pages_without_gaps_or_repeats():
 
 
 async def test_list_rejects_bad_queries():
-    for q in ["limit=101", "limit=0", "category=palmistry", "status=away", "sort=name", "cursor=%21%21",
-              "min_rate=10&max_rate=5", "bogus=1", "cursor=" + "eyJ4IjoxfQ"]:
+    for q in [
+        "limit=101",
+        "limit=0",
+        "category=palmistry",
+        "status=away",
+        "sort=name",
+        "cursor=%21%21",
+        "min_rate=10&max_rate=5",
+        "bogus=1",
+        "cursor=" + "eyJ4IjoxfQ",
+    ]:
         r = await Client().get(f"/v1/advisors?{q}")
         assert r.status == 400, (q, r.text)
     page = (await Client().get("/v1/advisors?sort=price&limit=1")).json()
@@ -187,8 +231,15 @@ async def test_list_queries_never_scan_all_advisors():
     """Every prewritten variant walks an index; none reads advisors as a table scan."""
     db = database()
     for (category, status, sort, after), text in advisors.LIST_QUERIES.items():
-        params = {"min_rate": 0, "max_rate": 100000, "limit": 21, "categories": json.dumps(["tarot", "love"]),
-                  "status": "online", "after_key": 100, "after_id": 1}
+        params = {
+            "min_rate": 0,
+            "max_rate": 100000,
+            "limit": 21,
+            "categories": json.dumps(["tarot", "love"]),
+            "status": "online",
+            "after_key": 100,
+            "after_id": 1,
+        }
         q, values = advisors.named(text, params)
         rows = (await db.all(sql("EXPLAIN QUERY PLAN " + q, *values))).rows
         plan = _plan_lines(rows)

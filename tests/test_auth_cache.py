@@ -28,15 +28,27 @@ async def test_cache_is_bounded_and_keyed_by_the_whole_token():
         tokens = [await sign_token(claims_for(f"user_{unique('ac')}")) for _ in range(3)]
         now_s = int(time.time())
         for token in tokens:
-            identity = await auth.verify_token(token, public_key_pem=pem, issuer=ISSUER,
-                                               authorized_parties=(AUTHORIZED_PARTY,), now_s=now_s, clock_skew_s=5)
+            identity = await auth.verify_token(
+                token,
+                public_key_pem=pem,
+                issuer=ISSUER,
+                authorized_parties=(AUTHORIZED_PARTY,),
+                now_s=now_s,
+                clock_skew_s=5,
+            )
             assert identity.sub.startswith("user_ac")
         assert list(auth._VERIFIED) == [(pem, tokens[1]), (pem, tokens[2])]  # the oldest went first
         # A token differing from a cached one in its signature is checked, and refused.
         forged = tokens[2][:-4] + ("AAAA" if not tokens[2].endswith("AAAA") else "BBBB")
         try:
-            await auth.verify_token(forged, public_key_pem=pem, issuer=ISSUER,
-                                    authorized_parties=(AUTHORIZED_PARTY,), now_s=now_s, clock_skew_s=5)
+            await auth.verify_token(
+                forged,
+                public_key_pem=pem,
+                issuer=ISSUER,
+                authorized_parties=(AUTHORIZED_PARTY,),
+                now_s=now_s,
+                clock_skew_s=5,
+            )
         except Problem as problem:
             assert problem.status == 401
         else:

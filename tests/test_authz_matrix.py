@@ -28,8 +28,10 @@ def test_every_route_has_a_matrix_row():
     partial = {(r.method, r.pattern) for r in AUTH_ONLY_ROWS}
     routes = {(r.method, r.pattern) for r in ROUTES}
     public_without_row = {(r.method, r.pattern) for r in ROUTES if r.auth not in ("user", "admin")} - rows
-    print(f"\nauthorization matrix: full rows {len(rows)}, token-only rows (no object columns yet) "
-          f"{sorted(partial)}, public routes without a row {sorted(public_without_row)}")
+    print(
+        f"\nauthorization matrix: full rows {len(rows)}, token-only rows (no object columns yet) "
+        f"{sorted(partial)}, public routes without a row {sorted(public_without_row)}"
+    )
     assert routes <= rows | partial | public_without_row
     assert rows <= routes, f"rows for routes that do not exist: {sorted(rows - routes)}"
     assert all(set(r.expect) == set(CALLERS) for r in ROWS)
@@ -51,7 +53,9 @@ async def test_authorization_matrix(row: Row):
             body, extra = call.body_for(caller)
             headers.update(extra)
         if caller == "owner" and row.owner_state is not None:
-            assert await row.owner_state(world) == owner_before, f"{row.pattern}: another caller moved the owner's object"
+            assert await row.owner_state(world) == owner_before, (
+                f"{row.pattern}: another caller moved the owner's object"
+            )
         if isinstance(body, (str, bytes)):
             r = await client.request(row.method, call.path, body=body, headers=headers)
         elif call.raw is not None:

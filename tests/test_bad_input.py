@@ -26,7 +26,7 @@ ROUTES_BY_KEY = {(r.method, r.pattern): r for r in ROUTES}
 BODY_ROWS = [row for row in ROWS if ROUTES_BY_KEY[(row.method, row.pattern)].body is not None]
 QUERY_ROWS = [row for row in ROWS if ROUTES_BY_KEY[(row.method, row.pattern)].query is not None]
 ID_ROUTES = [r for r in ROUTES if any(kind == "id" for _n, kind in r.path_params())]
-HOSTILE_TEXT = ("'; DROP TABLE users; --", "\" OR 1=1 --", "../../../../etc/passwd%00", "<script>${x}</script>")
+HOSTILE_TEXT = ("'; DROP TABLE users; --", '" OR 1=1 --', "../../../../etc/passwd%00", "<script>${x}</script>")
 BEYOND_53 = 2**53 + 1
 
 
@@ -79,12 +79,25 @@ def _variants(shape: Obj, base: dict[str, Any], prefix: str = "") -> list[tuple[
 
 
 def _hostile_variants(shape: Obj, base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [(name, {**base, name: text}) for name, f in shape.fields.items()
-            if isinstance(f, Str) and f.choices is None for text in HOSTILE_TEXT if len(text) <= f.max_len]
+    return [
+        (name, {**base, name: text})
+        for name, f in shape.fields.items()
+        if isinstance(f, Str) and f.choices is None
+        for text in HOSTILE_TEXT
+        if len(text) <= f.max_len
+    ]
 
 
-async def _send(client: Client, row: Row, path: str, headers: dict[str, str], *, body: bytes | None = None,
-                json_body: Any = None, content_type: str = "application/json") -> Any:
+async def _send(
+    client: Client,
+    row: Row,
+    path: str,
+    headers: dict[str, str],
+    *,
+    body: bytes | None = None,
+    json_body: Any = None,
+    content_type: str = "application/json",
+) -> Any:
     headers = {**headers, "content-type": content_type}
     if ROUTES_BY_KEY[(row.method, row.pattern)].idempotency_key:
         headers["idempotency-key"] = f"bad-{new_id()}"
@@ -107,7 +120,8 @@ def _assert_problem(r: Any, statuses: tuple[int, ...], what: str, field: str | N
     if field is not None:  # the field itself, or a part of it ("categories[0]", "opaque_data.zz_unknown")
         named = str(problem.get("field"))
         assert named == field or named.startswith((f"{field}[", f"{field}.")), (
-            f"{what}: the problem names {named!r}, not {field!r}")
+            f"{what}: the problem names {named!r}, not {field!r}"
+        )
 
 
 @pytest.mark.parametrize("row", BODY_ROWS, ids=[f"{r.method} {r.pattern}" for r in BODY_ROWS])
@@ -171,8 +185,13 @@ async def test_bad_queries_are_refused():
         cases: list[tuple[str, str]] = [("zz_unknown=1", "zz_unknown")]
         for name, f in route.query.fields.items():
             if isinstance(f, Int):
-                cases += [(f"{name}=1.5", name), (f"{name}=abc", name), (f"{name}={BEYOND_53}", name),
-                          (f"{name}={f.high + 1}", name), (f"{name}=1&{name}=2", name)]
+                cases += [
+                    (f"{name}=1.5", name),
+                    (f"{name}=abc", name),
+                    (f"{name}={BEYOND_53}", name),
+                    (f"{name}={f.high + 1}", name),
+                    (f"{name}=1&{name}=2", name),
+                ]
             elif isinstance(f, Str):
                 cases += [(f"{name}={'x' * (f.max_len + 1)}", name), (f"{name}=a%00b", name)]
         before = await row_counts()
@@ -189,8 +208,9 @@ async def test_hostile_path_ids_are_not_found():
     for route in ID_ROUTES:
         client = world.admin.client if route.auth == "admin" else world.owner.client
         for bad in ("..%2F..%2Fetc%2Fpasswd", "1%20OR%201%3D1", str(BEYOND_53), "-1", "0x10", "1e5", "%00", "0"):
-            path = "/".join(bad if part.startswith("{") and part.endswith(":id}") else part
-                            for part in route.pattern.split("/"))
+            path = "/".join(
+                bad if part.startswith("{") and part.endswith(":id}") else part for part in route.pattern.split("/")
+            )
             headers = {"idempotency-key": f"bad-{new_id()}", "content-type": "application/json"}
             r = await client.request(route.method, path, body=b"{}" if route.body else None, headers=headers)
             _assert_problem(r, (404,), f"{route.method} {path}")

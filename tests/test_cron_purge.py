@@ -15,11 +15,16 @@ async def test_cron_purges_expired_idempotency_keys_and_keeps_live_ones():
     insert = """INSERT INTO idempotency_keys (user_id, idempotency_key, route, request_sha256, state,
                                               created_at_ms, expires_at_ms)
                 VALUES (?, ?, 'test', ?, 'done', ?, ?)"""
-    await database().batch([
-        sql(insert, uid, "expired", "0" * 64, now - 10, now - 1),
-        sql(insert, uid, "live", "0" * 64, now - 10, now + 3_600_000),
-    ])
+    await database().batch(
+        [
+            sql(insert, uid, "expired", "0" * 64, now - 10, now - 1),
+            sql(insert, uid, "live", "0" * 64, now - 10, now + 3_600_000),
+        ]
+    )
     await local_runtime.dispatchScheduled("* * * * *", now)
-    rows = (await database().all(sql(
-        "SELECT idempotency_key FROM idempotency_keys WHERE user_id = ? ORDER BY idempotency_key", uid))).rows
+    rows = (
+        await database().all(
+            sql("SELECT idempotency_key FROM idempotency_keys WHERE user_id = ? ORDER BY idempotency_key", uid)
+        )
+    ).rows
     assert [r["idempotency_key"] for r in rows] == ["live"]

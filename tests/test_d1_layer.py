@@ -47,6 +47,7 @@ async def user_exists(sub: str) -> bool:
 
 # --- batches ------------------------------------------------------------------
 
+
 async def test_batch_failing_third_statement_rolls_back_the_first_two():
     a, b = unique("batch_a"), unique("batch_b")
     db = database()
@@ -71,6 +72,7 @@ async def test_batch_is_one_call_and_its_size_is_capped():
 
 
 # --- Sessions bookmarks -------------------------------------------------------
+
 
 async def test_every_d1_response_carries_a_wellformed_bookmark_and_it_round_trips():
     first = await Client().get("/health")
@@ -100,9 +102,20 @@ async def test_a_request_without_d1_calls_hands_the_bookmark_back():
     assert "calls=0" in r.headers["server-timing"]
 
 
-@pytest.mark.parametrize("bad", ["garbage", "'; DROP TABLE users; --", "00000000-00000001-00000000-" + "0" * 31,
-                                 "00000000-00000001-00000000-" + "0" * 32 + "0", "0000000G-00000001-00000000-" + "0" * 32,
-                                 "00000000-00000001-00000000-" + "A" * 32, "x" * 5000, " ", "first-primary"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "garbage",
+        "'; DROP TABLE users; --",
+        "00000000-00000001-00000000-" + "0" * 31,
+        "00000000-00000001-00000000-" + "0" * 32 + "0",
+        "0000000G-00000001-00000000-" + "0" * 32,
+        "00000000-00000001-00000000-" + "A" * 32,
+        "x" * 5000,
+        " ",
+        "first-primary",
+    ],
+)
 async def test_malformed_bookmarks_are_ignored_safely(bad):
     r = await Client().get("/health", headers={"x-d1-bookmark": bad})
     assert r.status == 200, r.text
@@ -112,6 +125,7 @@ async def test_malformed_bookmarks_are_ignored_safely(bad):
 
 
 # --- D1's error texts -> typed exceptions ---------------------------------------
+
 
 async def test_unique_violation_names_the_columns():
     sub = unique("dup")
@@ -124,22 +138,33 @@ async def test_unique_violation_names_the_columns():
 
 async def test_foreign_key_violation():
     with pytest.raises(ForeignKeyViolation) as err:
-        await database().run(sql("INSERT INTO accounts (id, kind, owner_user_id, created_at_ms) "
-                                 "VALUES (?, 'client_wallet', ?, 1)", new_id(), new_id()))
+        await database().run(
+            sql(
+                "INSERT INTO accounts (id, kind, owner_user_id, created_at_ms) VALUES (?, 'client_wallet', ?, 1)",
+                new_id(),
+                new_id(),
+            )
+        )
     assert "FOREIGN KEY constraint failed" in err.value.message
 
 
 async def test_check_violation():
     with pytest.raises(CheckViolation) as err:
-        await database().run(sql("INSERT INTO users (id, clerk_user_id, is_admin, created_at_ms, updated_at_ms) "
-                                 "VALUES (?, ?, 2, 1, 1)", new_id(), unique("chk")))
+        await database().run(
+            sql(
+                "INSERT INTO users (id, clerk_user_id, is_admin, created_at_ms, updated_at_ms) VALUES (?, ?, 2, 1, 1)",
+                new_id(),
+                unique("chk"),
+            )
+        )
     assert "is_admin IN (0, 1)" in err.value.message
 
 
 async def test_not_null_violation():
     with pytest.raises(NotNullViolation) as err:
-        await database().run(sql("INSERT INTO users (id, clerk_user_id, created_at_ms) VALUES (?, ?, 1)",
-                                 new_id(), unique("nn")))
+        await database().run(
+            sql("INSERT INTO users (id, clerk_user_id, created_at_ms) VALUES (?, ?, 1)", new_id(), unique("nn"))
+        )
     assert "users.updated_at_ms" in err.value.message
 
 
@@ -151,14 +176,17 @@ async def test_trigger_raise_code():
     db = database()
     transfer_id = new_id()
     legs = [ledger.Leg(ledger.wallet_of(user_id), 100), ledger.Leg(ledger.GATEWAY_CLEARING, -100)]
-    await db.batch(ledger.transfer(transfer_id=transfer_id, key=f"t:{transfer_id}", kind="deposit", legs=legs, now_ms=1))
+    await db.batch(
+        ledger.transfer(transfer_id=transfer_id, key=f"t:{transfer_id}", kind="deposit", legs=legs, now_ms=1)
+    )
     with pytest.raises(TriggerAbort) as err:
         await db.run(sql("DELETE FROM transfers WHERE id = ?", transfer_id))
     assert err.value.code == "ledger_append_only"
     overdraft = [ledger.Leg(ledger.wallet_of(user_id), -101), ledger.Leg(ledger.PLATFORM_REVENUE, 101)]
     with pytest.raises(TriggerAbort) as err:
-        await db.batch(ledger.transfer(transfer_id=new_id(), key=f"t:{new_id()}", kind="reading_charge",
-                                       legs=overdraft, now_ms=2))
+        await db.batch(
+            ledger.transfer(transfer_id=new_id(), key=f"t:{new_id()}", kind="reading_charge", legs=overdraft, now_ms=2)
+        )
     assert err.value.code == "insufficient_funds"
 
 
@@ -170,7 +198,7 @@ async def test_other_d1_errors_stay_plain_d1errors():
 
 def _transient_texts() -> list[str]:
     source = open("/project/runtime/bindings.mjs").read()
-    block = source[source.index("TRANSIENT_D1_ERRORS = ["):]
+    block = source[source.index("TRANSIENT_D1_ERRORS = [") :]
     return re.findall(r'"(D1_ERROR: [^"]+)"', block[: block.index("];")])
 
 
@@ -201,8 +229,9 @@ async def test_transient_errors_before_and_after_a_write():
         assert (await client.get("/v1/me", headers={"x-test-d1-fault": fault})).status == 503
         assert not await user_exists(_sub)
     me = await client.get("/v1/me")
-    r = await client.patch("/v1/me", json={"display_name": "X"}, headers={"if-match": me.headers["etag"],
-                                                                          "x-test-d1-fault": "2;after"})
+    r = await client.patch(
+        "/v1/me", json={"display_name": "X"}, headers={"if-match": me.headers["etag"], "x-test-d1-fault": "2;after"}
+    )
     assert r.status == 503
     # The ambiguous case: the write happened though the caller saw a 503; the
     # retry with the same If-Match is refused, and the profile moved once.
@@ -265,6 +294,7 @@ def test_placeholders_bounds():
 
 # --- integers -----------------------------------------------------------------
 
+
 async def test_integers_outside_the_exact_range_never_reach_d1():
     db = database()
     for value in (2**53, -(2**53), 2**53 - 1, -(2**53 - 1), 2**63, 10**30):
@@ -294,6 +324,7 @@ async def test_a_too_big_integer_in_a_request_is_a_400_not_a_500():
 
 # --- counters and Server-Timing -------------------------------------------------
 
+
 async def test_counters_match_d1_meta():
     raw = raw_binding()
     db = database()
@@ -313,7 +344,9 @@ async def test_counters_match_d1_meta():
 
 
 def server_timing(headers) -> dict[str, int]:
-    m = re.search(r'd1(?:;dur=[0-9.]+)?;desc="calls=(\d+) rows_read=(\d+) rows_written=(\d+)"', headers["server-timing"])
+    m = re.search(
+        r'd1(?:;dur=[0-9.]+)?;desc="calls=(\d+) rows_read=(\d+) rows_written=(\d+)"', headers["server-timing"]
+    )
     assert m, headers.get("server-timing")
     return dict(zip(("calls", "rows_read", "rows_written"), map(int, m.groups()), strict=True))
 
@@ -323,8 +356,11 @@ async def test_server_timing_reports_the_requests_d1_cost():
     r = await Client().post(f"/test/write-user?sub={unique('st')}")
     assert r.status == 201, r.text
     meta = r.json()["meta"]
-    assert server_timing(r.headers) == {"calls": 1, "rows_read": sum(m["rows_read"] for m in meta),
-                                        "rows_written": sum(m["rows_written"] for m in meta)}
+    assert server_timing(r.headers) == {
+        "calls": 1,
+        "rows_read": sum(m["rows_read"] for m in meta),
+        "rows_written": sum(m["rows_written"] for m in meta),
+    }
     assert meta[0]["rows_written"] >= 2
 
 

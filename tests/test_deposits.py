@@ -15,8 +15,10 @@ from webhook_support import event, post_event
 
 
 def deposit_body(amount: int = 1250, token: str = "tok_approved") -> dict:
-    return {"amount_cents": amount,
-            "opaque_data": {"data_descriptor": "COMMON.ACCEPT.INAPP.PAYMENT", "data_value": token}}
+    return {
+        "amount_cents": amount,
+        "opaque_data": {"data_descriptor": "COMMON.ACCEPT.INAPP.PAYMENT", "data_value": token},
+    }
 
 
 def received(invoice: str) -> list[dict]:
@@ -39,7 +41,10 @@ async def test_approved_deposit_credits_the_wallet_once():
     assert body["wallet"] == {"available_cents": 1250, "held_cents": 0, "currency": "USD"}
     assert await balance(user_id) == 1250
     payment = await payment_row(body["deposit"]["id"])
-    assert payment["status"] == "approved" and payment["gateway_transaction_id"] == body["deposit"]["gateway_transaction_id"]
+    assert (
+        payment["status"] == "approved"
+        and payment["gateway_transaction_id"] == body["deposit"]["gateway_transaction_id"]
+    )
     assert payment["gateway_response_code"] == "1" and payment["user_id"] == user_id
 
     # What the gateway received: keys in XSD order, amount as a decimal string, our id as invoiceNumber.
@@ -53,7 +58,9 @@ async def test_approved_deposit_credits_the_wallet_once():
     assert tr["order"]["invoiceNumber"] == body["deposit"]["id"] and len(tr["order"]["invoiceNumber"]) <= 20
 
     # The wallet shows it immediately, with the caller's bookmark.
-    page = (await client.get("/v1/wallet/transactions", headers={"x-d1-bookmark": resp.headers["x-d1-bookmark"]})).json()
+    page = (
+        await client.get("/v1/wallet/transactions", headers={"x-d1-bookmark": resp.headers["x-d1-bookmark"]})
+    ).json()
     assert page["items"][0]["kind"] == "deposit" and page["items"][0]["amount_cents"] == 1250
     assert page["items"][0]["reference"] == {"type": "payment", "id": body["deposit"]["id"]}
 
@@ -94,20 +101,26 @@ async def test_keys_are_scoped_per_user():
 async def test_declined_is_402_and_credits_nothing():
     user_id, client = await user_with_wallet("dep")
     key = unique()
-    resp = await client.post("/v1/wallet/deposits", deposit_body(1000, "tok_declined"), headers={"idempotency-key": key})
+    resp = await client.post(
+        "/v1/wallet/deposits", deposit_body(1000, "tok_declined"), headers={"idempotency-key": key}
+    )
     assert resp.status == 402 and resp.headers["content-type"] == "application/problem+json"
     problem = resp.json()
     assert problem["code"] == "payment_declined" and problem["deposit"]["status"] == "declined"
     assert await balance(user_id) == 0
     assert (await payment_row(problem["deposit"]["id"]))["status"] == "declined"
-    replay = await client.post("/v1/wallet/deposits", deposit_body(1000, "tok_declined"), headers={"idempotency-key": key})
+    replay = await client.post(
+        "/v1/wallet/deposits", deposit_body(1000, "tok_declined"), headers={"idempotency-key": key}
+    )
     assert replay.status == 402 and replay.json() == problem
     assert len(received(problem["deposit"]["id"])) == 1
 
 
 async def test_gateway_error_is_502_and_credits_nothing():
     user_id, client = await user_with_wallet("dep")
-    resp = await client.post("/v1/wallet/deposits", deposit_body(1000, "tok_error"), headers={"idempotency-key": unique()})
+    resp = await client.post(
+        "/v1/wallet/deposits", deposit_body(1000, "tok_error"), headers={"idempotency-key": unique()}
+    )
     assert resp.status == 502 and resp.json()["code"] == "payment_gateway_error"
     assert (await payment_row(resp.json()["deposit"]["id"]))["status"] == "error"
     assert await balance(user_id) == 0
@@ -115,14 +128,18 @@ async def test_gateway_error_is_502_and_credits_nothing():
 
 async def test_unknown_token_is_a_gateway_error():
     user_id, client = await user_with_wallet("dep")
-    resp = await client.post("/v1/wallet/deposits", deposit_body(1000, "not-a-token"), headers={"idempotency-key": unique()})
+    resp = await client.post(
+        "/v1/wallet/deposits", deposit_body(1000, "not-a-token"), headers={"idempotency-key": unique()}
+    )
     assert resp.status == 502 and resp.json()["deposit"]["status"] == "error"
     assert await balance(user_id) == 0
 
 
 async def test_held_for_review_is_202_pending_and_not_credited():
     user_id, client = await user_with_wallet("dep")
-    resp = await client.post("/v1/wallet/deposits", deposit_body(1000, "tok_held"), headers={"idempotency-key": unique()})
+    resp = await client.post(
+        "/v1/wallet/deposits", deposit_body(1000, "tok_held"), headers={"idempotency-key": unique()}
+    )
     assert resp.status == 202
     assert resp.json()["deposit"]["status"] == "pending" and resp.json()["wallet"]["available_cents"] == 0
     assert await balance(user_id) == 0
@@ -136,7 +153,9 @@ async def test_timeout_is_504_unknown_and_a_retry_never_calls_the_gateway_again(
     deposit_id = resp.json()["deposit"]["id"]
     assert (await payment_row(deposit_id))["status"] == "unknown"
     assert await balance(user_id) == 0
-    retry = await client.post("/v1/wallet/deposits", deposit_body(1000, "tok_timeout"), headers={"idempotency-key": key})
+    retry = await client.post(
+        "/v1/wallet/deposits", deposit_body(1000, "tok_timeout"), headers={"idempotency-key": key}
+    )
     assert retry.status == 504 and retry.json()["deposit"]["id"] == deposit_id
     assert len(received(deposit_id)) == 1
 
@@ -144,10 +163,10 @@ async def test_timeout_is_504_unknown_and_a_retry_never_calls_the_gateway_again(
 async def test_refusals_change_nothing():
     user_id, client = await user_with_wallet("dep")
     cases = [
-        (deposit_body(499), {"idempotency-key": unique()}, 400),          # below DEPOSIT_MIN_CENTS
-        (deposit_body(50001), {"idempotency-key": unique()}, 400),        # above DEPOSIT_MAX_CENTS
-        (deposit_body(1000), {}, 400),                                    # no Idempotency-Key
-        ({"amount_cents": 1000}, {"idempotency-key": unique()}, 400),     # no token
+        (deposit_body(499), {"idempotency-key": unique()}, 400),  # below DEPOSIT_MIN_CENTS
+        (deposit_body(50001), {"idempotency-key": unique()}, 400),  # above DEPOSIT_MAX_CENTS
+        (deposit_body(1000), {}, 400),  # no Idempotency-Key
+        ({"amount_cents": 1000}, {"idempotency-key": unique()}, 400),  # no token
         ({**deposit_body(1000), "card_number": "4111111111111111"}, {"idempotency-key": unique()}, 400),
         ({"amount_cents": "10", "opaque_data": deposit_body()["opaque_data"]}, {"idempotency-key": unique()}, 400),
     ]
@@ -160,9 +179,14 @@ async def test_refusals_change_nothing():
 
 
 async def _standin(body_text: str) -> tuple[bytes, dict]:
-    init = to_js({"method": "POST", "headers": to_js({"content-type": "application/json"},
-                                                      dict_converter=js.Object.fromEntries), "body": body_text},
-                 dict_converter=js.Object.fromEntries)
+    init = to_js(
+        {
+            "method": "POST",
+            "headers": to_js({"content-type": "application/json"}, dict_converter=js.Object.fromEntries),
+            "body": body_text,
+        },
+        dict_converter=js.Object.fromEntries,
+    )
     response = await js.fetch(str(local_runtime.anetControl.endpoint), init)
     raw = (await response.arrayBuffer()).to_bytes()
     return raw, anet.parse_response(raw)
@@ -170,10 +194,16 @@ async def _standin(body_text: str) -> tuple[bytes, dict]:
 
 async def test_standin_speaks_the_real_quirks():
     secrets = local_runtime.secrets
-    good = anet.auth_capture_request(login_id=str(secrets.ANET_API_LOGIN_ID),
-                                     transaction_key=str(secrets.ANET_TRANSACTION_KEY), amount_cents=500,
-                                     data_descriptor="COMMON.ACCEPT.INAPP.PAYMENT", data_value="tok_approved",
-                                     invoice_number="1", customer_id="1", ref_id="r1")
+    good = anet.auth_capture_request(
+        login_id=str(secrets.ANET_API_LOGIN_ID),
+        transaction_key=str(secrets.ANET_TRANSACTION_KEY),
+        amount_cents=500,
+        data_descriptor="COMMON.ACCEPT.INAPP.PAYMENT",
+        data_value="tok_approved",
+        invoice_number="1",
+        customer_id="1",
+        ref_id="r1",
+    )
     raw, body = await _standin(json.dumps(good))
     assert raw.startswith("\ufeff".encode())  # UTF-8 BOM, as the real API sends
     assert body["refId"] == "r1" and body["transactionResponse"]["responseCode"] == "1"
@@ -209,10 +239,12 @@ def test_amount_conversions_are_exact():
 # --- D1 failing around the settle batch (test-only fault plan: call 1 = caller,
 # --- 2 = claim, 3 = settle, 4 = the settle's retry) ---------------------------
 
+
 async def test_settle_is_retried_after_a_transient_d1_error():
     user_id, client = await user_with_wallet("dep")
-    resp = await client.post("/v1/wallet/deposits", deposit_body(1100), headers={"idempotency-key": unique(),
-                                                                                 "x-test-d1-fault": "3"})
+    resp = await client.post(
+        "/v1/wallet/deposits", deposit_body(1100), headers={"idempotency-key": unique(), "x-test-d1-fault": "3"}
+    )
     assert resp.status == 201, resp.text
     assert resp.json()["wallet"]["available_cents"] == 1100 and await balance(user_id) == 1100
 
@@ -220,7 +252,9 @@ async def test_settle_is_retried_after_a_transient_d1_error():
 async def test_settle_whose_answer_was_lost_is_not_credited_twice():
     user_id, client = await user_with_wallet("dep")
     key, body = unique(), deposit_body(1200)
-    resp = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key, "x-test-d1-fault": "3;after"})
+    resp = await client.post(
+        "/v1/wallet/deposits", body, headers={"idempotency-key": key, "x-test-d1-fault": "3;after"}
+    )
     assert resp.status == 201, resp.text
     assert resp.json()["wallet"]["available_cents"] == 1200 and await balance(user_id) == 1200
     again = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key})
@@ -243,15 +277,21 @@ async def test_a_claim_left_by_a_dead_request_is_recovered_then_resolved_by_the_
 
     later_ms = payment["created_at_ms"] + 2000 + 60_000 + 1000  # past timeout + margin
     later = Client(await token_for(sub, now_s=later_ms // 1000))
-    recovered = await later.post("/v1/wallet/deposits", body, headers={"idempotency-key": key,
-                                                                        "x-test-now-ms": str(later_ms)})
+    recovered = await later.post(
+        "/v1/wallet/deposits", body, headers={"idempotency-key": key, "x-test-now-ms": str(later_ms)}
+    )
     assert recovered.status == 504 and recovered.json()["deposit"]["status"] == "unknown"
     assert recovered.json()["deposit"]["id"] == str(payment["id"])
     assert len(received(str(payment["id"]))) == 1  # recovery never charges again
-    capture = event("net.authorize.payment.authcapture.created", trans_id="60999000111", invoice=str(payment["id"]),
-                    amount_cents=1300)
+    capture = event(
+        "net.authorize.payment.authcapture.created",
+        trans_id="60999000111",
+        invoice=str(payment["id"]),
+        amount_cents=1300,
+    )
     assert (await post_event(capture)).json()["outcome"] == "credited"
     assert await balance(user_id) == 1300
-    replay = await later.post("/v1/wallet/deposits", body, headers={"idempotency-key": key,
-                                                                     "x-test-now-ms": str(later_ms)})
+    replay = await later.post(
+        "/v1/wallet/deposits", body, headers={"idempotency-key": key, "x-test-now-ms": str(later_ms)}
+    )
     assert replay.status == 504 and await balance(user_id) == 1300

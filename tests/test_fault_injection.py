@@ -42,20 +42,28 @@ class Attempt:
     expected: Any  # that state once the effect happened exactly once
 
 
-async def send(a: Attempt, fault: str | None = None, now_ms: int | None = None
-               ) -> tuple[int, dict[str, str], Any, int, int]:
+async def send(
+    a: Attempt, fault: str | None = None, now_ms: int | None = None
+) -> tuple[int, dict[str, str], Any, int, int]:
     headers = {"authorization": f"Bearer {a.token}", "content-type": "application/json", "idempotency-key": a.key}
     if fault:
         headers["x-test-d1-fault"] = fault
     if now_ms is not None:
         headers["x-test-now-ms"] = str(now_ms)
-    init = to_js({"method": "POST", "headers": to_js(headers, dict_converter=js.Object.fromEntries),
-                  "body": json.dumps(a.body)}, dict_converter=js.Object.fromEntries)
+    init = to_js(
+        {"method": "POST", "headers": to_js(headers, dict_converter=js.Object.fromEntries), "body": json.dumps(a.body)},
+        dict_converter=js.Object.fromEntries,
+    )
     result = await local_runtime.dispatchFetch(js.Request.new(local_runtime.baseUrl + a.path, init))
     text = str(await result.response.text())
     out_headers = {k.lower(): v for k, v in result.response.headers.entries()}
-    return int(result.response.status), out_headers, json.loads(text) if text else None, int(result.injected), int(
-        result.calls)
+    return (
+        int(result.response.status),
+        out_headers,
+        json.loads(text) if text else None,
+        int(result.injected),
+        int(result.calls),
+    )
 
 
 _actors: dict[str, Actor] = {}
@@ -69,14 +77,21 @@ async def _admin() -> Actor:
 
 async def deposit_attempt() -> Attempt:
     client = await actor("fdep")
-    body = {"amount_cents": 1500, "opaque_data": {"data_descriptor": "COMMON.ACCEPT.INAPP.PAYMENT",
-                                                  "data_value": f"tok_approved_{unique('f')}"}}
+    body = {
+        "amount_cents": 1500,
+        "opaque_data": {"data_descriptor": "COMMON.ACCEPT.INAPP.PAYMENT", "data_value": f"tok_approved_{unique('f')}"},
+    }
 
     async def effect() -> Any:
-        row = await database().first(sql(
-            """SELECT (SELECT count(*) FROM payments WHERE user_id = ? AND status = 'approved') AS approved,
+        row = await database().first(
+            sql(
+                """SELECT (SELECT count(*) FROM payments WHERE user_id = ? AND status = 'approved') AS approved,
                       (SELECT count(*) FROM transfers t JOIN payments p ON t.reference_id = p.id
-                        AND t.reference_type = 'payment' WHERE p.user_id = ?) AS credits""", client.id, client.id))
+                        AND t.reference_type = 'payment' WHERE p.user_id = ?) AS credits""",
+                client.id,
+                client.id,
+            )
+        )
         assert row is not None
         return await balance(client.id), row["approved"], row["credits"]
 
@@ -91,14 +106,23 @@ async def refund_attempt() -> Attempt:
     admin = await _admin()
 
     async def effect() -> Any:
-        row = await database().first(sql(
-            "SELECT count(*) AS n, coalesce(sum(amount_cents), 0) AS cents FROM reading_refunds WHERE reading_id = ?",
-            reading["id"]))
+        row = await database().first(
+            sql(
+                "SELECT count(*) AS n, coalesce(sum(amount_cents), 0) AS cents FROM reading_refunds WHERE reading_id = ?",
+                reading["id"],
+            )
+        )
         assert row is not None
         return await balance(client.id), row["n"], row["cents"]
 
-    return Attempt(f"/v1/admin/readings/{reading['id']}/refund", {"amount_cents": 120, "reason": "fault test"},
-                   unique("fk"), admin.token, effect, (120, 1, 120))
+    return Attempt(
+        f"/v1/admin/readings/{reading['id']}/refund",
+        {"amount_cents": 120, "reason": "fault test"},
+        unique("fk"),
+        admin.token,
+        effect,
+        (120, 1, 120),
+    )
 
 
 SCENARIOS: dict[str, Callable[[], Awaitable[Attempt]]] = {

@@ -36,8 +36,11 @@ async def test_local_fault_switch_fails_the_nth_call_with_a_retryable_problem():
 
 async def test_every_injected_error_text_is_classified_transient():
     # The texts bindings.mjs throws are D1's; each must map to 503, never 500.
-    for text in ("D1_ERROR: Network connection lost.", "D1_ERROR: D1 DB is overloaded. Too many requests queued.",
-                 "D1_ERROR: Internal error while starting up D1 DB storage caused object to be reset."):
+    for text in (
+        "D1_ERROR: Network connection lost.",
+        "D1_ERROR: D1 DB is overloaded. Too many requests queued.",
+        "D1_ERROR: Internal error while starting up D1 DB storage caused object to be reset.",
+    ):
         assert isinstance(classify(f"Error: {text}"), TransientD1Error), text
 
 

@@ -60,6 +60,7 @@ async def token(sub: str, header: dict | None = None, key=None, **overrides) -> 
 
 # --- valid tokens and the time claims ---------------------------------------------
 
+
 async def test_valid_token_gets_own_profile_and_creates_the_user():
     sub = new_sub()
     r = await get_me(await token(sub))
@@ -70,14 +71,17 @@ async def test_valid_token_gets_own_profile_and_creates_the_user():
     assert await users_with_sub(sub) == 1
 
 
-@pytest.mark.parametrize(("claims", "ok"), [
-    ({"exp": NOW_S - 4}, True),   # within the 5 s skew
-    ({"exp": NOW_S - 6}, False),
-    ({"nbf": NOW_S + 4}, True),
-    ({"nbf": NOW_S + 6}, False),
-    ({"iat": NOW_S + 6}, False),
-    ({"iat": NOW_S + 4, "nbf": None}, True),
-])
+@pytest.mark.parametrize(
+    ("claims", "ok"),
+    [
+        ({"exp": NOW_S - 4}, True),  # within the 5 s skew
+        ({"exp": NOW_S - 6}, False),
+        ({"nbf": NOW_S + 4}, True),
+        ({"nbf": NOW_S + 6}, False),
+        ({"iat": NOW_S + 6}, False),
+        ({"iat": NOW_S + 4, "nbf": None}, True),
+    ],
+)
 async def test_time_claims_with_small_skew(claims, ok):
     sub = new_sub("time")
     r = await get_me(await token(sub, **claims))
@@ -123,6 +127,7 @@ async def test_subject_is_required_and_sane(sub):
 
 # --- signatures and algorithms ---------------------------------------------------
 
+
 async def test_token_signed_with_another_key_is_refused():
     sub = new_sub("key")
     await assert_refused(await token(sub, key=await generate_other_private_key()), sub, "signature")
@@ -166,10 +171,21 @@ async def test_other_algorithms_and_types_are_refused():
     await assert_refused(await token(sub, header={"alg": "RS256", "typ": "JWE"}), sub, "type")
 
 
-@pytest.mark.parametrize("bad", [
-    "abc", "a.b", "a.b.c", "!!!.!!!.!!!", "..", "e30.e30.", "W10.e30.c2ln", "e30.W10.c2ln",
-    b64url(b"not json") + "." + b64url(b"{}") + ".c2ln", "\u00e9.\u00e9.\u00e9",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "abc",
+        "a.b",
+        "a.b.c",
+        "!!!.!!!.!!!",
+        "..",
+        "e30.e30.",
+        "W10.e30.c2ln",
+        "e30.W10.c2ln",
+        b64url(b"not json") + "." + b64url(b"{}") + ".c2ln",
+        "\u00e9.\u00e9.\u00e9",
+    ],
+)
 async def test_malformed_tokens_are_refused(bad):
     await assert_refused(bad, None, "")
 
@@ -199,6 +215,7 @@ async def test_overlong_token_is_refused():
 
 # --- the __session cookie ------------------------------------------------------
 
+
 async def test_session_cookie_is_accepted_without_a_header():
     sub = new_sub("cookie")
     good = await token(sub)
@@ -217,6 +234,7 @@ async def test_other_cookies_do_not_authenticate_and_the_header_wins():
 
 # --- first sight ----------------------------------------------------------------
 
+
 async def test_first_sight_race_creates_one_user_and_one_wallet():
     sub = new_sub("race")
     client = Client(await token(sub))
@@ -224,15 +242,23 @@ async def test_first_sight_race_creates_one_user_and_one_wallet():
     assert [r.status for r in responses] == [200, 200, 200], [r.text for r in responses]
     assert len({r.json()["id"] for r in responses}) == 1
     # The requests really overlapped: each missed the user and ran the create batch.
-    assert all("calls=2" in r.headers["server-timing"] for r in responses), [r.headers["server-timing"] for r in responses]
+    assert all("calls=2" in r.headers["server-timing"] for r in responses), [
+        r.headers["server-timing"] for r in responses
+    ]
     db = database()
     assert await users_with_sub(sub) == 1
-    wallets = await db.first(sql("""SELECT count(*) AS n FROM accounts a JOIN users u ON u.id = a.owner_user_id
-                                    WHERE u.clerk_user_id = ? AND a.kind = 'client_wallet'""", sub))
+    wallets = await db.first(
+        sql(
+            """SELECT count(*) AS n FROM accounts a JOIN users u ON u.id = a.owner_user_id
+                                    WHERE u.clerk_user_id = ? AND a.kind = 'client_wallet'""",
+            sub,
+        )
+    )
     assert wallets["n"] == 1
 
 
 # --- PATCH /v1/me ----------------------------------------------------------------
+
 
 async def _me(client: Client):
     r = await client.get("/v1/me")
@@ -259,8 +285,9 @@ async def test_patch_without_if_match_is_428_and_changes_nothing():
 
 async def test_patch_with_matching_version_updates_and_bumps_it():
     _sub, client = await new_user("p200")
-    r = await client.patch("/v1/me", json={"display_name": "Ann", "time_zone": "Europe/Paris"},
-                           headers={"if-match": '"1"'})
+    r = await client.patch(
+        "/v1/me", json={"display_name": "Ann", "time_zone": "Europe/Paris"}, headers={"if-match": '"1"'}
+    )
     assert r.status == 200, r.text
     body = r.json()
     assert body["display_name"] == "Ann" and body["time_zone"] == "Europe/Paris" and body["version"] == 2
@@ -305,20 +332,25 @@ async def test_two_concurrent_patches_with_the_same_version_one_wins():
 
 # --- test hooks exist only in local configuration ------------------------------
 
-@pytest.mark.parametrize(("overrides", "accepted"), [
-    ({}, True),
-    ({"ENVIRONMENT": "production", "TEST_HOOKS": "allowed"}, False),
-    ({"ENVIRONMENT": "staging"}, False),
-    ({"TEST_HOOKS": "forbidden"}, False),
-])
+
+@pytest.mark.parametrize(
+    ("overrides", "accepted"),
+    [
+        ({}, True),
+        ({"ENVIRONMENT": "production", "TEST_HOOKS": "allowed"}, False),
+        ({"ENVIRONMENT": "staging"}, False),
+        ({"TEST_HOOKS": "forbidden"}, False),
+    ],
+)
 async def test_the_clock_hook_is_ignored_outside_local_configuration(overrides, accepted):
     # A token that expired an hour ago, valid at the instant x-test-now-ms names:
     # only a local configuration with TEST_HOOKS=allowed may move the clock.
     then_s = NOW_S - 3650
     sub = new_sub("hook")
     old = await sign_token(claims_for(sub, now_s=then_s), RS256)
-    r = await fetch_with_vars("/v1/me", headers={"authorization": f"Bearer {old}",
-                                                 "x-test-now-ms": str(then_s * 1000)}, **overrides)
+    r = await fetch_with_vars(
+        "/v1/me", headers={"authorization": f"Bearer {old}", "x-test-now-ms": str(then_s * 1000)}, **overrides
+    )
     assert (r.status == 200) is accepted, r.text
     if not accepted:
         assert "expired" in r.json()["detail"] and await users_with_sub(sub) == 0

@@ -18,16 +18,19 @@ def test_real_files_are_identified_with_their_sizes():
     assert images.identify(png(7, 5)) == images.ImageInfo("image/png", 7, 5)
 
 
-@pytest.mark.parametrize("data", [
-    b"GIF89a\x10\x00\x10\x00",
-    b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>",
-    b"<html><body>not an image</body></html>",
-    b"BM\x8a\x04\x00\x00",  # BMP
-    b"II*\x00\x08\x00\x00\x00",  # TIFF
-    b"RIFF\x24\x00\x00\x00WAVEfmt ",  # a RIFF that is not WebP
-    b"\xff\xd8",  # too short for JPEG's three-byte magic
-    b"",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GIF89a\x10\x00\x10\x00",
+        b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>",
+        b"<html><body>not an image</body></html>",
+        b"BM\x8a\x04\x00\x00",  # BMP
+        b"II*\x00\x08\x00\x00\x00",  # TIFF
+        b"RIFF\x24\x00\x00\x00WAVEfmt ",  # a RIFF that is not WebP
+        b"\xff\xd8",  # too short for JPEG's three-byte magic
+        b"",
+    ],
+)
 def test_other_formats_are_not_images(data):
     with pytest.raises(images.NotAnImage):
         images.identify(data)
@@ -46,21 +49,24 @@ def _ihdr(width: int, height: int, crc_ok: bool = True) -> bytes:
     return PNG_MAGIC + struct.pack(">I", 13) + body + struct.pack(">I", crc)
 
 
-@pytest.mark.parametrize("data, reason", [
-    (_ihdr(0, 10), "outside"),
-    (_ihdr(images.MAX_SIDE_PX + 1, 10), "outside"),
-    (_ihdr(8000, 8000), "outside"),  # each side fine, too many pixels in all
-    (_ihdr(16, 16, crc_ok=False), "checksum"),
-    (PNG_MAGIC + b"\x00\x00", "truncated"),
-    (PNG_MAGIC + struct.pack(">I", 13) + b"IDAT" + bytes(17), "IHDR"),
-    (b"\xff\xd8\xff", "truncated"),
-    (b"\xff\xd8\xff\xd9", "no frame"),  # SOI then EOI: no frame header
-    (b"\xff\xd8\xff\xda\x00\x08" + bytes(8), "no frame"),  # scan before any frame
-    (b"\xff\xd8\xff\xe0\x00\x01", "malformed"),  # segment length below 2
-    (b"RIFF\xff\xff\x00\x00WEBPVP8X" + bytes(18), "truncated"),  # RIFF size beyond the data
-    (b"RIFF\x16\x00\x00\x00WEBPABCD" + bytes(14), "no image chunk"),
-    (b"RIFF\x16\x00\x00\x00WEBPVP8 " + bytes(14), "VP8"),  # missing start code
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (_ihdr(0, 10), "outside"),
+        (_ihdr(images.MAX_SIDE_PX + 1, 10), "outside"),
+        (_ihdr(8000, 8000), "outside"),  # each side fine, too many pixels in all
+        (_ihdr(16, 16, crc_ok=False), "checksum"),
+        (PNG_MAGIC + b"\x00\x00", "truncated"),
+        (PNG_MAGIC + struct.pack(">I", 13) + b"IDAT" + bytes(17), "IHDR"),
+        (b"\xff\xd8\xff", "truncated"),
+        (b"\xff\xd8\xff\xd9", "no frame"),  # SOI then EOI: no frame header
+        (b"\xff\xd8\xff\xda\x00\x08" + bytes(8), "no frame"),  # scan before any frame
+        (b"\xff\xd8\xff\xe0\x00\x01", "malformed"),  # segment length below 2
+        (b"RIFF\xff\xff\x00\x00WEBPVP8X" + bytes(18), "truncated"),  # RIFF size beyond the data
+        (b"RIFF\x16\x00\x00\x00WEBPABCD" + bytes(14), "no image chunk"),
+        (b"RIFF\x16\x00\x00\x00WEBPVP8 " + bytes(14), "VP8"),  # missing start code
+    ],
+)
 def test_broken_headers_are_bad_images(data, reason):
     with pytest.raises(images.BadImage, match=reason):
         images.identify(data)
@@ -77,14 +83,20 @@ def test_each_webp_flavour_and_jpeg_frame_kind_gives_its_size():
     lossless = b"RIFF" + struct.pack("<I", 4 + len(vp8l)) + b"WEBP" + vp8l
     assert images.identify(lossless) == images.ImageInfo("image/webp", 640, 480)
     # A progressive JPEG (SOF2) after an APP0 segment and fill bytes.
-    jpeg = (b"\xff\xd8" + b"\xff\xe0\x00\x04ab" + b"\xff\xff\xc2\x00\x0b\x08"
-            + struct.pack(">HH", 600, 800) + b"\x01\x01\x11\x00")
+    jpeg = (
+        b"\xff\xd8"
+        + b"\xff\xe0\x00\x04ab"
+        + b"\xff\xff\xc2\x00\x0b\x08"
+        + struct.pack(">HH", 600, 800)
+        + b"\x01\x01\x11\x00"
+    )
     assert images.identify(jpeg) == images.ImageInfo("image/jpeg", 800, 600)
 
 
 @settings(max_examples=300, deadline=None)
-@given(magic=st.sampled_from([PNG_MAGIC, b"\xff\xd8\xff", b"RIFF\x20\x00\x00\x00WEBP", b""]),
-       tail=st.binary(max_size=64))
+@given(
+    magic=st.sampled_from([PNG_MAGIC, b"\xff\xd8\xff", b"RIFF\x20\x00\x00\x00WEBP", b""]), tail=st.binary(max_size=64)
+)
 def test_arbitrary_bytes_never_crash_the_sniffer(magic, tail):
     try:
         info = images.identify(magic + tail)

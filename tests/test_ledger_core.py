@@ -46,7 +46,9 @@ async def test_entries_are_append_only():
     user_id = await _user_with_wallet()
     legs = [ledger.Leg(ledger.wallet_of(user_id), 200), ledger.Leg(ledger.GATEWAY_CLEARING, -200)]
     transfer_id = new_id()
-    await db.batch(ledger.transfer(transfer_id=transfer_id, key=f"t:{transfer_id}", kind="deposit", legs=legs, now_ms=1))
+    await db.batch(
+        ledger.transfer(transfer_id=transfer_id, key=f"t:{transfer_id}", kind="deposit", legs=legs, now_ms=1)
+    )
     with pytest.raises(TriggerAbort) as err:
         await db.run(sql("UPDATE ledger_entries SET amount_cents = 1 WHERE transfer_id = ?", transfer_id))
     assert err.value.code == "ledger_append_only"

@@ -16,8 +16,12 @@ async def test_guard_finds_tokens_signatures_emails_and_sent_values():
 
 
 def test_worker_logs_are_redacted_before_the_guard_sees_them(capsys):
-    logs.error("probe", authorization="Bearer eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJlc2lnbmF0dXJl", email="a@b.co",
-               detail="token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2lnbmF0dXJl for ann@example.com")
+    logs.error(
+        "probe",
+        authorization="Bearer eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJlc2lnbmF0dXJl",
+        email="a@b.co",
+        detail="token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2lnbmF0dXJl for ann@example.com",
+    )
     out = capsys.readouterr().out
     assert '"event":"probe"' in out
     assert findings(out, set()) == []

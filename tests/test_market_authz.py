@@ -23,9 +23,14 @@ async def _routes(rid: str) -> list[tuple[str, str, dict | None]]:
 async def _snapshot(rid: str) -> tuple:
     db = database()
     reading = await db.first(sql("SELECT * FROM readings WHERE id = ?", int(rid)))
-    counts = await db.first(sql("""SELECT (SELECT count(*) FROM messages WHERE reading_id = ?1) AS m,
+    counts = await db.first(
+        sql(
+            """SELECT (SELECT count(*) FROM messages WHERE reading_id = ?1) AS m,
                                           (SELECT count(*) FROM reading_charges WHERE reading_id = ?1) AS c,
-                                          (SELECT count(*) FROM reviews WHERE reading_id = ?1) AS v""", int(rid)))
+                                          (SELECT count(*) FROM reviews WHERE reading_id = ?1) AS v""",
+            int(rid),
+        )
+    )
     return reading, counts
 
 

@@ -98,6 +98,10 @@ async def test_concurrent_cron_runs_and_heartbeats_settle_once():
     assert not any(isinstance(x, Exception) for x in results), results
     row = await _reading(rid)
     assert (row["status"], row["end_reason"], row["billed_minutes"], row["ended_at_ms"]) == (
-        "ended", "heartbeat_timeout", 1, t)
+        "ended",
+        "heartbeat_timeout",
+        1,
+        t,
+    )
     assert results[3].status in (200, 409)
     await assert_ledger_consistent()

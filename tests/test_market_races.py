@@ -16,11 +16,20 @@ ROUNDS = 4
 
 async def _charges(rid: int) -> tuple[list[int], int]:
     db = database()
-    minutes = [r["minute"] for r in (await db.all(sql(
-        "SELECT minute FROM reading_charges WHERE reading_id = ? ORDER BY minute", rid))).rows]
-    transfers = (await db.first(sql(
-        "SELECT count(*) AS n FROM transfers WHERE reference_type = 'reading' AND reference_id = ? AND kind = 'reading_charge'",
-        rid)))["n"]
+    minutes = [
+        r["minute"]
+        for r in (
+            await db.all(sql("SELECT minute FROM reading_charges WHERE reading_id = ? ORDER BY minute", rid))
+        ).rows
+    ]
+    transfers = (
+        await db.first(
+            sql(
+                "SELECT count(*) AS n FROM transfers WHERE reference_type = 'reading' AND reference_id = ? AND kind = 'reading_charge'",
+                rid,
+            )
+        )
+    )["n"]
     return minutes, transfers
 
 
@@ -45,17 +54,26 @@ async def test_racing_heartbeats_end_cron_and_retries_charge_each_minute_once():
         phases = []
         for k in range(1, 5):
             when = t + k * MINUTE_MS + rng.randrange(0, 1000)
-            phases.append([client.post(path + "/heartbeat", headers=at(when)),
-                           advisor.post(path + "/heartbeat", headers=at(when + 1)),
-                           client.post(path + "/heartbeat", headers=at(when)),
-                           cron(when + 2)])
+            phases.append(
+                [
+                    client.post(path + "/heartbeat", headers=at(when)),
+                    advisor.post(path + "/heartbeat", headers=at(when + 1)),
+                    client.post(path + "/heartbeat", headers=at(when)),
+                    cron(when + 2),
+                ]
+            )
         # The end races more heartbeats and two cron runs late enough to find
         # the reading silent if they get there first.
         end_at = t + 4 * MINUTE_MS + 30_000
-        phases.append([ender.post(path + "/end", headers=at(end_at)),
-                       client.post(path + "/heartbeat", headers=at(end_at)),
-                       advisor.post(path + "/heartbeat", headers=at(end_at)),
-                       cron(end_at + 125_000), cron(end_at + 125_001)])
+        phases.append(
+            [
+                ender.post(path + "/end", headers=at(end_at)),
+                client.post(path + "/heartbeat", headers=at(end_at)),
+                advisor.post(path + "/heartbeat", headers=at(end_at)),
+                cron(end_at + 125_000),
+                cron(end_at + 125_001),
+            ]
+        )
         for ops in phases:
             rng.shuffle(ops)
             results = await asyncio.gather(*ops, return_exceptions=True)
@@ -70,8 +88,9 @@ async def test_racing_heartbeats_end_cron_and_retries_charge_each_minute_once():
         assert minutes == list(range(1, billed + 1)), "each minute once, in order"
         assert transfers == billed, "one transfer per charged minute"
         assert 1 <= billed <= min(5, funds // 100)
-        wallet = (await database().first(sql(
-            "SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'", client_id)))
+        wallet = await database().first(
+            sql("SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'", client_id)
+        )
         assert wallet["balance_cents"] == funds - 100 * billed
         earnings = (await advisor.get("/v1/advisors/me/earnings")).json()
         assert earnings["balance_cents"] == 70 * billed
@@ -94,8 +113,10 @@ async def test_racing_accept_cancel_and_duplicate_requests():
     rid = (a if a.status == 201 else b).json()["id"]
     acceptor = advisor if a.status == 201 else _other
     # the advisor accepts while the client cancels: exactly one wins
-    acc, can = await asyncio.gather(acceptor.post(f"/v1/readings/{rid}/accept", headers=at(t + 1)),
-                                    client.post(f"/v1/readings/{rid}/cancel", headers=at(t + 1)))
+    acc, can = await asyncio.gather(
+        acceptor.post(f"/v1/readings/{rid}/accept", headers=at(t + 1)),
+        client.post(f"/v1/readings/{rid}/cancel", headers=at(t + 1)),
+    )
     assert sorted([acc.status, can.status]) == [200, 409]
     row = await database().first(sql("SELECT status, billed_minutes FROM readings WHERE id = ?", int(rid)))
     if acc.status == 200:
@@ -105,11 +126,13 @@ async def test_racing_accept_cancel_and_duplicate_requests():
     # the same Idempotency-Key twice at once: one reading, the same answer
     await client.post(f"/v1/readings/{rid}/end", headers=at(t + 2))
     key = "race-key-" + str(t)
-    r1, r2 = await asyncio.gather(request_reading(client, advisor_id, t + 3, key),
-                                  request_reading(client, advisor_id, t + 3, key))
+    r1, r2 = await asyncio.gather(
+        request_reading(client, advisor_id, t + 3, key), request_reading(client, advisor_id, t + 3, key)
+    )
     assert {r1.status, r2.status} <= {201, 409}
     assert 201 in (r1.status, r2.status)
-    count = await database().first(sql(
-        "SELECT count(*) AS n FROM readings WHERE client_id = ? AND status = 'requested'", client_id))
+    count = await database().first(
+        sql("SELECT count(*) AS n FROM readings WHERE client_id = ? AND status = 'requested'", client_id)
+    )
     assert count["n"] == 1
     await assert_ledger_consistent()

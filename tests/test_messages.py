@@ -35,8 +35,11 @@ async def test_bodies_are_encrypted_at_rest_with_fresh_ivs():
 
     # a ciphertext moved to another message fails authentication
     a, b = rows[0], rows[1]
-    await database().run(sql("UPDATE messages SET iv_b64 = ?, ciphertext_b64 = ? WHERE id = ?",
-                             b["iv_b64"], b["ciphertext_b64"], a["id"]))
+    await database().run(
+        sql(
+            "UPDATE messages SET iv_b64 = ?, ciphertext_b64 = ? WHERE id = ?", b["iv_b64"], b["ciphertext_b64"], a["id"]
+        )
+    )
     r = await advisor.get(f"/v1/readings/{rid}/messages")
     assert r.status == 500 and r.json()["code"] == "message_unreadable"
     assert text not in r.text
@@ -45,15 +48,25 @@ async def test_bodies_are_encrypted_at_rest_with_fresh_ivs():
 async def test_limits_and_status():
     t = now_ms()
     client, _cid, advisor, advisor_id = await market_pair()
-    rid_requested = (await client.post("/v1/readings", json={"advisor_id": str(advisor_id)},
-                                       headers=at(t, **{"idempotency-key": secrets.token_hex(8)}))).json()["id"]
+    rid_requested = (
+        await client.post(
+            "/v1/readings",
+            json={"advisor_id": str(advisor_id)},
+            headers=at(t, **{"idempotency-key": secrets.token_hex(8)}),
+        )
+    ).json()["id"]
     r = await client.post(f"/v1/readings/{rid_requested}/messages", json={"body": "hi"})
     assert r.status == 409 and r.json()["reading_status"] == "requested"
     await client.post(f"/v1/readings/{rid_requested}/cancel")
     reading = await active_reading(client, advisor, advisor_id, t + 10)
     rid = reading["id"]
-    for body in [{"body": "x" * (messages.MAX_BODY_CHARS + 1)}, {"body": ""}, {"body": "   "}, {"text": "hi"},
-                 {"body": 5}]:
+    for body in [
+        {"body": "x" * (messages.MAX_BODY_CHARS + 1)},
+        {"body": ""},
+        {"body": "   "},
+        {"text": "hi"},
+        {"body": 5},
+    ]:
         r = await client.post(f"/v1/readings/{rid}/messages", json=body)
         assert r.status == 400, body
     r = await client.post(f"/v1/readings/{rid}/messages", json={"body": "é" * messages.MAX_BODY_CHARS})
@@ -93,11 +106,20 @@ async def test_key_rotation_old_messages_still_read():
     assert current.startswith("1:")
     new_key = base64.b64encode(secrets.token_bytes(32)).decode()
     rotated = {"MESSAGE_KEYS": f"{current},2:{new_key}"}
-    r = await fetch_with_env(rotated, "POST", f"/v1/readings/{rid}/messages", token=advisor.token,
-                             json_body={"body": "after rotation"}, headers=at(t + 2))
+    r = await fetch_with_env(
+        rotated,
+        "POST",
+        f"/v1/readings/{rid}/messages",
+        token=advisor.token,
+        json_body={"body": "after rotation"},
+        headers=at(t + 2),
+    )
     assert r.status == 201, r.text
-    versions = (await database().all(sql(
-        "SELECT key_version FROM messages WHERE reading_id = ? ORDER BY created_at_ms", int(rid)))).rows
+    versions = (
+        await database().all(
+            sql("SELECT key_version FROM messages WHERE reading_id = ? ORDER BY created_at_ms", int(rid))
+        )
+    ).rows
     assert [v["key_version"] for v in versions] == [1, 2], "the highest version encrypts"
     r = await fetch_with_env(rotated, "GET", f"/v1/readings/{rid}/messages", token=client.token)
     assert r.status == 200, r.text

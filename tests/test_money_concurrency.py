@@ -33,12 +33,21 @@ async def test_fifty_concurrent_debits_exactly_twenty_succeed():
     assert outcomes.count("ok") == 20
     assert outcomes.count("insufficient_funds") == 30
     assert await balance(client_id) == 0
-    wallet = await db.first(sql("SELECT id FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'", client_id))
-    entries = (await db.all(sql("SELECT amount_cents, balance_after_cents FROM ledger_entries WHERE account_id = ?"
-                                " ORDER BY sequence", wallet["id"]))).rows
+    wallet = await db.first(
+        sql("SELECT id FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'", client_id)
+    )
+    entries = (
+        await db.all(
+            sql(
+                "SELECT amount_cents, balance_after_cents FROM ledger_entries WHERE account_id = ? ORDER BY sequence",
+                wallet["id"],
+            )
+        )
+    ).rows
     assert len(entries) == 21 and min(e["balance_after_cents"] for e in entries) == 0
-    charges = await db.first(sql("SELECT count(*) AS n, sum(amount_cents) AS total FROM reading_charges "
-                                 "WHERE reading_id = ?", reading["id"]))
+    charges = await db.first(
+        sql("SELECT count(*) AS n, sum(amount_cents) AS total FROM reading_charges WHERE reading_id = ?", reading["id"])
+    )
     assert charges["n"] == 20 and charges["total"] == 20 * rate
 
 

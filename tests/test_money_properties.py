@@ -29,8 +29,11 @@ from webhook_support import event, post_event
 
 RATE = 170  # advisor 119, platform 51 at 30 %
 
-deposit = st.tuples(st.just("deposit"), st.integers(500, 3000), st.sampled_from(["tok_approved", "tok_approved",
-                                                                                   "tok_declined", "tok_held"]))
+deposit = st.tuples(
+    st.just("deposit"),
+    st.integers(500, 3000),
+    st.sampled_from(["tok_approved", "tok_approved", "tok_declined", "tok_held"]),
+)
 retry = st.tuples(st.just("retry_deposit"), st.integers(0, 7))
 debit = st.tuples(st.just("debit"), st.integers(1, 4))
 refund = st.tuples(st.just("refund"), st.integers(1, 400))
@@ -70,8 +73,18 @@ async def _step(ctx: dict[str, Any], m: Model, op: tuple) -> None:
         expected = {"tok_approved": 201, "tok_declined": 402, "tok_held": 202}[token]
         assert resp.status == expected, resp.text
         dep = resp.json()["deposit"]
-        m.deposits.append({"key": key, "body": body, "status": dep["status"], "reply": resp.json(), "id": dep["id"],
-                           "amount": amount, "reversed": 0, "trans_id": dep["gateway_transaction_id"]})
+        m.deposits.append(
+            {
+                "key": key,
+                "body": body,
+                "status": dep["status"],
+                "reply": resp.json(),
+                "id": dep["id"],
+                "amount": amount,
+                "reversed": 0,
+                "trans_id": dep["gateway_transaction_id"],
+            }
+        )
         if dep["status"] == "approved":
             m.balance += amount
     elif kind == "retry_deposit":
@@ -92,8 +105,11 @@ async def _step(ctx: dict[str, Any], m: Model, op: tuple) -> None:
             m.minutes, m.charged, m.balance = minute, m.charged + RATE, m.balance - RATE
     elif kind == "refund":
         amount = op[1]
-        resp = await admin.post(f"/v1/admin/readings/{reading['id']}/refund", {"amount_cents": amount, "reason": "prop"},
-                                headers={"idempotency-key": unique("rk")})
+        resp = await admin.post(
+            f"/v1/admin/readings/{reading['id']}/refund",
+            {"amount_cents": amount, "reason": "prop"},
+            headers={"idempotency-key": unique("rk")},
+        )
         if amount <= m.charged - m.refunded:
             assert resp.status == 201, resp.text
             m.refunded += amount
@@ -110,8 +126,9 @@ async def _step(ctx: dict[str, Any], m: Model, op: tuple) -> None:
             body = event("net.authorize.payment.void.created", trans_id=d["trans_id"] or "0", invoice=d["id"])
             amount = remaining
         else:
-            body = event("net.authorize.payment.refund.created", trans_id=str(unique("9")), invoice=d["id"],
-                         amount_cents=amount)
+            body = event(
+                "net.authorize.payment.refund.created", trans_id=str(unique("9")), invoice=d["id"], amount_cents=amount
+            )
         outcome = (await post_event(body)).json()["outcome"]
         m.webhooks.append(body)
         if d["status"] == "approved" and 0 < amount <= remaining:
@@ -154,8 +171,9 @@ async def _invariants(ctx: dict[str, Any], m: Model) -> None:
     assert report["ok"], json.dumps([c for c in report["checks"] if not c["ok"]])
 
 
-@settings(max_examples=8, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(steps)
 def test_random_interleavings_keep_every_invariant(ops):
     ctx = run_sync(_setup())

@@ -17,9 +17,13 @@ HOUR_MS = 3600 * 1000
 
 
 async def photo_row(advisor_id: str) -> dict:
-    row = await database().first(sql(
-        """SELECT photo_key, photo_content_type, photo_size_bytes, photo_sha256, version
-           FROM advisors WHERE user_id = ?""", int(advisor_id)))
+    row = await database().first(
+        sql(
+            """SELECT photo_key, photo_content_type, photo_size_bytes, photo_sha256, version
+           FROM advisors WHERE user_id = ?""",
+            int(advisor_id),
+        )
+    )
     assert row is not None
     return row
 
@@ -240,11 +244,15 @@ async def test_delete_photo():
 async def test_no_image_bytes_ever_reach_d1():
     db = database()
     # No column anywhere is declared BLOB.
-    columns = (await db.all(sql(
-        """SELECT t.name AS t, c.name AS c, c.type AS type FROM pragma_table_list AS t
+    columns = (
+        await db.all(
+            sql(
+                """SELECT t.name AS t, c.name AS c, c.type AS type FROM pragma_table_list AS t
            JOIN pragma_table_info(t.name) AS c
            WHERE t.schema = 'main' AND t.type = 'table' AND t.name NOT LIKE 'sqlite%' AND t.name NOT LIKE '_cf%'"""
-    ))).rows
+            )
+        )
+    ).rows
     assert columns and not [c for c in columns if "BLOB" in str(c["type"]).upper()]
     size_before = await _d1_size_bytes()
     client, advisor = await new_advisor("phx")
@@ -257,9 +265,12 @@ async def test_no_image_bytes_ever_reach_d1():
     for col in columns:
         table, column = col["t"], col["c"]
         # Identifiers come from D1's own catalogue above, never from input.
-        found = await database().first(sql(
-            f'SELECT coalesce(sum(typeof("{column}") = \'blob\'), 0) AS blobs, '  # noqa: S608
-            f'coalesce(max(length("{column}")), 0) AS longest FROM "{table}"'))
+        found = await database().first(
+            sql(
+                f"SELECT coalesce(sum(typeof(\"{column}\") = 'blob'), 0) AS blobs, "  # noqa: S608
+                f'coalesce(max(length("{column}")), 0) AS longest FROM "{table}"'
+            )
+        )
         assert found["blobs"] == 0, f"{table}.{column} holds a BLOB"
         assert found["longest"] < 200_000, f"{table}.{column} holds a {found['longest']}-character value"
 
@@ -296,7 +307,8 @@ async def test_d1_failures_around_the_update_never_lose_or_leak_a_photo():
     job = unique("sweep")
     now = int(time.time() * 1000)
     assert (await photos.sweep_orphans(database(), media(), now, prefix=prefix_of(aid), job=job))[
-        "photo_orphans_deleted"] == 0
+        "photo_orphans_deleted"
+    ] == 0
     done = await photos.sweep_orphans(database(), media(), now + 2 * HOUR_MS, prefix=prefix_of(aid), job=job)
     assert done == {"photo_objects_listed": 3, "photo_orphans_deleted": 2}
     assert await r2_keys(prefix_of(aid)) == [committed_key]
@@ -327,8 +339,9 @@ async def test_sweep_pages_through_the_bucket_with_a_saved_cursor():
 async def test_the_cron_runs_the_sweep():
     before = int(time.time() * 1000)
     await local_runtime.dispatchScheduled("* * * * *", before)
-    saved = await database().first(sql(
-        "SELECT cursor, updated_at_ms FROM maintenance_cursors WHERE job = ?", photos.SWEEP_JOB))
+    saved = await database().first(
+        sql("SELECT cursor, updated_at_ms FROM maintenance_cursors WHERE job = ?", photos.SWEEP_JOB)
+    )
     assert saved is not None and saved["updated_at_ms"] >= before
 
 

@@ -28,6 +28,7 @@ def assert_problem(r, status: int, code: str) -> dict:
 
 # --- routing ------------------------------------------------------------------
 
+
 async def test_typed_id_param_matches_and_is_an_int():
     thing_id = new_id()
     r = await Client().get(f"/test/things/{thing_id}")
@@ -35,8 +36,9 @@ async def test_typed_id_param_matches_and_is_an_int():
     assert r.json() == {"thing_id": str(thing_id)}
 
 
-@pytest.mark.parametrize("bad", ["abc", "-5", "12.5", "1e15", str(MIN_ID - 1), str(2**52 + 2**40),
-                                 "%31%32", "0x10000000000", "9" * 17])
+@pytest.mark.parametrize(
+    "bad", ["abc", "-5", "12.5", "1e15", str(MIN_ID - 1), str(2**52 + 2**40), "%31%32", "0x10000000000", "9" * 17]
+)
 async def test_bad_id_is_a_plain_not_found(bad):
     r = await Client().get(f"/test/things/{bad}")
     body = assert_problem(r, 404, "not_found")
@@ -92,6 +94,7 @@ async def test_over_http_unknown_route_is_problem_json():
 
 # --- error shapes -------------------------------------------------------------
 
+
 async def test_problem_carries_extra_headers_and_no_request_id_below_500():
     body = assert_problem(await Client().get("/test/teapot"), 418, "teapot")
     assert "request_id" not in body
@@ -125,9 +128,11 @@ async def test_request_ids_differ_per_request():
 
 # --- bodies and validation ----------------------------------------------------
 
+
 async def echo(body, *, query="", headers=None, http=False):
-    return await Client(http=http).request("POST", "/test/echo" + query, body=body,
-                                           headers={"content-type": "application/json", **(headers or {})})
+    return await Client(http=http).request(
+        "POST", "/test/echo" + query, body=body, headers={"content-type": "application/json", **(headers or {})}
+    )
 
 
 async def test_valid_body_and_query_are_parsed():
@@ -136,32 +141,43 @@ async def test_valid_body_and_query_are_parsed():
     assert r.json() == {"body": {"n": 3, "tags": ["a", "b"], "inner": {"k": "x"}}, "query": {"limit": 5}}
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"n": "3"}, "n"),
-    ({"n": True}, "n"),
-    ({"n": 3.0}, "n"),
-    ({"n": 11}, "n"),
-    ({}, "n"),
-    ({"n": 1, "extra": 1}, "extra"),
-    ({"n": 1, "tags": "a"}, "tags"),
-    ({"n": 1, "tags": ["a", 2]}, "tags[1]"),
-    ({"n": 1, "tags": ["toolong"]}, "tags[0]"),
-    ({"n": 1, "tags": ["a", "a"]}, "tags"),
-    ({"n": 1, "tags": ["a", "b", "c", "d"]}, "tags"),
-    ({"n": 1, "inner": {"k": "x", "z": 1}}, "inner.z"),
-    ({"n": 1, "inner": {"k": 5}}, "inner.k"),
-    ({"n": 1, "inner": []}, "inner"),
-    ({"n": 1, "tags": ["a\u0000"]}, "tags[0]"),
-    ([1, 2], "body"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"n": "3"}, "n"),
+        ({"n": True}, "n"),
+        ({"n": 3.0}, "n"),
+        ({"n": 11}, "n"),
+        ({}, "n"),
+        ({"n": 1, "extra": 1}, "extra"),
+        ({"n": 1, "tags": "a"}, "tags"),
+        ({"n": 1, "tags": ["a", 2]}, "tags[1]"),
+        ({"n": 1, "tags": ["toolong"]}, "tags[0]"),
+        ({"n": 1, "tags": ["a", "a"]}, "tags"),
+        ({"n": 1, "tags": ["a", "b", "c", "d"]}, "tags"),
+        ({"n": 1, "inner": {"k": "x", "z": 1}}, "inner.z"),
+        ({"n": 1, "inner": {"k": 5}}, "inner.k"),
+        ({"n": 1, "inner": []}, "inner"),
+        ({"n": 1, "tags": ["a\u0000"]}, "tags[0]"),
+        ([1, 2], "body"),
+    ],
+)
 async def test_wrong_shapes_are_400_naming_the_field(body, field):
     r = await echo(json.dumps(body))
     problem = assert_problem(r, 400, "invalid_request")
     assert problem["field"] == field, problem
 
 
-@pytest.mark.parametrize(("query", "field"), [("?limit=0", "limit"), ("?limit=abc", "limit"), ("?limit=1&limit=2", "limit"),
-                                              ("?page=2", "page"), ("?limit=" + "9" * 20, "limit")])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("?limit=0", "limit"),
+        ("?limit=abc", "limit"),
+        ("?limit=1&limit=2", "limit"),
+        ("?page=2", "page"),
+        ("?limit=" + "9" * 20, "limit"),
+    ],
+)
 async def test_bad_query_is_400_naming_the_parameter(query, field):
     r = await echo(json.dumps({"n": 1}), query=query)
     assert assert_problem(r, 400, "invalid_request")["field"] == field
@@ -221,25 +237,30 @@ async def _me(client) -> dict:
     return r.json()
 
 
-@pytest.mark.parametrize(("raw", "field"), [
-    (json.dumps({"display_name": 5}), "display_name"),
-    (json.dumps({"display_name": "ok", "nickname": "x"}), "nickname"),
-    (json.dumps({"time_zone": None}), "time_zone"),
-    (json.dumps({"display_name": ""}), "display_name"),
-    (json.dumps({}), "body"),
-    (b'{"display_name": "\xc3\x28"}', "body"),
-    (b'{"display_name": ', "body"),
-    (json.dumps({"display_name": [[[[[[[[["x"]]]]]]]]]}), "body"),
-])
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (json.dumps({"display_name": 5}), "display_name"),
+        (json.dumps({"display_name": "ok", "nickname": "x"}), "nickname"),
+        (json.dumps({"time_zone": None}), "time_zone"),
+        (json.dumps({"display_name": ""}), "display_name"),
+        (json.dumps({}), "body"),
+        (b'{"display_name": "\xc3\x28"}', "body"),
+        (b'{"display_name": ', "body"),
+        (json.dumps({"display_name": [[[[[[[[["x"]]]]]]]]]}), "body"),
+    ],
+)
 async def test_bad_patch_me_body_is_400_and_writes_nothing(raw, field):
     _sub, client = await new_user("bad")
     before = await _me(client)
-    r = await client.request("PATCH", "/v1/me", body=raw,
-                             headers={"content-type": "application/json", "if-match": f'"{before["version"]}"'})
+    r = await client.request(
+        "PATCH", "/v1/me", body=raw, headers={"content-type": "application/json", "if-match": f'"{before["version"]}"'}
+    )
     assert assert_problem(r, 400, "invalid_request")["field"] == field
     assert "rows_written=0" in r.headers["server-timing"]
     after = await _me(client)
     assert after == before
-    row = await database().first(sql("SELECT version, display_name, time_zone FROM users WHERE id = ?",
-                                      int(before["id"])))
+    row = await database().first(
+        sql("SELECT version, display_name, time_zone FROM users WHERE id = ?", int(before["id"]))
+    )
     assert row == {"version": before["version"], "display_name": None, "time_zone": "UTC"}

@@ -16,8 +16,13 @@ async def test_put_get_head_delete_round_trip():
     bucket = media()
     key = f"test/{unique('r2')}"
     data = bytes(range(256)) * 64 + b"\x00end"
-    stored = await bucket.put(key, data, httpMetadata={"contentType": "image/png", "cacheControl": "no-store"},
-                              customMetadata={"owner": "test"}, sha256=hashlib.sha256(data).hexdigest())
+    stored = await bucket.put(
+        key,
+        data,
+        httpMetadata={"contentType": "image/png", "cacheControl": "no-store"},
+        customMetadata={"owner": "test"},
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
     assert stored.key == key and stored.size == len(data)
     assert stored.httpEtag == f'"{stored.etag}"'
     got = await bucket.get(key)

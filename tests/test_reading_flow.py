@@ -18,8 +18,10 @@ from support import Client, database, unique
 async def test_the_whole_flow():
     t0 = now_ms()
     advisor, advisor_id = await long_lived_user("adv")
-    r = await advisor.post("/v1/advisors", json={"headline": "Tarot", "bio": "Cards.", "categories": ["tarot"],
-                                                 "rate_cents_per_minute": 100})
+    r = await advisor.post(
+        "/v1/advisors",
+        json={"headline": "Tarot", "bio": "Cards.", "categories": ["tarot"], "rate_cents_per_minute": 100},
+    )
     assert r.status == 201
     r = await advisor.patch("/v1/advisors/me", json={"status": "online"}, headers={"if-match": r.headers["etag"]})
     assert r.status == 200
@@ -45,8 +47,13 @@ async def test_the_whole_flow():
     r = await advisor.post(f"/v1/readings/{rid}/accept", headers=at(accepted_at))
     assert r.status == 200, r.text
     body = r.json()
-    assert (body["status"], body["billed_minutes"], body["balance_cents"], body["minutes_left"], body["low_balance"]) == (
-        "active", 1, None, 3, False), "minute 1 is charged on accept; the advisor sees minutes, not money"
+    assert (
+        body["status"],
+        body["billed_minutes"],
+        body["balance_cents"],
+        body["minutes_left"],
+        body["low_balance"],
+    ) == ("active", 1, None, 3, False), "minute 1 is charged on accept; the advisor sees minutes, not money"
     seen = await client.get(f"/v1/readings/{rid}", headers={"x-d1-bookmark": r.headers["x-d1-bookmark"]})
     assert seen.json()["status"] == "active" and seen.json()["balance_cents"] == 350
 
@@ -67,24 +74,36 @@ async def test_the_whole_flow():
     assert (seen.json()["billed_minutes"], seen.json()["balance_cents"]) == (2, 250)
     assert seen.headers["x-d1-bookmark"] >= charged.headers["x-d1-bookmark"]
 
-    r = await client.post(f"/v1/readings/{rid}/messages", json={"body": "Will I find a new job?"},
-                          headers=at(accepted_at + MINUTE_MS + 1))
+    r = await client.post(
+        f"/v1/readings/{rid}/messages", json={"body": "Will I find a new job?"}, headers=at(accepted_at + MINUTE_MS + 1)
+    )
     assert r.status == 201, r.text
-    r = await advisor.post(f"/v1/readings/{rid}/messages", json={"body": "The cards say: soon."},
-                           headers=at(accepted_at + MINUTE_MS + 2))
+    r = await advisor.post(
+        f"/v1/readings/{rid}/messages", json={"body": "The cards say: soon."}, headers=at(accepted_at + MINUTE_MS + 2)
+    )
     assert r.status == 201, r.text
 
     b = await beat(client, accepted_at + 2 * MINUTE_MS + 10)
-    assert (b["billed_minutes"], b["balance_cents"], b["minutes_left"], b["low_balance"]) == (3, 150, 1, True), \
+    assert (b["billed_minutes"], b["balance_cents"], b["minutes_left"], b["low_balance"]) == (3, 150, 1, True), (
         "the low-balance warning comes when fewer than two minutes remain"
+    )
     # read-after-write after a charge
     b = await beat(client, accepted_at + 3 * MINUTE_MS + 10)
     assert (b["billed_minutes"], b["balance_cents"], b["minutes_left"], b["low_balance"], b["status"]) == (
-        4, 50, 0, True, "active")
+        4,
+        50,
+        0,
+        True,
+        "active",
+    )
     # minute 5 cannot be paid: the reading ends where minute 4 ended
     b = await beat(client, accepted_at + 4 * MINUTE_MS + 20_000)
     assert (b["status"], b["end_reason"], b["billed_minutes"], b["balance_cents"]) == (
-        "ended", "insufficient_funds", 4, 50)
+        "ended",
+        "insufficient_funds",
+        4,
+        50,
+    )
     db = database()
     row = await db.first(sql("SELECT ended_at_ms FROM readings WHERE id = ?", int(rid)))
     assert row["ended_at_ms"] == accepted_at + 4 * MINUTE_MS
@@ -98,7 +117,9 @@ async def test_the_whole_flow():
     for who in (client, advisor):
         msgs = (await who.get(f"/v1/readings/{rid}/messages")).json()["items"]
         assert [(m["sender_role"], m["body"]) for m in msgs] == [
-            ("client", "Will I find a new job?"), ("advisor", "The cards say: soon.")]
+            ("client", "Will I find a new job?"),
+            ("advisor", "The cards say: soon."),
+        ]
 
     r = await client.post(f"/v1/readings/{rid}/review", json={"rating": 5, "comment": "Spot on."})
     assert r.status == 201, r.text
@@ -113,7 +134,10 @@ async def test_the_whole_flow():
     assert [e["amount_cents"] for e in earnings["items"]] == [70, 70, 70, 70]
     assert {e["reading_id"] for e in earnings["items"]} == {rid}
 
-    charges = (await db.all(sql("SELECT minute, charged_at_ms FROM reading_charges WHERE reading_id = ? ORDER BY minute",
-                                int(rid)))).rows
+    charges = (
+        await db.all(
+            sql("SELECT minute, charged_at_ms FROM reading_charges WHERE reading_id = ? ORDER BY minute", int(rid))
+        )
+    ).rows
     assert [c["minute"] for c in charges] == [1, 2, 3, 4]
     await assert_ledger_consistent()

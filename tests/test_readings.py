@@ -24,8 +24,9 @@ async def _row(reading_id) -> dict:
 
 
 async def _wallet(user_id: int) -> int:
-    row = await database().first(sql(
-        "SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'", user_id))
+    row = await database().first(
+        sql("SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'", user_id)
+    )
     return int(row["balance_cents"])
 
 
@@ -36,15 +37,17 @@ async def test_request_refusals_change_nothing():
     assert r.status == 402 and r.json()["code"] == "insufficient_funds"
     await fund(client_id, 1)
 
-    r = await advisor.post("/v1/readings", json={"advisor_id": str(advisor_id)},
-                           headers=at(t, **{"idempotency-key": unique()}))
+    r = await advisor.post(
+        "/v1/readings", json={"advisor_id": str(advisor_id)}, headers=at(t, **{"idempotency-key": unique()})
+    )
     assert r.status == 422 and r.json()["code"] == "own_advisor"
     r = await client.post("/v1/readings", json={"advisor_id": str(advisor_id)})
     assert r.status == 400 and r.json()["code"] == "idempotency_key_required"
     r = await request_reading(client, 1234567890123, t)
     assert r.status == 404
-    r = await client.post("/v1/readings", json={"advisor_id": str(advisor_id), "channel": "video"},
-                          headers={"idempotency-key": unique()})
+    r = await client.post(
+        "/v1/readings", json={"advisor_id": str(advisor_id), "channel": "video"}, headers={"idempotency-key": unique()}
+    )
     assert r.status == 400
 
     offline_client, _cid, offline_adv, offline_id = await market_pair(funds=1000)
@@ -65,8 +68,9 @@ async def test_request_refusals_change_nothing():
     assert r2.status == 409 and r2.json()["code"] == "reading_already_open"
     assert r2.json()["open_reading_id"] == r.json()["id"]
     # the same key with another body is refused
-    r3 = await client.post("/v1/readings", json={"advisor_id": str(other_advisor)},
-                           headers=at(t, **{"idempotency-key": key}))
+    r3 = await client.post(
+        "/v1/readings", json={"advisor_id": str(other_advisor)}, headers=at(t, **{"idempotency-key": key})
+    )
     assert r3.status == 422 and r3.json()["code"] == "idempotency_key_reused"
 
 
@@ -76,7 +80,9 @@ async def test_rate_is_fixed_at_request_time():
     r = await request_reading(client, advisor_id, t)
     rid = r.json()["id"]
     me = await advisor.get("/v1/advisors/me")
-    r = await advisor.patch("/v1/advisors/me", json={"rate_cents_per_minute": 900}, headers={"if-match": me.headers["etag"]})
+    r = await advisor.patch(
+        "/v1/advisors/me", json={"rate_cents_per_minute": 900}, headers={"if-match": me.headers["etag"]}
+    )
     assert r.status == 200
     r = await advisor.post(f"/v1/readings/{rid}/accept", headers=at(t + 1000))
     assert r.status == 200 and r.json()["rate_cents_per_minute"] == 100
@@ -91,9 +97,16 @@ async def test_accept_without_funds_for_minute_one_changes_nothing():
     db = database()
     from clairvora import ledger
     from clairvora.ids import new_id
-    await db.batch(ledger.transfer(transfer_id=new_id(), key=f"test:{new_id()}", kind="adjustment",
-                                   legs=[ledger.Leg(ledger.wallet_of(client_id), -50),
-                                         ledger.Leg(ledger.PLATFORM_REVENUE, 50)], now_ms=t))
+
+    await db.batch(
+        ledger.transfer(
+            transfer_id=new_id(),
+            key=f"test:{new_id()}",
+            kind="adjustment",
+            legs=[ledger.Leg(ledger.wallet_of(client_id), -50), ledger.Leg(ledger.PLATFORM_REVENUE, 50)],
+            now_ms=t,
+        )
+    )
     before = await _row(rid)
     r = await advisor.post(f"/v1/readings/{rid}/accept", headers=at(t + 1000))
     assert r.status == 402 and r.json()["code"] == "insufficient_funds"
@@ -121,8 +134,13 @@ async def test_illegal_transitions_are_409_and_change_nothing():
     r = await advisor.post(f"/v1/readings/{rid}/decline", headers=at(t + 2))
     assert r.status == 200 and r.json()["status"] == "declined"
     before = await _row(rid)
-    for who, action in [(advisor, "accept"), (advisor, "decline"), (client, "cancel"), (client, "heartbeat"),
-                        (client, "end")]:
+    for who, action in [
+        (advisor, "accept"),
+        (advisor, "decline"),
+        (client, "cancel"),
+        (client, "heartbeat"),
+        (client, "end"),
+    ]:
         r = await who.post(f"/v1/readings/{rid}/{action}", headers=at(t + 3))
         assert r.status == 409, (action, r.text)
         assert r.json()["reading_status"] == "declined"
@@ -167,9 +185,14 @@ async def test_the_sql_refuses_what_the_state_machine_forbids():
             await db.run(sql(statement, rid))
     # a charge row for a minute out of order, or without its transfer, is refused
     with pytest.raises(TriggerAbort) as err:
-        await db.run(sql("""INSERT INTO reading_charges (reading_id, minute, transfer_id, amount_cents, charged_at_ms)
+        await db.run(
+            sql(
+                """INSERT INTO reading_charges (reading_id, minute, transfer_id, amount_cents, charged_at_ms)
                             SELECT ?, 3, transfer_id, amount_cents, 0 FROM reading_charges WHERE reading_id = ?""",
-                         rid, rid))
+                rid,
+                rid,
+            )
+        )
     assert err.value.code == "reading_not_billable"
     assert (await _row(rid))["billed_minutes"] == 1
     await client.post(f"/v1/readings/{rid}/end", headers=at(t + 1))
@@ -188,7 +211,11 @@ async def test_end_bills_minutes_begun_and_either_side_may_end():
     r = await advisor.post(f"/v1/readings/{reading['id']}/end", headers=at(t + 2 * MINUTE_MS + 1))
     body = r.json()
     assert (body["status"], body["end_reason"], body["billed_minutes"], body["balance_cents"]) == (
-        "ended", "advisor_ended", 3, None)
+        "ended",
+        "advisor_ended",
+        3,
+        None,
+    )
     assert await _wallet(client_id) == 700
 
     reading = await active_reading(client, advisor, advisor_id, t + 10 * MINUTE_MS)
@@ -213,7 +240,11 @@ async def test_an_end_that_funds_cannot_cover_ends_at_the_last_paid_minute():
     r = await client.post(f"/v1/readings/{reading['id']}/heartbeat", headers=at(t + 11 * MINUTE_MS + 5))
     body = r.json()
     assert (body["status"], body["end_reason"], body["billed_minutes"], body["balance_cents"]) == (
-        "ended", "insufficient_funds", 1, 50)
+        "ended",
+        "insufficient_funds",
+        1,
+        50,
+    )
     assert (await _row(reading["id"]))["ended_at_ms"] == t + 11 * MINUTE_MS
     await assert_ledger_consistent()
 
@@ -262,8 +293,15 @@ async def test_many_minutes_are_charged_in_bounded_batches():
 
 
 def test_plan_is_bounded_and_never_exceeds_funds():
-    reading = {"status": "active", "accepted_at_ms": 0, "billing_period_seconds": 60, "billed_minutes": 3,
-               "rate_cents_per_minute": 100, "last_heartbeat_at_ms": 0, "wallet_cents": 10_000}
+    reading = {
+        "status": "active",
+        "accepted_at_ms": 0,
+        "billing_period_seconds": 60,
+        "billed_minutes": 3,
+        "rate_cents_per_minute": 100,
+        "last_heartbeat_at_ms": 0,
+        "wallet_cents": 10_000,
+    }
     p = billing.plan(reading, 40 * MINUTE_MS, "heartbeat", 10**9)
     assert (p.first_minute, p.minutes, p.more, p.end_reason) == (4, billing.MAX_MINUTES_PER_BATCH, True, None)
     p = billing.plan({**reading, "wallet_cents": 250}, 40 * MINUTE_MS, "heartbeat", 10**9)

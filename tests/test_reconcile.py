@@ -13,9 +13,15 @@ async def test_admin_gets_every_check_and_they_hold():
     assert resp.status == 200, resp.text
     report = resp.json()
     names = {c["name"] for c in report["checks"]}
-    assert {"transfers_balanced_and_posted", "balances_equal_sum_of_entries", "balances_equal_last_balance_after",
-            "sequences_gap_free", "wallets_negative_only_by_reversal", "approved_payments_credited_once",
-            "money_conserved"} <= names
+    assert {
+        "transfers_balanced_and_posted",
+        "balances_equal_sum_of_entries",
+        "balances_equal_last_balance_after",
+        "sequences_gap_free",
+        "wallets_negative_only_by_reversal",
+        "approved_payments_credited_once",
+        "money_conserved",
+    } <= names
     assert report["ok"] is True and all(c["ok"] for c in report["checks"])
     assert "calls=2" in resp.headers["server-timing"]  # caller + one batch of every check
 
@@ -42,7 +48,9 @@ async def test_a_tampered_balance_is_reported():
         report = await reconcile.check(db)
         failed = {c["name"]: c["detail"] for c in report["checks"] if not c["ok"]}
         assert report["ok"] is False
-        assert "balances_equal_sum_of_entries" in failed and str(account["id"]) in failed["balances_equal_sum_of_entries"]
+        assert (
+            "balances_equal_sum_of_entries" in failed and str(account["id"]) in failed["balances_equal_sum_of_entries"]
+        )
         assert "balances_equal_last_balance_after" in failed and "money_conserved" in failed
     finally:
         await db.run(sql("UPDATE accounts SET balance_cents = balance_cents - 1 WHERE id = ?", account["id"]))
@@ -52,7 +60,9 @@ async def test_a_tampered_balance_is_reported():
 async def test_an_approved_payment_without_credit_is_reported():
     db = database()
     _uid, client = await user_with_wallet("rc")
-    resp = await client.post("/v1/wallet/deposits", deposit_body(600, "tok_declined"), headers={"idempotency-key": unique()})
+    resp = await client.post(
+        "/v1/wallet/deposits", deposit_body(600, "tok_declined"), headers={"idempotency-key": unique()}
+    )
     payment_id = int(resp.json()["deposit"]["id"])
     await db.run(sql("UPDATE payments SET status = 'approved' WHERE id = ?", payment_id))
     try:

@@ -36,8 +36,9 @@ async def test_full_refund_returns_each_share_exactly():
     reading = await _charged_reading(3, rate=100, fee_bps=3000)
     platform_before = await ledger.balance_cents(database(), ledger.PLATFORM_REVENUE)
     assert await balance(reading["client_id"]) == 0 and await _earnings(reading["advisor_id"]) == 210
-    resp = await admin.post(_path(reading), {"amount_cents": 300, "reason": "connection dropped"},
-                            headers={"idempotency-key": unique()})
+    resp = await admin.post(
+        _path(reading), {"amount_cents": 300, "reason": "connection dropped"}, headers={"idempotency-key": unique()}
+    )
     assert resp.status == 201, resp.text
     body = resp.json()
     assert body["refund"]["advisor_cents"] == 210 and body["refund"]["platform_cents"] == 90
@@ -46,21 +47,29 @@ async def test_full_refund_returns_each_share_exactly():
     assert await _earnings(reading["advisor_id"]) == 0
     assert await ledger.balance_cents(database(), ledger.PLATFORM_REVENUE) == platform_before - 90
     items = (await reading["client"].get("/v1/wallet/transactions?limit=1")).json()["items"]
-    assert items[0]["kind"] == "reading_refund" and items[0]["reference"] == {"type": "reading", "id": str(reading["id"])}
+    assert items[0]["kind"] == "reading_refund" and items[0]["reference"] == {
+        "type": "reading",
+        "id": str(reading["id"]),
+    }
 
 
 async def test_partial_refunds_add_up_and_stop_at_the_charged_total():
     _admin_id, admin = await admin_client()
-    reading = await _charged_reading(1, rate=7, fee_bps=3000)   # advisor 5, platform 2 per minute
+    reading = await _charged_reading(1, rate=7, fee_bps=3000)  # advisor 5, platform 2 per minute
     parts = []
     for amount in (3, 3):
-        resp = await admin.post(_path(reading), {"amount_cents": amount, "reason": "partial"},
-                                headers={"idempotency-key": unique()})
+        resp = await admin.post(
+            _path(reading), {"amount_cents": amount, "reason": "partial"}, headers={"idempotency-key": unique()}
+        )
         assert resp.status == 201
         parts.append((resp.json()["refund"]["advisor_cents"], resp.json()["refund"]["platform_cents"]))
-    over = await admin.post(_path(reading), {"amount_cents": 2, "reason": "too much"}, headers={"idempotency-key": unique()})
+    over = await admin.post(
+        _path(reading), {"amount_cents": 2, "reason": "too much"}, headers={"idempotency-key": unique()}
+    )
     assert over.status == 409 and over.json()["code"] == "refund_exceeds_charges"
-    last = await admin.post(_path(reading), {"amount_cents": 1, "reason": "rest"}, headers={"idempotency-key": unique()})
+    last = await admin.post(
+        _path(reading), {"amount_cents": 1, "reason": "rest"}, headers={"idempotency-key": unique()}
+    )
     assert last.status == 201
     parts.append((last.json()["refund"]["advisor_cents"], last.json()["refund"]["platform_cents"]))
     assert sum(a for a, _p in parts) == 5 and sum(p for _a, p in parts) == 2
@@ -76,11 +85,24 @@ async def test_the_cap_is_enforced_in_sql_even_when_python_is_bypassed():
     # negative), so only the reading_refunds trigger stands in the way.
     legs = [ledger.Leg(ledger.wallet_of(reading["client_id"]), 101), ledger.Leg(ledger.GATEWAY_CLEARING, -101)]
     statements = [
-        *ledger.transfer(transfer_id=transfer_id, key=f"t:{transfer_id}", kind="reading_refund", legs=legs, now_ms=1,
-                         reference_type="reading", reference_id=reading["id"]),
-        sql("""INSERT INTO reading_refunds (id, reading_id, transfer_id, amount_cents, advisor_cents, platform_cents,
+        *ledger.transfer(
+            transfer_id=transfer_id,
+            key=f"t:{transfer_id}",
+            kind="reading_refund",
+            legs=legs,
+            now_ms=1,
+            reference_type="reading",
+            reference_id=reading["id"],
+        ),
+        sql(
+            """INSERT INTO reading_refunds (id, reading_id, transfer_id, amount_cents, advisor_cents, platform_cents,
                                             refunded_before_cents, reason, requested_by_user_id, created_at_ms)
-               VALUES (?, ?, ?, 101, 70, 31, 0, 'x', ?, 1)""", new_id(), reading["id"], transfer_id, admin_id),
+               VALUES (?, ?, ?, 101, 70, 31, 0, 'x', ?, 1)""",
+            new_id(),
+            reading["id"],
+            transfer_id,
+            admin_id,
+        ),
     ]
     try:
         await db.batch(statements)
@@ -108,15 +130,23 @@ async def test_refusals():
     _admin_id, admin = await admin_client()
     reading = await _charged_reading(1, rate=100)
     path = _path(reading)
-    assert (await admin.post(path, {"amount_cents": 10, "reason": "x"})).status == 400            # no key
-    for body in ({"amount_cents": 0, "reason": "x"}, {"amount_cents": 10}, {"amount_cents": 10, "reason": ""},
-                 {"amount_cents": 10, "reason": "x", "extra": 1}):
+    assert (await admin.post(path, {"amount_cents": 10, "reason": "x"})).status == 400  # no key
+    for body in (
+        {"amount_cents": 0, "reason": "x"},
+        {"amount_cents": 10},
+        {"amount_cents": 10, "reason": ""},
+        {"amount_cents": 10, "reason": "x", "extra": 1},
+    ):
         assert (await admin.post(path, body, headers={"idempotency-key": unique()})).status == 400, body
-    missing = await admin.post(f"/v1/admin/readings/{new_id()}/refund", {"amount_cents": 1, "reason": "x"},
-                               headers={"idempotency-key": unique()})
+    missing = await admin.post(
+        f"/v1/admin/readings/{new_id()}/refund",
+        {"amount_cents": 1, "reason": "x"},
+        headers={"idempotency-key": unique()},
+    )
     assert missing.status == 404
-    assert (await reading["client"].post(path, {"amount_cents": 1, "reason": "x"},
-                                         headers={"idempotency-key": unique()})).status == 403
+    assert (
+        await reading["client"].post(path, {"amount_cents": 1, "reason": "x"}, headers={"idempotency-key": unique()})
+    ).status == 403
     assert await balance(reading["client_id"]) == 0
 
 

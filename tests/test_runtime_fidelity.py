@@ -67,13 +67,16 @@ async def test_d1_binding_is_wrapped_by_the_sdk_and_returns_python_objects():
     assert body["rows"] == [{"slug": "astrology"}, {"slug": "career"}]
 
 
-@pytest.mark.parametrize("source", [
-    "import os\nX = os.urandom(8)\n",
-    "import secrets\nX = secrets.token_hex(8)\n",
-    "import uuid\nX = uuid.uuid4()\n",
-    "import random\nX = random.SystemRandom().random()\n",
-    "from clairvora.ids import new_id\nX = new_id()\n",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import os\nX = os.urandom(8)\n",
+        "import secrets\nX = secrets.token_hex(8)\n",
+        "import uuid\nX = uuid.uuid4()\n",
+        "import random\nX = random.SystemRandom().random()\n",
+        "from clairvora.ids import new_id\nX = new_id()\n",
+    ],
+)
 def test_entropy_at_import_time_is_refused(source, tmp_path):
     name = f"entropy_probe_{abs(hash(source))}"
     (tmp_path / f"{name}.py").write_text(source + "class Default:\n    pass\n")

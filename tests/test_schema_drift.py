@@ -27,8 +27,11 @@ async def test_introspection_sees_types_nullability_and_excludes_internal_tables
 async def test_drift_names_what_to_add_for_a_new_column_and_table():
     migrated = await migrated_schema(database())
     migrated["users"]["nickname"] = Column("TEXT", True)
-    migrated["gift_cards"] = {"id": Column("INTEGER", False), "code": Column("TEXT", False),
-                              "note": Column("TEXT", True)}
+    migrated["gift_cards"] = {
+        "id": Column("INTEGER", False),
+        "code": Column("TEXT", False),
+        "note": Column("TEXT", True),
+    }
     problems = drift(declared_schema(), migrated)
     assert len(problems) == 2, problems
     table_fix, column_fix = problems

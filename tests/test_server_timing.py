@@ -25,7 +25,9 @@ async def _fetch(path: str, server_timing: str, token: str | None = None) -> dic
     overrides = to_js({"SERVER_TIMING": server_timing}, dict_converter=js.Object.fromEntries)
     env = js.Object.assign(js.Object.new(), local_runtime.makeEnv(), overrides)
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    init = to_js({"headers": to_js(headers, dict_converter=js.Object.fromEntries)}, dict_converter=js.Object.fromEntries)
+    init = to_js(
+        {"headers": to_js(headers, dict_converter=js.Object.fromEntries)}, dict_converter=js.Object.fromEntries
+    )
     request = js.Request.new(local_runtime.baseUrl + path, init)
     response = await call_entrypoint(Default, "fetch", _Ctx(), env, [request])
     assert int(response.status) == 200

@@ -21,7 +21,7 @@ async def test_balance_is_one_row_and_follows_credits():
     resp = await client.get("/v1/wallet")
     assert resp.json()["available_cents"] == 1300
     # authenticate (1 call) + the wallet row (1 call); rows read do not depend on ledger length
-    assert 'calls=2' in resp.headers["server-timing"]
+    assert "calls=2" in resp.headers["server-timing"]
 
 
 async def test_transactions_newest_first_with_keyset_pages():
@@ -74,8 +74,12 @@ async def test_openapi_describes_the_money_routes():
     }
     for (path, method), schema in expected.items():
         op = doc["paths"][path][method]
-        refs = [c["schema"]["$ref"] for r in op["responses"].values() for c in r.get("content", {}).values()
-                if "$ref" in c.get("schema", {})]
+        refs = [
+            c["schema"]["$ref"]
+            for r in op["responses"].values()
+            for c in r.get("content", {}).values()
+            if "$ref" in c.get("schema", {})
+        ]
         assert f"#/components/schemas/{schema}" in refs, (path, refs)
         for ref in refs:
             assert ref.rsplit("/", 1)[1] in schemas, ref

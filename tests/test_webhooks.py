@@ -33,6 +33,7 @@ async def _payment(payment_id: str) -> dict:
 
 # --- signature -----------------------------------------------------------------
 
+
 async def test_valid_signature_unknown_event_is_recorded():
     body = event("net.authorize.customer.created", trans_id="1")
     resp = await post_event(body)
@@ -58,7 +59,7 @@ async def test_wrong_key_tampered_body_missing_or_malformed_header_are_401_and_c
         (body, sign(body, other_key)),
         (tampered, sign(body)),
         (body, None),
-        (body, sign(body)[7:]),                       # no sha512= prefix
+        (body, sign(body)[7:]),  # no sha512= prefix
         (body, "sha256=" + sign(body)[7:]),
         (body, "sha512=" + "0" * 128),
         (body, "sha512=zz"),
@@ -83,6 +84,7 @@ async def test_signed_but_malformed_event_is_400():
 
 # --- reversals -------------------------------------------------------------------
 
+
 async def test_refund_event_reverses_the_deposit_once():
     user_id, client = await user_with_wallet("wh")
     deposit = await _deposit(client, 2000)
@@ -102,7 +104,8 @@ async def test_refund_event_reverses_the_deposit_once():
 
     # The rest, then nothing more can be refunded.
     assert (await post_event(event(REFUND, trans_id=str(new_id()), invoice=deposit["id"], amount_cents=1500))).json()[
-        "outcome"] == "reversed"
+        "outcome"
+    ] == "reversed"
     assert (await _payment(deposit["id"]))["status"] == "refunded"
     over = await post_event(event(REFUND, trans_id=str(new_id()), invoice=deposit["id"], amount_cents=1))
     assert over.json()["outcome"] == "not_reversible"
@@ -133,8 +136,9 @@ async def test_void_of_a_spent_deposit_takes_the_wallet_negative_and_blocks_spen
     # No debit can go through while negative.
     debit = [ledger.Leg(ledger.wallet_of(user_id), -1), ledger.Leg(ledger.PLATFORM_REVENUE, 1)]
     try:
-        await db.batch(ledger.transfer(transfer_id=new_id(), key=f"t:{new_id()}", kind="reading_charge", legs=debit,
-                                       now_ms=2))
+        await db.batch(
+            ledger.transfer(transfer_id=new_id(), key=f"t:{new_id()}", kind="reading_charge", legs=debit, now_ms=2)
+        )
         raise AssertionError("a negative wallet was debited")
     except TriggerAbort as exc:
         assert exc.code == "insufficient_funds"
@@ -145,22 +149,34 @@ async def test_void_of_a_spent_deposit_takes_the_wallet_negative_and_blocks_spen
 
 async def test_reversal_only_of_approved_payments_is_enforced_in_sql():
     user_id, client = await user_with_wallet("wh")
-    resp = await client.post("/v1/wallet/deposits", deposit_body(1000, "tok_declined"), headers={"idempotency-key": unique()})
+    resp = await client.post(
+        "/v1/wallet/deposits", deposit_body(1000, "tok_declined"), headers={"idempotency-key": unique()}
+    )
     deposit = resp.json()["deposit"]
     legs = [ledger.Leg(ledger.wallet_of(user_id), -100), ledger.Leg(ledger.GATEWAY_CLEARING, 100)]
     try:
-        await database().batch(ledger.transfer(transfer_id=new_id(), key=f"t:{new_id()}", kind="deposit_reversal",
-                                               legs=legs, now_ms=1, reference_type="payment",
-                                               reference_id=int(deposit["id"])))
+        await database().batch(
+            ledger.transfer(
+                transfer_id=new_id(),
+                key=f"t:{new_id()}",
+                kind="deposit_reversal",
+                legs=legs,
+                now_ms=1,
+                reference_type="payment",
+                reference_id=int(deposit["id"]),
+            )
+        )
         raise AssertionError("reversed a declined payment")
     except TriggerAbort as exc:
         assert exc.code == "payment_not_approved"
     assert (await post_event(event(VOID, trans_id=str(new_id()), invoice=deposit["id"]))).json()[
-        "outcome"] == "not_reversible"
+        "outcome"
+    ] == "not_reversible"
     assert await balance(user_id) == 0
 
 
 # --- resolving what the deposit request could not settle -------------------------
+
 
 async def test_unknown_payment_is_credited_by_the_authcapture_webhook_exactly_once():
     user_id, client = await user_with_wallet("wh")
@@ -184,8 +200,9 @@ async def test_unknown_payment_is_credited_by_the_authcapture_webhook_exactly_on
 async def test_capture_event_for_a_payment_the_request_already_credited_is_a_no_op():
     user_id, client = await user_with_wallet("wh")
     deposit = await _deposit(client, 800)
-    resp = await post_event(event(CAPTURE, trans_id=deposit["gateway_transaction_id"], invoice=deposit["id"],
-                                  amount_cents=800))
+    resp = await post_event(
+        event(CAPTURE, trans_id=deposit["gateway_transaction_id"], invoice=deposit["id"], amount_cents=800)
+    )
     assert resp.json()["outcome"] == "already_credited"
     assert await balance(user_id) == 800
 
@@ -194,13 +211,21 @@ async def test_held_payment_credited_on_fraud_approved_or_declined_on_fraud_decl
     user_id, client = await user_with_wallet("wh")
     held = await _deposit(client, 1000, "tok_held")
     assert held["status"] == "pending"
-    approve = event("net.authorize.payment.fraud.approved", trans_id=held["gateway_transaction_id"],
-                    invoice=held["id"], amount_cents=1000)
+    approve = event(
+        "net.authorize.payment.fraud.approved",
+        trans_id=held["gateway_transaction_id"],
+        invoice=held["id"],
+        amount_cents=1000,
+    )
     assert (await post_event(approve)).json()["outcome"] == "credited"
     assert await balance(user_id) == 1000
     other = await _deposit(client, 700, "tok_held")
-    decline = event("net.authorize.payment.fraud.declined", trans_id=other["gateway_transaction_id"],
-                    invoice=other["id"], amount_cents=700)
+    decline = event(
+        "net.authorize.payment.fraud.declined",
+        trans_id=other["gateway_transaction_id"],
+        invoice=other["id"],
+        amount_cents=700,
+    )
     assert (await post_event(decline)).json()["outcome"] == "declined"
     assert (await _payment(other["id"]))["status"] == "declined"
     late = event(CAPTURE, trans_id=other["gateway_transaction_id"], invoice=other["id"], amount_cents=700)
@@ -212,7 +237,8 @@ async def test_void_before_credit_stops_a_later_capture():
     user_id, client = await user_with_wallet("wh")
     deposit = await _deposit(client, 1000, "tok_timeout")
     assert (await post_event(event(VOID, trans_id=str(new_id()), invoice=deposit["id"]))).json()[
-        "outcome"] == "voided_uncredited"
+        "outcome"
+    ] == "voided_uncredited"
     late = event(CAPTURE, trans_id=str(new_id()), invoice=deposit["id"], amount_cents=1000)
     assert (await post_event(late)).json()["outcome"] == "unexpected_capture"
     assert await balance(user_id) == 0

@@ -13,16 +13,27 @@ from support import Client, Resp
 PATH = "/v1/webhooks/authorizenet"
 
 
-def event(event_type: str, *, trans_id: str, invoice: str | None = None, amount_cents: int | None = None,
-          response_code: int = 1) -> str:
+def event(
+    event_type: str,
+    *,
+    trans_id: str,
+    invoice: str | None = None,
+    amount_cents: int | None = None,
+    response_code: int = 1,
+) -> str:
     payload: dict[str, Any] = {"responseCode": response_code, "authCode": "QWE123", "avsResponse": "Y"}
     if amount_cents is not None:
         payload["authAmount"] = amount_cents / 100
     if invoice is not None:
         payload["invoiceNumber"] = invoice
     payload.update({"entityName": "transaction", "id": trans_id})
-    body = {"notificationId": str(uuid.uuid4()), "eventType": event_type, "eventDate": "2026-11-27T00:00:00.0609961Z",
-            "webhookId": str(uuid.uuid4()), "payload": payload}
+    body = {
+        "notificationId": str(uuid.uuid4()),
+        "eventType": event_type,
+        "eventDate": "2026-11-27T00:00:00.0609961Z",
+        "webhookId": str(uuid.uuid4()),
+        "payload": payload,
+    }
     return json.dumps(body, separators=(",", ":"))
 
 

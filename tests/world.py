@@ -51,25 +51,41 @@ async def make_admin(a: Actor) -> Actor:
 async def make_advisor(a: Actor, rate_cents_per_minute: int = 100) -> Actor:
     """An online advisor: through POST /v1/advisors when that route exists."""
     if has_route("POST", "/v1/advisors"):
-        r = await a.client.post("/v1/advisors", json={
-            "headline": "Tarot and clarity", "bio": "Ten years of readings.", "categories": ["tarot"],
-            "rate_cents_per_minute": rate_cents_per_minute,
-        })
+        r = await a.client.post(
+            "/v1/advisors",
+            json={
+                "headline": "Tarot and clarity",
+                "bio": "Ten years of readings.",
+                "categories": ["tarot"],
+                "rate_cents_per_minute": rate_cents_per_minute,
+            },
+        )
         assert r.status in (200, 201), r.text
         if has_route("PATCH", "/v1/advisors/me"):
             version = r.json().get("version", 1)
-            r = await a.client.patch("/v1/advisors/me", json={"status": "online"},
-                                     headers={"if-match": f'"{version}"'})
+            r = await a.client.patch("/v1/advisors/me", json={"status": "online"}, headers={"if-match": f'"{version}"'})
             assert r.status == 200, r.text
         return a
     now_ms = int(time.time() * 1000)
-    await database().batch([
-        sql("""INSERT INTO advisors (user_id, headline, bio, rate_cents_per_minute, status, created_at_ms,
+    await database().batch(
+        [
+            sql(
+                """INSERT INTO advisors (user_id, headline, bio, rate_cents_per_minute, status, created_at_ms,
                                      updated_at_ms) VALUES (?, 'Tarot', '', ?, 'online', ?, ?)""",
-            a.id, rate_cents_per_minute, now_ms, now_ms),
-        sql("""INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
-               VALUES (?, 'advisor_earnings', ?, ?) ON CONFLICT DO NOTHING""", new_id(), a.id, now_ms),
-    ])
+                a.id,
+                rate_cents_per_minute,
+                now_ms,
+                now_ms,
+            ),
+            sql(
+                """INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
+               VALUES (?, 'advisor_earnings', ?, ?) ON CONFLICT DO NOTHING""",
+                new_id(),
+                a.id,
+                now_ms,
+            ),
+        ]
+    )
     return a
 
 
@@ -77,8 +93,15 @@ async def credit(user_id: int, cents: int) -> None:
     """Funds a wallet with one balanced transfer from gateway clearing."""
     transfer_id = new_id()
     legs = [ledger.Leg(ledger.wallet_of(user_id), cents), ledger.Leg(ledger.GATEWAY_CLEARING, -cents)]
-    await database().batch(ledger.transfer(transfer_id=transfer_id, key=f"test:credit:{transfer_id}",
-                                           kind="deposit", legs=legs, now_ms=int(time.time() * 1000)))
+    await database().batch(
+        ledger.transfer(
+            transfer_id=transfer_id,
+            key=f"test:credit:{transfer_id}",
+            kind="deposit",
+            legs=legs,
+            now_ms=int(time.time() * 1000),
+        )
+    )
 
 
 async def balance(user_id: int) -> int:
@@ -90,8 +113,20 @@ async def balance(user_id: int) -> int:
 # Columns an UPDATE moves (versions, balances, states, timestamps): their totals
 # join each table's row count in the snapshot, so equal snapshots mean
 # "changed nothing" for inserts, deletes and these updates alike.
-_MOVING_COLUMNS = ("version", "updated_at_ms", "balance_cents", "last_sequence", "posted", "reversed_cents",
-                   "billed_minutes", "status", "state", "ended_at_ms", "last_heartbeat_at_ms", "photo_key")
+_MOVING_COLUMNS = (
+    "version",
+    "updated_at_ms",
+    "balance_cents",
+    "last_sequence",
+    "posted",
+    "reversed_cents",
+    "billed_minutes",
+    "status",
+    "state",
+    "ended_at_ms",
+    "last_heartbeat_at_ms",
+    "photo_key",
+)
 _snapshot_sql: dict[str, str] = {}
 
 
@@ -168,6 +203,12 @@ async def ended_reading(client_id: int, advisor_id: int, minutes: int, rate: int
     reading = await start_reading(db, client_id, advisor_id, rate, now_ms=now_ms)
     for minute in range(1, minutes + 1):
         await db.batch(charge_minute_statements(reading, minute, now_ms))
-    await db.run(sql("""UPDATE readings SET status = 'ended', end_reason = 'client_ended', ended_at_ms = ?
-                        WHERE id = ?""", now_ms, reading["id"]))
+    await db.run(
+        sql(
+            """UPDATE readings SET status = 'ended', end_reason = 'client_ended', ended_at_ms = ?
+                        WHERE id = ?""",
+            now_ms,
+            reading["id"],
+        )
+    )
     return reading

@@ -37,8 +37,17 @@ MIGRATION_LINT = ROOT / "tooling" / "migration_lint.py"
 
 # What a deployable bundle may and must hold.
 REQUIRED_MODULES = ("entry.py", "clairvora/__init__.py", "clairvora/app.py", "clairvora/db.py")
-FORBIDDEN_PARTS = ("tests", "tooling_tests", "runtime", "bench", "node_modules", ".venv", ".wrangler", "__pycache__",
-                   "migrations")
+FORBIDDEN_PARTS = (
+    "tests",
+    "tooling_tests",
+    "runtime",
+    "bench",
+    "node_modules",
+    ".venv",
+    ".wrangler",
+    "__pycache__",
+    "migrations",
+)
 FORBIDDEN_NAMES = ("conftest.py", "support.py", "_local_runtime.py", ".dev.vars")
 
 
@@ -64,8 +73,7 @@ def wrangler(*args: str, capture: bool = False) -> str:
     """Runs wrangler from node_modules; non-interactive (CI=true), no metrics."""
     env = {**os.environ, "CI": "true", "WRANGLER_SEND_METRICS": "false"}
     print("+ wrangler " + " ".join(args), file=sys.stderr, flush=True)
-    result = subprocess.run([*WRANGLER, *args], cwd=ROOT, env=env, text=True,
-                            capture_output=capture, check=False)
+    result = subprocess.run([*WRANGLER, *args], cwd=ROOT, env=env, text=True, capture_output=capture, check=False)
     if result.returncode != 0:
         detail = (result.stdout or "") + (result.stderr or "") if capture else ""
         raise subprocess.CalledProcessError(result.returncode, ["wrangler", *args], detail)
@@ -76,10 +84,13 @@ def require_token(env: str, confirm: str | None) -> None:
     if not os.environ.get("CLOUDFLARE_API_TOKEN"):
         raise Refused(
             "CLOUDFLARE_API_TOKEN is not set: remote steps (migrations, deploy, Time Travel, rollback) need an API "
-            "token with D1 Edit and Workers Scripts Edit permissions. Nothing was changed.")
+            "token with D1 Edit and Workers Scripts Edit permissions. Nothing was changed."
+        )
     if env == "production" and confirm != "production":
-        raise Refused("production needs `--confirm production` (make deploy ENV=production CONFIRM=production). "
-                      "Nothing was changed.")
+        raise Refused(
+            "production needs `--confirm production` (make deploy ENV=production CONFIRM=production). "
+            "Nothing was changed."
+        )
 
 
 # --- offline checks -------------------------------------------------------------------
@@ -93,8 +104,18 @@ def lint_migrations() -> None:
 def test_migrations(env: str) -> None:
     """Every migration applied in order to an empty D1 with this environment's config."""
     with tempfile.TemporaryDirectory(prefix=f"clairvora-{env}-d1-") as scratch:
-        wrangler("d1", "migrations", "apply", database_name(env), "--local", "--env", env, "--persist-to", scratch,
-                 capture=True)
+        wrangler(
+            "d1",
+            "migrations",
+            "apply",
+            database_name(env),
+            "--local",
+            "--env",
+            env,
+            "--persist-to",
+            scratch,
+            capture=True,
+        )
 
 
 def dry_run(env: str, outdir: str) -> str:
@@ -136,7 +157,7 @@ def check(env: str) -> None:
 def time_travel_bookmark(env: str) -> str:
     """The database's current Time Travel bookmark (the point to restore to)."""
     out = wrangler("d1", "time-travel", "info", database_name(env), "--env", env, "--json", capture=True)
-    bookmark = json.loads(out[out.index("{"):]).get("bookmark")
+    bookmark = json.loads(out[out.index("{") :]).get("bookmark")
     if not isinstance(bookmark, str) or not bookmark:
         raise Refused(f"no bookmark in `wrangler d1 time-travel info` output: {out[:300]}")
     return bookmark
@@ -152,8 +173,11 @@ def release(env: str, confirm: str | None) -> None:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     record = BOOKMARK_DIR / f"{env}-{stamp}.json"
     record.write_text(json.dumps({"env": env, "database": db, "bookmark": bookmark, "taken_at": stamp}) + "\n")
-    print(f"{env}: D1 bookmark before migrating: {bookmark} (saved in {record.relative_to(ROOT)})\n"
-          f"  restore with: make rollback ENV={env} BOOKMARK={bookmark}", file=sys.stderr)
+    print(
+        f"{env}: D1 bookmark before migrating: {bookmark} (saved in {record.relative_to(ROOT)})\n"
+        f"  restore with: make rollback ENV={env} BOOKMARK={bookmark}",
+        file=sys.stderr,
+    )
     wrangler("d1", "migrations", "apply", db, "--remote", "--env", env)
     wrangler("deploy", "--env", env)
     print(f"{env}: released. Check GET /health (migrations_applied) on the {env} host.", file=sys.stderr)
@@ -165,8 +189,15 @@ def rollback(env: str, bookmark: str | None, version: str | None, confirm: str |
         # Every write after the bookmark is lost, including deposits already
         # captured at Authorize.Net: reconcile them afterwards (docs/DEPLOY.md).
         wrangler("d1", "time-travel", "restore", database_name(env), f"--bookmark={bookmark}", "--env", env)
-    args = ["rollback", *([version] if version else []), "--env", env, "--message",
-            f"rollback {env}" + (f" to D1 bookmark {bookmark}" if bookmark else ""), "--yes"]
+    args = [
+        "rollback",
+        *([version] if version else []),
+        "--env",
+        env,
+        "--message",
+        f"rollback {env}" + (f" to D1 bookmark {bookmark}" if bookmark else ""),
+        "--yes",
+    ]
     wrangler(*args)
 
 

@@ -37,13 +37,18 @@ DESTRUCTIVE = (
     (re.compile(r"^(REPLACE|INSERT\s+OR\s+REPLACE)\s+INTO\b"), "REPLACE INTO (deletes the rows it replaces)"),
 )
 FORBIDDEN = (
-    (re.compile(r"^PRAGMA\s+(\w+\.)?FOREIGN_KEYS\s*(=\s*|\(\s*)['\"]?(OFF|0|FALSE|NO)\b"),
-     "PRAGMA foreign_keys = OFF is not allowed (D1 ignores it in migrations): "
-     "use PRAGMA defer_foreign_keys = true"),
-    (re.compile(r"^PRAGMA\s+(\w+\.)?IGNORE_CHECK_CONSTRAINTS\s*(=\s*|\(\s*)['\"]?(ON|1|TRUE|YES)\b"),
-     "PRAGMA ignore_check_constraints is not allowed: CHECKs carry the invariants"),
-    (re.compile(r"^(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END)\b"),
-     "explicit transactions are not allowed in D1 migrations (each file is applied atomically)"),
+    (
+        re.compile(r"^PRAGMA\s+(\w+\.)?FOREIGN_KEYS\s*(=\s*|\(\s*)['\"]?(OFF|0|FALSE|NO)\b"),
+        "PRAGMA foreign_keys = OFF is not allowed (D1 ignores it in migrations): use PRAGMA defer_foreign_keys = true",
+    ),
+    (
+        re.compile(r"^PRAGMA\s+(\w+\.)?IGNORE_CHECK_CONSTRAINTS\s*(=\s*|\(\s*)['\"]?(ON|1|TRUE|YES)\b"),
+        "PRAGMA ignore_check_constraints is not allowed: CHECKs carry the invariants",
+    ),
+    (
+        re.compile(r"^(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END)\b"),
+        "explicit transactions are not allowed in D1 migrations (each file is applied atomically)",
+    ),
 )
 
 
@@ -160,12 +165,19 @@ def lint_sql(path: str, text: str) -> list[Finding]:
             if m := pattern.search(st.code):
                 what = label.format(*m.groups())
                 if _marker(st) is None:
-                    findings.append(Finding(path, st.line, f"{what} is destructive: add a comment "
-                                            f"'-- destructive-ok: <why this is safe>' just above it"))
+                    findings.append(
+                        Finding(
+                            path,
+                            st.line,
+                            f"{what} is destructive: add a comment "
+                            f"'-- destructive-ok: <why this is safe>' just above it",
+                        )
+                    )
         for line, comment in st.comments:
             if re.search(r"destructive-ok", comment, re.IGNORECASE) and not MARKER_RE.search(comment):
-                findings.append(Finding(path, line, "destructive-ok marker needs a reason: "
-                                        "'-- destructive-ok: <why this is safe>'"))
+                findings.append(
+                    Finding(path, line, "destructive-ok marker needs a reason: '-- destructive-ok: <why this is safe>'")
+                )
     return findings
 
 

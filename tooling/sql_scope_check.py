@@ -34,37 +34,53 @@ OWNER_COLUMNS: dict[str, tuple[str, ...]] = {
 
 # (file name, a fragment of the statement) -> why it may go unscoped.
 ALLOWED: dict[tuple[str, str], str] = {
-    ("ledger.py", "FROM accounts a WHERE a.id = ?"):
-        "the fixed platform accounts (platform revenue, gateway clearing); per-user legs use owner_user_id",
-    ("ledger.py", "SELECT balance_cents FROM accounts WHERE id = ?"):
-        "balance of a fixed platform account (AccountRef with account_id)",
-    ("reconcile.py", ""):
-        "admin reconciliation (GET /v1/admin/ledger/check, auth='admin'): checks every row by design",
-    ("cron.py", ""):
-        "the cron: bounded maintenance over all rows (idempotency purge, settling stale readings)",
-    ("refunds.py", "FROM readings r WHERE r.id = ?"):
-        "admin refund (auth='admin'): any reading, by id",
-    ("webhooks.py", ""):
-        "Authorize.Net webhooks: authenticated by the body's HMAC signature, act on the payment it names",
-    ("payments.py", "WHERE id = ?"):
-        "the caller's own payment: its id comes from this request's insert or the caller's "
-        "idempotency record (read WHERE user_id = ?)",
-    ("advisors.py", "FROM advisors a JOIN users u ON u.id = a.user_id"):
-        "public advisor profiles: the advisor's own display name, joined on the advisor's id",
-    ("billing.py", ""):
-        "per-minute billing shared by the participant routes (which first load the reading WHERE id = ? AND "
-        "the caller is its client or advisor) and the cron; every statement is keyed by that reading's id and "
-        "guarded by its state",
-    ("readings.py", "UPDATE readings SET status = 'expired'"):
-        "expiring a request past its deadline: state-guarded and idempotent, whoever triggers it",
-    ("messages.py", "FROM messages WHERE reading_id = ? AND (created_at_ms, id) > (?, ?)"):
-        "a page of one reading's chat, read after the participant-scoped check of that reading",
-    ("reviews.py", "FROM reviews v JOIN users u ON u.id = v.client_id"):
-        "reviews are public (GET /v1/advisors/{id}/reviews), shown with the reviewer's display name",
-    ("reviews.py", "WHERE user_id = (SELECT advisor_id FROM reviews WHERE id = ?)"):
-        "the reviewed advisor's public rating aggregate, in the batch that inserted the caller's own review",
-    ("schema.py", ""):
-        "schema introspection (sqlite_master / pragma), no user data",
+    (
+        "ledger.py",
+        "FROM accounts a WHERE a.id = ?",
+    ): "the fixed platform accounts (platform revenue, gateway clearing); per-user legs use owner_user_id",
+    (
+        "ledger.py",
+        "SELECT balance_cents FROM accounts WHERE id = ?",
+    ): "balance of a fixed platform account (AccountRef with account_id)",
+    ("reconcile.py", ""): "admin reconciliation (GET /v1/admin/ledger/check, auth='admin'): checks every row by design",
+    ("cron.py", ""): "the cron: bounded maintenance over all rows (idempotency purge, settling stale readings)",
+    ("refunds.py", "FROM readings r WHERE r.id = ?"): "admin refund (auth='admin'): any reading, by id",
+    (
+        "webhooks.py",
+        "",
+    ): "Authorize.Net webhooks: authenticated by the body's HMAC signature, act on the payment it names",
+    (
+        "payments.py",
+        "WHERE id = ?",
+    ): "the caller's own payment: its id comes from this request's insert or the caller's "
+    "idempotency record (read WHERE user_id = ?)",
+    (
+        "advisors.py",
+        "FROM advisors a JOIN users u ON u.id = a.user_id",
+    ): "public advisor profiles: the advisor's own display name, joined on the advisor's id",
+    (
+        "billing.py",
+        "",
+    ): "per-minute billing shared by the participant routes (which first load the reading WHERE id = ? AND "
+    "the caller is its client or advisor) and the cron; every statement is keyed by that reading's id and "
+    "guarded by its state",
+    (
+        "readings.py",
+        "UPDATE readings SET status = 'expired'",
+    ): "expiring a request past its deadline: state-guarded and idempotent, whoever triggers it",
+    (
+        "messages.py",
+        "FROM messages WHERE reading_id = ? AND (created_at_ms, id) > (?, ?)",
+    ): "a page of one reading's chat, read after the participant-scoped check of that reading",
+    (
+        "reviews.py",
+        "FROM reviews v JOIN users u ON u.id = v.client_id",
+    ): "reviews are public (GET /v1/advisors/{id}/reviews), shown with the reviewer's display name",
+    (
+        "reviews.py",
+        "WHERE user_id = (SELECT advisor_id FROM reviews WHERE id = ?)",
+    ): "the reviewed advisor's public rating aggregate, in the batch that inserted the caller's own review",
+    ("schema.py", ""): "schema introspection (sqlite_master / pragma), no user data",
 }
 
 _STATEMENT = re.compile(r"^\s*(SELECT|UPDATE|DELETE|INSERT|WITH)\b", re.I)
@@ -117,8 +133,11 @@ def check_source(path: Path, source: str) -> list[Finding]:
         tables = sorted({t.lower() for t in _TABLE.findall(text)} & OWNER_COLUMNS.keys())
         if re.match(r"^\s*INSERT\b", text, re.I):
             into = re.search(r"\bINTO\s+([a-z_]+)", text, re.I)
-            tables = [t for t in tables if not into or t != into.group(1).lower() or
-                      len(re.findall(rf"\b{t}\b", text, re.I)) > 1]
+            tables = [
+                t
+                for t in tables
+                if not into or t != into.group(1).lower() or len(re.findall(rf"\b{t}\b", text, re.I)) > 1
+            ]
         unscoped = tuple(t for t in tables if not _owner_condition(text, t))
         if unscoped and not _allowed(path, text):
             findings.append(Finding(str(path), line, unscoped, text))

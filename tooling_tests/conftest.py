@@ -48,10 +48,24 @@ def migrated(tmp_path_factory) -> dict[str, MigratedState]:
     running = {}
     for env, database in ENVIRONMENTS.items():
         persist_dir = tmp_path_factory.mktemp(f"d1-{env or 'local'}")
-        command = [*WRANGLER, "d1", "migrations", "apply", database, "--local",
-                   *(["--env", env] if env else []), "--persist-to", str(persist_dir)]
-        running[env] = (database, persist_dir, subprocess.Popen(command, cwd=ROOT, env=WRANGLER_ENV, text=True,
-                                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        command = [
+            *WRANGLER,
+            "d1",
+            "migrations",
+            "apply",
+            database,
+            "--local",
+            *(["--env", env] if env else []),
+            "--persist-to",
+            str(persist_dir),
+        ]
+        running[env] = (
+            database,
+            persist_dir,
+            subprocess.Popen(
+                command, cwd=ROOT, env=WRANGLER_ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            ),
+        )
     states = {}
     for env, (database, persist_dir, process) in running.items():
         output, _ = process.communicate(timeout=180)

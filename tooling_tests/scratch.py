@@ -32,10 +32,21 @@ class Scratch:
         node = shutil.which("node")
         assert node, "Node.js is required"
         self.proc = subprocess.Popen(
-            [node, "--experimental-wasm-stack-switching", "runtime/cli.mjs", "serve-scratch",
-             "--info", str(self.info_path), *(["--env", env] if env else []),
-             *(["--setup", setup] if setup else []), *setup_args],
-            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                node,
+                "--experimental-wasm-stack-switching",
+                "runtime/cli.mjs",
+                "serve-scratch",
+                "--info",
+                str(self.info_path),
+                *(["--env", env] if env else []),
+                *(["--setup", setup] if setup else []),
+                *setup_args,
+            ],
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.info = self._wait_ready()
         self.base_url: str = self.info["base_url"]
@@ -52,8 +63,15 @@ class Scratch:
         self.close()
         raise RuntimeError("serve-scratch did not become ready in time")
 
-    def request(self, method: str, path: str, body: Any = None, token: str | None = None,
-                headers: dict[str, str] | None = None, timeout_s: float = 30) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float = 30,
+    ) -> tuple[int, dict[str, str], bytes]:
         all_headers = dict(headers or {})
         data = None
         if body is not None:

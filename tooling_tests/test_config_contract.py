@@ -19,6 +19,10 @@ def _published() -> dict[str, int]:
 def test_every_environment_configures_the_published_bounds():
     config = tomllib.loads((ROOT / "wrangler.toml").read_text())
     published = _published()
-    for env_name, env_vars in [("local", config["vars"])] + [(n, config["env"][n]["vars"]) for n in ("staging", "production")]:
+    for env_name, env_vars in [("local", config["vars"])] + [
+        (n, config["env"][n]["vars"]) for n in ("staging", "production")
+    ]:
         for name in BOUNDS:
-            assert int(env_vars[name]) == published[name], f"{env_name}: {name}={env_vars[name]} but the document says {published[name]}"
+            assert int(env_vars[name]) == published[name], (
+                f"{env_name}: {name}={env_vars[name]} but the document says {published[name]}"
+            )

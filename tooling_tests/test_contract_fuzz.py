@@ -35,12 +35,16 @@ _incidents: list[str] = []  # local-runtime restarts (see Scratch.proxy_desynced
 # version is stale (412), a business rule (422: insufficient funds, key reused).
 # Schema-violating data must be refused with a 4xx; an If-Match that names no
 # version fails the precondition (412, RFC 9110 13.1.1), oversize parts are 413/414.
-CONFIG = {"checks": {
-    "positive_data_acceptance": {
-        "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "412", "422", "429"]},
-    "negative_data_rejection": {
-        "expected-statuses": ["400", "401", "403", "404", "405", "409", "412", "413", "414", "415", "422", "428"]},
-}}
+CONFIG = {
+    "checks": {
+        "positive_data_acceptance": {
+            "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "412", "422", "429"]
+        },
+        "negative_data_rejection": {
+            "expected-statuses": ["400", "401", "403", "404", "405", "409", "412", "413", "414", "415", "422", "428"]
+        },
+    }
+}
 
 
 @pytest.fixture(scope="session")
@@ -55,21 +59,29 @@ def problem_json_errors(ctx, response, case):
         return True
     content_type = response.headers.get("content-type", [""])[0]
     if not content_type.startswith("application/problem+json"):
-        raise Failure(operation=case.operation.label, title="Error is not problem+json",
-                      message=f"{response.status_code} with content-type {content_type!r}", code="not_problem_json")
+        raise Failure(
+            operation=case.operation.label,
+            title="Error is not problem+json",
+            message=f"{response.status_code} with content-type {content_type!r}",
+            code="not_problem_json",
+        )
     body = json.loads(response.content)
     missing = {"type", "title", "status", "detail", "code"} - set(body)
     if missing or body["status"] != response.status_code:
-        raise Failure(operation=case.operation.label, title="Malformed problem",
-                      message=f"missing {sorted(missing)} or status mismatch in {body}", code="bad_problem")
+        raise Failure(
+            operation=case.operation.label,
+            title="Malformed problem",
+            message=f"missing {sorted(missing)} or status mismatch in {body}",
+            code="bad_problem",
+        )
     return True
 
 
 # Rules no JSON Schema can state, so a schema-valid request may still get a 400
 # naming exactly this (operation, field or code). Each is a deliberate check.
 SEMANTIC_400 = {
-    ("GET /v1/advisors", "min_rate"),          # min_rate above max_rate
-    ("GET /v1/advisors", "invalid_cursor"),    # cursors are opaque tokens the server issued
+    ("GET /v1/advisors", "min_rate"),  # min_rate above max_rate
+    ("GET /v1/advisors", "invalid_cursor"),  # cursors are opaque tokens the server issued
     ("GET /v1/wallet/transactions", "invalid_cursor"),
     ("GET /v1/wallet/transactions", "cursor"),
 }
@@ -84,8 +96,11 @@ def accepts_schema_valid_data(ctx, response, case):
         label = case.operation.label
         # JSON Schema calls 283.0 an integer; the API refuses every float (money is never a float).
         field = problem.get("field")
-        if problem.get("detail", "").endswith("must be an integer.") and isinstance(case.body, dict) \
-                and isinstance(case.body.get(field), float):
+        if (
+            problem.get("detail", "").endswith("must be an integer.")
+            and isinstance(case.body, dict)
+            and isinstance(case.body.get(field), float)
+        ):
             return None
         if (label, problem.get("field")) in SEMANTIC_400 or (label, problem.get("code")) in SEMANTIC_400:
             return None
@@ -110,9 +125,15 @@ def _token(scratch, role: str) -> str:
     return world["clients"][0]["token"] if role == "client" else world[role]["token"]
 
 
-FUZZ_SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-                         phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
-                         report_multiple_bugs=False)
+FUZZ_SETTINGS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+    report_multiple_bugs=False,
+)
 
 
 def _fuzz_operation(operation, mode: GenerationMode, role: str, scratch) -> int:
@@ -126,12 +147,17 @@ def _fuzz_operation(operation, mode: GenerationMode, role: str, scratch) -> int:
         sent += 1
         if TRACE:
             with open(TRACE, "a") as f:
-                f.write(f"{role} {mode.value} {case.method} {case.formatted_path} {case.headers} {str(case.body)[:200]}\n")
+                f.write(
+                    f"{role} {mode.value} {case.method} {case.formatted_path} {case.headers} {str(case.body)[:200]}\n"
+                )
         # ignored_auth is left out: its probes re-send the explicit header they mean to remove.
         # Missing, expired and foreign-key tokens are the authorization matrix's columns instead.
-        case.call_and_validate(base_url=scratch.base_url, headers={"authorization": f"Bearer {_token(scratch, role)}"},
-                               additional_checks=[problem_json_errors, accepts_schema_valid_data, no_server_error],
-                               excluded_checks=[ignored_auth, positive_data_acceptance, not_a_server_error])
+        case.call_and_validate(
+            base_url=scratch.base_url,
+            headers={"authorization": f"Bearer {_token(scratch, role)}"},
+            additional_checks=[problem_json_errors, accepts_schema_valid_data, no_server_error],
+            excluded_checks=[ignored_auth, positive_data_acceptance, not_a_server_error],
+        )
 
     run()
     return sent
@@ -140,8 +166,11 @@ def _fuzz_operation(operation, mode: GenerationMode, role: str, scratch) -> int:
 @pytest.mark.parametrize("role", ROLES)
 def test_every_operation_conforms(role, api_schema, scratch):
     failures = []
-    operations = [op for op in (result.ok() for result in api_schema.get_all_operations())
-                  if not op.path.startswith(NOT_YET_FUZZED)]
+    operations = [
+        op
+        for op in (result.ok() for result in api_schema.get_all_operations())
+        if not op.path.startswith(NOT_YET_FUZZED)
+    ]
     assert operations
     for operation in operations:
         # Schema-violating requests do not depend on who sends them: the client role sends those.

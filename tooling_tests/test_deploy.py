@@ -49,12 +49,19 @@ def test_bundle_check_rejects_test_and_runtime_files():
     assert "missing clairvora/app.py" in problems
 
 
-@pytest.mark.parametrize("command", [["release", "--env", "staging"],
-                                     ["rollback", "--env", "production", "--bookmark", "00000000-0000"]])
+@pytest.mark.parametrize(
+    "command", [["release", "--env", "staging"], ["rollback", "--env", "production", "--bookmark", "00000000-0000"]]
+)
 def test_remote_steps_refuse_without_a_token(command):
     env = {k: v for k, v in os.environ.items() if k != "CLOUDFLARE_API_TOKEN"}
-    result = subprocess.run([sys.executable, str(ROOT / "tooling" / "deploy.py"), *command], env=env,
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tooling" / "deploy.py"), *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2, result.stderr
     assert "CLOUDFLARE_API_TOKEN is not set" in result.stderr
     assert "+ wrangler" not in result.stderr  # refused before any wrangler call
@@ -62,13 +69,24 @@ def test_remote_steps_refuse_without_a_token(command):
 
 def test_production_needs_explicit_confirmation():
     env = {**os.environ, "CLOUDFLARE_API_TOKEN": "not-a-real-token"}
-    result = subprocess.run([sys.executable, str(ROOT / "tooling" / "deploy.py"), "release", "--env", "production"],
-                            env=env, capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tooling" / "deploy.py"), "release", "--env", "production"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2 and "--confirm production" in result.stderr, result.stderr
     assert "+ wrangler" not in result.stderr
 
 
 def test_unknown_environment_is_refused():
-    result = subprocess.run([sys.executable, str(ROOT / "tooling" / "deploy.py"), "check", "--env", "prod"],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tooling" / "deploy.py"), "check", "--env", "prod"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2 and "unknown environment 'prod'" in result.stderr

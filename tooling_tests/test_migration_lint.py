@@ -17,14 +17,17 @@ def problems(sql: str) -> list[str]:
     return [f"{f.line}: {f.message}" for f in lint_sql("m.sql", sql)]
 
 
-@pytest.mark.parametrize("sql", [
-    "PRAGMA foreign_keys = OFF;",
-    "pragma FOREIGN_KEYS=off;",
-    "PRAGMA foreign_keys = 0;",
-    "PRAGMA main.foreign_keys = false;",
-    "PRAGMA foreign_keys('off');",
-    "PRAGMA ignore_check_constraints = ON;",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "PRAGMA foreign_keys = OFF;",
+        "pragma FOREIGN_KEYS=off;",
+        "PRAGMA foreign_keys = 0;",
+        "PRAGMA main.foreign_keys = false;",
+        "PRAGMA foreign_keys('off');",
+        "PRAGMA ignore_check_constraints = ON;",
+    ],
+)
 def test_switching_off_foreign_keys_or_checks_is_always_refused(sql):
     found = problems("-- destructive-ok: we really mean it\n" + sql + "\nCREATE TABLE t (id INTEGER);")
     assert len(found) == 1 and found[0].startswith("2: PRAGMA"), found
@@ -34,21 +37,24 @@ def test_defer_foreign_keys_and_foreign_keys_on_are_fine():
     assert problems("PRAGMA defer_foreign_keys = true;\nPRAGMA foreign_keys = ON;") == []
 
 
-@pytest.mark.parametrize(("sql", "what"), [
-    ("DROP TABLE users;", "DROP TABLE"),
-    ("drop table if exists \"users\";", "DROP TABLE"),
-    ("DROP INDEX accounts_by_owner;", "DROP INDEX"),
-    ("DROP TRIGGER ledger_entries_no_update;", "DROP TRIGGER"),
-    ("DROP VIEW v;", "DROP VIEW"),
-    ("ALTER TABLE users DROP COLUMN time_zone;", "DROP COLUMN"),
-    ("ALTER TABLE users DROP time_zone;", "DROP COLUMN"),
-    ("ALTER TABLE users RENAME TO people;", "RENAME"),
-    ("ALTER TABLE users RENAME COLUMN time_zone TO tz;", "RENAME"),
-    ("ALTER TABLE \"users\" RENAME time_zone TO tz;", "RENAME"),
-    ("DELETE FROM payments WHERE status = 'error';", "DELETE FROM"),
-    ("REPLACE INTO categories (slug, name) VALUES ('tarot', 'Tarot');", "REPLACE INTO"),
-    ("INSERT OR REPLACE INTO categories (slug, name) VALUES ('tarot', 'Tarot');", "REPLACE INTO"),
-])
+@pytest.mark.parametrize(
+    ("sql", "what"),
+    [
+        ("DROP TABLE users;", "DROP TABLE"),
+        ('drop table if exists "users";', "DROP TABLE"),
+        ("DROP INDEX accounts_by_owner;", "DROP INDEX"),
+        ("DROP TRIGGER ledger_entries_no_update;", "DROP TRIGGER"),
+        ("DROP VIEW v;", "DROP VIEW"),
+        ("ALTER TABLE users DROP COLUMN time_zone;", "DROP COLUMN"),
+        ("ALTER TABLE users DROP time_zone;", "DROP COLUMN"),
+        ("ALTER TABLE users RENAME TO people;", "RENAME"),
+        ("ALTER TABLE users RENAME COLUMN time_zone TO tz;", "RENAME"),
+        ('ALTER TABLE "users" RENAME time_zone TO tz;', "RENAME"),
+        ("DELETE FROM payments WHERE status = 'error';", "DELETE FROM"),
+        ("REPLACE INTO categories (slug, name) VALUES ('tarot', 'Tarot');", "REPLACE INTO"),
+        ("INSERT OR REPLACE INTO categories (slug, name) VALUES ('tarot', 'Tarot');", "REPLACE INTO"),
+    ],
+)
 def test_destructive_statements_need_a_marker(sql, what):
     found = problems("CREATE TABLE t (id INTEGER);\n\n" + sql)
     assert len(found) == 1 and found[0].startswith("3: ") and what in found[0] and "destructive-ok" in found[0], found
@@ -57,8 +63,7 @@ def test_destructive_statements_need_a_marker(sql, what):
 
 
 def test_a_marker_covers_only_its_own_statement():
-    sql = ("-- destructive-ok: old staging table, never used\nDROP TABLE scratch;\n"
-           "DELETE FROM users;\n")
+    sql = "-- destructive-ok: old staging table, never used\nDROP TABLE scratch;\nDELETE FROM users;\n"
     found = problems(sql)
     assert len(found) == 1 and found[0].startswith("3: DELETE FROM"), found
     # A marker after a statement on its line belongs to that statement, not the next one.
@@ -119,18 +124,27 @@ def test_the_real_migrations_pass():
 def test_command_line_exit_status_and_output(tmp_path):
     bad = tmp_path / "0099_bad.sql"
     bad.write_text("CREATE TABLE t (id INTEGER);\nPRAGMA foreign_keys = OFF;\nDROP TABLE t;\n")
-    run = subprocess.run([sys.executable, str(ROOT / "tooling" / "migration_lint.py"), str(bad)],
-                         capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tooling" / "migration_lint.py"), str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert run.returncode == 1
     assert run.stdout.splitlines() == [
         f"{bad}:2: PRAGMA foreign_keys = OFF is not allowed (D1 ignores it in migrations): "
         "use PRAGMA defer_foreign_keys = true",
         f"{bad}:3: DROP TABLE is destructive: add a comment '-- destructive-ok: <why this is safe>' just above it",
     ]
-    ok = subprocess.run([sys.executable, str(ROOT / "tooling" / "migration_lint.py")],
-                        capture_output=True, text=True, check=False)
+    ok = subprocess.run(
+        [sys.executable, str(ROOT / "tooling" / "migration_lint.py")], capture_output=True, text=True, check=False
+    )
     assert ok.returncode == 0 and "OK" in ok.stdout
-    missing = subprocess.run([sys.executable, str(ROOT / "tooling" / "migration_lint.py"), str(tmp_path / "nope")],
-                             capture_output=True, text=True, check=False)
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "tooling" / "migration_lint.py"), str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert missing.returncode == 2
     assert migration_lint.main([str(tmp_path / "nope")]) == 2

@@ -23,8 +23,10 @@ def test_validator_rejects_broken_documents(scratch):
     document = json.loads(body)
     first_path = next(iter(document["paths"].values()))
     operation = next(iter(first_path.values()))
-    operation["responses"]["200"] = {"description": "OK", "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/NoSuchSchema"}}}}
+    operation["responses"]["200"] = {
+        "description": "OK",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NoSuchSchema"}}},
+    }
     with pytest.raises(Unresolvable, match="NoSuchSchema"):
         validate(document)
     del operation["responses"]["200"]

@@ -9,9 +9,14 @@ from conftest import ROOT, WRANGLER_ENV, MigratedState
 
 
 def _seed(persist_dir) -> None:
-    result = subprocess.run([os.environ.get("NODE", "node"), str(ROOT / "runtime" / "seed.mjs"),
-                             "--persist-to", str(persist_dir)], cwd=ROOT, env=WRANGLER_ENV, text=True,
-                            capture_output=True, timeout=180)
+    result = subprocess.run(
+        [os.environ.get("NODE", "node"), str(ROOT / "runtime" / "seed.mjs"), "--persist-to", str(persist_dir)],
+        cwd=ROOT,
+        env=WRANGLER_ENV,
+        text=True,
+        capture_output=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -34,16 +39,28 @@ def test_seed_is_idempotent_and_consistent(migrated, tmp_path):
     _seed(copy)
     assert _counts(state) == first, "a second run adds nothing"
 
-    wallets = {r["clerk_user_id"]: r["balance_cents"] for r in state.query(
-        """SELECT u.clerk_user_id, a.balance_cents FROM accounts a JOIN users u ON u.id = a.owner_user_id
-           WHERE a.kind = 'client_wallet'""")}
+    wallets = {
+        r["clerk_user_id"]: r["balance_cents"]
+        for r in state.query(
+            """SELECT u.clerk_user_id, a.balance_cents FROM accounts a JOIN users u ON u.id = a.owner_user_id
+           WHERE a.kind = 'client_wallet'"""
+        )
+    }
     assert wallets["user_ann"] == 5000 and wallets["user_ben"] == 2000 and wallets["user_cara"] == 250
     # the ledger invariants hold over every seeded row
-    assert state.query("SELECT transfer_id FROM ledger_entries GROUP BY transfer_id HAVING sum(amount_cents) <> 0") == []
-    assert state.query("""SELECT id FROM accounts a WHERE balance_cents <>
-                          (SELECT coalesce(sum(amount_cents), 0) FROM ledger_entries WHERE account_id = a.id)""") == []
-    assert state.query("""SELECT id FROM readings r WHERE billed_minutes <>
-                          (SELECT count(*) FROM reading_charges WHERE reading_id = r.id)""") == []
+    assert (
+        state.query("SELECT transfer_id FROM ledger_entries GROUP BY transfer_id HAVING sum(amount_cents) <> 0") == []
+    )
+    assert (
+        state.query("""SELECT id FROM accounts a WHERE balance_cents <>
+                          (SELECT coalesce(sum(amount_cents), 0) FROM ledger_entries WHERE account_id = a.id)""")
+        == []
+    )
+    assert (
+        state.query("""SELECT id FROM readings r WHERE billed_minutes <>
+                          (SELECT count(*) FROM reading_charges WHERE reading_id = r.id)""")
+        == []
+    )
     assert state.query("SELECT id FROM transfers WHERE posted = 0") == []
     categories = {r["category"] for r in state.query("SELECT DISTINCT category FROM advisor_categories")}
     assert len(categories) >= 6

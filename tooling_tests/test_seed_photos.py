@@ -16,9 +16,14 @@ BASE = 1_200_000_000_000
 
 
 def _seed_photos(persist_dir) -> str:
-    result = subprocess.run([os.environ.get("NODE", "node"), str(ROOT / "runtime" / "seed_photos.mjs"),
-                             "--persist-to", str(persist_dir)], cwd=ROOT, env=WRANGLER_ENV, text=True,
-                            capture_output=True, timeout=180)
+    result = subprocess.run(
+        [os.environ.get("NODE", "node"), str(ROOT / "runtime" / "seed_photos.mjs"), "--persist-to", str(persist_dir)],
+        cwd=ROOT,
+        env=WRANGLER_ENV,
+        text=True,
+        capture_output=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
     return result.stderr
 
@@ -27,17 +32,36 @@ def _add_advisors(state: MigratedState, count: int) -> None:
     with closing(sqlite3.connect(state.database_file())) as db:
         for i in range(count):
             uid = BASE + i
-            db.execute("INSERT INTO users (id, clerk_user_id, created_at_ms, updated_at_ms) VALUES (?, ?, 1, 1)",
-                       (uid, f"user_seedphoto{i}"))
-            db.execute("""INSERT INTO advisors (user_id, headline, bio, rate_cents_per_minute, created_at_ms,
-                                                updated_at_ms) VALUES (?, 'h', 'b', 100, ?, ?)""", (uid, i, i))
+            db.execute(
+                "INSERT INTO users (id, clerk_user_id, created_at_ms, updated_at_ms) VALUES (?, ?, 1, 1)",
+                (uid, f"user_seedphoto{i}"),
+            )
+            db.execute(
+                """INSERT INTO advisors (user_id, headline, bio, rate_cents_per_minute, created_at_ms,
+                                                updated_at_ms) VALUES (?, 'h', 'b', 100, ?, ?)""",
+                (uid, i, i),
+            )
         db.commit()
 
 
 def _r2_get(persist_dir, key: str) -> subprocess.Popen:
-    return subprocess.Popen([*WRANGLER, "r2", "object", "get", f"clairvora-media-local/{key}", "--local",
-                             "--persist-to", str(persist_dir), "--pipe"],
-                            cwd=ROOT, env=WRANGLER_ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            *WRANGLER,
+            "r2",
+            "object",
+            "get",
+            f"clairvora-media-local/{key}",
+            "--local",
+            "--persist-to",
+            str(persist_dir),
+            "--pipe",
+        ],
+        cwd=ROOT,
+        env=WRANGLER_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def test_seed_photos_gives_the_first_advisors_real_pngs_once(migrated, tmp_path):
@@ -63,5 +87,8 @@ def test_seed_photos_gives_the_first_advisors_real_pngs_once(migrated, tmp_path)
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (128, 128)
     assert len({r["photo_sha256"] for r in with_photo}) == 3  # a colour per advisor
     _seed_photos(copy)
-    assert state.query("""SELECT user_id, photo_key, photo_content_type, photo_size_bytes, photo_sha256, version
-                          FROM advisors ORDER BY user_id""") == rows, "a second run changes nothing"
+    assert (
+        state.query("""SELECT user_id, photo_key, photo_content_type, photo_size_bytes, photo_sha256, version
+                          FROM advisors ORDER BY user_id""")
+        == rows
+    ), "a second run changes nothing"

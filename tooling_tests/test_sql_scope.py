@@ -24,7 +24,7 @@ def test_allow_list_entries_are_all_still_needed():
 
 
 def test_unscoped_statements_are_caught():
-    source = '''
+    source = """
 from .db import sql
 _LEAK = "SELECT body FROM messages WHERE reading_id = ?"
 def a(rc):
@@ -35,6 +35,6 @@ def c(rc, reading_id):
     return sql(f"SELECT * FROM readings WHERE id = ? AND (client_id = ? OR advisor_id = ?)", reading_id, 1, 1)
 def d(rc):
     return sql("INSERT INTO reviews (reading_id, client_id) SELECT id, client_id FROM readings WHERE id = ?", 1)
-'''
+"""
     findings = sql_scope_check.check_source(Path("example.py"), source)
     assert [(f.line, f.tables) for f in findings] == [(3, ("messages",)), (5, ("readings",)), (11, ("readings",))]

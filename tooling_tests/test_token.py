@@ -46,8 +46,15 @@ def project(tmp_path_factory, migrated):
 
 
 def make_token(project, user: str, role: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([NODE, "runtime/token.mjs", user, role], cwd=project, env=WRANGLER_ENV,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [NODE, "runtime/token.mjs", user, role],
+        cwd=project,
+        env=WRANGLER_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def public_key(project) -> str:

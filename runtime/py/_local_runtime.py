@@ -20,8 +20,7 @@ _import_phase = False
 def _refuse_entropy(*_args, **_kwargs):
     if _import_phase:
         raise RuntimeError(
-            "random numbers at module import time are forbidden in workerd: "
-            "generate ids and IVs inside handlers"
+            "random numbers at module import time are forbidden in workerd: generate ids and IVs inside handlers"
         )
     return _original_urandom(*_args, **_kwargs)
 

@@ -22,7 +22,14 @@ from .validation import Int, ListOf, Obj, Str
 
 # The fixed list in migrations/0001_identity.sql (a test keeps the two equal).
 CATEGORIES: tuple[str, ...] = (
-    "astrology", "career", "dreams", "love", "mediumship", "numerology", "spiritual", "tarot",
+    "astrology",
+    "career",
+    "dreams",
+    "love",
+    "mediumship",
+    "numerology",
+    "spiritual",
+    "tarot",
 )
 STATUSES: tuple[str, ...] = ("online", "offline", "busy")
 MAX_CATEGORIES = len(CATEGORIES)
@@ -88,10 +95,17 @@ def _check_rate(rc: RequestContext, rate: int) -> None:
         raise bad_request(f"'rate_cents_per_minute' must be between {low} and {high}.", "rate_cents_per_minute")
 
 
-_CATEGORY_LIST = ListOf(Str(min_len=1, max_len=32, choices=CATEGORIES), min_items=1, max_items=MAX_CATEGORIES,
-                        description="Reading categories from the fixed list.")
-_RATE = Int(low=config.RATE_MIN_CENTS_PER_MINUTE, high=config.RATE_MAX_CENTS_PER_MINUTE,
-            description="Price per minute in cents (the configured bounds).")
+_CATEGORY_LIST = ListOf(
+    Str(min_len=1, max_len=32, choices=CATEGORIES),
+    min_items=1,
+    max_items=MAX_CATEGORIES,
+    description="Reading categories from the fixed list.",
+)
+_RATE = Int(
+    low=config.RATE_MIN_CENTS_PER_MINUTE,
+    high=config.RATE_MAX_CENTS_PER_MINUTE,
+    description="Price per minute in cents (the configured bounds).",
+)
 
 ADVISOR_CREATE = Obj(
     {
@@ -123,14 +137,30 @@ async def create_advisor(rc: RequestContext) -> Reply:
     # One batch: the profile, its categories and its earnings account exist
     # together or not at all. A second attempt fails on advisors' primary key.
     statements = [
-        sql("""INSERT INTO advisors (user_id, headline, bio, rate_cents_per_minute, status, created_at_ms, updated_at_ms)
+        sql(
+            """INSERT INTO advisors (user_id, headline, bio, rate_cents_per_minute, status, created_at_ms, updated_at_ms)
                VALUES (?, ?, ?, ?, 'offline', ?, ?)""",
-            uid, body["headline"], body["bio"], body["rate_cents_per_minute"], now_ms, now_ms),
-        sql("""INSERT INTO advisor_categories (category, advisor_id)
-               SELECT value, ? FROM json_each(?)""", uid, json.dumps(body["categories"])),
+            uid,
+            body["headline"],
+            body["bio"],
+            body["rate_cents_per_minute"],
+            now_ms,
+            now_ms,
+        ),
+        sql(
+            """INSERT INTO advisor_categories (category, advisor_id)
+               SELECT value, ? FROM json_each(?)""",
+            uid,
+            json.dumps(body["categories"]),
+        ),
         # (an earnings account left from earlier is kept: it may hold money)
-        sql("""INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
-               VALUES (?, 'advisor_earnings', ?, ?) ON CONFLICT DO NOTHING""", new_id(), uid, now_ms),
+        sql(
+            """INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
+               VALUES (?, 'advisor_earnings', ?, ?) ON CONFLICT DO NOTHING""",
+            new_id(),
+            uid,
+            now_ms,
+        ),
         sql(_SELECT_ADVISOR, uid),
     ]
     try:
@@ -140,8 +170,7 @@ async def create_advisor(rc: RequestContext) -> Reply:
             raise Problem(409, "already_advisor", "Conflict", "You are already an advisor.") from None
         raise
     row = results[-1].rows[0]
-    return Reply(advisor_view(row), 201, {"etag": etag(int(row["version"])),
-                                          "location": f"/v1/advisors/{uid}"})
+    return Reply(advisor_view(row), 201, {"etag": etag(int(row["version"])), "location": f"/v1/advisors/{uid}"})
 
 
 async def get_own_advisor(rc: RequestContext) -> Reply:
@@ -166,20 +195,36 @@ async def patch_advisor(rc: RequestContext) -> Reply:
         # Guarded by the expected version and placed BEFORE the version bump:
         # the batch is one transaction, so they apply exactly when the UPDATE does.
         statements += [
-            sql(f"DELETE FROM advisor_categories WHERE advisor_id = ? AND {_VERSION_IS}",  # noqa: S608 - constant
-                uid, uid, expected),
-            sql(f"""INSERT INTO advisor_categories (category, advisor_id)
+            sql(
+                f"DELETE FROM advisor_categories WHERE advisor_id = ? AND {_VERSION_IS}",  # noqa: S608 - constant
+                uid,
+                uid,
+                expected,
+            ),
+            sql(
+                f"""INSERT INTO advisor_categories (category, advisor_id)
                     SELECT value, ? FROM json_each(?) WHERE {_VERSION_IS}""",  # noqa: S608 - constant
-                uid, json.dumps(changes["categories"]), uid, expected),
+                uid,
+                json.dumps(changes["categories"]),
+                uid,
+                expected,
+            ),
         ]
     statements += [
-        sql("""UPDATE advisors
+        sql(
+            """UPDATE advisors
                SET headline = coalesce(?, headline), bio = coalesce(?, bio),
                    rate_cents_per_minute = coalesce(?, rate_cents_per_minute), status = coalesce(?, status),
                    version = version + 1, updated_at_ms = ?
                WHERE user_id = ? AND version = ?""",
-            changes.get("headline"), changes.get("bio"), changes.get("rate_cents_per_minute"),
-            changes.get("status"), now_ms, uid, expected),
+            changes.get("headline"),
+            changes.get("bio"),
+            changes.get("rate_cents_per_minute"),
+            changes.get("status"),
+            now_ms,
+            uid,
+            expected,
+        ),
         sql(_SELECT_ADVISOR, uid),
     ]
     results = await rc.db.batch(statements)
@@ -187,8 +232,12 @@ async def patch_advisor(rc: RequestContext) -> Reply:
     if row is None:
         raise not_found("advisor profile (become an advisor with POST /v1/advisors)")
     if results[-2].changes != 1:
-        raise Problem(412, "version_conflict", "Precondition failed",
-                      "The advisor profile changed since you read it; fetch it again.")
+        raise Problem(
+            412,
+            "version_conflict",
+            "Precondition failed",
+            "The advisor profile changed since you read it; fetch it again.",
+        )
     return Reply(advisor_view(row), headers={"etag": etag(int(row["version"]))})
 
 
@@ -245,19 +294,32 @@ def _list_sql(category: bool, status: bool, sort: str, after: bool) -> str:
 # All variants are built from the constant fragments above, once, at import.
 LIST_QUERIES: dict[tuple[bool, bool, str, bool], str] = {
     (c, s, sort, a): _list_sql(c, s, sort, a)
-    for c in (False, True) for s in (False, True) for sort in ("price", "rating") for a in (False, True)
+    for c in (False, True)
+    for s in (False, True)
+    for sort in ("price", "rating")
+    for a in (False, True)
 }
 
-ADVISOR_LIST_QUERY = Obj({
-    "category": ListOf(Str(min_len=1, max_len=32, choices=CATEGORIES), min_items=1, max_items=MAX_CATEGORIES,
-                       description="One or more categories, comma-separated (any of them matches)."),
-    "status": Str(max_len=8, choices=STATUSES),
-    "min_rate": Int(low=0, high=MAX_RATE_QUERY, description="Lowest rate_cents_per_minute."),
-    "max_rate": Int(low=0, high=MAX_RATE_QUERY, description="Highest rate_cents_per_minute."),
-    "sort": Str(max_len=8, choices=("rating", "price"), description="rating (best first, default) or price (cheapest first)."),
-    "cursor": Str(min_len=1, max_len=MAX_CURSOR_CHARS),
-    "limit": Int(low=1, high=MAX_PAGE),
-})
+ADVISOR_LIST_QUERY = Obj(
+    {
+        "category": ListOf(
+            Str(min_len=1, max_len=32, choices=CATEGORIES),
+            min_items=1,
+            max_items=MAX_CATEGORIES,
+            description="One or more categories, comma-separated (any of them matches).",
+        ),
+        "status": Str(max_len=8, choices=STATUSES),
+        "min_rate": Int(low=0, high=MAX_RATE_QUERY, description="Lowest rate_cents_per_minute."),
+        "max_rate": Int(low=0, high=MAX_RATE_QUERY, description="Highest rate_cents_per_minute."),
+        "sort": Str(
+            max_len=8,
+            choices=("rating", "price"),
+            description="rating (best first, default) or price (cheapest first).",
+        ),
+        "cursor": Str(min_len=1, max_len=MAX_CURSOR_CHARS),
+        "limit": Int(low=1, high=MAX_PAGE),
+    }
+)
 
 
 def encode_cursor(payload: dict[str, Any]) -> str:
@@ -271,8 +333,11 @@ def decode_cursor(text: str, keys: tuple[str, ...]) -> dict[str, Any]:
         value = json.loads(raw.decode())
     except (ValueError, UnicodeDecodeError):
         raise bad_request("The cursor is not valid; start again without it.", "cursor", code="invalid_cursor") from None
-    if (not isinstance(value, dict) or set(value) != set(keys)
-            or not all(isinstance(value[k], (int, str)) and not isinstance(value[k], bool) for k in keys)):
+    if (
+        not isinstance(value, dict)
+        or set(value) != set(keys)
+        or not all(isinstance(value[k], (int, str)) and not isinstance(value[k], bool) for k in keys)
+    ):
         raise bad_request("The cursor is not valid; start again without it.", "cursor", code="invalid_cursor")
     return value
 
@@ -313,7 +378,7 @@ def named(text: str, params: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
             j = i + 1
             while j < len(text) and (text[j].isalnum() or text[j] == "_"):
                 j += 1
-            out.append(params[text[i + 1:j]])
+            out.append(params[text[i + 1 : j]])
             pieces.append("?")
             i = j
         else:
@@ -342,8 +407,20 @@ async def list_advisors(rc: RequestContext) -> Reply:
 SCHEMAS: dict[str, Any] = {
     "Advisor": {
         "type": "object",
-        "required": ["id", "headline", "bio", "categories", "rate_cents_per_minute", "status",
-                     "rating_average", "rating_count", "photo_url", "version", "created_at", "updated_at"],
+        "required": [
+            "id",
+            "headline",
+            "bio",
+            "categories",
+            "rate_cents_per_minute",
+            "status",
+            "rating_average",
+            "rating_count",
+            "photo_url",
+            "version",
+            "created_at",
+            "updated_at",
+        ],
         "properties": {
             "id": {"type": "string", "description": "The advisor's user id."},
             "display_name": {"type": ["string", "null"]},
@@ -354,9 +431,10 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": list(STATUSES)},
             "rating_average": {"type": ["number", "null"], "description": "Mean rating (1-5), null before any review."},
             "rating_count": {"type": "integer"},
-            "photo_url": {"type": ["string", "null"],
-                          "description": "Path of the profile photo (GET it; changes when the photo does), "
-                                         "null without one."},
+            "photo_url": {
+                "type": ["string", "null"],
+                "description": "Path of the profile photo (GET it; changes when the photo does), null without one.",
+            },
             "version": {"type": "integer"},
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
@@ -366,15 +444,55 @@ SCHEMAS: dict[str, Any] = {
 }
 
 ROUTES = [
-    Route("POST", "/v1/advisors", create_advisor, "Become an advisor", primary=True, body=ADVISOR_CREATE,
-          responses={201: "Advisor"}, problems=(409,), tag="advisors"),
-    Route("GET", "/v1/advisors", list_advisors, "List and search advisors", auth="none", query=ADVISOR_LIST_QUERY,
-          responses={200: "AdvisorList"}, tag="advisors"),
-    Route("GET", "/v1/advisors/me", get_own_advisor, "Your own advisor profile (with ETag)", primary=True,
-          responses={200: "Advisor"}, tag="advisors"),
-    Route("PATCH", "/v1/advisors/me", patch_advisor, "Edit your advisor profile, rate or status (If-Match: <version>)",
-          primary=True, body=ADVISOR_PATCH, if_match=True, responses={200: "Advisor"}, problems=(412, 428),
-          tag="advisors"),
-    Route("GET", "/v1/advisors/{advisor_id:id}", get_advisor, "An advisor's public profile", auth="none",
-          responses={200: "Advisor"}, tag="advisors"),
+    Route(
+        "POST",
+        "/v1/advisors",
+        create_advisor,
+        "Become an advisor",
+        primary=True,
+        body=ADVISOR_CREATE,
+        responses={201: "Advisor"},
+        problems=(409,),
+        tag="advisors",
+    ),
+    Route(
+        "GET",
+        "/v1/advisors",
+        list_advisors,
+        "List and search advisors",
+        auth="none",
+        query=ADVISOR_LIST_QUERY,
+        responses={200: "AdvisorList"},
+        tag="advisors",
+    ),
+    Route(
+        "GET",
+        "/v1/advisors/me",
+        get_own_advisor,
+        "Your own advisor profile (with ETag)",
+        primary=True,
+        responses={200: "Advisor"},
+        tag="advisors",
+    ),
+    Route(
+        "PATCH",
+        "/v1/advisors/me",
+        patch_advisor,
+        "Edit your advisor profile, rate or status (If-Match: <version>)",
+        primary=True,
+        body=ADVISOR_PATCH,
+        if_match=True,
+        responses={200: "Advisor"},
+        problems=(412, 428),
+        tag="advisors",
+    ),
+    Route(
+        "GET",
+        "/v1/advisors/{advisor_id:id}",
+        get_advisor,
+        "An advisor's public profile",
+        auth="none",
+        responses={200: "Advisor"},
+        tag="advisors",
+    ),
 ]

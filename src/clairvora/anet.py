@@ -63,8 +63,17 @@ def decimal_to_cents(value: Any) -> int | None:
     return int(whole) * 100 + int(frac.ljust(2, "0") or "0")
 
 
-def auth_capture_request(*, login_id: str, transaction_key: str, amount_cents: int, data_descriptor: str,
-                         data_value: str, invoice_number: str, customer_id: str, ref_id: str) -> dict[str, Any]:
+def auth_capture_request(
+    *,
+    login_id: str,
+    transaction_key: str,
+    amount_cents: int,
+    data_descriptor: str,
+    data_value: str,
+    invoice_number: str,
+    customer_id: str,
+    ref_id: str,
+) -> dict[str, Any]:
     """The request body, keys in XSD order (envelope, then transactionRequest)."""
     assert len(invoice_number) <= 20 and len(ref_id) <= 20 and len(customer_id) <= 20
     return {
@@ -135,8 +144,7 @@ async def create_transaction(*, endpoint: str, timeout_ms: int, request_body: di
         text = str(exc)
         timed_out = "timeout" in text.lower() or "abort" in text.lower() or "Timeout" in name or "Abort" in name
         logs.warning("anet_transport_failure", error_type=name, timed_out=timed_out)
-        return GatewayResult("unknown", error_text="timeout" if timed_out else "transport failure",
-                             timed_out=timed_out)
+        return GatewayResult("unknown", error_text="timeout" if timed_out else "transport failure", timed_out=timed_out)
     if int(response.status) != 200 or len(raw) > MAX_RESPONSE_BYTES:
         logs.warning("anet_bad_http_status", status=int(response.status), size=len(raw))
         return GatewayResult("unknown", error_text=f"HTTP {int(response.status)}")

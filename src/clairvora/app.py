@@ -31,12 +31,33 @@ from .requests import RequestContext
 from .responses import encode_payload, problem_reply, to_response
 from .routing import Route, Router
 
-ROUTES: list[Route] = [*system.ROUTES, *users.ROUTES, *advisors.ROUTES, *wallet.ROUTES, *payments.ROUTES,
-                       *webhooks.ROUTES, *refunds.ROUTES, *reconcile.ROUTES,
-                       *photos.ROUTES, *readings.ROUTES, *messages.ROUTES, *reviews.ROUTES, *earnings.ROUTES]
-SCHEMAS: dict[str, Any] = {**advisors.SCHEMAS, **wallet.SCHEMAS, **payments.SCHEMAS, **webhooks.SCHEMAS,
-                          **refunds.SCHEMAS, **reconcile.SCHEMAS, **readings.SCHEMAS, **messages.SCHEMAS,
-                          **reviews.SCHEMAS, **earnings.SCHEMAS}
+ROUTES: list[Route] = [
+    *system.ROUTES,
+    *users.ROUTES,
+    *advisors.ROUTES,
+    *wallet.ROUTES,
+    *payments.ROUTES,
+    *webhooks.ROUTES,
+    *refunds.ROUTES,
+    *reconcile.ROUTES,
+    *photos.ROUTES,
+    *readings.ROUTES,
+    *messages.ROUTES,
+    *reviews.ROUTES,
+    *earnings.ROUTES,
+]
+SCHEMAS: dict[str, Any] = {
+    **advisors.SCHEMAS,
+    **wallet.SCHEMAS,
+    **payments.SCHEMAS,
+    **webhooks.SCHEMAS,
+    **refunds.SCHEMAS,
+    **reconcile.SCHEMAS,
+    **readings.SCHEMAS,
+    **messages.SCHEMAS,
+    **reviews.SCHEMAS,
+    **earnings.SCHEMAS,
+}
 
 ROUTER = Router(ROUTES)
 _OPENAPI: dict[str, Any] | None = None
@@ -79,8 +100,17 @@ async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
         route, params = ROUTER.match(method, path)
         bookmark = valid_bookmark(request.headers.get("x-d1-bookmark"))
         db = Database(env.DB, bookmark=bookmark, primary=route.primary, timing=settings.server_timing_durations)
-        rc = RequestContext(request=request, env=env, ctx=ctx, settings=settings, db=db,
-                            clock=_clock(request, settings), request_id=request_id, params=params, route=route)
+        rc = RequestContext(
+            request=request,
+            env=env,
+            ctx=ctx,
+            settings=settings,
+            db=db,
+            clock=_clock(request, settings),
+            request_id=request_id,
+            params=params,
+            route=route,
+        )
         if route.auth in ("user", "admin"):
             rc.user = await users.authenticate(rc)
             if route.auth == "admin" and not rc.user.get("is_admin"):
@@ -100,12 +130,14 @@ async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
         logs.error("unhandled_exception", request_id=request_id, error_type=type(exc).__name__, error=str(exc))
         reply = problem_reply(Problem(500, "internal_error", "Internal error", "Something went wrong."), request_id)
     payload = encode_payload(reply)  # before the headers, so py;dur includes the JSON encoding
-    return to_response(reply, _response_headers(db, settings, request_id, started), head=method == "HEAD",
-                       payload=payload)
+    return to_response(
+        reply, _response_headers(db, settings, request_id, started), head=method == "HEAD", payload=payload
+    )
 
 
-def _response_headers(db: Database | None, settings: Settings | None, request_id: str,
-                      started: float) -> dict[str, str]:
+def _response_headers(
+    db: Database | None, settings: Settings | None, request_id: str, started: float
+) -> dict[str, str]:
     headers = {"x-request-id": request_id}
     if db is not None:
         bookmark = db.bookmark()

@@ -67,8 +67,7 @@ def pem_to_der(pem: str) -> bytes:
 
 def _algorithm() -> Any:
     if not _ALGORITHM:
-        _ALGORITHM.append(to_js({"name": "RSASSA-PKCS1-v1_5", "hash": "SHA-256"},
-                                dict_converter=js.Object.fromEntries))
+        _ALGORITHM.append(to_js({"name": "RSASSA-PKCS1-v1_5", "hash": "SHA-256"}, dict_converter=js.Object.fromEntries))
     return _ALGORITHM[0]
 
 
@@ -117,7 +116,9 @@ async def verify_token(
         raise unauthorized("Unsupported token type.")
     claims = _json_segment(parts[1])
     signature = _b64url(parts[2])
-    signed = f"{parts[0]}.{parts[1]}".encode("ascii", errors="strict") if parts[0].isascii() and parts[1].isascii() else b""
+    signed = (
+        f"{parts[0]}.{parts[1]}".encode("ascii", errors="strict") if parts[0].isascii() and parts[1].isascii() else b""
+    )
     if not signed:
         raise unauthorized("Malformed token.")
     if (public_key_pem, token) not in _VERIFIED:

@@ -82,8 +82,9 @@ def minutes_begun(accepted_at_ms: int, period_ms: int, at_ms: int, *, inclusive:
     return max(1, -(-elapsed // period_ms))
 
 
-def plan(reading: dict[str, Any], now_ms: int, action: Action, timeout_ms: int,
-         max_minutes: int = MAX_MINUTES_PER_BATCH) -> Plan:
+def plan(
+    reading: dict[str, Any], now_ms: int, action: Action, timeout_ms: int, max_minutes: int = MAX_MINUTES_PER_BATCH
+) -> Plan:
     """What to charge and whether the reading ends, for an active reading."""
     assert reading["status"] == "active" and reading["accepted_at_ms"] is not None
     accepted = int(reading["accepted_at_ms"])
@@ -114,8 +115,16 @@ def plan(reading: dict[str, Any], now_ms: int, action: Action, timeout_ms: int,
 
     if need > affordable and affordable < max_minutes:
         # The wallet runs out: the reading ends when the last paid minute does.
-        return Plan(billed + 1, affordable, "insufficient_funds", accepted + (billed + affordable) * period_ms,
-                    True, None, heartbeat_at, False)
+        return Plan(
+            billed + 1,
+            affordable,
+            "insufficient_funds",
+            accepted + (billed + affordable) * period_ms,
+            True,
+            None,
+            heartbeat_at,
+            False,
+        )
     if need > max_minutes:
         return Plan(billed + 1, max_minutes, None, None, False, None, heartbeat_at, True)
     return Plan(billed + 1, need, reason, ended_at, False, when_heartbeat, heartbeat_at, False)
@@ -134,13 +143,27 @@ def charge_statements(reading: dict[str, Any], minute: int, now_ms: int, by_user
         legs.append(ledger.Leg(ledger.PLATFORM_REVENUE, platform_part))
     transfer_id = new_id()
     return [
-        *ledger.transfer(transfer_id=transfer_id, key=f"reading:{reading_id}:minute:{minute}", kind="reading_charge",
-                         legs=legs, now_ms=now_ms, reference_type="reading", reference_id=reading_id,
-                         requested_by_user_id=by_user_id),
+        *ledger.transfer(
+            transfer_id=transfer_id,
+            key=f"reading:{reading_id}:minute:{minute}",
+            kind="reading_charge",
+            legs=legs,
+            now_ms=now_ms,
+            reference_type="reading",
+            reference_id=reading_id,
+            requested_by_user_id=by_user_id,
+        ),
         # The trigger checks order, status, rate and the transfer, then moves
         # readings.billed_minutes to this minute.
-        sql("""INSERT INTO reading_charges (reading_id, minute, transfer_id, amount_cents, charged_at_ms)
-               VALUES (?, ?, ?, ?, ?)""", reading_id, minute, transfer_id, rate, now_ms),
+        sql(
+            """INSERT INTO reading_charges (reading_id, minute, transfer_id, amount_cents, charged_at_ms)
+               VALUES (?, ?, ?, ?, ?)""",
+            reading_id,
+            minute,
+            transfer_id,
+            rate,
+            now_ms,
+        ),
     ]
 
 
@@ -172,8 +195,18 @@ def batch_for(reading: dict[str, Any], p: Plan, now_ms: int, by_user_id: int | N
         # An end replaces the heartbeat's check: both conditions must hold.
         if conditional:
             statements.pop()
-        statements.append(sql(_END, p.end_reason, p.ended_at_ms, reading["id"], billed_after,
-                              1 if p.when_short_of_funds else 0, p.when_heartbeat_at_ms, p.when_heartbeat_at_ms))
+        statements.append(
+            sql(
+                _END,
+                p.end_reason,
+                p.ended_at_ms,
+                reading["id"],
+                billed_after,
+                1 if p.when_short_of_funds else 0,
+                p.when_heartbeat_at_ms,
+                p.when_heartbeat_at_ms,
+            )
+        )
         conditional = True
     statements.append(sql(SELECT_READING, reading["id"]))
     return statements, conditional
@@ -182,8 +215,9 @@ def batch_for(reading: dict[str, Any], p: Plan, now_ms: int, by_user_id: int | N
 _RETRY_TRIGGERS = {"insufficient_funds", "reading_not_billable"}
 
 
-async def advance(db: Database, reading: dict[str, Any], now_ms: int, action: Action, timeout_ms: int,
-                  by_user_id: int | None) -> dict[str, Any]:
+async def advance(
+    db: Database, reading: dict[str, Any], now_ms: int, action: Action, timeout_ms: int, by_user_id: int | None
+) -> dict[str, Any]:
     """Charge what is due and end the reading if it must; returns the fresh row.
     A reading that is not active is returned as it is."""
     attempts = batches = 0

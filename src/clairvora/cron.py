@@ -72,12 +72,15 @@ async def settle_silent_readings(db: Database, settings: Settings, now_ms: int) 
 
 
 async def purge_idempotency_keys(db: Database, now_ms: int) -> dict[str, int]:
-    result = await db.run(sql(
-        # idempotency_keys is WITHOUT ROWID: select the batch by its primary key.
-        """DELETE FROM idempotency_keys WHERE (user_id, idempotency_key) IN (
+    result = await db.run(
+        sql(
+            # idempotency_keys is WITHOUT ROWID: select the batch by its primary key.
+            """DELETE FROM idempotency_keys WHERE (user_id, idempotency_key) IN (
              SELECT user_id, idempotency_key FROM idempotency_keys WHERE expires_at_ms < ? LIMIT ?)""",
-        now_ms, MAX_EXPIRED_KEYS_PER_RUN,
-    ))
+            now_ms,
+            MAX_EXPIRED_KEYS_PER_RUN,
+        )
+    )
     return {"idempotency_keys_purged": result.changes}
 
 

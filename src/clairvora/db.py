@@ -231,8 +231,9 @@ class Database:
     writes and reads that must see the caller's writes, else any replica.
     """
 
-    def __init__(self, binding: Any, *, bookmark: str | None = None, primary: bool = False,
-                 timing: bool = False) -> None:
+    def __init__(
+        self, binding: Any, *, bookmark: str | None = None, primary: bool = False, timing: bool = False
+    ) -> None:
         self._binding = binding
         self._start = bookmark or ("first-primary" if primary else "first-unconstrained")
         self._session: Any = None

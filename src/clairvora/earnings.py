@@ -25,10 +25,12 @@ WHERE e.account_id = ? AND e.sequence < ?
 ORDER BY e.sequence DESC
 LIMIT ?"""
 
-EARNINGS_QUERY = Obj({
-    "cursor": Str(min_len=1, max_len=16, description="next_cursor from the previous page"),
-    "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
-})
+EARNINGS_QUERY = Obj(
+    {
+        "cursor": Str(min_len=1, max_len=16, description="next_cursor from the previous page"),
+        "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
+    }
+)
 
 
 def entry_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -55,8 +57,14 @@ async def get_earnings(rc: RequestContext) -> Reply:
     result = await rc.db.all(sql(_ENTRIES, account["id"], before, limit + 1))
     rows = result.rows[:limit]
     next_cursor = str(rows[-1]["sequence"]) if len(result.rows) > limit else None
-    return Reply({"balance_cents": int(account["balance_cents"]), "currency": account["currency"],
-                  "items": [entry_view(r) for r in rows], "next_cursor": next_cursor})
+    return Reply(
+        {
+            "balance_cents": int(account["balance_cents"]),
+            "currency": account["currency"],
+            "items": [entry_view(r) for r in rows],
+            "next_cursor": next_cursor,
+        }
+    )
 
 
 _ENTRY_PROPS = {
@@ -83,6 +91,14 @@ SCHEMAS: dict[str, Any] = {
 }
 
 ROUTES = [
-    Route("GET", "/v1/advisors/me/earnings", get_earnings, "Advisor: earnings balance and entries, newest first",
-          primary=True, query=EARNINGS_QUERY, responses={200: "Earnings"}, tag="advisors"),
+    Route(
+        "GET",
+        "/v1/advisors/me/earnings",
+        get_earnings,
+        "Advisor: earnings balance and entries, newest first",
+        primary=True,
+        query=EARNINGS_QUERY,
+        responses={200: "Earnings"},
+        tag="advisors",
+    ),
 ]

@@ -50,7 +50,9 @@ def conflict(code: str, detail: str) -> Problem:
 
 
 def unauthorized(detail: str) -> Problem:
-    return Problem(401, "unauthorized", "Unauthorized", detail, headers={"www-authenticate": 'Bearer realm="clairvora"'})
+    return Problem(
+        401, "unauthorized", "Unauthorized", detail, headers={"www-authenticate": 'Bearer realm="clairvora"'}
+    )
 
 
 def forbidden(detail: str) -> Problem:
@@ -63,6 +65,9 @@ def unprocessable(code: str, detail: str) -> Problem:
 
 def service_unavailable(detail: str, retry_after_s: int = 1) -> Problem:
     return Problem(
-        503, "temporarily_unavailable", "Temporarily unavailable", detail,
+        503,
+        "temporarily_unavailable",
+        "Temporarily unavailable",
+        detail,
         headers={"retry-after": str(retry_after_s)},
     )

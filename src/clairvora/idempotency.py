@@ -34,12 +34,16 @@ class IdempotencyKey:
     async def from_request(cls, rc: RequestContext) -> "IdempotencyKey":
         key = rc.header("idempotency-key")
         if key is None or not key.strip():
-            raise bad_request("This request moves money: send an Idempotency-Key header.", "Idempotency-Key",
-                              code="idempotency_key_required")
+            raise bad_request(
+                "This request moves money: send an Idempotency-Key header.",
+                "Idempotency-Key",
+                code="idempotency_key_required",
+            )
         key = key.strip()
         if len(key) > KEY_MAX_CHARS or not key.isascii() or not key.isprintable():
-            raise bad_request(f"Idempotency-Key must be 1-{KEY_MAX_CHARS} printable ASCII characters.",
-                              "Idempotency-Key")
+            raise bad_request(
+                f"Idempotency-Key must be 1-{KEY_MAX_CHARS} printable ASCII characters.", "Idempotency-Key"
+            )
         route = f"{rc.route.method} {rc.path}"[:80]
         return cls(rc.user_id, key, route, await rc.body_sha256(), rc.clock.now_ms())
 
@@ -50,8 +54,14 @@ class IdempotencyKey:
                  (user_id, idempotency_key, route, request_sha256, state, response_status, response_body,
                   created_at_ms, expires_at_ms)
                VALUES (?, ?, ?, ?, 'done', ?, ?, ?, ?)""",
-            self.user_id, self.key, self.route, self.request_sha256, status, encode_json(body),
-            self.now_ms, self.now_ms + RETENTION_MS,
+            self.user_id,
+            self.key,
+            self.route,
+            self.request_sha256,
+            status,
+            encode_json(body),
+            self.now_ms,
+            self.now_ms + RETENTION_MS,
         )
 
     def record_done_if_exists(self, status: int, body: Any, table_sql: str, row_id: int) -> Any:
@@ -64,9 +74,17 @@ class IdempotencyKey:
                  (user_id, idempotency_key, route, request_sha256, state, response_status, response_body,
                   created_at_ms, expires_at_ms)
                SELECT ?, ?, ?, ?, 'done', ?, ?, ?, ?
-               WHERE """ + _EXISTS_SQL[table_sql],
-            self.user_id, self.key, self.route, self.request_sha256, status, encode_json(body),
-            self.now_ms, self.now_ms + RETENTION_MS, row_id,
+               WHERE """
+            + _EXISTS_SQL[table_sql],
+            self.user_id,
+            self.key,
+            self.route,
+            self.request_sha256,
+            status,
+            encode_json(body),
+            self.now_ms,
+            self.now_ms + RETENTION_MS,
+            row_id,
         )
 
     def record_pending(self, note: Any = None) -> Any:
@@ -77,15 +95,23 @@ class IdempotencyKey:
             """INSERT INTO idempotency_keys
                  (user_id, idempotency_key, route, request_sha256, state, response_body, created_at_ms, expires_at_ms)
                VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)""",
-            self.user_id, self.key, self.route, self.request_sha256, None if note is None else encode_json(note),
-            self.now_ms, self.now_ms + RETENTION_MS,
+            self.user_id,
+            self.key,
+            self.route,
+            self.request_sha256,
+            None if note is None else encode_json(note),
+            self.now_ms,
+            self.now_ms + RETENTION_MS,
         )
 
     def complete(self, status: int, body: Any) -> Any:
         return sql(
             """UPDATE idempotency_keys SET state = 'done', response_status = ?, response_body = ?
                WHERE user_id = ? AND idempotency_key = ? AND state = 'pending'""",
-            status, encode_json(body), self.user_id, self.key,
+            status,
+            encode_json(body),
+            self.user_id,
+            self.key,
         )
 
     @staticmethod
@@ -93,11 +119,14 @@ class IdempotencyKey:
         return any(c.startswith("idempotency_keys.") for c in error.columns)
 
     async def stored(self, db: Database) -> dict[str, Any] | None:
-        return await db.first(sql(
-            """SELECT route, request_sha256, state, response_status, response_body
+        return await db.first(
+            sql(
+                """SELECT route, request_sha256, state, response_status, response_body
                FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?""",
-            self.user_id, self.key,
-        ))
+                self.user_id,
+                self.key,
+            )
+        )
 
     async def replay(self, db: Database) -> Reply:
         """The stored answer for this key, or the reason it cannot be given."""
@@ -108,11 +137,20 @@ class IdempotencyKey:
 
     def replay_row(self, row: dict[str, Any]) -> Reply:
         if row["request_sha256"] != self.request_sha256 or row["route"] != self.route:
-            raise Problem(422, "idempotency_key_reused", "Unprocessable request",
-                          "This Idempotency-Key was used with a different request.")
+            raise Problem(
+                422,
+                "idempotency_key_reused",
+                "Unprocessable request",
+                "This Idempotency-Key was used with a different request.",
+            )
         if row["state"] != "done":
-            raise Problem(409, "request_in_progress", "Conflict",
-                          "A request with this Idempotency-Key is still in progress.", headers={"retry-after": "1"})
+            raise Problem(
+                409,
+                "request_in_progress",
+                "Conflict",
+                "A request with this Idempotency-Key is still in progress.",
+                headers={"retry-after": "1"},
+            )
         body = json.loads(row["response_body"])
         status = int(row["response_status"])
         content_type = "application/problem+json" if status >= 400 else "application/json"

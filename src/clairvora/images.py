@@ -71,8 +71,7 @@ def identify(data: bytes) -> ImageInfo:
     except (IndexError, struct.error):
         raise BadImage("the image header is truncated") from None
     if not (1 <= width <= MAX_SIDE_PX and 1 <= height <= MAX_SIDE_PX) or width * height > MAX_PIXELS:
-        raise BadImage(f"{width}x{height} px is outside 1..{MAX_SIDE_PX} px per side "
-                       f"and {MAX_PIXELS} pixels in all")
+        raise BadImage(f"{width}x{height} px is outside 1..{MAX_SIDE_PX} px per side and {MAX_PIXELS} pixels in all")
     return ImageInfo(content_type, width, height)
 
 

@@ -89,18 +89,34 @@ def transfer(
             """INSERT INTO transfers (id, transfer_key, kind, reference_type, reference_id,
                                       requested_by_user_id, created_at_ms)
                VALUES (?, ?, ?, ?, ?, ?, ?)""",
-            transfer_id, key, kind, reference_type, reference_id, requested_by_user_id, now_ms,
+            transfer_id,
+            key,
+            kind,
+            reference_type,
+            reference_id,
+            requested_by_user_id,
+            now_ms,
         )
     ]
     for leg in legs:
         ref = leg.account
         if ref.account_id is not None:
-            statements.append(sql(_INSERT_ENTRY_BY_ID, transfer_id, leg.amount_cents, leg.amount_cents, now_ms,
-                                  ref.account_id))
+            statements.append(
+                sql(_INSERT_ENTRY_BY_ID, transfer_id, leg.amount_cents, leg.amount_cents, now_ms, ref.account_id)
+            )
         else:
             assert ref.owner_user_id is not None and ref.kind is not None
-            statements.append(sql(_INSERT_ENTRY_BY_OWNER, transfer_id, leg.amount_cents, leg.amount_cents, now_ms,
-                                  ref.owner_user_id, ref.kind))
+            statements.append(
+                sql(
+                    _INSERT_ENTRY_BY_OWNER,
+                    transfer_id,
+                    leg.amount_cents,
+                    leg.amount_cents,
+                    now_ms,
+                    ref.owner_user_id,
+                    ref.kind,
+                )
+            )
     statements.append(sql("UPDATE transfers SET posted = 1 WHERE id = ?", transfer_id))
     return statements
 
@@ -120,7 +136,10 @@ async def balance_cents(db: Database, account: AccountRef) -> int | None:
     if account.account_id is not None:
         statement = sql("SELECT balance_cents FROM accounts WHERE id = ?", account.account_id)
     else:
-        statement = sql("SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = ?",
-                        account.owner_user_id, account.kind)
+        statement = sql(
+            "SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = ?",
+            account.owner_user_id,
+            account.kind,
+        )
     row = await db.first(statement)
     return None if row is None else int(row["balance_cents"])

@@ -8,13 +8,42 @@ import json
 import re
 from typing import Any
 
-_SENSITIVE_KEYS = frozenset({
-    "authorization", "cookie", "set-cookie", "token", "access_token", "id_token", "jwt",
-    "password", "secret", "signature", "x-anet-signature", "transaction_key", "transactionkey",
-    "data_value", "datavalue", "opaque_data", "opaquedata", "card_number", "cardnumber",
-    "body", "comment", "message", "messages", "email", "display_name", "idempotency-key",
-    "card_code", "cardcode", "cvv", "cvc", "expiration_date", "expirationdate",
-})
+_SENSITIVE_KEYS = frozenset(
+    {
+        "authorization",
+        "cookie",
+        "set-cookie",
+        "token",
+        "access_token",
+        "id_token",
+        "jwt",
+        "password",
+        "secret",
+        "signature",
+        "x-anet-signature",
+        "transaction_key",
+        "transactionkey",
+        "data_value",
+        "datavalue",
+        "opaque_data",
+        "opaquedata",
+        "card_number",
+        "cardnumber",
+        "body",
+        "comment",
+        "message",
+        "messages",
+        "email",
+        "display_name",
+        "idempotency-key",
+        "card_code",
+        "cardcode",
+        "cvv",
+        "cvc",
+        "expiration_date",
+        "expirationdate",
+    }
+)
 _PATTERNS = (
     (re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer [redacted]"),
     (re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[redacted-jwt]"),

@@ -51,7 +51,7 @@ def _misconfigured(detail: str) -> Problem:
 
 
 def parse_keyring(secret: str | None) -> Keyring:
-    """"1:<base64>,2:<base64>" -> versions and raw AES keys (16, 24 or 32 bytes)."""
+    """ "1:<base64>,2:<base64>" -> versions and raw AES keys (16, 24 or 32 bytes)."""
     if not secret:
         raise _misconfigured("MESSAGE_KEYS is not set.")
     keys: dict[int, bytes] = {}
@@ -82,8 +82,9 @@ def _algorithm(name: str, **fields: Any) -> Any:
 async def _crypto_key(raw: bytes) -> Any:
     key = _CRYPTO_KEYS.get(raw)
     if key is None:
-        key = await js.crypto.subtle.importKey("raw", to_js(raw), _algorithm("AES-GCM"), False,
-                                               to_js(["encrypt", "decrypt"]))
+        key = await js.crypto.subtle.importKey(
+            "raw", to_js(raw), _algorithm("AES-GCM"), False, to_js(["encrypt", "decrypt"])
+        )
         _CRYPTO_KEYS[raw] = key
     return key
 
@@ -144,11 +145,17 @@ async def post_message(rc: RequestContext) -> Reply:
     version, iv_b64, ct_b64 = await seal(keyring, text.encode(), additional_data(reading_id, message_id, uid))
     # Written only into an active reading the caller takes part in; the same
     # round trip reads the reading back (scoped to the caller) for the reply.
-    inserted, scope = await rc.db.batch([
-        sql(_INSERT, message_id, uid, version, iv_b64, ct_b64, now_ms, reading_id, uid, uid),
-        sql("SELECT client_id, status FROM readings WHERE id = ? AND (client_id = ? OR advisor_id = ?)",
-            reading_id, uid, uid),
-    ])
+    inserted, scope = await rc.db.batch(
+        [
+            sql(_INSERT, message_id, uid, version, iv_b64, ct_b64, now_ms, reading_id, uid, uid),
+            sql(
+                "SELECT client_id, status FROM readings WHERE id = ? AND (client_id = ? OR advisor_id = ?)",
+                reading_id,
+                uid,
+                uid,
+            ),
+        ]
+    )
     if not scope.rows:
         raise not_found("reading")
     reading = scope.rows[0]
@@ -165,10 +172,12 @@ WHERE reading_id = ? AND (created_at_ms, id) > (?, ?)
 ORDER BY created_at_ms, id
 LIMIT ?"""
 
-MESSAGE_LIST_QUERY = Obj({
-    "cursor": Str(min_len=1, max_len=40, description="next_cursor from the previous page"),
-    "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
-})
+MESSAGE_LIST_QUERY = Obj(
+    {
+        "cursor": Str(min_len=1, max_len=40, description="next_cursor from the previous page"),
+        "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
+    }
+)
 
 
 async def list_messages(rc: RequestContext) -> Reply:
@@ -205,9 +214,25 @@ SCHEMAS: dict[str, Any] = {
 }
 
 ROUTES = [
-    Route("POST", "/v1/readings/{reading_id:id}/messages", post_message,
-          "Send a chat message (participants, while the reading is active)", primary=True, body=MESSAGE_CREATE,
-          responses={201: "Message"}, problems=(409,), tag="chat"),
-    Route("GET", "/v1/readings/{reading_id:id}/messages", list_messages, "The chat, oldest first (participants)",
-          primary=True, query=MESSAGE_LIST_QUERY, responses={200: "MessageList"}, tag="chat"),
+    Route(
+        "POST",
+        "/v1/readings/{reading_id:id}/messages",
+        post_message,
+        "Send a chat message (participants, while the reading is active)",
+        primary=True,
+        body=MESSAGE_CREATE,
+        responses={201: "Message"},
+        problems=(409,),
+        tag="chat",
+    ),
+    Route(
+        "GET",
+        "/v1/readings/{reading_id:id}/messages",
+        list_messages,
+        "The chat, oldest first (participants)",
+        primary=True,
+        query=MESSAGE_LIST_QUERY,
+        responses={200: "MessageList"},
+        tag="chat",
+    ),
 ]

@@ -46,11 +46,26 @@ BASE_SCHEMAS: dict[str, Any] = {
 }
 
 _REASONS = {
-    200: "OK", 201: "Created", 204: "No content", 304: "Not modified", 400: "Invalid request",
-    401: "Unauthorized", 402: "Payment required", 403: "Forbidden", 404: "Not found",
-    405: "Method not allowed", 409: "Conflict", 412: "Precondition failed", 413: "Body too large",
-    415: "Unsupported media type", 422: "Unprocessable", 428: "Precondition required",
-    500: "Server error", 502: "Bad gateway", 503: "Temporarily unavailable", 504: "Gateway timeout",
+    200: "OK",
+    201: "Created",
+    204: "No content",
+    304: "Not modified",
+    400: "Invalid request",
+    401: "Unauthorized",
+    402: "Payment required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    412: "Precondition failed",
+    413: "Body too large",
+    415: "Unsupported media type",
+    422: "Unprocessable",
+    428: "Precondition required",
+    500: "Server error",
+    502: "Bad gateway",
+    503: "Temporarily unavailable",
+    504: "Gateway timeout",
 }
 
 
@@ -74,42 +89,66 @@ def _operation(route: Route) -> dict[str, Any]:
     }
     params: list[dict[str, Any]] = []
     for name, kind in route.path_params():
-        schema = {"type": "string", "pattern": "^[0-9]{13,16}$"} if kind == "id" else {"type": "string", "maxLength": 128}
+        schema = (
+            {"type": "string", "pattern": "^[0-9]{13,16}$"} if kind == "id" else {"type": "string", "maxLength": 128}
+        )
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     if route.query is not None:
         for name, f in route.query.fields.items():
             schema = f.schema()
-            param: dict[str, Any] = {"name": name, "in": "query", "required": name in route.query.required,
-                                     "schema": schema}
+            param: dict[str, Any] = {
+                "name": name,
+                "in": "query",
+                "required": name in route.query.required,
+                "schema": schema,
+            }
             if schema.get("type") == "array":
                 # Lists travel comma-separated in one parameter (validation.ListOf.parse_query).
                 param.update(style="form", explode=False)
             params.append(param)
     if route.idempotency_key:
-        params.append({"name": "Idempotency-Key", "in": "header", "required": True,
-                       "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
+        params.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            }
+        )
     if route.if_match:
         # The version as users.parse_if_match reads it ("3", "\"3\"", W/"3"); "*" is not accepted.
-        params.append({"name": "If-Match", "in": "header", "required": True,
-                       "schema": {"type": "string", "pattern": '^(W/)?"?[0-9]{1,15}"?$'}})
+        params.append(
+            {
+                "name": "If-Match",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string", "pattern": '^(W/)?"?[0-9]{1,15}"?$'},
+            }
+        )
     params.append({"name": "x-d1-bookmark", "in": "header", "required": False, "schema": {"type": "string"}})
     op["parameters"] = params
     if route.body is not None:
-        op["requestBody"] = {"required": True,
-                             "content": {"application/json": {"schema": route.body.schema()}}}
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": route.body.schema()}}}
     if route.raw_body is not None:
-        op["requestBody"] = {"required": True, "description": route.raw_body.description,
-                             "content": {t: {"schema": route.raw_body.schema()} for t in route.raw_body.media_types}}
+        op["requestBody"] = {
+            "required": True,
+            "description": route.raw_body.description,
+            "content": {t: {"schema": route.raw_body.schema()} for t in route.raw_body.media_types},
+        }
     responses: dict[str, Any] = {}
     for status, schema_name in route.responses.items():
         if status in (204, 304):
             responses[str(status)] = {"description": _REASONS[status]}
         elif schema_name.startswith("raw:"):
-            responses[str(status)] = {"description": _REASONS.get(status, "OK"),
-                                      "content": {schema_name[4:]: {"schema": {"type": "string", "format": "binary"}}}}
+            responses[str(status)] = {
+                "description": _REASONS.get(status, "OK"),
+                "content": {schema_name[4:]: {"schema": {"type": "string", "format": "binary"}}},
+            }
         else:
-            responses[str(status)] = {"description": _REASONS.get(status, "OK"),
-                                      "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}}
+            responses[str(status)] = {
+                "description": _REASONS.get(status, "OK"),
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}},
+            }
     problems = set(route.problems) | {400, 404, 405, 500, 503}
     if route.auth != "none":
         problems |= {401}
@@ -118,8 +157,10 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.body is not None or route.raw_body is not None:
         problems |= {413, 415}
     for status in sorted(problems):
-        responses[str(status)] = {"description": _REASONS.get(status, "Error"),
-                                  "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        responses[str(status)] = {
+            "description": _REASONS.get(status, "Error"),
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
     op["responses"] = responses
     if route.auth in ("user", "admin"):
         op["security"] = [{"clerkSession": []}]
@@ -131,13 +172,17 @@ def _operation(route: Route) -> dict[str, Any]:
 def document(routes: list[Route], schemas: dict[str, Any]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for route in routes:
-        path = "/".join(p.split(":")[0] + ("}" if ":" in p else "") if p.startswith("{") else p
-                        for p in route.pattern.split("/"))
+        path = "/".join(
+            p.split(":")[0] + ("}" if ":" in p else "") if p.startswith("{") else p for p in route.pattern.split("/")
+        )
         paths.setdefault(path, {})[route.method.lower()] = _operation(route)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Clairvora API", "version": "1.0.0",
-                 "description": "Clients pay advisors by the minute for live readings."},
+        "info": {
+            "title": "Clairvora API",
+            "version": "1.0.0",
+            "description": "Clients pay advisors by the minute for live readings.",
+        },
         "paths": paths,
         "components": {
             "schemas": {**BASE_SCHEMAS, **schemas},

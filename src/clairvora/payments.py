@@ -46,8 +46,11 @@ from .validation import Int, Obj, Str
 
 DEPOSIT_BODY = Obj(
     {
-        "amount_cents": Int(low=config.DEPOSIT_MIN_CENTS, high=config.DEPOSIT_MAX_CENTS,
-                           description="within the configured DEPOSIT_MIN_CENTS..DEPOSIT_MAX_CENTS"),
+        "amount_cents": Int(
+            low=config.DEPOSIT_MIN_CENTS,
+            high=config.DEPOSIT_MAX_CENTS,
+            description="within the configured DEPOSIT_MIN_CENTS..DEPOSIT_MAX_CENTS",
+        ),
         "opaque_data": Obj(
             {
                 "data_descriptor": Str(min_len=1, max_len=64, description="Accept.js dataDescriptor"),
@@ -63,8 +66,13 @@ SETTLE_ATTEMPTS = 2
 # A claim older than the gateway timeout plus this belongs to a request that died.
 STALE_CLAIM_MARGIN_MS = 60_000
 
-_STATUS_OF_OUTCOME = {"approved": "approved", "held": "pending", "declined": "declined", "error": "error",
-                      "unknown": "unknown"}
+_STATUS_OF_OUTCOME = {
+    "approved": "approved",
+    "held": "pending",
+    "declined": "declined",
+    "error": "error",
+    "unknown": "unknown",
+}
 
 
 def credit_transfer_key(payment_id: int) -> str:
@@ -82,19 +90,32 @@ def deposit_view(payment: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def credit_statements(*, payment_id: int, user_id: int, amount_cents: int, transaction_id: str,
-                      response_code: str | None, now_ms: int) -> list[Statement]:
+def credit_statements(
+    *, payment_id: int, user_id: int, amount_cents: int, transaction_id: str, response_code: str | None, now_ms: int
+) -> list[Statement]:
     """Approve a payment and credit its amount, for one batch (also used by the webhook)."""
     return [
-        sql("""UPDATE payments SET status = 'approved', gateway_transaction_id = ?, gateway_response_code = ?,
+        sql(
+            """UPDATE payments SET status = 'approved', gateway_transaction_id = ?, gateway_response_code = ?,
                                    updated_at_ms = ?
                WHERE id = ? AND status IN ('pending', 'unknown')""",
-            transaction_id, response_code, now_ms, payment_id),
+            transaction_id,
+            response_code,
+            now_ms,
+            payment_id,
+        ),
         *ledger.transfer(
-            transfer_id=new_id(), key=credit_transfer_key(payment_id), kind="deposit",
-            legs=[ledger.Leg(ledger.wallet_of(user_id), amount_cents),
-                  ledger.Leg(ledger.GATEWAY_CLEARING, -amount_cents)],
-            now_ms=now_ms, reference_type="payment", reference_id=payment_id, requested_by_user_id=user_id,
+            transfer_id=new_id(),
+            key=credit_transfer_key(payment_id),
+            kind="deposit",
+            legs=[
+                ledger.Leg(ledger.wallet_of(user_id), amount_cents),
+                ledger.Leg(ledger.GATEWAY_CLEARING, -amount_cents),
+            ],
+            now_ms=now_ms,
+            reference_type="payment",
+            reference_id=payment_id,
+            requested_by_user_id=user_id,
         ),
     ]
 
@@ -109,24 +130,44 @@ def _complete_with_wallet(key: IdempotencyKey, status: int, body: dict[str, Any]
                  (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'))
            WHERE user_id = ? AND idempotency_key = ? AND state = 'pending'
            RETURNING response_body""",
-        status, encode_json(body), key.user_id, key.user_id, key.key,
+        status,
+        encode_json(body),
+        key.user_id,
+        key.user_id,
+        key.key,
     )
 
 
-def _settle_statements(key: IdempotencyKey, payment: dict[str, Any], result: anet.GatewayResult,
-                       reply_status: int, reply_body: dict[str, Any]) -> list[Statement]:
+def _settle_statements(
+    key: IdempotencyKey,
+    payment: dict[str, Any],
+    result: anet.GatewayResult,
+    reply_status: int,
+    reply_body: dict[str, Any],
+) -> list[Statement]:
     if result.outcome == "approved":
         assert result.transaction_id is not None
-        statements = credit_statements(payment_id=payment["id"], user_id=key.user_id,
-                                       amount_cents=payment["amount_cents"], transaction_id=result.transaction_id,
-                                       response_code=result.response_code, now_ms=key.now_ms)
+        statements = credit_statements(
+            payment_id=payment["id"],
+            user_id=key.user_id,
+            amount_cents=payment["amount_cents"],
+            transaction_id=result.transaction_id,
+            response_code=result.response_code,
+            now_ms=key.now_ms,
+        )
     else:
-        statements = [sql(
-            """UPDATE payments SET status = ?, gateway_transaction_id = ?, gateway_response_code = ?,
+        statements = [
+            sql(
+                """UPDATE payments SET status = ?, gateway_transaction_id = ?, gateway_response_code = ?,
                                    updated_at_ms = ?
                WHERE id = ? AND status = 'pending'""",
-            payment["status"], result.transaction_id, result.response_code, key.now_ms, payment["id"],
-        )]
+                payment["status"],
+                result.transaction_id,
+                result.response_code,
+                key.now_ms,
+                payment["id"],
+            )
+        ]
     statements.append(_complete_with_wallet(key, reply_status, reply_body))
     return statements
 
@@ -140,21 +181,39 @@ def _reply_for(payment: dict[str, Any], result: anet.GatewayResult) -> tuple[int
     if result.outcome == "held":
         return 202, {"deposit": deposit, "wallet": wallet}
     if result.outcome == "declined":
-        problem = Problem(402, "payment_declined", "Payment declined", "The card was declined; nothing was charged.",
-                          extra={"deposit": deposit, "wallet": wallet})
+        problem = Problem(
+            402,
+            "payment_declined",
+            "Payment declined",
+            "The card was declined; nothing was charged.",
+            extra={"deposit": deposit, "wallet": wallet},
+        )
     elif result.outcome == "error":
-        problem = Problem(502, "payment_gateway_error", "Payment gateway error",
-                          "The payment gateway could not process the card; nothing was charged.",
-                          extra={"deposit": deposit, "wallet": wallet})
+        problem = Problem(
+            502,
+            "payment_gateway_error",
+            "Payment gateway error",
+            "The payment gateway could not process the card; nothing was charged.",
+            extra={"deposit": deposit, "wallet": wallet},
+        )
     elif result.timed_out:
-        problem = Problem(504, "payment_gateway_timeout", "Payment gateway timeout",
-                          "The payment gateway did not answer in time. If the card was charged, the wallet is "
-                          "credited automatically; do not retry with a new Idempotency-Key before checking it.",
-                          extra={"deposit": deposit, "wallet": wallet})
+        problem = Problem(
+            504,
+            "payment_gateway_timeout",
+            "Payment gateway timeout",
+            "The payment gateway did not answer in time. If the card was charged, the wallet is "
+            "credited automatically; do not retry with a new Idempotency-Key before checking it.",
+            extra={"deposit": deposit, "wallet": wallet},
+        )
     else:
-        problem = Problem(502, "payment_gateway_unavailable", "Payment gateway unavailable",
-                          "The payment gateway's answer could not be read. If the card was charged, the wallet is "
-                          "credited automatically.", extra={"deposit": deposit, "wallet": wallet})
+        problem = Problem(
+            502,
+            "payment_gateway_unavailable",
+            "Payment gateway unavailable",
+            "The payment gateway's answer could not be read. If the card was charged, the wallet is "
+            "credited automatically.",
+            extra={"deposit": deposit, "wallet": wallet},
+        )
     return problem.status, problem.body()
 
 
@@ -168,16 +227,30 @@ async def create_deposit(rc: RequestContext) -> Reply:
     if not (settings.anet_endpoint and settings.anet_login_id and settings.anet_transaction_key):
         raise Problem(500, "misconfigured", "Server misconfigured", "The payment gateway is not configured.")
     key = await IdempotencyKey.from_request(rc)
-    payment = {"id": new_id(), "amount_cents": amount, "status": "pending", "gateway_transaction_id": None,
-               "created_at_ms": key.now_ms}
+    payment = {
+        "id": new_id(),
+        "amount_cents": amount,
+        "status": "pending",
+        "gateway_transaction_id": None,
+        "created_at_ms": key.now_ms,
+    }
 
     # 1. Claim the key and record the attempt before any money can move.
     try:
-        await rc.db.batch([
-            key.record_pending({"payment_id": str(payment["id"])}),
-            sql("""INSERT INTO payments (id, user_id, amount_cents, status, created_at_ms, updated_at_ms)
-                   VALUES (?, ?, ?, 'pending', ?, ?)""", payment["id"], key.user_id, amount, key.now_ms, key.now_ms),
-        ])
+        await rc.db.batch(
+            [
+                key.record_pending({"payment_id": str(payment["id"])}),
+                sql(
+                    """INSERT INTO payments (id, user_id, amount_cents, status, created_at_ms, updated_at_ms)
+                   VALUES (?, ?, ?, 'pending', ?, ?)""",
+                    payment["id"],
+                    key.user_id,
+                    amount,
+                    key.now_ms,
+                    key.now_ms,
+                ),
+            ]
+        )
     except UniqueViolation as exc:
         if IdempotencyKey.is_key_conflict(exc):
             return await _replay_or_recover(rc, key)
@@ -185,24 +258,42 @@ async def create_deposit(rc: RequestContext) -> Reply:
 
     # 2. The gateway. The token is passed through, never stored or logged.
     request_body = anet.auth_capture_request(
-        login_id=settings.anet_login_id, transaction_key=settings.anet_transaction_key, amount_cents=amount,
-        data_descriptor=body["opaque_data"]["data_descriptor"], data_value=body["opaque_data"]["data_value"],
-        invoice_number=str(payment["id"]), customer_id=str(key.user_id), ref_id=str(payment["id"]),
+        login_id=settings.anet_login_id,
+        transaction_key=settings.anet_transaction_key,
+        amount_cents=amount,
+        data_descriptor=body["opaque_data"]["data_descriptor"],
+        data_value=body["opaque_data"]["data_value"],
+        invoice_number=str(payment["id"]),
+        customer_id=str(key.user_id),
+        ref_id=str(payment["id"]),
     )
-    result = await anet.create_transaction(endpoint=settings.anet_endpoint, timeout_ms=settings.anet_timeout_ms,
-                                           request_body=request_body)
+    result = await anet.create_transaction(
+        endpoint=settings.anet_endpoint, timeout_ms=settings.anet_timeout_ms, request_body=request_body
+    )
     payment["status"] = _STATUS_OF_OUTCOME[result.outcome]
     payment["gateway_transaction_id"] = result.transaction_id
-    logs.info("deposit_gateway_result", request_id=rc.request_id, payment_id=payment["id"], outcome=result.outcome,
-              response_code=result.response_code, error_code=result.error_code)
+    logs.info(
+        "deposit_gateway_result",
+        request_id=rc.request_id,
+        payment_id=payment["id"],
+        outcome=result.outcome,
+        response_code=result.response_code,
+        error_code=result.error_code,
+    )
 
     # 3. Settle: outcome, credit (approved only) and the stored reply in ONE batch.
     status, reply_body = _reply_for(payment, result)
     return await _settle(rc, key, payment, result, status, reply_body)
 
 
-async def _settle(rc: RequestContext, key: IdempotencyKey, payment: dict[str, Any], result: anet.GatewayResult,
-                  status: int, reply_body: dict[str, Any]) -> Reply:
+async def _settle(
+    rc: RequestContext,
+    key: IdempotencyKey,
+    payment: dict[str, Any],
+    result: anet.GatewayResult,
+    status: int,
+    reply_body: dict[str, Any],
+) -> Reply:
     """The settle batch, retried once on a transient D1 error: the card may
     already be charged, so giving up here would leave the payment to the
     recovery path. Retrying is safe: every statement is conditional on the
@@ -216,8 +307,9 @@ async def _settle(rc: RequestContext, key: IdempotencyKey, payment: dict[str, An
         except TransientD1Error:
             failures += 1
             if failures >= SETTLE_ATTEMPTS:
-                logs.error("deposit_settle_failed", request_id=rc.request_id, payment_id=payment["id"],
-                           outcome=result.outcome)
+                logs.error(
+                    "deposit_settle_failed", request_id=rc.request_id, payment_id=payment["id"], outcome=result.outcome
+                )
                 raise
         except UniqueViolation as exc:
             # Already credited: by the authcapture webhook while we waited on the
@@ -244,24 +336,42 @@ async def _replay_or_recover(rc: RequestContext, key: IdempotencyKey) -> Reply:
         return await key.replay(rc.db)
     stale_before_ms = key.now_ms - rc.settings.anet_timeout_ms - STALE_CLAIM_MARGIN_MS
     note = json.loads(row["response_body"]) if row["response_body"] else {}
-    payment = await rc.db.first(sql(
-        "SELECT id, amount_cents, status, gateway_transaction_id, created_at_ms FROM payments WHERE id = ? AND user_id = ?",
-        int(note.get("payment_id", "0")), key.user_id))
+    payment = await rc.db.first(
+        sql(
+            "SELECT id, amount_cents, status, gateway_transaction_id, created_at_ms FROM payments WHERE id = ? AND user_id = ?",
+            int(note.get("payment_id", "0")),
+            key.user_id,
+        )
+    )
     if payment is None or payment["status"] != "pending" or payment["created_at_ms"] >= stale_before_ms:
         return key.replay_row(row)
     payment = {**payment, "status": "unknown"}
     status, reply_body = _reply_for(payment, anet.GatewayResult("unknown", timed_out=True))
-    results = await rc.db.batch([
-        sql("""UPDATE payments SET status = 'unknown', updated_at_ms = ?
-               WHERE id = ? AND status = 'pending' AND created_at_ms < ?""", key.now_ms, payment["id"], stale_before_ms),
-        sql("""UPDATE idempotency_keys
+    results = await rc.db.batch(
+        [
+            sql(
+                """UPDATE payments SET status = 'unknown', updated_at_ms = ?
+               WHERE id = ? AND status = 'pending' AND created_at_ms < ?""",
+                key.now_ms,
+                payment["id"],
+                stale_before_ms,
+            ),
+            sql(
+                """UPDATE idempotency_keys
                SET state = 'done', response_status = ?,
                    response_body = json_set(?, '$.wallet.available_cents',
                      (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'))
                WHERE user_id = ? AND idempotency_key = ? AND state = 'pending' AND created_at_ms < ?
                RETURNING response_body""",
-            status, encode_json(reply_body), key.user_id, key.user_id, key.key, stale_before_ms),
-    ])
+                status,
+                encode_json(reply_body),
+                key.user_id,
+                key.user_id,
+                key.key,
+                stale_before_ms,
+            ),
+        ]
+    )
     if not results[-1].rows:
         return await key.replay(rc.db)
     logs.warning("deposit_claim_recovered", request_id=rc.request_id, payment_id=payment["id"])
@@ -281,8 +391,10 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "string"},
             "amount_cents": {"type": "integer"},
             "currency": {"type": "string", "enum": ["USD"]},
-            "status": {"type": "string", "enum": ["pending", "approved", "declined", "error", "unknown",
-                                                  "refunded", "voided"]},
+            "status": {
+                "type": "string",
+                "enum": ["pending", "approved", "declined", "error", "unknown", "refunded", "voided"],
+            },
             "gateway_transaction_id": {"type": ["string", "null"]},
             "created_at": {"type": "string", "format": "date-time"},
         },
@@ -290,14 +402,24 @@ SCHEMAS: dict[str, Any] = {
     "DepositResult": {
         "type": "object",
         "required": ["deposit", "wallet"],
-        "properties": {"deposit": {"$ref": "#/components/schemas/Deposit"},
-                       "wallet": {"$ref": "#/components/schemas/Wallet"}},
+        "properties": {
+            "deposit": {"$ref": "#/components/schemas/Deposit"},
+            "wallet": {"$ref": "#/components/schemas/Wallet"},
+        },
     },
 }
 
 ROUTES = [
-    Route("POST", "/v1/wallet/deposits", create_deposit,
-          "Charge a card (Accept.js opaque token) through Authorize.Net and credit the wallet",
-          primary=True, body=DEPOSIT_BODY, idempotency_key=True,
-          responses={201: "DepositResult", 202: "DepositResult"}, problems=(402, 409, 422, 502, 504), tag="wallet"),
+    Route(
+        "POST",
+        "/v1/wallet/deposits",
+        create_deposit,
+        "Charge a card (Accept.js opaque token) through Authorize.Net and credit the wallet",
+        primary=True,
+        body=DEPOSIT_BODY,
+        idempotency_key=True,
+        responses={201: "DepositResult", 202: "DepositResult"},
+        problems=(402, 409, 422, 502, 504),
+        tag="wallet",
+    ),
 ]

@@ -63,8 +63,9 @@ async def _delete_objects(media: Any, keys: list[str], why: str) -> None:
 
 
 def _stale() -> Problem:
-    return Problem(412, "version_conflict", "Precondition failed",
-                   "The advisor profile changed since you read it; fetch it again.")
+    return Problem(
+        412, "version_conflict", "Precondition failed", "The advisor profile changed since you read it; fetch it again."
+    )
 
 
 async def _apply(rc: RequestContext, expected_version: int, update: Statement) -> tuple[dict[str, Any], str | None]:
@@ -73,11 +74,13 @@ async def _apply(rc: RequestContext, expected_version: int, update: Statement) -
     tells "not an advisor" from "stale version", race-free (one transaction).
     Returns (the advisor row after, the photo key it had before)."""
     uid = rc.user_id
-    before, changed, after = await rc.db.batch([
-        sql("SELECT photo_key, version FROM advisors WHERE user_id = ?", uid),
-        update,
-        sql(SELECT_ADVISOR, uid),
-    ])
+    before, changed, after = await rc.db.batch(
+        [
+            sql("SELECT photo_key, version FROM advisors WHERE user_id = ?", uid),
+            update,
+            sql(SELECT_ADVISOR, uid),
+        ]
+    )
     if not before.rows:
         raise not_found(_NOT_ADVISOR)
     if changed.changes != 1:
@@ -98,9 +101,12 @@ async def put_photo(rc: RequestContext) -> Reply:
     try:
         info = images.identify(data)
     except images.NotAnImage:
-        raise Problem(415, "unsupported_image", "Unsupported media type",
-                      "Send a JPEG, PNG or WebP image; the type is read from the file itself, "
-                      "not from Content-Type.") from None
+        raise Problem(
+            415,
+            "unsupported_image",
+            "Unsupported media type",
+            "Send a JPEG, PNG or WebP image; the type is read from the file itself, not from Content-Type.",
+        ) from None
     except images.BadImage as exc:
         raise unprocessable("invalid_image", f"The image cannot be used: {exc}.") from None
     sha256 = hashlib.sha256(data).hexdigest()
@@ -109,8 +115,13 @@ async def put_photo(rc: RequestContext) -> Reply:
     media = _media(rc.env)
     try:
         # R2 verifies the checksum on its side: what it stores is what we hashed.
-        await media.put(key, data, httpMetadata={"contentType": info.content_type},
-                        customMetadata={"advisor_id": str(uid)}, sha256=sha256)
+        await media.put(
+            key,
+            data,
+            httpMetadata={"contentType": info.content_type},
+            customMetadata={"advisor_id": str(uid)},
+            sha256=sha256,
+        )
     except JsException as exc:
         logs.error("photo_put_failed", error=str(exc)[:200])
         raise service_unavailable("Photo storage is briefly unavailable; retry.") from None
@@ -119,7 +130,14 @@ async def put_photo(rc: RequestContext) -> Reply:
            SET photo_key = ?, photo_content_type = ?, photo_size_bytes = ?, photo_sha256 = ?,
                version = version + 1, updated_at_ms = ?
            WHERE user_id = ? AND version = ?""",
-        key, info.content_type, len(data), sha256, rc.clock.now_ms(), uid, expected)
+        key,
+        info.content_type,
+        len(data),
+        sha256,
+        rc.clock.now_ms(),
+        uid,
+        expected,
+    )
     try:
         row, old_key = await _apply(rc, expected, update)
     except TransientD1Error:
@@ -145,7 +163,10 @@ async def delete_photo(rc: RequestContext) -> Reply:
            SET photo_key = NULL, photo_content_type = NULL, photo_size_bytes = NULL, photo_sha256 = NULL,
                version = version + 1, updated_at_ms = ?
            WHERE user_id = ? AND version = ? AND photo_key IS NOT NULL""",
-        rc.clock.now_ms(), rc.user_id, expected)
+        rc.clock.now_ms(),
+        rc.user_id,
+        expected,
+    )
     row, old_key = await _apply(rc, expected, update)
     assert old_key is not None, "the UPDATE matched, so there was a photo"
     rc.wait_until(_delete_objects(_media(rc.env), [old_key], "deleted"))
@@ -228,8 +249,15 @@ def _uploaded_ms(obj: Any) -> int:
     return int(uploaded.timestamp() * 1000)  # already converted to a datetime
 
 
-async def sweep_orphans(db: Database, media: Any, now_ms: int, *, prefix: str = KEY_PREFIX,
-                        limit: int = SWEEP_LIST_LIMIT, job: str = SWEEP_JOB) -> dict[str, int]:
+async def sweep_orphans(
+    db: Database,
+    media: Any,
+    now_ms: int,
+    *,
+    prefix: str = KEY_PREFIX,
+    limit: int = SWEEP_LIST_LIMIT,
+    job: str = SWEEP_JOB,
+) -> dict[str, int]:
     """One bounded step over the photo objects: list one page (resuming where
     the last run stopped), delete those no advisor row references and older
     than the grace period. Two D1 calls and two R2 calls at most per run;
@@ -251,15 +279,22 @@ async def sweep_orphans(db: Database, media: Any, now_ms: int, *, prefix: str = 
     save_cursor = sql(
         """INSERT INTO maintenance_cursors (job, cursor, updated_at_ms) VALUES (?, ?, ?)
            ON CONFLICT (job) DO UPDATE SET cursor = excluded.cursor, updated_at_ms = excluded.updated_at_ms""",
-        job, next_cursor, now_ms)
+        job,
+        next_cursor,
+        now_ms,
+    )
     referenced: set[str] = set()
     if objects:
         keys = [k for k, _ in objects]
-        in_use, _saved = await db.batch([
-            sql(f"SELECT photo_key FROM advisors WHERE photo_key IN ({placeholders(len(keys))})",  # noqa: S608 - only '?'s
-                *keys),
-            save_cursor,
-        ])
+        in_use, _saved = await db.batch(
+            [
+                sql(
+                    f"SELECT photo_key FROM advisors WHERE photo_key IN ({placeholders(len(keys))})",  # noqa: S608 - only '?'s
+                    *keys,
+                ),
+                save_cursor,
+            ]
+        )
         referenced = {r["photo_key"] for r in in_use.rows}
     else:
         await db.run(save_cursor)
@@ -270,17 +305,43 @@ async def sweep_orphans(db: Database, media: Any, now_ms: int, *, prefix: str = 
 
 
 ROUTES = [
-    Route("PUT", "/v1/advisors/me/photo", put_photo,
-          "Upload or replace your profile photo: the raw JPEG/PNG/WebP file as the body (If-Match: <version>)",
-          primary=True, if_match=True,
-          raw_body=RawBody(media_types=images.CONTENT_TYPES, max_bytes=MAX_PHOTO_BYTES,
-                           description="The image file itself (not multipart). Its type is read from its first "
-                                       f"bytes; at most {MAX_PHOTO_BYTES} bytes and "
-                                       f"{images.MAX_SIDE_PX} px per side."),
-          responses={200: "Advisor"}, problems=(412, 422, 428), tag="advisors"),
-    Route("DELETE", "/v1/advisors/me/photo", delete_photo, "Remove your profile photo (If-Match: <version>)",
-          primary=True, if_match=True, responses={200: "Advisor"}, problems=(412, 428), tag="advisors"),
-    Route("GET", "/v1/advisors/{advisor_id:id}/photo", get_photo,
-          "An advisor's profile photo (ETag, If-None-Match -> 304)", auth="none", query=PHOTO_QUERY,
-          responses={200: "raw:image/*", 304: ""}, tag="advisors"),
+    Route(
+        "PUT",
+        "/v1/advisors/me/photo",
+        put_photo,
+        "Upload or replace your profile photo: the raw JPEG/PNG/WebP file as the body (If-Match: <version>)",
+        primary=True,
+        if_match=True,
+        raw_body=RawBody(
+            media_types=images.CONTENT_TYPES,
+            max_bytes=MAX_PHOTO_BYTES,
+            description="The image file itself (not multipart). Its type is read from its first "
+            f"bytes; at most {MAX_PHOTO_BYTES} bytes and "
+            f"{images.MAX_SIDE_PX} px per side.",
+        ),
+        responses={200: "Advisor"},
+        problems=(412, 422, 428),
+        tag="advisors",
+    ),
+    Route(
+        "DELETE",
+        "/v1/advisors/me/photo",
+        delete_photo,
+        "Remove your profile photo (If-Match: <version>)",
+        primary=True,
+        if_match=True,
+        responses={200: "Advisor"},
+        problems=(412, 428),
+        tag="advisors",
+    ),
+    Route(
+        "GET",
+        "/v1/advisors/{advisor_id:id}/photo",
+        get_photo,
+        "An advisor's profile photo (ETag, If-None-Match -> 304)",
+        auth="none",
+        query=PHOTO_QUERY,
+        responses={200: "raw:image/*", 304: ""},
+        tag="advisors",
+    ),
 ]

@@ -68,9 +68,13 @@ async def load_participant(db: Database, reading_id: int, user_id: int) -> dict[
 
 
 def not_in_status(row: dict[str, Any], wanted: str, action: str) -> Problem:
-    return Problem(409, "reading_illegal_transition", "Conflict",
-                   f"Cannot {action} a reading that is {row['status']} (it must be {wanted}).",
-                   extra={"reading_status": row["status"]})
+    return Problem(
+        409,
+        "reading_illegal_transition",
+        "Conflict",
+        f"Cannot {action} a reading that is {row['status']} (it must be {wanted}).",
+        extra={"reading_status": row["status"]},
+    )
 
 
 def _timeout_ms(rc: RequestContext) -> int:
@@ -80,8 +84,10 @@ def _timeout_ms(rc: RequestContext) -> int:
 # --- request ---------------------------------------------------------------
 
 READING_CREATE = Obj(
-    {"advisor_id": Str(min_len=1, max_len=20, description="The advisor's id."),
-     "channel": Str(max_len=8, choices=("chat",))},
+    {
+        "advisor_id": Str(min_len=1, max_len=20, description="The advisor's id."),
+        "channel": Str(max_len=8, choices=("chat",)),
+    },
     required=("advisor_id",),
 )
 
@@ -111,8 +117,13 @@ WHERE a.user_id = ? AND a.user_id <> ? AND a.status = 'online' AND a.rate_cents_
 def _stored_key(row: dict[str, Any]) -> dict[str, Any] | None:
     if row["k_state"] is None:
         return None
-    return {"route": row["k_route"], "request_sha256": row["k_sha"], "state": row["k_state"],
-            "response_status": row["k_status"], "response_body": row["k_body"]}
+    return {
+        "route": row["k_route"],
+        "request_sha256": row["k_sha"],
+        "state": row["k_state"],
+        "response_status": row["k_status"],
+        "response_body": row["k_body"],
+    }
 
 
 def _refusal(row: dict[str, Any], uid: int) -> Problem | None:
@@ -122,13 +133,24 @@ def _refusal(row: dict[str, Any], uid: int) -> Problem | None:
     if int(row["advisor_id"]) == uid:
         return Problem(422, "own_advisor", "Unprocessable request", "You cannot request a reading with yourself.")
     if row["advisor_status"] != "online":
-        return Problem(409, "advisor_unavailable", "Conflict", f"The advisor is {row['advisor_status']}.",
-                       extra={"advisor_status": row["advisor_status"]})
+        return Problem(
+            409,
+            "advisor_unavailable",
+            "Conflict",
+            f"The advisor is {row['advisor_status']}.",
+            extra={"advisor_status": row["advisor_status"]},
+        )
     if int(row["wallet_cents"] or 0) < int(row["rate_cents_per_minute"]):
-        return Problem(402, "insufficient_funds", "Payment required",
-                       "Your wallet cannot pay the first minute; add funds first.",
-                       extra={"balance_cents": int(row["wallet_cents"] or 0),
-                              "rate_cents_per_minute": int(row["rate_cents_per_minute"])})
+        return Problem(
+            402,
+            "insufficient_funds",
+            "Payment required",
+            "Your wallet cannot pay the first minute; add funds first.",
+            extra={
+                "balance_cents": int(row["wallet_cents"] or 0),
+                "rate_cents_per_minute": int(row["rate_cents_per_minute"]),
+            },
+        )
     return None
 
 
@@ -153,27 +175,59 @@ async def create_reading(rc: RequestContext) -> Reply:
         rate = int(pre["rate_cents_per_minute"])
         advisor_part, platform_part = ledger.split_rate(rate, rc.settings.platform_fee_bps)
         reading_id = new_id()
-        row = {"id": reading_id, "client_id": uid, "advisor_id": advisor_id, "channel": "chat", "status": "requested",
-               "rate_cents_per_minute": rate, "billing_period_seconds": period_s, "billed_minutes": 0,
-               "end_reason": None, "requested_at_ms": now_ms, "accepted_at_ms": None, "ended_at_ms": None,
-               "last_heartbeat_at_ms": None, "version": 1}
+        row = {
+            "id": reading_id,
+            "client_id": uid,
+            "advisor_id": advisor_id,
+            "channel": "chat",
+            "status": "requested",
+            "rate_cents_per_minute": rate,
+            "billing_period_seconds": period_s,
+            "billed_minutes": 0,
+            "end_reason": None,
+            "requested_at_ms": now_ms,
+            "accepted_at_ms": None,
+            "ended_at_ms": None,
+            "last_heartbeat_at_ms": None,
+            "version": 1,
+        }
         view = reading_view(row, uid)
         try:
-            results = await rc.db.batch([
-                sql(_INSERT_READING, reading_id, uid, "chat", advisor_part, platform_part, period_s, now_ms,
-                    advisor_id, uid, rate, uid),
-                key.record_done_if_exists(201, view, "readings", reading_id),
-            ])
+            results = await rc.db.batch(
+                [
+                    sql(
+                        _INSERT_READING,
+                        reading_id,
+                        uid,
+                        "chat",
+                        advisor_part,
+                        platform_part,
+                        period_s,
+                        now_ms,
+                        advisor_id,
+                        uid,
+                        rate,
+                        uid,
+                    ),
+                    key.record_done_if_exists(201, view, "readings", reading_id),
+                ]
+            )
         except UniqueViolation as exc:
             stored_row = await key.stored(rc.db)
             if stored_row is not None:
                 return key.replay_row(stored_row)
             if "readings.client_id" in exc.columns:
-                open_row = await rc.db.first(sql(
-                    "SELECT id FROM readings WHERE client_id = ? AND status IN ('requested', 'active')", uid))
+                open_row = await rc.db.first(
+                    sql("SELECT id FROM readings WHERE client_id = ? AND status IN ('requested', 'active')", uid)
+                )
                 extra = {"open_reading_id": str(open_row["id"])} if open_row else {}
-                raise Problem(409, "reading_already_open", "Conflict",
-                              "You already have an open reading; end or cancel it first.", extra=extra) from None
+                raise Problem(
+                    409,
+                    "reading_already_open",
+                    "Conflict",
+                    "You already have an open reading; end or cancel it first.",
+                    extra=extra,
+                ) from None
             raise
         if results[0].changes == 1:
             return Reply(view, 201, {"location": f"/v1/readings/{reading_id}"})
@@ -204,8 +258,13 @@ async def _expire_if_late(rc: RequestContext, row: dict[str, Any], now_ms: int) 
     timeout_ms = rc.settings.request_timeout_s * 1000
     if row["status"] == "requested" and now_ms - int(row["requested_at_ms"]) > timeout_ms:
         await rc.db.run(sql(_EXPIRE_ONE, timeout_ms, row["id"], now_ms - timeout_ms))
-        raise Problem(409, "reading_expired", "Conflict", "The request was not accepted in time and has expired.",
-                      extra={"reading_status": "expired"})
+        raise Problem(
+            409,
+            "reading_expired",
+            "Conflict",
+            "The request was not accepted in time and has expired.",
+            extra={"reading_status": "expired"},
+        )
 
 
 async def accept_reading(rc: RequestContext) -> Reply:
@@ -216,8 +275,15 @@ async def accept_reading(rc: RequestContext) -> Reply:
     await _expire_if_late(rc, row, now_ms)
     active = {**row, "status": "active", "accepted_at_ms": now_ms, "last_heartbeat_at_ms": now_ms}
     statements = [
-        sql(_ACCEPT, now_ms, now_ms, row["id"], rc.user_id, row["version"],
-            now_ms - rc.settings.request_timeout_s * 1000),
+        sql(
+            _ACCEPT,
+            now_ms,
+            now_ms,
+            row["id"],
+            rc.user_id,
+            row["version"],
+            now_ms - rc.settings.request_timeout_s * 1000,
+        ),
         # Minute 1 is charged in the same batch; its trigger requires the
         # reading to be active, so a lost race rolls the whole batch back.
         *billing.charge_statements(active, 1, now_ms, rc.user_id),
@@ -227,9 +293,13 @@ async def accept_reading(rc: RequestContext) -> Reply:
         results = await rc.db.batch(statements)
     except TriggerAbort as exc:
         if exc.code == "insufficient_funds":
-            raise Problem(402, "insufficient_funds", "Payment required",
-                          "The client's wallet cannot pay the first minute; nothing changed.",
-                          extra={"reading_status": "requested"}) from None
+            raise Problem(
+                402,
+                "insufficient_funds",
+                "Payment required",
+                "The client's wallet cannot pay the first minute; nothing changed.",
+                extra={"reading_status": "requested"},
+            ) from None
         if exc.code != "reading_not_billable":
             raise
         fresh = await load_participant(rc.db, row["id"], rc.user_id)
@@ -272,6 +342,7 @@ async def cancel_reading(rc: RequestContext) -> Reply:
 
 # --- billing: heartbeat / end -----------------------------------------------
 
+
 async def heartbeat(rc: RequestContext) -> Reply:
     row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
     if row["status"] not in ("active", "ended"):
@@ -291,6 +362,7 @@ async def end_reading(rc: RequestContext) -> Reply:
 
 # --- reads ------------------------------------------------------------------
 
+
 async def get_reading(rc: RequestContext) -> Reply:
     row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
     return Reply(billed_view(row, rc.user_id))
@@ -308,10 +380,12 @@ SELECT * FROM (SELECT {billing.READING_COLUMNS} FROM readings r
                ORDER BY r.requested_at_ms DESC, r.id DESC LIMIT ?)
 ORDER BY requested_at_ms DESC, id DESC LIMIT ?"""  # noqa: S608 - constant text
 
-READING_LIST_QUERY = Obj({
-    "cursor": Str(min_len=1, max_len=40, description="next_cursor from the previous page"),
-    "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
-})
+READING_LIST_QUERY = Obj(
+    {
+        "cursor": Str(min_len=1, max_len=40, description="next_cursor from the previous page"),
+        "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
+    }
+)
 
 
 # Above every time and id. (2**53 - 1 itself reaches D1 as a BigInt, which it refuses.)
@@ -337,8 +411,9 @@ async def list_readings(rc: RequestContext) -> Reply:
     limit = query.get("limit", DEFAULT_PAGE)
     before_ms, before_id = parse_time_cursor(query.get("cursor"))
     uid = rc.user_id
-    result = await rc.db.all(sql(_LIST, uid, before_ms, before_id, limit + 1, uid, before_ms, before_id, limit + 1,
-                                 limit + 1))
+    result = await rc.db.all(
+        sql(_LIST, uid, before_ms, before_id, limit + 1, uid, before_ms, before_id, limit + 1, limit + 1)
+    )
     rows = result.rows[:limit]
     next_cursor = None
     if len(result.rows) > limit:
@@ -357,8 +432,10 @@ _READING_PROPS: dict[str, Any] = {
     "billing_period_seconds": {"type": "integer"},
     "billed_minutes": {"type": "integer"},
     "billed_cents": {"type": "integer"},
-    "end_reason": {"type": ["string", "null"],
-                   "enum": ["client_ended", "advisor_ended", "insufficient_funds", "heartbeat_timeout", None]},
+    "end_reason": {
+        "type": ["string", "null"],
+        "enum": ["client_ended", "advisor_ended", "insufficient_funds", "heartbeat_timeout", None],
+    },
     "requested_at": {"type": "string", "format": "date-time"},
     "accepted_at": {"type": ["string", "null"], "format": "date-time"},
     "ended_at": {"type": ["string", "null"], "format": "date-time"},
@@ -373,8 +450,10 @@ SCHEMAS: dict[str, Any] = {
         "required": [*_READING_PROPS, "balance_cents", "minutes_left", "low_balance"],
         "properties": {
             **_READING_PROPS,
-            "balance_cents": {"type": ["integer", "null"],
-                              "description": "The client's wallet balance (null when the advisor asks)."},
+            "balance_cents": {
+                "type": ["integer", "null"],
+                "description": "The client's wallet balance (null when the advisor asks).",
+            },
             "minutes_left": {"type": "integer", "description": "Further minutes the client's wallet can pay."},
             "low_balance": {"type": "boolean", "description": "True when fewer than two minutes remain."},
         },
@@ -385,22 +464,85 @@ SCHEMAS: dict[str, Any] = {
 _ID = "/v1/readings/{reading_id:id}"
 
 ROUTES = [
-    Route("POST", "/v1/readings", create_reading, "Request a reading (funds for the first minute needed)",
-          primary=True, body=READING_CREATE, idempotency_key=True, responses={201: "Reading"},
-          problems=(402, 409, 422), tag="readings"),
-    Route("GET", "/v1/readings", list_readings, "Your readings (as client or advisor), newest first", primary=True,
-          query=READING_LIST_QUERY, responses={200: "ReadingList"}, tag="readings"),
-    Route("GET", _ID, get_reading, "A reading you take part in", primary=True, responses={200: "ReadingBilling"},
-          tag="readings"),
-    Route("POST", _ID + "/accept", accept_reading, "Advisor: accept a request (charges minute 1)", primary=True,
-          responses={200: "ReadingBilling"}, problems=(402, 403, 409), tag="readings"),
-    Route("POST", _ID + "/decline", decline_reading, "Advisor: decline a request", primary=True,
-          responses={200: "Reading"}, problems=(403, 409), tag="readings"),
-    Route("POST", _ID + "/cancel", cancel_reading, "Client: withdraw a request not yet accepted", primary=True,
-          responses={200: "Reading"}, problems=(403, 409), tag="readings"),
-    Route("POST", _ID + "/heartbeat", heartbeat,
-          "Bill every minute begun; balance, minutes left, low-balance warning; ends when funds run out",
-          primary=True, responses={200: "ReadingBilling"}, problems=(409,), tag="readings"),
-    Route("POST", _ID + "/end", end_reading, "End the reading now; bills minutes begun", primary=True,
-          responses={200: "ReadingBilling"}, problems=(409,), tag="readings"),
+    Route(
+        "POST",
+        "/v1/readings",
+        create_reading,
+        "Request a reading (funds for the first minute needed)",
+        primary=True,
+        body=READING_CREATE,
+        idempotency_key=True,
+        responses={201: "Reading"},
+        problems=(402, 409, 422),
+        tag="readings",
+    ),
+    Route(
+        "GET",
+        "/v1/readings",
+        list_readings,
+        "Your readings (as client or advisor), newest first",
+        primary=True,
+        query=READING_LIST_QUERY,
+        responses={200: "ReadingList"},
+        tag="readings",
+    ),
+    Route(
+        "GET",
+        _ID,
+        get_reading,
+        "A reading you take part in",
+        primary=True,
+        responses={200: "ReadingBilling"},
+        tag="readings",
+    ),
+    Route(
+        "POST",
+        _ID + "/accept",
+        accept_reading,
+        "Advisor: accept a request (charges minute 1)",
+        primary=True,
+        responses={200: "ReadingBilling"},
+        problems=(402, 403, 409),
+        tag="readings",
+    ),
+    Route(
+        "POST",
+        _ID + "/decline",
+        decline_reading,
+        "Advisor: decline a request",
+        primary=True,
+        responses={200: "Reading"},
+        problems=(403, 409),
+        tag="readings",
+    ),
+    Route(
+        "POST",
+        _ID + "/cancel",
+        cancel_reading,
+        "Client: withdraw a request not yet accepted",
+        primary=True,
+        responses={200: "Reading"},
+        problems=(403, 409),
+        tag="readings",
+    ),
+    Route(
+        "POST",
+        _ID + "/heartbeat",
+        heartbeat,
+        "Bill every minute begun; balance, minutes left, low-balance warning; ends when funds run out",
+        primary=True,
+        responses={200: "ReadingBilling"},
+        problems=(409,),
+        tag="readings",
+    ),
+    Route(
+        "POST",
+        _ID + "/end",
+        end_reading,
+        "End the reading now; bills minutes begun",
+        primary=True,
+        responses={200: "ReadingBilling"},
+        problems=(409,),
+        tag="readings",
+    ),
 ]

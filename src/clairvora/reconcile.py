@@ -21,55 +21,70 @@ SAMPLE = 5
 
 # (name, what holds when no row comes back, SQL returning offending ids as `id`)
 CHECKS: tuple[tuple[str, str, str], ...] = (
-    ("transfers_balanced_and_posted",
-     "every transfer is posted and has two or more entries summing to zero",
-     """SELECT t.id AS id FROM transfers t LEFT JOIN ledger_entries e ON e.transfer_id = t.id
+    (
+        "transfers_balanced_and_posted",
+        "every transfer is posted and has two or more entries summing to zero",
+        """SELECT t.id AS id FROM transfers t LEFT JOIN ledger_entries e ON e.transfer_id = t.id
         GROUP BY t.id
         HAVING t.posted <> 1 OR count(e.id) < 2 OR coalesce(sum(e.amount_cents), 0) <> 0
-        LIMIT 5"""),
-    ("balances_equal_sum_of_entries",
-     "each account's balance equals the sum of its entries",
-     """SELECT a.id AS id FROM accounts a
+        LIMIT 5""",
+    ),
+    (
+        "balances_equal_sum_of_entries",
+        "each account's balance equals the sum of its entries",
+        """SELECT a.id AS id FROM accounts a
         LEFT JOIN (SELECT account_id, sum(amount_cents) AS total FROM ledger_entries GROUP BY account_id) s
           ON s.account_id = a.id
         WHERE a.balance_cents <> coalesce(s.total, 0)
-        LIMIT 5"""),
-    ("balances_equal_last_balance_after",
-     "each account's balance equals its last entry's balance_after",
-     """SELECT a.id AS id FROM accounts a
+        LIMIT 5""",
+    ),
+    (
+        "balances_equal_last_balance_after",
+        "each account's balance equals its last entry's balance_after",
+        """SELECT a.id AS id FROM accounts a
         LEFT JOIN ledger_entries e ON e.account_id = a.id AND e.sequence = a.last_sequence
         WHERE (a.last_sequence = 0 AND a.balance_cents <> 0)
            OR (a.last_sequence > 0 AND (e.id IS NULL OR e.balance_after_cents <> a.balance_cents))
-        LIMIT 5"""),
-    ("sequences_gap_free",
-     "each account's entries are numbered 1..last_sequence without gaps",
-     """SELECT a.id AS id FROM accounts a
+        LIMIT 5""",
+    ),
+    (
+        "sequences_gap_free",
+        "each account's entries are numbered 1..last_sequence without gaps",
+        """SELECT a.id AS id FROM accounts a
         LEFT JOIN (SELECT account_id, count(*) AS n, min(sequence) AS lo, max(sequence) AS hi
                    FROM ledger_entries GROUP BY account_id) s ON s.account_id = a.id
         WHERE coalesce(s.n, 0) <> a.last_sequence OR coalesce(s.hi, 0) <> a.last_sequence
            OR (s.n > 0 AND s.lo <> 1)
-        LIMIT 5"""),
-    ("entries_chain",
-     "each entry's balance_after is the previous entry's plus its amount",
-     """SELECT e.id AS id FROM ledger_entries e
+        LIMIT 5""",
+    ),
+    (
+        "entries_chain",
+        "each entry's balance_after is the previous entry's plus its amount",
+        """SELECT e.id AS id FROM ledger_entries e
         LEFT JOIN ledger_entries p ON p.account_id = e.account_id AND p.sequence = e.sequence - 1
         WHERE e.balance_after_cents <> coalesce(p.balance_after_cents, 0) + e.amount_cents
-        LIMIT 5"""),
-    ("money_conserved",
-     "all account balances sum to zero",
-     """SELECT 0 AS id FROM (SELECT coalesce(sum(balance_cents), 0) AS total FROM accounts) WHERE total <> 0"""),
-    ("wallets_negative_only_by_reversal",
-     "a wallet goes below zero only through a deposit reversal; no other account but clearing is negative",
-     """SELECT e.id AS id FROM ledger_entries e
+        LIMIT 5""",
+    ),
+    (
+        "money_conserved",
+        "all account balances sum to zero",
+        """SELECT 0 AS id FROM (SELECT coalesce(sum(balance_cents), 0) AS total FROM accounts) WHERE total <> 0""",
+    ),
+    (
+        "wallets_negative_only_by_reversal",
+        "a wallet goes below zero only through a deposit reversal; no other account but clearing is negative",
+        """SELECT e.id AS id FROM ledger_entries e
         JOIN accounts a ON a.id = e.account_id JOIN transfers t ON t.id = e.transfer_id
         WHERE a.kind = 'client_wallet' AND e.amount_cents < 0 AND e.balance_after_cents < 0
           AND t.kind <> 'deposit_reversal'
         UNION ALL
         SELECT id FROM accounts WHERE balance_cents < 0 AND kind NOT IN ('client_wallet', 'gateway_clearing')
-        LIMIT 5"""),
-    ("approved_payments_credited_once",
-     "each approved (or later reversed) payment has exactly one credit of its amount to its owner; no other payment has one",
-     """SELECT p.id AS id FROM payments p
+        LIMIT 5""",
+    ),
+    (
+        "approved_payments_credited_once",
+        "each approved (or later reversed) payment has exactly one credit of its amount to its owner; no other payment has one",
+        """SELECT p.id AS id FROM payments p
         LEFT JOIN (SELECT t.reference_id AS payment_id, count(DISTINCT t.id) AS n, sum(e.amount_cents) AS credited,
                           min(a.owner_user_id) AS owner
                    FROM transfers t
@@ -80,10 +95,12 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         WHERE CASE WHEN p.status IN ('approved', 'refunded') OR (p.status = 'voided' AND p.reversed_cents > 0)
                    THEN c.n IS NOT 1 OR c.credited IS NOT p.amount_cents OR c.owner IS NOT p.user_id
                    ELSE c.n IS NOT NULL END
-        LIMIT 5"""),
-    ("payment_reversals_recorded",
-     "each payment's reversed_cents equals its deposit reversals",
-     """SELECT p.id AS id FROM payments p
+        LIMIT 5""",
+    ),
+    (
+        "payment_reversals_recorded",
+        "each payment's reversed_cents equals its deposit reversals",
+        """SELECT p.id AS id FROM payments p
         LEFT JOIN (SELECT t.reference_id AS payment_id, -sum(e.amount_cents) AS reversed
                    FROM transfers t
                    JOIN ledger_entries e ON e.transfer_id = t.id
@@ -91,10 +108,12 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
                    WHERE t.kind = 'deposit_reversal' AND t.reference_type = 'payment'
                    GROUP BY t.reference_id) r ON r.payment_id = p.id
         WHERE p.reversed_cents <> coalesce(r.reversed, 0)
-        LIMIT 5"""),
-    ("reading_refunds_within_charges",
-     "no reading is refunded more than it was charged; each refund is one reading_refund transfer of its amount",
-     """SELECT f.reading_id AS id FROM reading_refunds f
+        LIMIT 5""",
+    ),
+    (
+        "reading_refunds_within_charges",
+        "no reading is refunded more than it was charged; each refund is one reading_refund transfer of its amount",
+        """SELECT f.reading_id AS id FROM reading_refunds f
         GROUP BY f.reading_id
         HAVING sum(f.amount_cents) >
                (SELECT coalesce(sum(amount_cents), 0) FROM reading_charges c WHERE c.reading_id = f.reading_id)
@@ -104,7 +123,8 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         JOIN ledger_entries e ON e.transfer_id = t.id
         JOIN accounts a ON a.id = e.account_id AND a.kind = 'client_wallet'
         WHERE t.kind <> 'reading_refund' OR e.amount_cents <> f.amount_cents
-        LIMIT 5"""),
+        LIMIT 5""",
+    ),
 )
 
 
@@ -129,15 +149,27 @@ SCHEMAS: dict[str, Any] = {
         "required": ["ok", "checks"],
         "properties": {
             "ok": {"type": "boolean"},
-            "checks": {"type": "array", "items": {
-                "type": "object", "required": ["name", "ok", "detail"],
-                "properties": {"name": {"type": "string"}, "ok": {"type": "boolean"}, "detail": {"type": "string"}},
-            }},
+            "checks": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "ok", "detail"],
+                    "properties": {"name": {"type": "string"}, "ok": {"type": "boolean"}, "detail": {"type": "string"}},
+                },
+            },
         },
     },
 }
 
 ROUTES = [
-    Route("GET", "/v1/admin/ledger/check", ledger_check, "Reconciliation report: every ledger invariant, checked",
-          auth="admin", primary=True, responses={200: "LedgerCheck"}, tag="admin"),
+    Route(
+        "GET",
+        "/v1/admin/ledger/check",
+        ledger_check,
+        "Reconciliation report: every ledger invariant, checked",
+        auth="admin",
+        primary=True,
+        responses={200: "LedgerCheck"},
+        tag="admin",
+    ),
 ]

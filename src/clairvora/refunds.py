@@ -46,8 +46,7 @@ FROM readings r WHERE r.id = ?"""
 def split_refund(amount: int, refunded_before: int, rate: int, platform_per_minute: int) -> tuple[int, int]:
     """(advisor_cents, platform_cents) of a refund, cumulative so rounding never drifts."""
     assert amount > 0 and refunded_before >= 0 and 0 <= platform_per_minute <= rate
-    platform = ((refunded_before + amount) * platform_per_minute // rate
-                - refunded_before * platform_per_minute // rate)
+    platform = (refunded_before + amount) * platform_per_minute // rate - refunded_before * platform_per_minute // rate
     advisor = amount - platform
     assert advisor >= 0 and platform >= 0 and advisor + platform == amount
     return advisor, platform
@@ -66,11 +65,17 @@ async def refund_reading(rc: RequestContext) -> Reply:
     body = await rc.parsed_body()
     key = await IdempotencyKey.from_request(rc)
     reading_id: int = rc.params["reading_id"]
-    stored, found = await rc.db.batch([
-        sql("""SELECT route, request_sha256, state, response_status, response_body
-               FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?""", key.user_id, key.key),
-        sql(_SELECT_READING, reading_id),
-    ])
+    stored, found = await rc.db.batch(
+        [
+            sql(
+                """SELECT route, request_sha256, state, response_status, response_body
+               FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?""",
+                key.user_id,
+                key.key,
+            ),
+            sql(_SELECT_READING, reading_id),
+        ]
+    )
     if stored.rows:
         return key.replay_row(stored.rows[0])
     if not found.rows:
@@ -79,29 +84,54 @@ async def refund_reading(rc: RequestContext) -> Reply:
     amount = body["amount_cents"]
     charged, refunded = int(reading["charged_cents"]), int(reading["refunded_cents"])
     if amount > charged - refunded:
-        raise conflict("refund_exceeds_charges",
-                       f"This reading was charged {charged} cents and {refunded} are already refunded; "
-                       f"at most {charged - refunded} can be refunded.")
-    advisor, platform = split_refund(amount, refunded, int(reading["rate_cents_per_minute"]),
-                                     int(reading["platform_cents_per_minute"]))
+        raise conflict(
+            "refund_exceeds_charges",
+            f"This reading was charged {charged} cents and {refunded} are already refunded; "
+            f"at most {charged - refunded} can be refunded.",
+        )
+    advisor, platform = split_refund(
+        amount, refunded, int(reading["rate_cents_per_minute"]), int(reading["platform_cents_per_minute"])
+    )
     refund_id, transfer_id = new_id(), new_id()
     reply = {
-        "refund": {"id": str(refund_id), "reading_id": str(reading_id), "amount_cents": amount,
-                   "advisor_cents": advisor, "platform_cents": platform, "reason": body["reason"],
-                   "created_at": rfc3339(key.now_ms)},
+        "refund": {
+            "id": str(refund_id),
+            "reading_id": str(reading_id),
+            "amount_cents": amount,
+            "advisor_cents": advisor,
+            "platform_cents": platform,
+            "reason": body["reason"],
+            "created_at": rfc3339(key.now_ms),
+        },
         "reading_charged_cents": charged,
         "reading_refunded_cents": refunded + amount,
     }
     statements = [
-        *ledger.transfer(transfer_id=transfer_id, key=f"reading:{reading_id}:refund:{refund_id}",
-                         kind="reading_refund", legs=_refund_legs(reading, amount, advisor, platform),
-                         now_ms=key.now_ms, reference_type="reading", reference_id=reading_id,
-                         requested_by_user_id=key.user_id),
-        sql("""INSERT INTO reading_refunds (id, reading_id, transfer_id, amount_cents, advisor_cents, platform_cents,
+        *ledger.transfer(
+            transfer_id=transfer_id,
+            key=f"reading:{reading_id}:refund:{refund_id}",
+            kind="reading_refund",
+            legs=_refund_legs(reading, amount, advisor, platform),
+            now_ms=key.now_ms,
+            reference_type="reading",
+            reference_id=reading_id,
+            requested_by_user_id=key.user_id,
+        ),
+        sql(
+            """INSERT INTO reading_refunds (id, reading_id, transfer_id, amount_cents, advisor_cents, platform_cents,
                                             refunded_before_cents, reason, requested_by_user_id, created_at_ms)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            refund_id, reading_id, transfer_id, amount, advisor, platform, refunded, body["reason"], key.user_id,
-            key.now_ms),
+            refund_id,
+            reading_id,
+            transfer_id,
+            amount,
+            advisor,
+            platform,
+            refunded,
+            body["reason"],
+            key.user_id,
+            key.now_ms,
+        ),
         key.record_done(201, reply),
     ]
     try:
@@ -114,13 +144,19 @@ async def refund_reading(rc: RequestContext) -> Reply:
         if exc.code == "refund_exceeds_charges":
             raise conflict("refund_exceeds_charges", "The refund exceeds what the reading was charged.") from None
         if exc.code == "refund_conflict":
-            raise Problem(409, "refund_conflict", "Conflict", "Another refund of this reading landed; retry.",
-                          headers={"retry-after": "1"}) from None
+            raise Problem(
+                409,
+                "refund_conflict",
+                "Conflict",
+                "Another refund of this reading landed; retry.",
+                headers={"retry-after": "1"},
+            ) from None
         raise
     except CheckViolation:
         # The advisor's earnings may not go below zero (e.g. already paid out).
-        raise conflict("advisor_balance_insufficient",
-                       "The advisor's earnings balance cannot cover this refund.") from None
+        raise conflict(
+            "advisor_balance_insufficient", "The advisor's earnings balance cannot cover this refund."
+        ) from None
     return Reply(reply, 201)
 
 
@@ -131,12 +167,22 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "refund": {
                 "type": "object",
-                "required": ["id", "reading_id", "amount_cents", "advisor_cents", "platform_cents", "reason",
-                             "created_at"],
+                "required": [
+                    "id",
+                    "reading_id",
+                    "amount_cents",
+                    "advisor_cents",
+                    "platform_cents",
+                    "reason",
+                    "created_at",
+                ],
                 "properties": {
-                    "id": {"type": "string"}, "reading_id": {"type": "string"},
-                    "amount_cents": {"type": "integer"}, "advisor_cents": {"type": "integer"},
-                    "platform_cents": {"type": "integer"}, "reason": {"type": "string"},
+                    "id": {"type": "string"},
+                    "reading_id": {"type": "string"},
+                    "amount_cents": {"type": "integer"},
+                    "advisor_cents": {"type": "integer"},
+                    "platform_cents": {"type": "integer"},
+                    "reason": {"type": "string"},
                     "created_at": {"type": "string", "format": "date-time"},
                 },
             },
@@ -147,8 +193,17 @@ SCHEMAS: dict[str, Any] = {
 }
 
 ROUTES = [
-    Route("POST", "/v1/admin/readings/{reading_id:id}/refund", refund_reading,
-          "Refund some or all of a reading's charges (advisor and platform give back their shares)",
-          auth="admin", primary=True, body=REFUND_BODY, idempotency_key=True, responses={201: "ReadingRefund"},
-          problems=(409, 422), tag="admin"),
+    Route(
+        "POST",
+        "/v1/admin/readings/{reading_id:id}/refund",
+        refund_reading,
+        "Refund some or all of a reading's charges (advisor and platform give back their shares)",
+        auth="admin",
+        primary=True,
+        body=REFUND_BODY,
+        idempotency_key=True,
+        responses={201: "ReadingRefund"},
+        problems=(409, 422),
+        tag="admin",
+    ),
 ]

@@ -16,8 +16,19 @@ MAX_HEADER_CHARS = 8192
 
 
 class RequestContext:
-    def __init__(self, *, request: Any, env: Any, ctx: Any, settings: Settings, db: Database,
-                 clock: Clock, request_id: str, params: dict[str, Any], route: Any) -> None:
+    def __init__(
+        self,
+        *,
+        request: Any,
+        env: Any,
+        ctx: Any,
+        settings: Settings,
+        db: Database,
+        clock: Clock,
+        request_id: str,
+        params: dict[str, Any],
+        route: Any,
+    ) -> None:
         self.request = request
         self.env = env
         self.ctx = ctx
@@ -31,7 +42,9 @@ class RequestContext:
         url = urlsplit(request.url)
         self.path = url.path
         if len(url.query) > MAX_QUERY_CHARS:
-            raise Problem(414, "uri_too_long", "URI too long", f"Query strings are limited to {MAX_QUERY_CHARS} characters.")
+            raise Problem(
+                414, "uri_too_long", "URI too long", f"Query strings are limited to {MAX_QUERY_CHARS} characters."
+            )
         self.query = parse_qs(url.query, keep_blank_values=True, max_num_fields=50)
         self.headers = request.headers
         self.user: dict[str, Any] | None = None
@@ -59,8 +72,13 @@ class RequestContext:
         if self._body is not None:
             return self._body
         limit = self.body_limit()
-        too_large = Problem(413, "body_too_large", "Request body too large", f"Bodies are limited to {limit} bytes.",
-                            extra={"max_bytes": limit})
+        too_large = Problem(
+            413,
+            "body_too_large",
+            "Request body too large",
+            f"Bodies are limited to {limit} bytes.",
+            extra={"max_bytes": limit},
+        )
         declared = self.header("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise too_large
@@ -89,7 +107,9 @@ class RequestContext:
         if not data:
             raise bad_request("A JSON body is required.", "body")
         content_type = (self.header("content-type") or "application/json").split(";")[0].strip().lower()
-        if content_type not in ("application/json", "application/merge-patch+json") and not content_type.endswith("+json"):
+        if content_type not in ("application/json", "application/merge-patch+json") and not content_type.endswith(
+            "+json"
+        ):
             raise Problem(415, "unsupported_media_type", "Unsupported media type", "Send application/json.")
         try:
             text = data.decode("utf-8")

@@ -41,8 +41,7 @@ def encode_payload(reply: Reply) -> Any:
     return reply.raw if reply.raw is not None else encode_json(reply.body)
 
 
-def to_response(reply: Reply, extra_headers: dict[str, str], head: bool = False,
-                payload: Any = None) -> Response:
+def to_response(reply: Reply, extra_headers: dict[str, str], head: bool = False, payload: Any = None) -> Response:
     """`payload` is `encode_payload(reply)` when the caller already encoded it."""
     headers = {**reply.headers, **extra_headers}
     if reply.status == 204 or reply.status == 304:

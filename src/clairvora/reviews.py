@@ -19,8 +19,10 @@ DEFAULT_PAGE = 20
 MAX_PAGE = 100
 
 REVIEW_CREATE = Obj(
-    {"rating": Int(low=1, high=5, description="1 (poor) to 5 (excellent)."),
-     "comment": Str(max_len=MAX_COMMENT_CHARS, nullable=True)},
+    {
+        "rating": Int(low=1, high=5, description="1 (poor) to 5 (excellent)."),
+        "comment": Str(max_len=MAX_COMMENT_CHARS, nullable=True),
+    },
     required=("rating",),
 )
 
@@ -65,11 +67,13 @@ async def post_review(rc: RequestContext) -> Reply:
     now_ms = rc.clock.now_ms()
     comment = body.get("comment") or None
     try:
-        inserted, rated, created = await rc.db.batch([
-            sql(_INSERT_REVIEW, review_id, body["rating"], comment, now_ms, reading_id, uid),
-            sql(_ADD_RATING, body["rating"], body["rating"], review_id),
-            sql(_ONE, review_id),
-        ])
+        inserted, rated, created = await rc.db.batch(
+            [
+                sql(_INSERT_REVIEW, review_id, body["rating"], comment, now_ms, reading_id, uid),
+                sql(_ADD_RATING, body["rating"], body["rating"], review_id),
+                sql(_ONE, review_id),
+            ]
+        )
     except UniqueViolation as exc:
         if "reviews.reading_id" in exc.columns:
             raise conflict("already_reviewed", "This reading has already been reviewed.") from None
@@ -79,9 +83,16 @@ async def post_review(rc: RequestContext) -> Reply:
         if int(reading["client_id"]) != uid:
             raise forbidden("Only the reading's client may review it.")
         if reading["status"] != "ended":
-            raise Problem(409, "reading_not_ended", "Conflict", f"The reading is {reading['status']}; "
-                          "reviews come after an ended reading.", extra={"reading_status": reading["status"]})
-        raise Problem(409, "reading_not_paid", "Conflict", "Only a reading with at least one paid minute can be reviewed.")
+            raise Problem(
+                409,
+                "reading_not_ended",
+                "Conflict",
+                f"The reading is {reading['status']}; reviews come after an ended reading.",
+                extra={"reading_status": reading["status"]},
+            )
+        raise Problem(
+            409, "reading_not_paid", "Conflict", "Only a reading with at least one paid minute can be reviewed."
+        )
     assert rated.changes == 1, "the rating aggregates move with the review"
     return Reply(review_view(created.rows[0]), 201)
 
@@ -93,10 +104,12 @@ WHERE v.advisor_id = ? AND (v.created_at_ms, v.id) < (?, ?)
 ORDER BY v.created_at_ms DESC, v.id DESC
 LIMIT ?"""
 
-REVIEW_LIST_QUERY = Obj({
-    "cursor": Str(min_len=1, max_len=40, description="next_cursor from the previous page"),
-    "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
-})
+REVIEW_LIST_QUERY = Obj(
+    {
+        "cursor": Str(min_len=1, max_len=40, description="next_cursor from the previous page"),
+        "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
+    }
+)
 
 
 async def list_reviews(rc: RequestContext) -> Reply:
@@ -130,9 +143,25 @@ SCHEMAS: dict[str, Any] = {
 }
 
 ROUTES = [
-    Route("POST", "/v1/readings/{reading_id:id}/review", post_review,
-          "Client: review an ended, paid reading (once)", primary=True, body=REVIEW_CREATE,
-          responses={201: "Review"}, problems=(403, 409), tag="reviews"),
-    Route("GET", "/v1/advisors/{advisor_id:id}/reviews", list_reviews, "An advisor's reviews, newest first",
-          auth="none", query=REVIEW_LIST_QUERY, responses={200: "ReviewList"}, tag="reviews"),
+    Route(
+        "POST",
+        "/v1/readings/{reading_id:id}/review",
+        post_review,
+        "Client: review an ended, paid reading (once)",
+        primary=True,
+        body=REVIEW_CREATE,
+        responses={201: "Review"},
+        problems=(403, 409),
+        tag="reviews",
+    ),
+    Route(
+        "GET",
+        "/v1/advisors/{advisor_id:id}/reviews",
+        list_reviews,
+        "An advisor's reviews, newest first",
+        auth="none",
+        query=REVIEW_LIST_QUERY,
+        responses={200: "ReviewList"},
+        tag="reviews",
+    ),
 ]

@@ -103,8 +103,13 @@ class Router:
             if "GET" in allowed:
                 allowed.append("HEAD")  # every GET route answers HEAD too
             allow = ", ".join(sorted(set(allowed)))
-            raise Problem(405, "method_not_allowed", "Method not allowed",
-                          f"{method} is not allowed here; use {allow}.", headers={"allow": allow})
+            raise Problem(
+                405,
+                "method_not_allowed",
+                "Method not allowed",
+                f"{method} is not allowed here; use {allow}.",
+                headers={"allow": allow},
+            )
         if id_mismatch:
             raise not_found()
         raise Problem(404, "route_not_found", "Not found", f"No route for {method} {path}.")

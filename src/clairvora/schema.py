@@ -235,7 +235,8 @@ class Column:
 
     def python(self) -> str:
         base = PYTHON_TYPE_OF.get(
-            self.sql_type, f"<declare the column INTEGER, TEXT, REAL or BLOB in its migration, not {self.sql_type!r}>")
+            self.sql_type, f"<declare the column INTEGER, TEXT, REAL or BLOB in its migration, not {self.sql_type!r}>"
+        )
         return f"{base} | None" if self.nullable else base
 
     def sql(self) -> str:
@@ -295,8 +296,7 @@ async def migrated_schema(db: Database) -> Schema:
     for r in rows:
         table = r["table_name"]
         declared = str(r["declared_type"] or "")
-        rowid_alias = (not r["without_rowid"] and r["pk"] and pk_counts[table] == 1
-                       and declared.upper() == "INTEGER")
+        rowid_alias = not r["without_rowid"] and r["pk"] and pk_counts[table] == 1 and declared.upper() == "INTEGER"
         not_null = bool(r["not_null"]) or bool(rowid_alias) or bool(r["without_rowid"] and r["pk"])
         out.setdefault(table, {})[r["column_name"]] = Column(declared, not not_null)
     return out
@@ -320,24 +320,32 @@ def drift(declared: Schema, migrated: Schema, names: dict[str, str] | None = Non
         cls = _class_name(table)
         problems.append(
             f"table {table!r} exists in the migrations but not in src/clairvora/schema.py; add\n\n"
-            f"class {cls}(TypedDict):\n{body}\n\nand the entry  \"{table}\": {cls},  to TABLES."
+            f'class {cls}(TypedDict):\n{body}\n\nand the entry  "{table}": {cls},  to TABLES.'
         )
     for table in sorted(declared.keys() - migrated.keys()):
-        problems.append(f"table {table!r} is declared in schema.py ({names.get(table, '?')}) "
-                        f"but no migration creates it: remove it from TABLES or add the migration.")
+        problems.append(
+            f"table {table!r} is declared in schema.py ({names.get(table, '?')}) "
+            f"but no migration creates it: remove it from TABLES or add the migration."
+        )
     for table in sorted(declared.keys() & migrated.keys()):
         cls = names.get(table, _class_name(table))
         have, want = declared[table], migrated[table]
         for column in want:
             if column not in have:
-                problems.append(f"{table}.{column} ({want[column].sql()}) is missing from schema.py: "
-                                f"add  `{column}: {want[column].python()}`  to class {cls}.")
+                problems.append(
+                    f"{table}.{column} ({want[column].sql()}) is missing from schema.py: "
+                    f"add  `{column}: {want[column].python()}`  to class {cls}."
+                )
             elif have[column] != want[column]:
-                problems.append(f"{table}.{column}: the migrations say {want[column].sql()}, "
-                                f"{cls} says `{have[column].python()}`: "
-                                f"change it to  `{column}: {want[column].python()}`.")
+                problems.append(
+                    f"{table}.{column}: the migrations say {want[column].sql()}, "
+                    f"{cls} says `{have[column].python()}`: "
+                    f"change it to  `{column}: {want[column].python()}`."
+                )
         for column in have:
             if column not in want:
-                problems.append(f"{table}.{column} is declared in {cls} but no migration creates it: "
-                                f"remove `{column}` from {cls} or add the column in a migration.")
+                problems.append(
+                    f"{table}.{column} is declared in {cls} but no migration creates it: "
+                    f"remove `{column}` from {cls} or add the column in a migration."
+                )
     return problems

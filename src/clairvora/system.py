@@ -9,12 +9,14 @@ from .routing import Route
 async def health(rc: RequestContext) -> Reply:
     row = await rc.db.first(sql("SELECT count(*) AS applied, max(name) AS latest FROM d1_migrations"))
     assert row is not None
-    return Reply({
-        "status": "ok",
-        "migrations_applied": int(row["applied"]),
-        "latest_migration": row["latest"],
-        "environment": rc.settings.environment,
-    })
+    return Reply(
+        {
+            "status": "ok",
+            "migrations_applied": int(row["applied"]),
+            "latest_migration": row["latest"],
+            "environment": rc.settings.environment,
+        }
+    )
 
 
 async def openapi_json(rc: RequestContext) -> Reply:
@@ -24,8 +26,22 @@ async def openapi_json(rc: RequestContext) -> Reply:
 
 
 ROUTES = [
-    Route("GET", "/health", health, "Liveness and applied migration count", auth="none",
-          responses={200: "Health"}, tag="system"),
-    Route("GET", "/openapi.json", openapi_json, "This API description", auth="none",
-          responses={200: "Object"}, tag="system"),
+    Route(
+        "GET",
+        "/health",
+        health,
+        "Liveness and applied migration count",
+        auth="none",
+        responses={200: "Health"},
+        tag="system",
+    ),
+    Route(
+        "GET",
+        "/openapi.json",
+        openapi_json,
+        "This API description",
+        auth="none",
+        responses={200: "Object"},
+        tag="system",
+    ),
 ]

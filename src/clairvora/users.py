@@ -28,16 +28,27 @@ async def ensure_user(db: Database, clerk_user_id: str, now_ms: int) -> dict[str
     row = await db.first(sql(_SELECT_USER, clerk_user_id))
     if row is not None:
         return row
-    results = await db.batch([
-        sql("""INSERT INTO users (id, clerk_user_id, created_at_ms, updated_at_ms)
+    results = await db.batch(
+        [
+            sql(
+                """INSERT INTO users (id, clerk_user_id, created_at_ms, updated_at_ms)
                VALUES (?, ?, ?, ?) ON CONFLICT (clerk_user_id) DO NOTHING""",
-            new_id(), clerk_user_id, now_ms, now_ms),
-        sql("""INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
+                new_id(),
+                clerk_user_id,
+                now_ms,
+                now_ms,
+            ),
+            sql(
+                """INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
                SELECT ?, 'client_wallet', id, ? FROM users WHERE clerk_user_id = ?
                ON CONFLICT DO NOTHING""",
-            new_id(), now_ms, clerk_user_id),
-        sql(_SELECT_USER, clerk_user_id),
-    ])
+                new_id(),
+                now_ms,
+                clerk_user_id,
+            ),
+            sql(_SELECT_USER, clerk_user_id),
+        ]
+    )
     rows = results[-1].rows
     assert len(rows) == 1, "user row must exist after the conditional insert"
     return rows[0]
@@ -77,8 +88,9 @@ def etag(version: int) -> str:
 def parse_if_match(value: str | None) -> int:
     """`If-Match: "3"`, `W/"3"` or `3` -> 3; missing is 428."""
     if value is None:
-        raise Problem(428, "precondition_required", "Precondition required",
-                      "Send If-Match with the version you last read.")
+        raise Problem(
+            428, "precondition_required", "Precondition required", "Send If-Match with the version you last read."
+        )
     text = value.strip()
     if text.startswith("W/"):
         text = text[2:]
@@ -108,8 +120,9 @@ async def get_me(rc: RequestContext) -> Reply:
 ME_PATCH = Obj(
     {
         "display_name": Str(min_len=1, max_len=80, nullable=True, description="Shown to advisors and in reviews."),
-        "time_zone": Str(min_len=1, max_len=64, pattern=_TIME_ZONE_RE.pattern,
-                         description="IANA time zone name, e.g. Europe/Paris."),
+        "time_zone": Str(
+            min_len=1, max_len=64, pattern=_TIME_ZONE_RE.pattern, description="IANA time zone name, e.g. Europe/Paris."
+        ),
     },
     min_fields=1,
 )
@@ -120,23 +133,36 @@ async def patch_me(rc: RequestContext) -> Reply:
     expected_version = parse_if_match(rc.header("if-match"))
     changes = await rc.parsed_body()
     if "time_zone" in changes and not _TIME_ZONE_RE.match(changes["time_zone"]):
-        raise Problem(400, "invalid_request", "Invalid request", "'time_zone' must be an IANA zone name.",
-                      extra={"field": "time_zone"})
+        raise Problem(
+            400,
+            "invalid_request",
+            "Invalid request",
+            "'time_zone' must be an IANA zone name.",
+            extra={"field": "time_zone"},
+        )
     now_ms = rc.clock.now_ms()
     set_display = "display_name" in changes
-    row = await rc.db.first(sql(
-        """UPDATE users
+    row = await rc.db.first(
+        sql(
+            """UPDATE users
            SET display_name = CASE WHEN ? THEN ? ELSE display_name END,
                time_zone = coalesce(?, time_zone),
                version = version + 1,
                updated_at_ms = ?
            WHERE id = ? AND version = ?
            RETURNING id, clerk_user_id, display_name, time_zone, is_admin, version, created_at_ms, updated_at_ms""",
-        set_display, changes.get("display_name"), changes.get("time_zone"), now_ms, rc.user_id, expected_version,
-    ))
+            set_display,
+            changes.get("display_name"),
+            changes.get("time_zone"),
+            now_ms,
+            rc.user_id,
+            expected_version,
+        )
+    )
     if row is None:
-        raise Problem(412, "version_conflict", "Precondition failed",
-                      "The profile changed since you read it; fetch it again.")
+        raise Problem(
+            412, "version_conflict", "Precondition failed", "The profile changed since you read it; fetch it again."
+        )
     row["is_advisor"] = rc.user.get("is_advisor")
     rc.user = row
     return Reply(user_view(row), headers={"etag": etag(int(row["version"]))})
@@ -144,6 +170,16 @@ async def patch_me(rc: RequestContext) -> Reply:
 
 ROUTES = [
     Route("GET", "/v1/me", get_me, "Your own profile", responses={200: "User"}, tag="users"),
-    Route("PATCH", "/v1/me", patch_me, "Edit your profile (If-Match: <version>)", primary=True, body=ME_PATCH,
-          if_match=True, responses={200: "User"}, problems=(412, 428), tag="users"),
+    Route(
+        "PATCH",
+        "/v1/me",
+        patch_me,
+        "Edit your profile (If-Match: <version>)",
+        primary=True,
+        body=ME_PATCH,
+        if_match=True,
+        responses={200: "User"},
+        problems=(412, 428),
+        tag="users",
+    ),
 ]

@@ -36,8 +36,16 @@ class Field:
 
 
 class Str(Field):
-    def __init__(self, *, min_len: int = 0, max_len: int, choices: tuple[str, ...] | None = None,
-                 pattern: str | None = None, nullable: bool = False, description: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        min_len: int = 0,
+        max_len: int,
+        choices: tuple[str, ...] | None = None,
+        pattern: str | None = None,
+        nullable: bool = False,
+        description: str = "",
+    ) -> None:
         assert 0 <= min_len <= max_len <= 100_000
         self.min_len, self.max_len, self.choices = min_len, max_len, choices
         # A pattern is checked here AND published in the document, so the contract says it.
@@ -97,8 +105,9 @@ class Int(Field):
 
 
 class ListOf(Field):
-    def __init__(self, item: Field, *, min_items: int = 0, max_items: int, unique: bool = True,
-                 description: str = "") -> None:
+    def __init__(
+        self, item: Field, *, min_items: int = 0, max_items: int, unique: bool = True, description: str = ""
+    ) -> None:
         assert 0 <= min_items <= max_items <= 100
         self.item, self.min_items, self.max_items, self.unique = item, min_items, max_items, unique
         self.description = description
@@ -117,13 +126,27 @@ class ListOf(Field):
         return self.parse([p for p in raw.split(",") if p != ""], name)
 
     def schema(self) -> dict[str, Any]:
-        return self._schema({"type": "array", "items": self.item.schema(), "minItems": self.min_items,
-                             "maxItems": self.max_items, "uniqueItems": self.unique})
+        return self._schema(
+            {
+                "type": "array",
+                "items": self.item.schema(),
+                "minItems": self.min_items,
+                "maxItems": self.max_items,
+                "uniqueItems": self.unique,
+            }
+        )
 
 
 class Obj(Field):
-    def __init__(self, fields: Mapping[str, Field], *, required: tuple[str, ...] = (),
-                 min_fields: int = 0, nullable: bool = False, description: str = "") -> None:
+    def __init__(
+        self,
+        fields: Mapping[str, Field],
+        *,
+        required: tuple[str, ...] = (),
+        min_fields: int = 0,
+        nullable: bool = False,
+        description: str = "",
+    ) -> None:
         assert set(required) <= set(fields)
         self.fields, self.required, self.min_fields = dict(fields), required, min_fields
         self.nullable, self.description = nullable, description

@@ -94,18 +94,22 @@ async def list_transactions(rc: RequestContext) -> Reply:
     return Reply({"items": [entry_view(r) for r in rows], "next_cursor": next_cursor})
 
 
-TRANSACTIONS_QUERY = Obj({
-    "cursor": Str(max_len=15, description="next_cursor from the previous page"),
-    "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
-})
+TRANSACTIONS_QUERY = Obj(
+    {
+        "cursor": Str(max_len=15, description="next_cursor from the previous page"),
+        "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
+    }
+)
 
 SCHEMAS: dict[str, Any] = {
     "Wallet": {
         "type": "object",
         "required": ["available_cents", "held_cents", "currency"],
         "properties": {
-            "available_cents": {"type": "integer",
-                                "description": "Below zero only after a gateway reversal of a spent deposit."},
+            "available_cents": {
+                "type": "integer",
+                "description": "Below zero only after a gateway reversal of a spent deposit.",
+            },
             "held_cents": {"type": "integer", "description": "Always 0: this design has no holds."},
             "currency": {"type": "string", "enum": [CURRENCY]},
         },
@@ -115,14 +119,18 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "kind", "amount_cents", "balance_after_cents", "reference", "created_at"],
         "properties": {
             "id": {"type": "string"},
-            "kind": {"type": "string", "enum": ["deposit", "deposit_reversal", "reading_charge", "reading_refund",
-                                                "adjustment"]},
+            "kind": {
+                "type": "string",
+                "enum": ["deposit", "deposit_reversal", "reading_charge", "reading_refund", "adjustment"],
+            },
             "amount_cents": {"type": "integer", "description": "signed: + credit, - debit"},
             "balance_after_cents": {"type": "integer"},
             "reference": {
                 "type": ["object", "null"],
-                "properties": {"type": {"type": "string", "enum": ["payment", "reading", "webhook_event"]},
-                               "id": {"type": "string"}},
+                "properties": {
+                    "type": {"type": "string", "enum": ["payment", "reading", "webhook_event"]},
+                    "id": {"type": "string"},
+                },
             },
             "created_at": {"type": "string", "format": "date-time"},
         },
@@ -131,8 +139,17 @@ SCHEMAS: dict[str, Any] = {
 }
 
 ROUTES = [
-    Route("GET", "/v1/wallet", get_wallet, "Your wallet balance", primary=True,
-          responses={200: "Wallet"}, tag="wallet"),
-    Route("GET", "/v1/wallet/transactions", list_transactions, "Your wallet's ledger entries, newest first",
-          primary=True, query=TRANSACTIONS_QUERY, responses={200: "WalletTransactionPage"}, tag="wallet"),
+    Route(
+        "GET", "/v1/wallet", get_wallet, "Your wallet balance", primary=True, responses={200: "Wallet"}, tag="wallet"
+    ),
+    Route(
+        "GET",
+        "/v1/wallet/transactions",
+        list_transactions,
+        "Your wallet's ledger entries, newest first",
+        primary=True,
+        query=TRANSACTIONS_QUERY,
+        responses={200: "WalletTransactionPage"},
+        tag="wallet",
+    ),
 ]

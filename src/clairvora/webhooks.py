@@ -37,12 +37,14 @@ from .routing import Route
 
 MAX_WEBHOOK_BYTES = 16 * 1024
 SIGNATURE_PREFIX = "sha512="
-CAPTURE_EVENTS = frozenset({
-    "net.authorize.payment.authcapture.created",
-    "net.authorize.payment.capture.created",
-    "net.authorize.payment.priorAuthCapture.created",
-    "net.authorize.payment.fraud.approved",
-})
+CAPTURE_EVENTS = frozenset(
+    {
+        "net.authorize.payment.authcapture.created",
+        "net.authorize.payment.capture.created",
+        "net.authorize.payment.priorAuthCapture.created",
+        "net.authorize.payment.fraud.approved",
+    }
+)
 REFUND = "net.authorize.payment.refund.created"
 VOID = "net.authorize.payment.void.created"
 FRAUD_DECLINED = "net.authorize.payment.fraud.declined"
@@ -58,7 +60,7 @@ def signature_valid(key: str, body: bytes, header: str | None) -> bool:
     value = header.strip()
     if value[: len(SIGNATURE_PREFIX)].lower() != SIGNATURE_PREFIX:
         return False
-    given = value[len(SIGNATURE_PREFIX):].strip().lower()
+    given = value[len(SIGNATURE_PREFIX) :].strip().lower()
     if len(given) != 128 or not given.isascii():
         return False
     return hmac.compare_digest(signature_hex(key, body), given)
@@ -67,10 +69,14 @@ def signature_valid(key: str, body: bytes, header: str | None) -> bool:
 async def _verified_body(rc: RequestContext) -> bytes:
     declared = rc.header("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
-        raise Problem(413, "body_too_large", "Request body too large", f"Webhooks are limited to {MAX_WEBHOOK_BYTES} bytes.")
+        raise Problem(
+            413, "body_too_large", "Request body too large", f"Webhooks are limited to {MAX_WEBHOOK_BYTES} bytes."
+        )
     body = await rc.body_bytes()
     if len(body) > MAX_WEBHOOK_BYTES:
-        raise Problem(413, "body_too_large", "Request body too large", f"Webhooks are limited to {MAX_WEBHOOK_BYTES} bytes.")
+        raise Problem(
+            413, "body_too_large", "Request body too large", f"Webhooks are limited to {MAX_WEBHOOK_BYTES} bytes."
+        )
     key = rc.settings.anet_signature_key
     if not key or not key.isascii():
         logs.error("webhook_misconfigured", request_id=rc.request_id)
@@ -138,7 +144,12 @@ class _Event:
         return sql(
             """INSERT INTO webhook_events (notification_id, event_type, gateway_transaction_id, payment_id, outcome,
                                            received_at_ms) VALUES (?, ?, ?, ?, ?, ?)""",
-            self.notification_id, self.event_type, self.transaction_id, payment_id, outcome, self.now_ms,
+            self.notification_id,
+            self.event_type,
+            self.transaction_id,
+            payment_id,
+            outcome,
+            self.now_ms,
         )
 
 
@@ -146,8 +157,7 @@ def _is_event_replay(exc: UniqueViolation) -> bool:
     return any(c.startswith("webhook_events.") for c in exc.columns)
 
 
-async def _apply(db: Database, ev: _Event, outcome: str, payment_id: int | None,
-                 effect: list[Statement]) -> str:
+async def _apply(db: Database, ev: _Event, outcome: str, payment_id: int | None, effect: list[Statement]) -> str:
     """Record the event and its effect in one batch; a replay is a no-op."""
     try:
         await db.batch([ev.record(outcome, payment_id), *effect])
@@ -162,32 +172,49 @@ async def _on_capture(db: Database, ev: _Event, payment: dict[str, Any] | None) 
     if payment is None:
         return "unknown_transaction", []
     if payment["status"] not in ("pending", "unknown"):
-        return ("already_credited" if payment["status"] in ("approved", "refunded")
-                else "unexpected_capture"), []
+        return ("already_credited" if payment["status"] in ("approved", "refunded") else "unexpected_capture"), []
     amount = anet.decimal_to_cents(ev.payload.get("authAmount"))
     if amount is None or amount != payment["amount_cents"] or ev.transaction_id is None:
         logs.warning("webhook_capture_mismatch", payment_id=payment["id"], amount_cents=amount)
         return "amount_mismatch", []
     response_code = ev.payload.get("responseCode")
     return "credited", credit_statements(
-        payment_id=payment["id"], user_id=payment["user_id"], amount_cents=amount,
-        transaction_id=ev.transaction_id, response_code=None if response_code is None else str(response_code)[:8],
-        now_ms=ev.now_ms)
+        payment_id=payment["id"],
+        user_id=payment["user_id"],
+        amount_cents=amount,
+        transaction_id=ev.transaction_id,
+        response_code=None if response_code is None else str(response_code)[:8],
+        now_ms=ev.now_ms,
+    )
 
 
 def _reversal_statements(ev: _Event, payment: dict[str, Any], amount: int, final_status: str) -> list[Statement]:
     return [
         *ledger.transfer(
-            transfer_id=new_id(), key=f"webhook:{ev.notification_id}", kind="deposit_reversal",
-            legs=[ledger.Leg(ledger.wallet_of(payment["user_id"]), -amount),
-                  ledger.Leg(ledger.GATEWAY_CLEARING, amount)],
-            now_ms=ev.now_ms, reference_type="payment", reference_id=payment["id"]),
+            transfer_id=new_id(),
+            key=f"webhook:{ev.notification_id}",
+            kind="deposit_reversal",
+            legs=[
+                ledger.Leg(ledger.wallet_of(payment["user_id"]), -amount),
+                ledger.Leg(ledger.GATEWAY_CLEARING, amount),
+            ],
+            now_ms=ev.now_ms,
+            reference_type="payment",
+            reference_id=payment["id"],
+        ),
         # reversed_cents <= amount_cents is a CHECK: an over-reversal aborts the batch.
-        sql("""UPDATE payments
+        sql(
+            """UPDATE payments
                SET reversed_cents = reversed_cents + ?,
                    status = CASE WHEN reversed_cents + ? = amount_cents THEN ? ELSE status END,
                    updated_at_ms = ?
-               WHERE id = ?""", amount, amount, final_status, ev.now_ms, payment["id"]),
+               WHERE id = ?""",
+            amount,
+            amount,
+            final_status,
+            ev.now_ms,
+            payment["id"],
+        ),
     ]
 
 
@@ -198,9 +225,13 @@ async def _on_reversal(db: Database, ev: _Event, payment: dict[str, Any] | None)
     if payment["status"] in ("pending", "unknown") and is_void:
         # Voided before we ever credited it: nothing to reverse, and a late
         # capture event must not credit it.
-        return "voided_uncredited", [sql(
-            "UPDATE payments SET status = 'voided', updated_at_ms = ? WHERE id = ? AND status IN ('pending', 'unknown')",
-            ev.now_ms, payment["id"])]
+        return "voided_uncredited", [
+            sql(
+                "UPDATE payments SET status = 'voided', updated_at_ms = ? WHERE id = ? AND status IN ('pending', 'unknown')",
+                ev.now_ms,
+                payment["id"],
+            )
+        ]
     if payment["status"] != "approved":
         return "not_reversible", []
     remaining = payment["amount_cents"] - payment["reversed_cents"]
@@ -216,9 +247,13 @@ async def _on_fraud_declined(db: Database, ev: _Event, payment: dict[str, Any] |
         return "unknown_transaction", []
     if payment["status"] != "pending":
         return "not_pending", []
-    return "declined", [sql(
-        "UPDATE payments SET status = 'declined', updated_at_ms = ? WHERE id = ? AND status = 'pending'",
-        ev.now_ms, payment["id"])]
+    return "declined", [
+        sql(
+            "UPDATE payments SET status = 'declined', updated_at_ms = ? WHERE id = ? AND status = 'pending'",
+            ev.now_ms,
+            payment["id"],
+        )
+    ]
 
 
 async def receive(rc: RequestContext) -> Reply:
@@ -260,7 +295,15 @@ SCHEMAS: dict[str, Any] = {
 }
 
 ROUTES = [
-    Route("POST", "/v1/webhooks/authorizenet", receive,
-          "Authorize.Net event notifications (X-ANET-Signature: sha512=HMAC-SHA512 of the raw body)",
-          auth="none", primary=True, responses={200: "WebhookReceipt"}, problems=(401, 413), tag="webhooks"),
+    Route(
+        "POST",
+        "/v1/webhooks/authorizenet",
+        receive,
+        "Authorize.Net event notifications (X-ANET-Signature: sha512=HMAC-SHA512 of the raw body)",
+        auth="none",
+        primary=True,
+        responses={200: "WebhookReceipt"},
+        problems=(401, 413),
+        tag="webhooks",
+    ),
 ]
