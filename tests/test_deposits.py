@@ -33,7 +33,7 @@ async def payment_row(payment_id: str) -> dict:
 
 async def test_approved_deposit_credits_the_wallet_once():
     user_id, client = await user_with_wallet("dep")
-    token = f"tok_approved_{unique()}"
+    token = f"tok_approved.{unique()}"  # single use, like a real Accept.js token
     resp = await client.post("/v1/wallet/deposits", deposit_body(1250, token), headers={"idempotency-key": unique()})
     assert resp.status == 201, resp.text
     body = resp.json()
@@ -52,10 +52,11 @@ async def test_approved_deposit_credits_the_wallet_once():
     envelope = sent["createTransactionRequest"]
     assert list(envelope) == ["merchantAuthentication", "refId", "transactionRequest"]
     tr = envelope["transactionRequest"]
-    assert list(tr) == ["transactionType", "amount", "payment", "order", "customer"]
+    assert list(tr) == ["transactionType", "amount", "payment", "order", "customer", "transactionSettings"]
     assert tr["transactionType"] == "authCaptureTransaction" and tr["amount"] == "12.50"
     assert tr["payment"] == {"opaqueData": {"dataDescriptor": "COMMON.ACCEPT.INAPP.PAYMENT", "dataValue": token}}
     assert tr["order"]["invoiceNumber"] == body["deposit"]["id"] and len(tr["order"]["invoiceNumber"]) <= 20
+    assert tr["transactionSettings"] == {"setting": [{"settingName": "duplicateWindow", "settingValue": "900"}]}
 
     # The wallet shows it immediately, with the caller's bookmark.
     page = (
@@ -78,6 +79,8 @@ async def test_replay_same_key_and_body_returns_first_reply_without_charging_aga
     again = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key})
     assert again.status == 201 and again.json() == first.json()
     assert again.headers.get("idempotent-replayed") == "true"
+    # caller, the claim refused by the key's PRIMARY KEY, one read of the stored reply
+    assert 'desc="calls=3 ' in again.headers["server-timing"], again.headers["server-timing"]
     assert await balance(user_id) == 900
     assert len(received(first.json()["deposit"]["id"])) == 1
     payments = await database().first(sql("SELECT count(*) AS n FROM payments WHERE user_id = ?", user_id))
@@ -126,13 +129,95 @@ async def test_gateway_error_is_502_and_credits_nothing():
     assert await balance(user_id) == 0
 
 
-async def test_unknown_token_is_a_gateway_error():
+async def test_a_token_the_gateway_does_not_know_is_422():
     user_id, client = await user_with_wallet("dep")
     resp = await client.post(
         "/v1/wallet/deposits", deposit_body(1000, "not-a-token"), headers={"idempotency-key": unique()}
     )
-    assert resp.status == 502 and resp.json()["deposit"]["status"] == "error"
+    assert resp.status == 422 and resp.json()["code"] == "payment_token_invalid"
+    assert resp.json()["deposit"]["status"] == "error"
     assert await balance(user_id) == 0
+
+
+async def test_a_reused_token_is_422_credits_nothing_and_replays():
+    user_id, client = await user_with_wallet("dep")
+    token = f"tok_approved.{unique()}"
+    first = await client.post("/v1/wallet/deposits", deposit_body(1000, token), headers={"idempotency-key": unique()})
+    assert first.status == 201 and await balance(user_id) == 1000
+
+    key, body = unique(), deposit_body(1000, token)  # a new attempt with the token already used
+    reused = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key})
+    assert reused.status == 422 and reused.headers["content-type"] == "application/problem+json"
+    problem = reused.json()
+    assert problem["code"] == "payment_token_invalid" and "new token from Accept.js" in problem["detail"]
+    assert problem["deposit"]["status"] == "error" and problem["wallet"]["available_cents"] == 1000
+    assert await balance(user_id) == 1000
+    payment = await payment_row(problem["deposit"]["id"])
+    assert payment["status"] == "error" and payment["gateway_transaction_id"] is None  # final, nothing to reconcile
+    key_row = await database().first(
+        sql("SELECT state FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?", user_id, key)
+    )
+    assert key_row["state"] == "done"
+
+    replay = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key})
+    assert replay.status == 422 and replay.json() == problem
+    assert replay.headers.get("idempotent-replayed") == "true"
+    assert len(received(problem["deposit"]["id"])) == 1  # the replay never reached the gateway
+    assert await balance(user_id) == 1000
+
+
+async def test_an_expired_token_is_422_too():
+    user_id, client = await user_with_wallet("dep")
+    resp = await client.post(
+        "/v1/wallet/deposits", deposit_body(1000, f"tok_expired.{unique()}"), headers={"idempotency-key": unique()}
+    )
+    assert resp.status == 422 and resp.json()["code"] == "payment_token_invalid"
+    assert await balance(user_id) == 0
+
+
+async def test_a_duplicate_is_409_unknown_and_the_webhook_credits_it_once():
+    # tok_duplicate: the gateway got this deposit's request twice and approved
+    # the first copy, whose answer was lost; the Worker sees the duplicate.
+    user_id, client = await user_with_wallet("dep")
+    key, body = unique(), deposit_body(1400, f"tok_duplicate.{unique()}")
+    resp = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key})
+    assert resp.status == 409 and resp.headers["content-type"] == "application/problem+json"
+    problem = resp.json()
+    original = problem["deposit"]["gateway_transaction_id"]
+    assert problem["code"] == "payment_duplicate" and original and original in problem["detail"]
+    assert problem["deposit"]["status"] == "unknown" and problem["wallet"]["available_cents"] == 0
+    payment = await payment_row(problem["deposit"]["id"])
+    assert payment["status"] == "unknown" and payment["gateway_transaction_id"] == original
+    assert await balance(user_id) == 0
+
+    replay = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key})
+    assert replay.status == 409 and replay.json() == problem and replay.headers.get("idempotent-replayed") == "true"
+    assert len(received(problem["deposit"]["id"])) == 1
+
+    # The first copy's capture notification settles it, exactly once.
+    capture = event(
+        "net.authorize.payment.authcapture.created",
+        trans_id=original,
+        invoice=problem["deposit"]["id"],
+        amount_cents=1400,
+    )
+    assert (await post_event(capture)).json()["outcome"] == "credited"
+    assert (await post_event(capture)).json()["outcome"] == "duplicate"
+    assert await balance(user_id) == 1400
+    assert (await payment_row(problem["deposit"]["id"]))["status"] == "approved"
+    again = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key})
+    assert again.status == 409 and await balance(user_id) == 1400
+
+
+async def test_same_amount_deposits_in_a_row_are_not_duplicates():
+    # Distinct deposits carry distinct invoiceNumbers (the payment id).
+    user_id, client = await user_with_wallet("dep")
+    for _ in range(3):
+        resp = await client.post(
+            "/v1/wallet/deposits", deposit_body(700, "tok_approved"), headers={"idempotency-key": unique()}
+        )
+        assert resp.status == 201, resp.text
+    assert await balance(user_id) == 2100
 
 
 async def test_held_for_review_is_202_pending_and_not_credited():
@@ -226,6 +311,129 @@ async def test_standin_speaks_the_real_quirks():
     _raw, body = await _standin(json.dumps(declined))
     assert body["messages"]["resultCode"] == "Ok" and body["transactionResponse"]["responseCode"] == "2"
     assert anet.classify(body).outcome == "declined"
+
+
+def _request(token: str, invoice: str, *, window: str | None = "900", amount_cents: int = 500) -> dict:
+    secrets = local_runtime.secrets
+    body = anet.auth_capture_request(
+        login_id=str(secrets.ANET_API_LOGIN_ID),
+        transaction_key=str(secrets.ANET_TRANSACTION_KEY),
+        amount_cents=amount_cents,
+        data_descriptor="COMMON.ACCEPT.INAPP.PAYMENT",
+        data_value=token,
+        invoice_number=invoice,
+        customer_id="7",
+        ref_id="r1",
+    )
+    tr = body["createTransactionRequest"]["transactionRequest"]
+    if window is None:
+        del tr["transactionSettings"]
+    else:
+        tr["transactionSettings"]["setting"][0]["settingValue"] = window
+    return body
+
+
+async def _send(body: dict) -> dict:
+    return (await _standin(json.dumps(body)))[1]
+
+
+def _advance_standin_clock(seconds: int) -> None:
+    local_runtime.anetControl.advanceClock(seconds)
+
+
+async def test_standin_single_use_tokens():
+    once = f"tok_approved.{unique()}"
+    first = await _send(_request(once, unique("i")[:20]))
+    assert first["transactionResponse"]["responseCode"] == "1"
+    raw, again = await _standin(json.dumps(_request(once, unique("i")[:20])))
+    assert raw.startswith("\ufeff".encode())
+    assert again["messages"] == {"resultCode": "Error", "message": [{"code": "E00114", "text": "Invalid OTS Token."}]}
+    assert again["transactionResponse"] == {} and list(again) == ["transactionResponse", "refId", "messages"]
+    assert anet.classify(again).outcome == "token_invalid"
+    expired = await _send(_request(f"tok_expired.{unique()}", unique("i")[:20]))
+    assert expired["messages"]["message"][0]["code"] == "E00115"
+    assert anet.classify(expired).outcome == "token_invalid"
+    # The suite's reusable test tokens stay reusable.
+    for _ in range(2):
+        ok = await _send(_request("tok_approved", unique("i")[:20]))
+        assert ok["transactionResponse"]["responseCode"] == "1"
+
+
+async def test_standin_flags_a_resent_transaction_within_the_default_window():
+    request = _request("tok_approved", unique("i")[:20], window=None)
+    first = await _send(request)
+    assert first["transactionResponse"]["responseCode"] == "1"
+    dup = await _send(request)
+    assert dup["messages"]["resultCode"] == "Error" and dup["messages"]["message"][0]["code"] == "E00027"
+    tr = dup["transactionResponse"]
+    assert tr["responseCode"] == "3" and tr["transId"] == "0"  # no duplicateWindow sent: no details
+    assert tr["errors"] == [{"errorCode": "11", "errorText": "A duplicate transaction has been submitted."}]
+    result = anet.classify(dup)
+    assert result.outcome == "duplicate" and result.transaction_id is None
+    # Any compared field that differs makes it a new transaction: invoice, amount, card, customer.
+    other_invoice = _request("tok_approved", unique("i")[:20], window=None)
+    assert (await _send(other_invoice))["transactionResponse"]["responseCode"] == "1"
+    other_amount = _request("tok_approved", request_invoice(request), window=None, amount_cents=501)
+    assert (await _send(other_amount))["transactionResponse"]["responseCode"] == "1"
+    other_card = _request("tok_declined", request_invoice(request), window=None)
+    assert (await _send(other_card))["transactionResponse"]["responseCode"] == "2"
+    other_customer = json.loads(json.dumps(request))
+    other_customer["createTransactionRequest"]["transactionRequest"]["customer"]["id"] = "8"
+    assert (await _send(other_customer))["transactionResponse"]["responseCode"] == "1"
+    # Default window: 120 s.
+    _advance_standin_clock(110)
+    assert (await _send(request))["transactionResponse"]["errors"][0]["errorCode"] == "11"
+    _advance_standin_clock(11)
+    assert (await _send(request))["transactionResponse"]["responseCode"] == "1"
+
+
+def request_invoice(request: dict) -> str:
+    return request["createTransactionRequest"]["transactionRequest"]["order"]["invoiceNumber"]
+
+
+async def test_standin_honours_duplicate_window():
+    request = _request("tok_approved", unique("i")[:20], window="300")
+    first = (await _send(request))["transactionResponse"]
+    _advance_standin_clock(200)  # past the default 120 s, inside 300 s
+    dup = (await _send(request))["transactionResponse"]
+    # duplicateWindow sent: the answer names the original transaction and its authCode.
+    assert dup["responseCode"] == "3" and dup["errors"][0]["errorCode"] == "11"
+    assert dup["transId"] == first["transId"] and dup["authCode"] == first["authCode"] != ""
+    assert (
+        anet.classify({"messages": {"resultCode": "Error"}, "transactionResponse": dup}).transaction_id
+        == (first["transId"])
+    )
+    _advance_standin_clock(101)
+    later = (await _send(request))["transactionResponse"]
+    assert later["responseCode"] == "1" and later["transId"] != first["transId"]
+
+    # 0 turns the check off: the same request is charged again.
+    off = _request("tok_approved", unique("i")[:20], window="0")
+    assert (await _send(off))["transactionResponse"]["responseCode"] == "1"
+    assert (await _send(off))["transactionResponse"]["responseCode"] == "1"
+
+    # A declined original is named without an authCode.
+    declined = _request("tok_declined", unique("i")[:20], window="300")
+    original = (await _send(declined))["transactionResponse"]
+    dup = (await _send(declined))["transactionResponse"]
+    assert dup["errors"][0]["errorCode"] == "11" and dup["transId"] == original["transId"] and dup["authCode"] == ""
+
+    # The settings keep XSD order too, and the window has a range.
+    swapped = _request("tok_approved", unique("i")[:20])
+    swapped["createTransactionRequest"]["transactionRequest"]["transactionSettings"]["setting"] = [
+        {"settingValue": "300", "settingName": "duplicateWindow"}
+    ]
+    body = await _send(swapped)
+    assert body["messages"]["message"][0]["code"] == "E00003"
+    assert "invalid child element 'settingName'" in body["messages"]["message"][0]["text"]
+    tr = _request("tok_approved", unique("i")[:20])["createTransactionRequest"]["transactionRequest"]
+    settings_first = {k: tr[k] for k in ("transactionType", "amount", "payment", "transactionSettings", "order")}
+    body = await _send(
+        {"createTransactionRequest": {**swapped["createTransactionRequest"], "transactionRequest": settings_first}}
+    )
+    assert "invalid child element 'order'" in body["messages"]["message"][0]["text"]
+    too_long = await _send(_request("tok_approved", unique("i")[:20], window="28801"))
+    assert too_long["messages"]["message"][0]["code"] == "E00003"
 
 
 def test_amount_conversions_are_exact():

@@ -84,7 +84,9 @@ async def test_openapi_describes_the_money_routes():
         for ref in refs:
             assert ref.rsplit("/", 1)[1] in schemas, ref
     deposit = doc["paths"]["/v1/wallet/deposits"]["post"]
-    assert {"402", "502", "504", "422"} <= set(deposit["responses"])
+    assert {"402", "409", "422", "502", "504"} <= set(deposit["responses"])
+    assert "payment_token_invalid" in deposit["responses"]["422"]["description"]
+    assert "payment_duplicate" in deposit["responses"]["409"]["description"]
     assert any(p["name"] == "Idempotency-Key" and p["required"] for p in deposit["parameters"])
     body = deposit["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["amount_cents", "opaque_data"]

@@ -11,7 +11,17 @@ Wire facts this code relies on (shared docs/third-parties.md sections 1-2):
   when we never learned the gateway's transId (timeout);
 - responses start with a UTF-8 BOM and are HTTP 200 even on errors;
   `transactionResponse.responseCode` is a string: "1" approved, "2" declined,
-  "3" error, "4" held for review.
+  "3" error, "4" held for review;
+- an Accept.js token is single use and lives 15 minutes: a used one is
+  `E00114 "Invalid OTS Token."`, an expired one `E00115` (which code expiry
+  really gets is unconfirmed: both mean "get a new token", nothing charged);
+- a transaction equal to one processed within the duplicate window (same
+  card, amount, invoiceNumber, customer id, ... and window value) is refused
+  with responseCode "3", error 11. Our invoiceNumber is the payment id, unique
+  per deposit attempt, so two deposits are never duplicates of each other,
+  while a second delivery of the SAME request is. We send `duplicateWindow`
+  because only then does the duplicate answer name the original transaction
+  (its transId, and its authCode if it was approved).
 
 Card data never passes through here: only the opaque token, which is neither
 stored nor logged.
@@ -26,15 +36,22 @@ from workers import fetch
 
 from . import logs
 
-Outcome = Literal["approved", "declined", "held", "error", "unknown"]
+Outcome = Literal["approved", "declined", "held", "error", "token_invalid", "duplicate", "unknown"]
 MAX_RESPONSE_BYTES = 64 * 1024
 _BOM = "\ufeff"
+# The Accept.js token's life (15 minutes): a second delivery of one request can
+# only charge the card while its token is still valid.
+DUPLICATE_WINDOW_S = 900
+_TOKEN_ERRORS = ("E00114", "E00115")  # invalid (e.g. already used) / expired OTS token
+_DUPLICATE_ERROR = "11"
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayResult:
     """What the gateway said. `unknown` means we cannot know whether the card
-    was charged (timeout, transport failure, unreadable answer)."""
+    was charged (timeout, transport failure, unreadable answer). `duplicate`:
+    refused as a second copy of a transaction processed earlier, whose
+    transaction id (when the gateway gives it) is `transaction_id`."""
 
     outcome: Outcome
     transaction_id: str | None = None
@@ -86,6 +103,9 @@ def auth_capture_request(
                 "payment": {"opaqueData": {"dataDescriptor": data_descriptor, "dataValue": data_value}},
                 "order": {"invoiceNumber": invoice_number, "description": "Clairvora wallet deposit"},
                 "customer": {"id": customer_id},
+                "transactionSettings": {
+                    "setting": [{"settingName": "duplicateWindow", "settingValue": str(DUPLICATE_WINDOW_S)}]
+                },
             },
         }
     }
@@ -112,6 +132,11 @@ def classify(body: Any) -> GatewayResult:
         return GatewayResult("declined", trans_id, response_code, error_code, error_text)
     if result_code == "Ok" and response_code == "4" and trans_id:
         return GatewayResult("held", trans_id, response_code, error_code, error_text)
+    if result_code == "Error" and first.get("code") in _TOKEN_ERRORS:
+        # The token (not the card) was refused before any transaction existed.
+        return GatewayResult("token_invalid", None, response_code, str(first["code"]), error_text)
+    if response_code == "3" and error_code == _DUPLICATE_ERROR:
+        return GatewayResult("duplicate", trans_id, response_code, error_code, error_text)
     if result_code in ("Ok", "Error"):
         # responseCode "3", or an API-level error (E00007 bad credentials, E00003
         # schema, E00114 invalid token): the gateway answered and did not charge.

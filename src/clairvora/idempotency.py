@@ -130,12 +130,12 @@ class IdempotencyKey:
 
     async def replay(self, db: Database) -> Reply:
         """The stored answer for this key, or the reason it cannot be given."""
-        row = await self.stored(db)
+        return self.replay_row(await self.stored(db))
+
+    def replay_row(self, row: dict[str, Any] | None) -> Reply:
+        """replay() for a row already read (None: it vanished, e.g. purged)."""
         if row is None:
             raise Problem(409, "idempotency_conflict", "Conflict", "Retry the request.")
-        return self.replay_row(row)
-
-    def replay_row(self, row: dict[str, Any]) -> Reply:
         if row["request_sha256"] != self.request_sha256 or row["route"] != self.route:
             raise Problem(
                 422,

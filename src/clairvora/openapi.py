@@ -157,8 +157,9 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.body is not None or route.raw_body is not None:
         problems |= {413, 415}
     for status in sorted(problems):
+        codes = route.problem_codes.get(status, ())
         responses[str(status)] = {
-            "description": _REASONS.get(status, "Error"),
+            "description": _REASONS.get(status, "Error") + (f" (code: {', '.join(codes)})" if codes else ""),
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
     op["responses"] = responses

@@ -12,6 +12,16 @@ Outcomes: approved 201; held for review 202 (`pending`, credited when the
 gateway's webhook approves it); declined 402; gateway error 502 (the gateway
 answered and charged nothing: payment `error`); no readable answer
 (timeout 504, transport failure 502): payment `unknown`.
+Two refusals are deterministic, so they are 4xx, never 5xx:
+- the Accept.js token was already used or has expired (E00114/E00115): 422
+  `payment_token_invalid`, payment `error` (final: no transaction exists, so
+  nothing needs reconciling); the client gets a new token from Accept.js;
+- duplicate (error 11): our invoiceNumber is the payment id, unique per
+  attempt, so the gateway refused a second delivery of THIS deposit's request,
+  and whether money moved depends on the first delivery, which the gateway
+  names (its transId) but does not fully describe (an authCode is also given to
+  a transaction held for review). 409 `payment_duplicate`, payment `unknown`
+  with that transId, resolved by the authcapture webhook like a timeout.
 
 An `unknown` payment is resolved later by the signed
 `net.authorize.payment.authcapture.created` webhook (webhooks.py), matched
@@ -71,6 +81,8 @@ _STATUS_OF_OUTCOME = {
     "held": "pending",
     "declined": "declined",
     "error": "error",
+    "token_invalid": "error",
+    "duplicate": "unknown",
     "unknown": "unknown",
 }
 
@@ -156,15 +168,21 @@ def _settle_statements(
             now_ms=key.now_ms,
         )
     else:
+        # A duplicate's transId is the original's; should another payment hold it
+        # already (UNIQUE), keep NULL rather than fail the batch.
         statements = [
             sql(
-                """UPDATE payments SET status = ?, gateway_transaction_id = ?, gateway_response_code = ?,
-                                   updated_at_ms = ?
+                """UPDATE payments
+               SET status = ?, updated_at_ms = ?, gateway_response_code = ?,
+                   gateway_transaction_id = (SELECT ? WHERE NOT EXISTS
+                     (SELECT 1 FROM payments WHERE gateway_transaction_id = ? AND id <> ?))
                WHERE id = ? AND status = 'pending'""",
                 payment["status"],
-                result.transaction_id,
-                result.response_code,
                 key.now_ms,
+                result.response_code,
+                result.transaction_id,
+                result.transaction_id,
+                payment["id"],
                 payment["id"],
             )
         ]
@@ -186,6 +204,26 @@ def _reply_for(payment: dict[str, Any], result: anet.GatewayResult) -> tuple[int
             "payment_declined",
             "Payment declined",
             "The card was declined; nothing was charged.",
+            extra={"deposit": deposit, "wallet": wallet},
+        )
+    elif result.outcome == "token_invalid":
+        problem = Problem(
+            422,
+            "payment_token_invalid",
+            "Payment token invalid",
+            "The Accept.js payment token was already used or has expired; nothing was charged. "
+            "Get a new token from Accept.js and send it with a new Idempotency-Key.",
+            extra={"deposit": deposit, "wallet": wallet},
+        )
+    elif result.outcome == "duplicate":
+        original = f" (transaction {result.transaction_id})" if result.transaction_id else ""
+        problem = Problem(
+            409,
+            "payment_duplicate",
+            "Duplicate payment",
+            f"The payment gateway had already received this deposit{original} and did not charge the card "
+            "again. If that transaction was approved, the wallet is credited automatically when the gateway "
+            "confirms it; check the wallet before depositing again.",
             extra={"deposit": deposit, "wallet": wallet},
         )
     elif result.outcome == "error":
@@ -333,7 +371,7 @@ async def _replay_or_recover(rc: RequestContext, key: IdempotencyKey) -> Reply:
     answering 409 for the key's 24-hour life."""
     row = await key.stored(rc.db)
     if row is None or row["state"] != "pending" or row["request_sha256"] != key.request_sha256:
-        return await key.replay(rc.db)
+        return key.replay_row(row)
     stale_before_ms = key.now_ms - rc.settings.anet_timeout_ms - STALE_CLAIM_MARGIN_MS
     note = json.loads(row["response_body"]) if row["response_body"] else {}
     payment = await rc.db.first(
@@ -420,6 +458,13 @@ ROUTES = [
         idempotency_key=True,
         responses={201: "DepositResult", 202: "DepositResult"},
         problems=(402, 409, 422, 502, 504),
+        problem_codes={
+            402: ("payment_declined",),
+            409: ("payment_duplicate", "request_in_progress", "idempotency_conflict"),
+            422: ("payment_token_invalid", "idempotency_key_reused"),
+            502: ("payment_gateway_error", "payment_gateway_unavailable"),
+            504: ("payment_gateway_timeout",),
+        },
         tag="wallet",
     ),
 ]

@@ -36,10 +36,13 @@ class Route:
     if_match: bool = False
     responses: dict[int, str] = field(default_factory=lambda: {200: "Object"})
     problems: tuple[int, ...] = ()
+    # The problem `code`s a status can carry, for the OpenAPI descriptions (optional).
+    problem_codes: dict[int, tuple[str, ...]] = field(default_factory=dict)
     tag: str = "misc"
 
     def __post_init__(self) -> None:
         assert self.body is None or self.raw_body is None, f"{self.pattern}: a JSON body or a raw body, not both"
+        assert set(self.problem_codes) <= set(self.problems), f"{self.pattern}: problem_codes of unlisted statuses"
 
     def segments(self) -> list[tuple[str, str | None]]:
         out: list[tuple[str, str | None]] = []
