@@ -32,6 +32,9 @@ class Call:
     raw: bytes | None = None  # a non-JSON body (photo upload)
     # caller -> (a body of its own, extra headers), e.g. each caller's own signed webhook notification
     body_for: Callable[[str], tuple[Any, dict[str, str]]] | None = None
+    # Text only the object's parties may see (its reading id, a message's body): no other
+    # caller's answer may hold it, and the owner's successful answer must (so the check can fail).
+    secrets: tuple[str, ...] = ()
 
 
 Prepare = Callable[["World"], Awaitable[Call]]
@@ -49,7 +52,16 @@ class Row:
     may_write: tuple[str, ...] = ()
     owner: str = "owner"  # which actor of the world owns the row's object
     owner_state: Callable[["World"], Awaitable[Any]] | None = None
-    fresh_world: bool = False  # the row changes roles (becoming an advisor)
+    # The row changes roles (becoming an advisor) or leaves the owner a reading open
+    # (one open reading per client): it gets a world of its own.
+    fresh_world: bool = False
+    # Two-party objects (readings): what the object's OTHER party gets (the reading's
+    # advisor when the owner is its client, and the other way round). It goes just
+    # before the owner; a refused counterpart must change nothing, like any caller.
+    counterpart: int | None = None
+    # The counterpart's allowed action uses the object up (ending the reading):
+    # the owner then acts on a second, fresh object.
+    counterpart_uses_up: bool = False
 
 
 def authed(owner: int, *, other_client: int, other_advisor: int, admin: int) -> dict[str, int]:
@@ -189,6 +201,84 @@ async def _refund(world: "World") -> Call:
     )
 
 
+# --- readings: the owner is the party allowed to act -------------------------
+
+
+async def _reading_between(client: Actor, advisor: Actor, state: str) -> tuple[str, int]:
+    """(id, clock) of a new reading taken through the API to `state`: requested,
+    active (minute 1 charged on accept) or ended (that one paid minute). The
+    matrix's calls go at the returned clock (x-test-now-ms, never a sleep)."""
+    from market_support import at, now_ms, request_reading
+
+    t = now_ms()
+    r = await request_reading(client.client, advisor.id, t)
+    assert r.status == 201, r.text
+    reading_id = r.json()["id"]
+    if state in ("active", "ended"):
+        r = await advisor.client.post(f"/v1/readings/{reading_id}/accept", headers=at(t + 1))
+        assert r.status == 200, r.text
+    if state == "ended":
+        r = await client.client.post(f"/v1/readings/{reading_id}/end", headers=at(t + 2))
+        assert r.status == 200 and r.json()["billed_minutes"] == 1, r.text
+    return reading_id, t + 1000
+
+
+def _on_reading(state: str, action: str = "", body: Any = None) -> Prepare:
+    """A call on a new reading of the world's owner with its advisor, in `state`."""
+
+    async def prepare(world: "World") -> Call:
+        from market_support import at
+
+        reading_id, t = await _reading_between(world.owner, world.owner_advisor, state)
+        return Call(f"/v1/readings/{reading_id}{action}", body, at(t), secrets=(reading_id,))
+
+    return prepare
+
+
+async def _request_reading(world: "World") -> Call:
+    from market_support import at, now_ms
+    from support import unique
+
+    body = {"advisor_id": str(world.owner_advisor.id), "channel": "chat"}
+    return Call("/v1/readings", body, at(now_ms(), **{"idempotency-key": unique("mxrd")}))
+
+
+async def _my_readings(world: "World") -> Call:
+    reading_id, _t = await _reading_between(world.owner, world.owner_advisor, "ended")
+    return Call("/v1/readings", secrets=(reading_id,))
+
+
+async def _chat(world: "World") -> Call:
+    """An ended reading whose chat holds one message from the client."""
+    from market_support import at
+    from support import unique
+
+    reading_id, t = await _reading_between(world.owner, world.owner_advisor, "active")
+    text = f"private words {unique('mxmsg')}"
+    r = await world.owner.client.post(f"/v1/readings/{reading_id}/messages", json={"body": text}, headers=at(t))
+    assert r.status == 201, r.text
+    r = await world.owner.client.post(f"/v1/readings/{reading_id}/end", headers=at(t + 1))
+    assert r.status == 200, r.text
+    return Call(f"/v1/readings/{reading_id}/messages", headers=at(t + 2), secrets=(reading_id, text))
+
+
+async def _earnings(world: "World") -> Call:
+    reading_id, _t = await _reading_between(world.owner, world.owner_advisor, "ended")
+    return Call("/v1/advisors/me/earnings", secrets=(reading_id,))
+
+
+async def _reviews(world: "World") -> Call:
+    reading_id, _t = await _reading_between(world.owner, world.owner_advisor, "ended")
+    r = await world.owner.client.post(f"/v1/readings/{reading_id}/review", json={"rating": 4, "comment": "Kind"})
+    assert r.status == 201, r.text
+    return Call(f"/v1/advisors/{world.owner_advisor.id}/reviews")
+
+
+PARTIES = ("owner", "counterpart")
+# Someone else's reading answers 404 to another client, another advisor and an admin alike.
+PARTY_ONLY = {"other_client": 404, "other_advisor": 404, "admin": 404}
+
+
 ROWS: list[Row] = [
     Row("GET", "/health", fixed("/health"), PUBLIC),
     Row("GET", "/openapi.json", fixed("/openapi.json"), PUBLIC),
@@ -262,6 +352,106 @@ ROWS: list[Row] = [
     Row("POST", "/v1/webhooks/authorizenet", _webhook, PUBLIC, may_write=CALLERS),
     Row("POST", "/v1/admin/readings/{reading_id:id}/refund", _refund, admin_only(201), may_write=("admin",)),
     Row("GET", "/v1/admin/ledger/check", fixed("/v1/admin/ledger/check"), admin_only(200)),
+    # Readings. Anyone signed in may request a reading for themselves (the advisor and
+    # admin have no funds: 402; the advisor may not book itself: 422).
+    Row(
+        "POST",
+        "/v1/readings",
+        _request_reading,
+        authed(201, other_client=201, other_advisor=402, admin=402),
+        counterpart=422,
+        may_write=("other_client", "owner"),
+        fresh_world=True,
+    ),
+    # Lists hold only the caller's readings: the owner's is in its own and its advisor's list only.
+    Row(
+        "GET",
+        "/v1/readings",
+        _my_readings,
+        authed(200, other_client=200, other_advisor=200, admin=200),
+        counterpart=200,
+    ),
+    Row("GET", "/v1/readings/{reading_id:id}", _on_reading("ended"), authed(200, **PARTY_ONLY), counterpart=200),
+    # The reading's advisor accepts or declines; its client may not (403 on its own reading).
+    Row(
+        "POST",
+        "/v1/readings/{reading_id:id}/accept",
+        _on_reading("requested", "/accept"),
+        authed(200, **PARTY_ONLY),
+        owner="owner_advisor",
+        counterpart=403,
+        may_write=("owner",),
+        fresh_world=True,
+    ),
+    Row(
+        "POST",
+        "/v1/readings/{reading_id:id}/decline",
+        _on_reading("requested", "/decline"),
+        authed(200, **PARTY_ONLY),
+        owner="owner_advisor",
+        counterpart=403,
+        may_write=("owner",),
+        fresh_world=True,
+    ),
+    # The client withdraws its request; the advisor may not (403).
+    Row(
+        "POST",
+        "/v1/readings/{reading_id:id}/cancel",
+        _on_reading("requested", "/cancel"),
+        authed(200, **PARTY_ONLY),
+        counterpart=403,
+        may_write=("owner",),
+        fresh_world=True,
+    ),
+    # Either party keeps the reading alive, ends it, chats and reads the chat.
+    Row(
+        "POST",
+        "/v1/readings/{reading_id:id}/heartbeat",
+        _on_reading("active", "/heartbeat"),
+        authed(200, **PARTY_ONLY),
+        counterpart=200,
+        may_write=PARTIES,
+        fresh_world=True,
+    ),
+    Row(
+        "POST",
+        "/v1/readings/{reading_id:id}/end",
+        _on_reading("active", "/end"),
+        authed(200, **PARTY_ONLY),
+        counterpart=200,
+        counterpart_uses_up=True,
+        may_write=PARTIES,
+        fresh_world=True,
+    ),
+    Row(
+        "POST",
+        "/v1/readings/{reading_id:id}/messages",
+        _on_reading("active", "/messages", {"body": "Matrix hello"}),
+        authed(201, **PARTY_ONLY),
+        counterpart=201,
+        may_write=PARTIES,
+        fresh_world=True,
+    ),
+    Row("GET", "/v1/readings/{reading_id:id}/messages", _chat, authed(200, **PARTY_ONLY), counterpart=200),
+    # Only the client reviews (the advisor gets 403 on its own reading).
+    Row(
+        "POST",
+        "/v1/readings/{reading_id:id}/review",
+        _on_reading("ended", "/review", {"rating": 5, "comment": "Matrix review"}),
+        authed(201, **PARTY_ONLY),
+        counterpart=403,
+        may_write=("owner",),
+    ),
+    # Each advisor sees its own earnings only; users who are no advisor have none (404).
+    Row(
+        "GET",
+        "/v1/advisors/me/earnings",
+        _earnings,
+        authed(200, other_client=404, other_advisor=200, admin=404),
+        owner="owner_advisor",
+        counterpart=404,
+    ),
+    Row("GET", "/v1/advisors/{advisor_id:id}/reviews", _reviews, PUBLIC),
 ]
 
 
@@ -280,17 +470,31 @@ async def new_world() -> World:
     await credit(owner.id, 100_000)
     other_client = await actor("oth")
     await credit(other_client.id, 100_000)
+    other_advisor = await make_advisor(await actor("oad"))
+    # Other users have objects of their own: other_advisor is the advisor of other_client's reading.
+    await _reading_between(other_client, other_advisor, "ended")
     return World(
         owner=owner,
         owner_advisor=await make_advisor(await actor("adv")),
         other_client=other_client,
-        other_advisor=await make_advisor(await actor("oad")),
+        other_advisor=other_advisor,
         admin=await make_admin(await actor("adm")),
     )
 
 
+async def world_for(row: Row) -> World:
+    return await new_world() if row.fresh_world else await shared_world()
+
+
+def counterpart_of(owner: str) -> str:
+    """The other party of the owner's reading."""
+    return "owner" if owner == "owner_advisor" else "owner_advisor"
+
+
 async def client_for(caller: str, world: World, owner: str = "owner") -> Client:
     """The caller's client; expired and foreign-key tokens carry the row owner's own claims."""
+    if caller == "counterpart":
+        return getattr(world, counterpart_of(owner)).client
     if caller == "anonymous":
         return Client()
     sub = getattr(world, owner).sub
@@ -302,40 +506,3 @@ async def client_for(caller: str, world: World, owner: str = "owner") -> Client:
             _cache["foreign_key"] = await generate_other_private_key()
         return Client(await sign_token(claims_for(sub), key=_cache["foreign_key"]))
     return getattr(world, owner if caller == "owner" else caller).client
-
-
-# Routes that landed after the table above was written get the columns that
-# need no objects: missing, expired and foreign-key tokens are 401, and on admin
-# routes a signed-in non-admin is 403. Their object columns (owner, other
-# client, other advisor) wait for a full row.
-_FULL = {(r.method, r.pattern) for r in ROWS}
-_SOME_ID = "1000000000000001"
-
-
-def _auth_only_prepare(method: str, pattern: str) -> Prepare:
-    path = "/".join(_SOME_ID if p.startswith("{") and p.endswith(":id}") else p for p in pattern.split("/"))
-    body = None if method in ("GET", "HEAD", "DELETE") else {}
-
-    async def prepare(_world: World) -> Call:
-        from support import unique
-
-        return Call(path, body, {"if-match": '"1"', "idempotency-key": unique("ao")})
-
-    return prepare
-
-
-def _auth_only_rows() -> list[Row]:
-    from clairvora.app import ROUTES
-
-    rows = []
-    for r in ROUTES:
-        if (r.method, r.pattern) in _FULL or r.auth not in ("user", "admin"):
-            continue
-        expect = {"anonymous": 401, "expired": 401, "foreign_key": 401}
-        if r.auth == "admin":
-            expect["other_client"] = 403
-        rows.append(Row(r.method, r.pattern, _auth_only_prepare(r.method, r.pattern), expect))
-    return rows
-
-
-AUTH_ONLY_ROWS = _auth_only_rows()

@@ -18,7 +18,7 @@ from clairvora.app import ROUTES
 from clairvora.config import Settings
 from clairvora.ids import new_id
 from clairvora.validation import MAX_JSON_DEPTH, Field, Int, ListOf, Obj, Str
-from matrix import ROWS, Row, client_for, shared_world
+from matrix import ROWS, Row, World, client_for, shared_world, world_for
 from support import Client
 from world import row_counts
 
@@ -106,10 +106,10 @@ async def _send(
     return await client.request(row.method, path, body=body, headers=headers)
 
 
-async def _able_client(row: Row) -> Client:
+async def _able_client(row: Row, world: World) -> Client:
     """A caller the matrix lets through (the owner, else the admin on admin routes)."""
     caller = next(c for c in ("owner", "admin", "other_client") if 200 <= row.expect[c] < 300)
-    return await client_for(caller, await shared_world(), row.owner)
+    return await client_for(caller, world, row.owner)
 
 
 def _assert_problem(r: Any, statuses: tuple[int, ...], what: str, field: str | None = None) -> None:
@@ -126,11 +126,11 @@ def _assert_problem(r: Any, statuses: tuple[int, ...], what: str, field: str | N
 
 @pytest.mark.parametrize("row", BODY_ROWS, ids=[f"{r.method} {r.pattern}" for r in BODY_ROWS])
 async def test_bad_bodies_are_refused_and_change_nothing(row: Row):
-    world = await shared_world()
+    world = await world_for(row)
     call = await row.prepare(world)
     route = ROUTES_BY_KEY[(row.method, row.pattern)]
     assert route.body is not None and isinstance(call.body, dict)
-    client = await _able_client(row)
+    client = await _able_client(row, world)
     limit = Settings.from_env(object()).max_body_bytes
     before = await row_counts()
     sent = 0
@@ -175,9 +175,8 @@ async def test_bad_bodies_are_refused_and_change_nothing(row: Row):
 
 async def test_bad_queries_are_refused():
     """Every route with a query shape (one loop, so the test also stands while there are none)."""
-    world = await shared_world()
-    before = await row_counts()
     for row in QUERY_ROWS:
+        world = await world_for(row)
         call = await row.prepare(world)
         route = ROUTES_BY_KEY[(row.method, row.pattern)]
         assert route.query is not None
@@ -196,7 +195,7 @@ async def test_bad_queries_are_refused():
                 cases += [(f"{name}={'x' * (f.max_len + 1)}", name), (f"{name}=a%00b", name)]
         before = await row_counts()
         for query, field in cases:
-            r = await (await _able_client(row)).request(row.method, f"{base}?{query}", headers=call.headers)
+            r = await (await _able_client(row, world)).request(row.method, f"{base}?{query}", headers=call.headers)
             _assert_problem(r, (400,), f"{row.pattern}?{query[:60]}", field)
         assert await row_counts() == before
 
