@@ -4,8 +4,8 @@
 
 Starts a scratch server (fresh D1, the Worker over HTTP; tooling_tests/scratch.py)
 with N funded clients, then N threads each loop until the deadline over a mix of
-deposits (through the Authorize.Net stand-in), reading requests + heartbeats +
-end (when the readings routes exist) and reads (wallet, transactions, advisors,
+deposits (through the Authorize.Net stand-in), whole readings (request, the
+client's own advisor accepts, heartbeats from both sides, end) and reads (wallet, transactions, advisors,
 profile). Then the invariants: the admin ledger check is clean, and every
 client's wallet equals its funding plus its approved deposits minus what its
 readings were charged. Prints requests, errors by status, p50/p95 latency per
@@ -15,6 +15,7 @@ version in CI.
 
 import argparse
 import json
+import math
 import random
 import statistics
 import sys
@@ -70,11 +71,41 @@ def _has(server: Scratch, method: str, path: str) -> bool:
     return not (status == 404 and b"route_not_found" in raw) and status != 405
 
 
+def _reading(server: Scratch, client: dict[str, str], advisor: dict[str, str], tally: Tally, key: str) -> None:
+    """One whole reading: request, the advisor accepts (minute 1 is charged), a heartbeat
+    from each side, and the client ends it (minutes begun are billed)."""
+    status, reading = _timed(
+        tally,
+        "reading_request",
+        server,
+        "POST",
+        "/v1/readings",
+        client["token"],
+        {"advisor_id": advisor["id"], "channel": "chat"},
+        {"idempotency-key": key},
+    )
+    if status != 201 or not reading:
+        return
+    path = f"/v1/readings/{reading['id']}"
+    status, _ = _timed(tally, "reading_accept", server, "POST", path + "/accept", advisor["token"], {})
+    if status != 200:
+        return
+    _timed(tally, "heartbeat", server, "POST", path + "/heartbeat", client["token"], {})
+    _timed(tally, "heartbeat", server, "POST", path + "/heartbeat", advisor["token"], {})
+    _timed(tally, "reading_end", server, "POST", path + "/end", client["token"], {})
+
+
 def _client_loop(
-    server: Scratch, client: dict[str, str], deadline: float, tally: Tally, seed: int, readings: bool
+    server: Scratch,
+    client: dict[str, str],
+    advisor: dict[str, str],
+    deadline: float,
+    tally: Tally,
+    seed: int,
+    readings: bool,
 ) -> None:
     rng = random.Random(seed)
-    token, advisor_id = client["token"], server.world["advisor"]["id"]
+    token = client["token"]
     ops = [op for op, weight in MIX for _ in range(weight) if op != "reading" or readings]
     n = 0
     while time.monotonic() < deadline:
@@ -102,19 +133,7 @@ def _client_loop(
                 with tally.lock:
                     tally.deposited[client["id"]] += DEPOSIT_CENTS
         elif op == "reading":
-            status, reading = _timed(
-                tally,
-                "reading_request",
-                server,
-                "POST",
-                "/v1/readings",
-                token,
-                {"advisor_id": advisor_id, "channel": "chat"},
-            )
-            if status in (200, 201) and reading:
-                rid = reading["id"]
-                _timed(tally, "heartbeat", server, "POST", f"/v1/readings/{rid}/heartbeat", token, {})
-                _timed(tally, "reading_end", server, "POST", f"/v1/readings/{rid}/cancel", token, {})
+            _reading(server, client, advisor, tally, f"load-{seed}-{n}")
         else:
             path = rng.choice(("/v1/wallet", "/v1/wallet/transactions?limit=20", "/v1/advisors?limit=20", "/v1/me"))
             _timed(tally, "read", server, "GET", path, token)
@@ -140,16 +159,26 @@ def _charged_cents(server: Scratch, token: str) -> int:
     raise AssertionError("transactions did not end")
 
 
+def _percentile(values: list[float], pct: int) -> float:
+    """Nearest-rank percentile: the smallest value with at least pct% of values at or below it."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
 def run(server: Scratch, *, clients: int, seconds: float) -> dict[str, Any]:
     """Drive the load; return the figures and the invariant results."""
     world_clients = server.world["clients"][:clients]
     assert len(world_clients) == clients, "start the scratch server with enough clients"
+    # Each client reads with its own advisor: an advisor holds one reading at a time.
+    advisors = server.world["advisors"][:clients]
+    assert len(advisors) == clients, "start the scratch server with an advisor per client"
     readings = _has(server, "GET", "/v1/readings")
     before = {c["id"]: (_available(server, c["token"]), _charged_cents(server, c["token"])) for c in world_clients}
     tally = Tally()
     deadline = time.monotonic() + seconds
     threads = [
-        threading.Thread(target=_client_loop, args=(server, c, deadline, tally, i, readings))
+        threading.Thread(target=_client_loop, args=(server, c, advisors[i], deadline, tally, i, readings))
         for i, c in enumerate(world_clients)
     ]
     started = time.monotonic()
@@ -180,12 +209,12 @@ def run(server: Scratch, *, clients: int, seconds: float) -> dict[str, Any]:
         "statuses": dict(sorted(tally.statuses.items())),
         "errors_by_status": {s: n for s, n in sorted(tally.statuses.items()) if s >= 400},
         "p50_ms": round(statistics.median(all_ms), 1) if all_ms else None,
-        "p95_ms": round(all_ms[int(0.95 * (requests - 1))], 1) if all_ms else None,
+        "p95_ms": round(_percentile(all_ms, 95), 1) if all_ms else None,
         "per_operation": {
             op: {
                 "n": len(v),
                 "p50_ms": round(statistics.median(v), 1),
-                "p95_ms": round(sorted(v)[int(0.95 * (len(v) - 1))], 1),
+                "p95_ms": round(_percentile(v, 95), 1),
             }
             for op, v in sorted(tally.latencies_ms.items())
         },

@@ -19,7 +19,16 @@ BOOT_TIMEOUT_S = 180
 
 
 class Scratch:
-    def __init__(self, *setup_args: str, env: str = "", setup: str | None = "tooling_tests/scratch_world.py") -> None:
+    def __init__(
+        self,
+        *setup_args: str,
+        env: str = "",
+        setup: str | None = "tooling_tests/scratch_world.py",
+        worker_vars: dict[str, str] | None = None,
+    ) -> None:
+        # worker_vars override Worker vars of the configuration (the runtime reads a
+        # process variable named like a var), e.g. a 1-second billing period.
+        self._worker_vars = dict(worker_vars or {})
         self._args = (setup_args, env, setup)
         self._start(*setup_args, env=env, setup=setup)
 
@@ -44,6 +53,7 @@ class Scratch:
                 *setup_args,
             ],
             cwd=ROOT,
+            env={**os.environ, **self._worker_vars},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
