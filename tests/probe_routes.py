@@ -71,8 +71,8 @@ async def wait_until(rc: RequestContext) -> Reply:
         raise RuntimeError("background task failed")
 
     if rc.header("x-fail") == "yes":
-        rc.wait_until(failing())
-    rc.wait_until(later())
+        rc.wait_until(failing(), "probe_failing")
+    rc.wait_until(later(), "probe_later")
     return Reply({"scheduled": marker})
 
 

@@ -2,6 +2,7 @@
 a fresh entrypoint per event, waitUntil work awaited, vars and secrets in env,
 the D1 binding wrapped by the SDK, entropy refused while the module imports."""
 
+import json
 import os
 import sys
 
@@ -34,10 +35,15 @@ async def test_wait_until_work_finishes_before_dispatch_returns():
     assert marker in background_done
 
 
-async def test_a_failing_wait_until_task_neither_breaks_the_reply_nor_the_others():
+async def test_a_failing_wait_until_task_neither_breaks_the_reply_nor_the_others(capsys):
     marker = f"f{len(background_done)}-{id(object())}"
+    capsys.readouterr()
     r = await Client().post("/test/wait-until", headers={"x-marker": marker, "x-fail": "yes"})
     assert r.status == 200 and marker in background_done
+    # The failure is one structured line: the task and the exception type, not its text.
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"background_task_failed"' in line]
+    assert [(x["level"], x["task"], x["error"]) for x in lines] == [("error", "probe_failing", "RuntimeError")]
+    assert "background task failed" not in json.dumps(lines)
     assert (await Client().get("/health")).status == 200
 
 

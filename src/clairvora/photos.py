@@ -146,10 +146,10 @@ async def put_photo(rc: RequestContext) -> Reply:
         raise
     except (Problem, D1Error):
         # Definitely not committed: the new object is an orphan right now.
-        rc.wait_until(_delete_objects(media, [key], "update_refused"))
+        rc.wait_until(_delete_objects(media, [key], "update_refused"), "photo_cleanup")
         raise
     if old_key is not None:
-        rc.wait_until(_delete_objects(media, [old_key], "replaced"))
+        rc.wait_until(_delete_objects(media, [old_key], "replaced"), "photo_cleanup")
     return Reply(advisor_view(row), headers={"etag": etag(int(row["version"]))})
 
 
@@ -169,7 +169,7 @@ async def delete_photo(rc: RequestContext) -> Reply:
     )
     row, old_key = await _apply(rc, expected, update)
     assert old_key is not None, "the UPDATE matched, so there was a photo"
-    rc.wait_until(_delete_objects(_media(rc.env), [old_key], "deleted"))
+    rc.wait_until(_delete_objects(_media(rc.env), [old_key], "deleted"), "photo_cleanup")
     return Reply(advisor_view(row), headers={"etag": etag(int(row["version"]))})
 
 

@@ -2,9 +2,11 @@
 
 import hashlib
 import json
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from . import logs
 from .clock import Clock
 from .config import Settings
 from .db import Database
@@ -141,8 +143,18 @@ class RequestContext:
     async def body_sha256(self) -> str:
         return hashlib.sha256(await self.body_bytes()).hexdigest()
 
-    def wait_until(self, awaitable: Any) -> None:
-        self.ctx.waitUntil(awaitable)
+    def wait_until(self, awaitable: Coroutine[Any, Any, None], task: str) -> None:
+        """Run `awaitable` after the reply. A failure is logged here, as one
+        structured line naming the task and the exception type (never its text,
+        which may quote user data), instead of reaching workerd as a bare error."""
+        self.ctx.waitUntil(_logged_task(awaitable, task, self.request_id))
+
+
+async def _logged_task(awaitable: Coroutine[Any, Any, None], task: str, request_id: str) -> None:
+    try:
+        await awaitable
+    except Exception as exc:  # noqa: BLE001 - background work: log and end, the reply is already sent
+        logs.error("background_task_failed", task=task, error=type(exc).__name__, request_id=request_id)
 
 
 def _reject_constant(name: str) -> Any:
