@@ -19,7 +19,7 @@ export WRANGLER_SEND_METRICS = false
 help:
 	@echo "make dev                      install, migrate, seed and serve on 127.0.0.1:$(PORT) (ENV=staging|production for their local state)"
 	@echo "make test                     install and run every test"
-	@echo "make token USER=ann [ROLE=admin]  print a bearer token for the local server"
+	@echo "make token USER=ann [ROLE=admin] [ENV=..]  print a bearer token for the local server"
 	@echo "make migrate [ENV=..]         apply D1 migrations to local state"
 	@echo "make scheduled                fire the cron handler once against local D1"
 	@echo "make lint                     ruff, migration lint, mypy (src/), SQL owner-scope check (tooling/)"
@@ -69,7 +69,7 @@ serve: install
 	PORT=$(PORT) $(NODE) runtime/cli.mjs serve $(ENV_FLAG)
 
 token: .cache/node.ok
-	@$(NODE) runtime/token.mjs "$(USER)" "$(ROLE)"
+	@$(NODE) runtime/token.mjs "$(USER)" "$(ROLE)" "$(ENV)"
 
 scheduled: install
 	$(NODE) runtime/cli.mjs scheduled $(ENV_FLAG)

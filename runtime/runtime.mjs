@@ -70,7 +70,7 @@ class ExecutionContext {
   }
 }
 
-function readWranglerVars(wrangler, envName) {
+export function readWranglerVars(wrangler, envName) {
   const config = wrangler.unstable_readConfig({
     config: path.join(ROOT, "wrangler.toml"),
     env: envName || undefined,

@@ -1,15 +1,21 @@
 #!/usr/bin/env node
-// `make token USER=<name> [ROLE=admin]`: print one bearer token the local
-// server accepts, signed like a Clerk session token (RS256) with the
-// development key from `make dev`. ROLE=admin also makes that user an admin in
-// local D1. TTL_S sets the lifetime (default one hour; Clerk's own is 60 s).
+// `make token USER=<name> [ROLE=admin] [ENV=staging|production]`: print one
+// bearer token the local server accepts, signed like a Clerk session token
+// (RS256) with the development key from `make dev`, carrying the issuer and
+// authorized party of that environment's configuration. ROLE=admin also makes
+// that user an admin in that environment's local D1. TTL_S sets the lifetime
+// (default one hour; Clerk's own is 60 s).
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
-import { ROOT, stateDir } from "./runtime.mjs";
+import { ROOT, readWranglerVars, stateDir } from "./runtime.mjs";
 
-const [user, role = ""] = process.argv.slice(2);
+const [user, role = "", envName = ""] = process.argv.slice(2);
+if (!["", "staging", "production"].includes(envName)) {
+  console.error("ENV may be staging or production (or nothing for the top-level configuration)");
+  process.exit(2);
+}
 if (!user || !/^[A-Za-z0-9_-]{1,40}$/.test(user)) {
   console.error("usage: make token USER=<name: letters, digits, _ or -> [ROLE=admin]");
   process.exit(2);
@@ -25,10 +31,10 @@ if (!fs.existsSync(keyPath)) {
 }
 const wranglerBin = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
 process.env.WRANGLER_SEND_METRICS = "false";
-const { unstable_readConfig } = await import("wrangler");
-const config = unstable_readConfig({ config: path.join(ROOT, "wrangler.toml") });
-const issuer = config.vars.CLERK_ISSUER;
-const azp = String(config.vars.CLERK_AUTHORIZED_PARTIES).split(",")[0].trim();
+const { vars } = readWranglerVars(await import("wrangler"), envName);
+const issuer = vars.CLERK_ISSUER;
+const azp = String(vars.CLERK_AUTHORIZED_PARTIES).split(",")[0].trim();
+const database = envName ? `clairvora-db-${envName}` : "clairvora-db";
 
 const sub = `user_${user}`;
 const now = Math.floor(Date.now() / 1000);
@@ -48,10 +54,11 @@ if (role === "admin") {
     INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
     SELECT ${id + 1}, 'client_wallet', id, ${now * 1000} FROM users WHERE clerk_user_id = '${sub}'
     ON CONFLICT DO NOTHING;`;
-  const r = spawnSync(process.execPath, [wranglerBin, "d1", "execute", "clairvora-db", "--local",
-    "--persist-to", stateDir(""), "--command", sql], { cwd: ROOT, encoding: "utf8" });
+  const envFlag = envName ? ["--env", envName] : [];
+  const r = spawnSync(process.execPath, [wranglerBin, "d1", "execute", database, "--local", ...envFlag,
+    "--persist-to", stateDir(envName), "--command", sql], { cwd: ROOT, encoding: "utf8" });
   if (r.status !== 0) {
-    console.error(`could not grant admin in local D1 (run \`make dev\` once first):\n${r.stderr}`);
+    console.error(`could not grant admin in local D1 (run \`make dev${envName ? " ENV=" + envName : ""}\` once first):\n${r.stderr}`);
     process.exit(1);
   }
 }

@@ -40,14 +40,15 @@ def project(tmp_path_factory, migrated):
     (copy / "node_modules").symlink_to(ROOT / "node_modules")
     (copy / ".wrangler").mkdir()
     (copy / ".wrangler" / "state-local").symlink_to(migrated[""].persist_dir)
+    (copy / ".wrangler" / "state-staging").symlink_to(migrated["staging"].persist_dir)
     setup = subprocess.run([NODE, "runtime/devsetup.mjs"], cwd=copy, capture_output=True, text=True, check=False)
     assert setup.returncode == 0, setup.stderr
     return copy
 
 
-def make_token(project, user: str, role: str = "") -> subprocess.CompletedProcess:
+def make_token(project, user: str, role: str = "", env: str = "") -> subprocess.CompletedProcess:
     return subprocess.run(
-        [NODE, "runtime/token.mjs", user, role],
+        [NODE, "runtime/token.mjs", user, role, env],
         cwd=project,
         env=WRANGLER_ENV,
         capture_output=True,
@@ -123,3 +124,26 @@ def test_role_admin_makes_the_user_an_admin_in_local_d1(project, migrated):
     rows = migrated[""].query("""SELECT u.is_admin, a.kind FROM users u JOIN accounts a ON a.owner_user_id = u.id
                                  WHERE u.clerk_user_id = 'user_root'""")
     assert rows == [{"is_admin": 1, "kind": "client_wallet"}]
+
+
+def test_env_staging_signs_for_staging_and_grants_admin_in_its_local_d1(project, migrated):
+    run = make_token(project, "stagingroot", "admin", "staging")
+    assert run.returncode == 0, run.stderr
+    token = run.stdout.strip()
+    claims = b64json(token.split(".")[1])
+    staging = tomllib.loads((ROOT / "wrangler.toml").read_text())["env"]["staging"]["vars"]
+    assert (
+        claims["iss"]
+        == staging["CLERK_ISSUER"]
+        != tomllib.loads((ROOT / "wrangler.toml").read_text())["vars"]["CLERK_ISSUER"]
+    )
+    assert claims["azp"] in [p.strip() for p in staging["CLERK_AUTHORIZED_PARTIES"].split(",")]
+    assert verify(token, public_key(project))
+    where = "WHERE clerk_user_id = 'user_stagingroot'"
+    assert migrated["staging"].query(f"SELECT is_admin FROM users {where}") == [{"is_admin": 1}]  # noqa: S608
+    assert migrated[""].query(f"SELECT is_admin FROM users {where}") == []  # noqa: S608
+
+
+def test_unknown_env_is_refused(project):
+    run = make_token(project, "ann", "", "prod")
+    assert run.returncode == 2 and "ENV" in run.stderr and run.stdout == ""
