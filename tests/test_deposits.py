@@ -9,7 +9,7 @@ from pyodide.ffi import to_js
 
 from clairvora import anet
 from clairvora.db import sql
-from money_support import balance, user_with_wallet
+from money_support import admin_client, balance, user_with_wallet
 from support import Client, database, new_user, token_for, unique
 from webhook_support import event, post_event
 
@@ -164,6 +164,7 @@ async def test_a_reused_token_is_422_credits_nothing_and_replays():
     assert replay.headers.get("idempotent-replayed") == "true"
     assert len(received(problem["deposit"]["id"])) == 1  # the replay never reached the gateway
     assert await balance(user_id) == 1000
+    await assert_ledger_check_clean()
 
 
 async def test_an_expired_token_is_422_too():
@@ -207,6 +208,13 @@ async def test_a_duplicate_is_409_unknown_and_the_webhook_credits_it_once():
     assert (await payment_row(problem["deposit"]["id"]))["status"] == "approved"
     again = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key})
     assert again.status == 409 and await balance(user_id) == 1400
+    await assert_ledger_check_clean()
+
+
+async def assert_ledger_check_clean() -> None:
+    _admin_id, admin = await admin_client()
+    report = (await admin.get("/v1/admin/ledger/check")).json()
+    assert report["ok"] is True, [c for c in report["checks"] if not c["ok"]]
 
 
 async def test_same_amount_deposits_in_a_row_are_not_duplicates():
@@ -273,6 +281,7 @@ async def _standin(body_text: str) -> tuple[bytes, dict]:
         dict_converter=js.Object.fromEntries,
     )
     response = await js.fetch(str(local_runtime.anetControl.endpoint), init)
+    assert int(response.status) == 200  # the real API answers errors with HTTP 200 too
     raw = (await response.arrayBuffer()).to_bytes()
     return raw, anet.parse_response(raw)
 

@@ -22,6 +22,10 @@ Two refusals are deterministic, so they are 4xx, never 5xx:
   names (its transId) but does not fully describe (an authCode is also given to
   a transaction held for review). 409 `payment_duplicate`, payment `unknown`
   with that transId, resolved by the authcapture webhook like a timeout.
+  Which check the gateway runs first for a second delivery (the spent token's
+  E00114, or the duplicate's 11) is unconfirmed: if E00114, such a payment is
+  `error` although the first delivery charged, and its capture webhook is
+  recorded as `unexpected_capture` (not credited) for an operator.
 
 An `unknown` payment is resolved later by the signed
 `net.authorize.payment.authcapture.created` webhook (webhooks.py), matched
