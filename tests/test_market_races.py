@@ -136,3 +136,24 @@ async def test_racing_accept_cancel_and_duplicate_requests():
     )
     assert count["n"] == 1
     await assert_ledger_consistent()
+
+
+async def test_the_same_accept_twice_at_once_charges_minute_one_once():
+    """A double tap, or a retry racing the original: both answer the active reading, one charge."""
+    t = now_ms()
+    client, client_id, advisor, advisor_id = await market_pair(rate=100, funds=1000)
+    rid = (await request_reading(client, advisor_id, t)).json()["id"]
+    first, second = await asyncio.gather(
+        advisor.post(f"/v1/readings/{rid}/accept", headers=at(t + 1)),
+        advisor.post(f"/v1/readings/{rid}/accept", headers=at(t + 1)),
+    )
+    for r in (first, second):
+        assert r.status == 200, r.text
+        assert (r.json()["status"], r.json()["billed_minutes"]) == ("active", 1)
+    minutes, transfers = await _charges(int(rid))
+    assert (minutes, transfers) == ([1], 1)
+    wallet = await database().first(
+        sql("SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'", client_id)
+    )
+    assert wallet["balance_cents"] == 900
+    await assert_ledger_consistent()

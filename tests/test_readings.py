@@ -152,16 +152,25 @@ async def test_illegal_transitions_are_409_and_change_nothing():
     assert r.status == 200 and r.json()["status"] == "cancelled"
     assert (await advisor.post(f"/v1/readings/{rid2}/accept", headers=at(t + 12))).status == 409
 
-    # an active reading cannot be cancelled, declined or accepted again
+    # an active reading cannot be cancelled or declined; accepting it again
+    # (a retry whose answer was lost) answers the reading and charges nothing
     reading = await active_reading(client, advisor, advisor_id, t + 20)
-    for who, action in [(advisor, "accept"), (advisor, "decline"), (client, "cancel")]:
+    before = await _row(reading["id"])
+    for who, action in [(advisor, "decline"), (client, "cancel")]:
         r = await who.post(f"/v1/readings/{reading['id']}/{action}", headers=at(t + 21))
         assert r.status == 409, (action, r.text)
-    # ended is final
+    r = await advisor.post(f"/v1/readings/{reading['id']}/accept", headers=at(t + 21))
+    assert r.status == 200 and (r.json()["status"], r.json()["billed_minutes"]) == ("active", 1), r.text
+    assert await _row(reading["id"]) == before
+    # ended is final: ending again (either side) answers the reading as it ended
     r = await client.post(f"/v1/readings/{reading['id']}/end", headers=at(t + 22))
     assert r.status == 200 and r.json()["end_reason"] == "client_ended"
     before = await _row(reading["id"])
-    assert (await advisor.post(f"/v1/readings/{reading['id']}/end", headers=at(t + 23))).status == 409
+    r = await advisor.post(f"/v1/readings/{reading['id']}/end", headers=at(t + 23))
+    assert r.status == 200 and (r.json()["status"], r.json()["end_reason"]) == ("ended", "client_ended"), r.text
+    assert (await advisor.post(f"/v1/readings/{reading['id']}/accept", headers=at(t + 23))).status == 200
+    for who, action in [(advisor, "decline"), (client, "cancel")]:
+        assert (await who.post(f"/v1/readings/{reading['id']}/{action}", headers=at(t + 23))).status == 409, action
     assert await _row(reading["id"]) == before
 
 

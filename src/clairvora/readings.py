@@ -9,7 +9,10 @@ The lifecycle is a state machine enforced in SQL:
 Every transition is a conditional UPDATE on the status it leaves (and the
 version the caller read), and a trigger (migrations/0020) refuses any other
 status change, so an illegal or lost-race transition changes nothing and
-answers 409. Billing lives in billing.py.
+answers 409. Accept and end are idempotent: repeated on a reading already
+accepted (ended), they answer the reading as it is and change nothing, so a
+client whose answer was lost after the batch committed can simply retry.
+Billing lives in billing.py.
 
 Authorization: every query names the caller in its WHERE clause; a reading
 that is not the caller's answers 404 (no existence oracle).
@@ -267,9 +270,20 @@ async def _expire_if_late(rc: RequestContext, row: dict[str, Any], now_ms: int) 
         )
 
 
+def _already_accepted(row: dict[str, Any], viewer_id: int) -> Reply | None:
+    """Accept is idempotent: a reading this advisor already accepted answers as
+    it is and charges nothing. A retry whose first answer was lost after its
+    batch committed (or a double tap racing it) lands here, not on a 409."""
+    if row["accepted_at_ms"] is None:
+        return None
+    return Reply(billed_view(row, viewer_id))
+
+
 async def accept_reading(rc: RequestContext) -> Reply:
     row = await _load_as_advisor(rc)
     now_ms = rc.clock.now_ms()
+    if (done := _already_accepted(row, rc.user_id)) is not None:
+        return done
     if row["status"] != "requested":
         raise not_in_status(row, "requested", "accept")
     await _expire_if_late(rc, row, now_ms)
@@ -291,6 +305,13 @@ async def accept_reading(rc: RequestContext) -> Reply:
     ]
     try:
         results = await rc.db.batch(statements)
+    except UniqueViolation:
+        # Minute 1's transfer key exists: a concurrent accept of this reading
+        # committed first (the whole batch rolled back).
+        fresh = await load_participant(rc.db, row["id"], rc.user_id)
+        if (done := _already_accepted(fresh, rc.user_id)) is not None:
+            return done
+        raise
     except TriggerAbort as exc:
         if exc.code == "insufficient_funds":
             raise Problem(
@@ -303,6 +324,8 @@ async def accept_reading(rc: RequestContext) -> Reply:
         if exc.code != "reading_not_billable":
             raise
         fresh = await load_participant(rc.db, row["id"], rc.user_id)
+        if (done := _already_accepted(fresh, rc.user_id)) is not None:
+            return done
         raise not_in_status(fresh, "requested", "accept") from None
     fresh_row = results[-1].rows[0]
     return Reply(billed_view(fresh_row, rc.user_id))
@@ -353,6 +376,11 @@ async def heartbeat(rc: RequestContext) -> Reply:
 
 async def end_reading(rc: RequestContext) -> Reply:
     row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    if row["status"] == "ended":
+        # End is idempotent, like a heartbeat on an ended reading: the reading
+        # as it ended (end_reason says by whom or why), nothing charged. A
+        # retry whose first answer was lost after the end committed lands here.
+        return Reply(billed_view(row, rc.user_id))
     if row["status"] != "active":
         raise not_in_status(row, "active", "end")
     action: billing.Action = "client_ended" if int(row["client_id"]) == rc.user_id else "advisor_ended"
@@ -499,7 +527,7 @@ ROUTES = [
         "POST",
         _ID + "/accept",
         accept_reading,
-        "Advisor: accept a request (charges minute 1)",
+        "Advisor: accept a request (charges minute 1); accepting again answers the reading, charging nothing",
         primary=True,
         responses={200: "ReadingBilling"},
         problems=(402, 403, 409),
@@ -539,7 +567,7 @@ ROUTES = [
         "POST",
         _ID + "/end",
         end_reading,
-        "End the reading now; bills minutes begun",
+        "End the reading now; bills minutes begun (an ended reading answers as it ended)",
         primary=True,
         responses={200: "ReadingBilling"},
         problems=(409,),
