@@ -23,7 +23,7 @@ from .db import sql
 from .errors import Problem, not_found
 from .ids import new_id
 from .openapi import page_schema
-from .readings import load_participant, not_in_status, parse_time_cursor, time_cursor
+from .readings import caller_reading, not_in_status, parse_time_cursor, preload_participant, time_cursor
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
@@ -184,7 +184,7 @@ async def list_messages(rc: RequestContext) -> Reply:
     query = rc.parsed_query()
     limit = query.get("limit", DEFAULT_PAGE)
     after_ms, after_id = parse_time_cursor(query.get("cursor")) if "cursor" in query else (-1, -1)
-    reading = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    reading = await caller_reading(rc)
     result = await rc.db.all(sql(_PAGE, reading["id"], after_ms, after_id, limit + 1))
     rows = result.rows[:limit]
     keyring = parse_keyring(rc.settings.message_keys)
@@ -234,5 +234,6 @@ ROUTES = [
         query=MESSAGE_LIST_QUERY,
         responses={200: "MessageList"},
         tag="chat",
+        preload=preload_participant,
     ),
 ]

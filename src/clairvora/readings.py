@@ -22,7 +22,7 @@ from typing import Any
 
 from . import billing, ledger
 from .clock import rfc3339
-from .db import Database, TriggerAbort, UniqueViolation, sql
+from .db import Database, Statement, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, bad_request, conflict, forbidden, not_found
 from .idempotency import IdempotencyKey
 from .ids import new_id, parse_id
@@ -36,6 +36,12 @@ DEFAULT_PAGE = 20
 MAX_PAGE = 100
 
 SELECT_FOR_PARTICIPANT = billing.SELECT_READING + " AND (r.client_id = ? OR r.advisor_id = ?)"
+# The same read before the caller's id is known: the caller named by its Clerk
+# `sub` (UNIQUE index: one more row read). Sent with the caller lookup.
+_SELECT_FOR_SUB = (
+    billing.SELECT_READING  # noqa: S608 - constant text, `?` placeholders only
+    + " AND (SELECT id FROM users WHERE clerk_user_id = ?) IN (r.client_id, r.advisor_id)"
+)
 
 
 def reading_view(row: dict[str, Any], viewer_id: int) -> dict[str, Any]:
@@ -68,6 +74,24 @@ async def load_participant(db: Database, reading_id: int, user_id: int) -> dict[
     if row is None:
         raise not_found("reading")
     return row
+
+
+def preload_participant(params: dict[str, Any], caller_sub: str) -> Statement:
+    """Route.preload of the routes whose first read is the caller's reading."""
+    return sql(_SELECT_FOR_SUB, params["reading_id"], caller_sub)
+
+
+async def caller_reading(rc: RequestContext) -> dict[str, Any]:
+    """The reading of the path, if the caller takes part in it (else 404): the
+    row read with the caller lookup when the route preloads it, else a read."""
+    rows = rc.take_preloaded()
+    if rows is None:
+        return await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    if not rows:
+        raise not_found("reading")
+    assert len(rows) == 1 and int(rows[0]["id"]) == rc.params["reading_id"]
+    assert rc.user_id in (int(rows[0]["client_id"]), int(rows[0]["advisor_id"])), "preload scoped to the caller"
+    return rows[0]
 
 
 def not_in_status(row: dict[str, Any], wanted: str, action: str) -> Problem:
@@ -251,7 +275,7 @@ WHERE id = ? AND status = 'requested' AND requested_at_ms < ?"""
 
 
 async def _load_as_advisor(rc: RequestContext) -> dict[str, Any]:
-    row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    row = await caller_reading(rc)
     if int(row["advisor_id"]) != rc.user_id:
         raise forbidden("Only the reading's advisor may do this.")
     return row
@@ -357,7 +381,7 @@ async def decline_reading(rc: RequestContext) -> Reply:
 
 
 async def cancel_reading(rc: RequestContext) -> Reply:
-    row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    row = await caller_reading(rc)
     if int(row["client_id"]) != rc.user_id:
         raise forbidden("Only the reading's client may cancel it.")
     return await _close_request(rc, _CANCEL, "cancel")
@@ -367,7 +391,7 @@ async def cancel_reading(rc: RequestContext) -> Reply:
 
 
 async def heartbeat(rc: RequestContext) -> Reply:
-    row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    row = await caller_reading(rc)
     if row["status"] not in ("active", "ended"):
         raise not_in_status(row, "active", "send a heartbeat to")
     row = await billing.advance(rc.db, row, rc.clock.now_ms(), "heartbeat", _timeout_ms(rc), rc.user_id)
@@ -375,7 +399,7 @@ async def heartbeat(rc: RequestContext) -> Reply:
 
 
 async def end_reading(rc: RequestContext) -> Reply:
-    row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    row = await caller_reading(rc)
     if row["status"] == "ended":
         # End is idempotent, like a heartbeat on an ended reading: the reading
         # as it ended (end_reason says by whom or why), nothing charged. A
@@ -392,7 +416,7 @@ async def end_reading(rc: RequestContext) -> Reply:
 
 
 async def get_reading(rc: RequestContext) -> Reply:
-    row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
+    row = await caller_reading(rc)
     return Reply(billed_view(row, rc.user_id))
 
 
@@ -522,6 +546,7 @@ ROUTES = [
         primary=True,
         responses={200: "ReadingBilling"},
         tag="readings",
+        preload=preload_participant,
     ),
     Route(
         "POST",
@@ -532,6 +557,7 @@ ROUTES = [
         responses={200: "ReadingBilling"},
         problems=(402, 403, 409),
         tag="readings",
+        preload=preload_participant,
     ),
     Route(
         "POST",
@@ -542,6 +568,7 @@ ROUTES = [
         responses={200: "Reading"},
         problems=(403, 409),
         tag="readings",
+        preload=preload_participant,
     ),
     Route(
         "POST",
@@ -552,6 +579,7 @@ ROUTES = [
         responses={200: "Reading"},
         problems=(403, 409),
         tag="readings",
+        preload=preload_participant,
     ),
     Route(
         "POST",
@@ -562,6 +590,7 @@ ROUTES = [
         responses={200: "ReadingBilling"},
         problems=(409,),
         tag="readings",
+        preload=preload_participant,
     ),
     Route(
         "POST",
@@ -572,5 +601,6 @@ ROUTES = [
         responses={200: "ReadingBilling"},
         problems=(409,),
         tag="readings",
+        preload=preload_participant,
     ),
 ]

@@ -50,6 +50,9 @@ class RequestContext:
         self.query = parse_qs(url.query, keep_blank_values=True, max_num_fields=50)
         self.headers = request.headers
         self.user: dict[str, Any] | None = None
+        # Rows of the route's preload statement, read with the caller lookup
+        # (None: the route has none, or the caller was new and it did not run).
+        self._preloaded: list[dict[str, Any]] | None = None
         self._body: bytes | None = None
 
     def header(self, name: str) -> str | None:
@@ -59,6 +62,15 @@ class RequestContext:
         if len(value) > MAX_HEADER_CHARS:
             raise bad_request(f"Header {name} is too long.", name)
         return value
+
+    def set_preloaded(self, rows: list[dict[str, Any]]) -> None:
+        self._preloaded = rows
+
+    def take_preloaded(self) -> list[dict[str, Any]] | None:
+        """The preload's rows, once: a later read (after a refused batch) must
+        go to D1 again rather than reuse what is now stale."""
+        rows, self._preloaded = self._preloaded, None
+        return rows
 
     @property
     def user_id(self) -> int:

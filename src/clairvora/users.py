@@ -69,7 +69,18 @@ async def authenticate(rc: RequestContext) -> dict[str, Any]:
         now_s=rc.clock.now_ms() // 1000,
         clock_skew_s=rc.settings.clock_skew_s,
     )
-    return await ensure_user(rc.db, identity.sub, rc.clock.now_ms())
+    preload = getattr(rc.route, "preload", None)
+    if preload is None:
+        return await ensure_user(rc.db, identity.sub, rc.clock.now_ms())
+    # Reads only, in one round trip: the caller and the handler's first read,
+    # which names the caller by `sub` (its own subquery on users).
+    user_result, preload_result = await rc.db.batch([sql(_SELECT_USER, identity.sub), preload(rc.params, identity.sub)])
+    if not user_result.rows:
+        # First sight: create the user; the preload saw no caller, so it is not kept.
+        return await ensure_user(rc.db, identity.sub, rc.clock.now_ms())
+    assert len(user_result.rows) == 1, "clerk_user_id is UNIQUE"
+    rc.set_preloaded(preload_result.rows)
+    return user_result.rows[0]
 
 
 def roles(user: dict[str, Any]) -> list[str]:
