@@ -167,6 +167,33 @@ async def test_a_reused_token_is_422_credits_nothing_and_replays():
     await assert_ledger_check_clean()
 
 
+async def test_a_capture_of_a_deposit_refused_for_its_spent_token_is_credited_once():
+    # A second delivery of a deposit whose first delivery charged the card may
+    # meet the spent token (E00114) before the duplicate check: the payment is
+    # `error`, and the capture notification of its invoice must still credit it.
+    user_id, client = await user_with_wallet("dep")
+    token = f"tok_approved.{unique()}"
+    first = await client.post("/v1/wallet/deposits", deposit_body(1000, token), headers={"idempotency-key": unique()})
+    assert first.status == 201
+    reused = await client.post("/v1/wallet/deposits", deposit_body(900, token), headers={"idempotency-key": unique()})
+    assert reused.status == 422
+    payment_id = reused.json()["deposit"]["id"]
+    assert (await payment_row(payment_id))["status"] == "error" and await balance(user_id) == 1000
+
+    trans_id = unique("6")  # digits, like the gateway's transaction ids
+    capture = event(
+        "net.authorize.payment.authcapture.created", trans_id=trans_id, invoice=payment_id, amount_cents=900
+    )
+    assert (await post_event(capture)).json()["outcome"] == "credited"
+    assert (await post_event(capture)).json()["outcome"] == "duplicate"
+    # A second notification (another id) for the same capture credits nothing more.
+    again = event("net.authorize.payment.authcapture.created", trans_id=trans_id, invoice=payment_id, amount_cents=900)
+    assert (await post_event(again)).json()["outcome"] == "already_credited"
+    assert await balance(user_id) == 1900
+    assert (await payment_row(payment_id))["status"] == "approved"
+    await assert_ledger_check_clean()
+
+
 async def test_an_expired_token_is_422_too():
     user_id, client = await user_with_wallet("dep")
     resp = await client.post(

@@ -14,8 +14,8 @@ answered and charged nothing: payment `error`); no readable answer
 (timeout 504, transport failure 502): payment `unknown`.
 Two refusals are deterministic, so they are 4xx, never 5xx:
 - the Accept.js token was already used or has expired (E00114/E00115): 422
-  `payment_token_invalid`, payment `error` (final: no transaction exists, so
-  nothing needs reconciling); the client gets a new token from Accept.js;
+  `payment_token_invalid`, payment `error` (no transaction exists for this
+  delivery); the client gets a new token from Accept.js;
 - duplicate (error 11): our invoiceNumber is the payment id, unique per
   attempt, so the gateway refused a second delivery of THIS deposit's request,
   and whether money moved depends on the first delivery, which the gateway
@@ -24,8 +24,8 @@ Two refusals are deterministic, so they are 4xx, never 5xx:
   with that transId, resolved by the authcapture webhook like a timeout.
   Which check the gateway runs first for a second delivery (the spent token's
   E00114, or the duplicate's 11) is unconfirmed: if E00114, such a payment is
-  `error` although the first delivery charged, and its capture webhook is
-  recorded as `unexpected_capture` (not credited) for an operator.
+  `error` although the first delivery charged, so the capture webhook credits
+  an `error` payment too (the gateway's signed word that the money moved).
 
 An `unknown` payment is resolved later by the signed
 `net.authorize.payment.authcapture.created` webhook (webhooks.py), matched
@@ -114,7 +114,7 @@ def credit_statements(
         sql(
             """UPDATE payments SET status = 'approved', gateway_transaction_id = ?, gateway_response_code = ?,
                                    updated_at_ms = ?
-               WHERE id = ? AND status IN ('pending', 'unknown')""",
+               WHERE id = ? AND status IN ('pending', 'unknown', 'error')""",
             transaction_id,
             response_code,
             now_ms,

@@ -171,7 +171,12 @@ async def _apply(db: Database, ev: _Event, outcome: str, payment_id: int | None,
 async def _on_capture(db: Database, ev: _Event, payment: dict[str, Any] | None) -> tuple[str, list[Statement]]:
     if payment is None:
         return "unknown_transaction", []
-    if payment["status"] not in ("pending", "unknown"):
+    # `error` too: a second delivery of a deposit whose first delivery charged the
+    # card can be refused for its spent token (E00114) rather than as a duplicate
+    # (the gateway does not document the order), and the payment is then recorded
+    # `error`. The signed capture of our invoice is the gateway's word that the
+    # money moved, so it is credited (once: the credit's transfer key is unique).
+    if payment["status"] not in ("pending", "unknown", "error"):
         return ("already_credited" if payment["status"] in ("approved", "refunded") else "unexpected_capture"), []
     amount = anet.decimal_to_cents(ev.payload.get("authAmount"))
     if amount is None or amount != payment["amount_cents"] or ev.transaction_id is None:
