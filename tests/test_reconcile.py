@@ -71,3 +71,32 @@ async def test_an_approved_payment_without_credit_is_reported():
         await db.run(sql("UPDATE payments SET status = 'declined' WHERE id = ?", payment_id))
     assert await _failing("approved_payments_credited_once") == []
     assert await ledger.balance_cents(db, ledger.GATEWAY_CLEARING) is not None
+
+
+async def test_payments_awaiting_the_gateway_are_listed_and_leave_the_list_when_resolved():
+    from clairvora.ids import new_id
+    from webhook_support import event, post_event
+
+    _admin_id, admin = await admin_client()
+
+    async def unresolved() -> dict:
+        report = (await admin.get("/v1/admin/ledger/check")).json()
+        assert report["ok"] is True
+        return report["unresolved_payments"]
+
+    before = await unresolved()
+    _user_id, client = await user_with_wallet("rc")
+    resp = await client.post(
+        "/v1/wallet/deposits", deposit_body(1200, "tok_timeout"), headers={"idempotency-key": unique()}
+    )
+    assert resp.status == 504, resp.text
+    payment_id = resp.json()["deposit"]["id"]
+    during = await unresolved()
+    assert during["count"] == before["count"] + 1
+    assert during["oldest_created_at"] is not None and len(during["sample_ids"]) == min(during["count"], 5)
+    capture = event(
+        "net.authorize.payment.authcapture.created", trans_id=str(new_id()), invoice=payment_id, amount_cents=1200
+    )
+    assert (await post_event(capture)).json()["outcome"] == "credited"
+    after = await unresolved()
+    assert after["count"] == before["count"] and payment_id not in after["sample_ids"]

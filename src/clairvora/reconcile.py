@@ -8,10 +8,16 @@ and test tool (`GET /v1/admin/ledger/check`, and the test suite's session-end
 check), not something to put on a hot path.
 
 Each check selects up to SAMPLE offending ids: none means the check holds.
+Beside the invariants, the report lists the payments still awaiting the
+gateway's word (`unknown` after a timeout or a duplicate, `pending` when held
+for review): not a violation, but what an operator reconciles by hand when the
+authcapture webhook never comes.
 """
 
+import json
 from typing import Any
 
+from .clock import rfc3339
 from .db import Database, sql
 from .requests import RequestContext
 from .responses import Reply
@@ -128,15 +134,32 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+_UNRESOLVED_PAYMENTS = """
+SELECT count(*) AS n, min(created_at_ms) AS oldest_created_at_ms,
+       (SELECT json_group_array(id) FROM
+          (SELECT id FROM payments WHERE status IN ('unknown', 'pending') ORDER BY created_at_ms, id LIMIT ?))
+         AS sample_ids
+FROM payments WHERE status IN ('unknown', 'pending')"""
+
+
 async def check(db: Database) -> dict[str, Any]:
     """Run every check in one batch; `ok` only if all hold."""
-    results = await db.batch([sql(query) for _name, _holds, query in CHECKS])
+    results = await db.batch([*(sql(query) for _name, _holds, query in CHECKS), sql(_UNRESOLVED_PAYMENTS, SAMPLE)])
+    unresolved = results.pop().rows[0]
     checks = []
     for (name, holds, _query), result in zip(CHECKS, results, strict=True):
         offenders = [str(row["id"]) for row in result.rows][:SAMPLE]
         detail = holds if not offenders else f"VIOLATED: {holds}; e.g. ids {', '.join(offenders)}"
         checks.append({"name": name, "ok": not offenders, "detail": detail})
-    return {"ok": all(c["ok"] for c in checks), "checks": checks}
+    return {
+        "ok": all(c["ok"] for c in checks),
+        "checks": checks,
+        "unresolved_payments": {
+            "count": int(unresolved["n"]),
+            "oldest_created_at": rfc3339(unresolved["oldest_created_at_ms"]),
+            "sample_ids": [str(i) for i in json.loads(unresolved["sample_ids"])],
+        },
+    }
 
 
 async def ledger_check(rc: RequestContext) -> Reply:
@@ -146,9 +169,19 @@ async def ledger_check(rc: RequestContext) -> Reply:
 SCHEMAS: dict[str, Any] = {
     "LedgerCheck": {
         "type": "object",
-        "required": ["ok", "checks"],
+        "required": ["ok", "checks", "unresolved_payments"],
         "properties": {
             "ok": {"type": "boolean"},
+            "unresolved_payments": {
+                "type": "object",
+                "description": "Payments awaiting the gateway's word (unknown or held for review); not a violation.",
+                "required": ["count", "oldest_created_at", "sample_ids"],
+                "properties": {
+                    "count": {"type": "integer", "minimum": 0},
+                    "oldest_created_at": {"type": ["string", "null"], "format": "date-time"},
+                    "sample_ids": {"type": "array", "items": {"type": "string"}, "maxItems": SAMPLE},
+                },
+            },
             "checks": {
                 "type": "array",
                 "items": {
