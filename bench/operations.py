@@ -836,9 +836,12 @@ async def _reading_reads(world: World, advisor: User, last: Any, clock: Clock) -
         limit=20,
     )
     if world.has("GET", "/v1/readings/{reading_id:id}/messages"):
-        for total in (1, world.sizes.messages):
-            if total > 1:
-                await _bulk_messages(world, rid, user.id, total - 1)
+        # Both sizes fill the first page (limit 50), so the series compares a
+        # full page over a short chat with a full page over a long one.
+        present = 1  # the message sent above
+        for total in (60, max(61, world.sizes.messages)):
+            await _bulk_messages(world, rid, user.id, total - present)
+            present = total
             rows += await measure_api(
                 world,
                 "chat",
