@@ -86,3 +86,18 @@ async def test_an_unknown_reading_is_a_404_without_a_second_read():
     r = await Client(caller.token).get(f"/v1/readings/{new_id()}")
     assert r.status == 404, r.text
     assert d1_figures(r.headers)[0] == 1
+
+
+async def test_cancel_and_decline_take_two_calls():
+    client, _cid, advisor, advisor_id = await market_pair(rate=100, funds=1000)
+    t0 = int(time.time() * 1000)
+    r = await request_reading(client, advisor_id, t0)
+    r = await client.post(f"/v1/readings/{r.json()['id']}/cancel", headers=at(t0 + 1000))
+    assert r.status == 200 and r.json()["status"] == "cancelled", r.text
+    assert d1_figures(r.headers)[0] == 2
+    r = await client.post(f"/v1/readings/{r.json()['id']}/cancel", headers=at(t0 + 2000))
+    assert r.status == 409 and r.json()["reading_status"] == "cancelled", r.text
+    r = await request_reading(client, advisor_id, t0 + 3000)
+    r = await advisor.post(f"/v1/readings/{r.json()['id']}/decline", headers=at(t0 + 4000))
+    assert r.status == 200 and r.json()["status"] == "declined", r.text
+    assert d1_figures(r.headers)[0] == 2

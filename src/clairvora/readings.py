@@ -368,9 +368,18 @@ RETURNING id"""
 
 async def _close_request(rc: RequestContext, statement: str, action: str) -> Reply:
     now_ms = rc.clock.now_ms()
-    done = await rc.db.first(sql(statement, now_ms, rc.params["reading_id"], rc.user_id))
-    row = await load_participant(rc.db, rc.params["reading_id"], rc.user_id)
-    if done is None:
+    reading_id = rc.params["reading_id"]
+    # The conditional UPDATE and the read of the result in one round trip.
+    done, fresh = await rc.db.batch(
+        [
+            sql(statement, now_ms, reading_id, rc.user_id),
+            sql(SELECT_FOR_PARTICIPANT, reading_id, rc.user_id, rc.user_id),
+        ]
+    )
+    if not fresh.rows:
+        raise not_found("reading")
+    row = fresh.rows[0]
+    if not done.rows:
         raise not_in_status(row, "requested", action)
     return Reply(reading_view(row, rc.user_id))
 
