@@ -21,7 +21,8 @@ _ENTRIES = """
 SELECT e.id, e.sequence, e.amount_cents, e.balance_after_cents, e.created_at_ms,
        t.kind, t.reference_type, t.reference_id
 FROM ledger_entries e JOIN transfers t ON t.id = e.transfer_id
-WHERE e.account_id = ? AND e.sequence < ?
+WHERE e.account_id = (SELECT id FROM accounts WHERE owner_user_id = ? AND kind = 'advisor_earnings')
+  AND e.sequence < ?
 ORDER BY e.sequence DESC
 LIMIT ?"""
 
@@ -51,10 +52,11 @@ async def get_earnings(rc: RequestContext) -> Reply:
     if raw is not None and not (raw.isascii() and raw.isdigit()):
         raise bad_request("'cursor' is not a cursor this API returned.", "cursor", code="invalid_cursor")
     before = min(int(raw), _NO_CURSOR) if raw is not None else _NO_CURSOR
-    account = await rc.db.first(sql(_ACCOUNT, rc.user_id))
-    if account is None:
+    # The balance and the page in one round trip (the page finds the account itself).
+    accounts, result = await rc.db.batch([sql(_ACCOUNT, rc.user_id), sql(_ENTRIES, rc.user_id, before, limit + 1)])
+    if not accounts.rows:
         raise not_found("earnings account (become an advisor with POST /v1/advisors)")
-    result = await rc.db.all(sql(_ENTRIES, account["id"], before, limit + 1))
+    account = accounts.rows[0]
     rows = result.rows[:limit]
     next_cursor = str(rows[-1]["sequence"]) if len(result.rows) > limit else None
     return Reply(

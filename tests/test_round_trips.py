@@ -1,6 +1,9 @@
-"""Route.preload: the handler's first read rides in one D1 batch with the
-caller lookup, so the reading routes cost one round trip less, and the read
-is still scoped to the caller (by its Clerk `sub`)."""
+"""D1 round trips per route, and how they were brought to two.
+
+Route.preload: the handler's first read rides in one D1 batch with the caller
+lookup, so the reading routes cost one round trip less, and that read is still
+scoped to the caller (by its Clerk `sub`). Cancel/decline send their
+conditional UPDATE with the re-read; earnings sends the balance with the page."""
 
 import re
 import time
@@ -101,3 +104,17 @@ async def test_cancel_and_decline_take_two_calls():
     r = await advisor.post(f"/v1/readings/{r.json()['id']}/decline", headers=at(t0 + 4000))
     assert r.status == 200 and r.json()["status"] == "declined", r.text
     assert d1_figures(r.headers)[0] == 2
+
+
+async def test_earnings_balance_and_page_take_two_calls():
+    client, _cid, advisor, advisor_id = await market_pair(rate=100, funds=1000)
+    t0 = int(time.time() * 1000)
+    reading = await active_reading(client, advisor, advisor_id, t0)
+    r = await advisor.get("/v1/advisors/me/earnings?limit=10")
+    assert r.status == 200, r.text
+    body = r.json()
+    assert len(body["items"]) == 1 and body["items"][0]["reading_id"] == reading["id"]
+    assert body["balance_cents"] == body["items"][0]["amount_cents"] > 0
+    assert d1_figures(r.headers)[0] == 2
+    r = await client.get("/v1/advisors/me/earnings")  # a client has no earnings account
+    assert r.status == 404 and d1_figures(r.headers)[0] == 2
