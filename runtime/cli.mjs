@@ -105,8 +105,9 @@ async function bootScratch({ testPackages, port = 0, envName = "" }) {
     timings: rt.timings,
     // What the Worker printed outside pytest's capture (pytest's capture holds the rest).
     readWorkerLog: () => fs.readFileSync(workerLog, "utf8"),
-    async dispatchFetch(request) {
-      const { response, settled, faults } = await rt.dispatchFetch(request);
+    // envOverrides: vars replaced for this request only (e.g. a 1-second billing period).
+    async dispatchFetch(request, envOverrides) {
+      const { response, settled, faults } = await rt.dispatchFetch(request, envOverrides);
       await settled;
       return { response, injected: faults ? faults.injected : 0, calls: faults ? faults.calls : 0 };
     },

@@ -215,7 +215,9 @@ export async function boot({
     return new FaultPlan(calls.split(",").map(Number), when.trim());
   }
 
-  async function dispatchFetch(request) {
+  // envOverrides (tests only): Worker vars replaced for this one request, e.g. a
+  // 1-second billing period, alongside a fault plan.
+  async function dispatchFetch(request, envOverrides = undefined) {
     const faults = faultPlanFor(request);
     if (faults) {
       const headers = new Headers(request.headers);
@@ -223,7 +225,8 @@ export async function boot({
       request = new Request(request, { headers });
     }
     const ctx = new ExecutionContext();
-    const response = await glue.call_entrypoint(Default, "fetch", ctx, makeEnv(faults), [request]);
+    const env = Object.assign(makeEnv(faults), envOverrides ?? {});
+    const response = await glue.call_entrypoint(Default, "fetch", ctx, env, [request]);
     // The response is complete; the work it left behind runs before we move on.
     const settled = ctx.settle();
     return { response, settled, faults };
