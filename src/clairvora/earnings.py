@@ -3,6 +3,7 @@ ledger entries, newest first, keyset-paged on the per-account sequence."""
 
 from typing import Any
 
+from . import ledger
 from .clock import rfc3339
 from .db import sql
 from .errors import bad_request, not_found
@@ -13,18 +14,8 @@ from .validation import Int, Obj, Str
 
 DEFAULT_PAGE = 25
 MAX_PAGE = 100
-_NO_CURSOR = 2**52
 
 _ACCOUNT = "SELECT id, balance_cents, currency FROM accounts WHERE owner_user_id = ? AND kind = 'advisor_earnings'"
-
-_ENTRIES = """
-SELECT e.id, e.sequence, e.amount_cents, e.balance_after_cents, e.created_at_ms,
-       t.kind, t.reference_type, t.reference_id
-FROM ledger_entries e JOIN transfers t ON t.id = e.transfer_id
-WHERE e.account_id = (SELECT id FROM accounts WHERE owner_user_id = ? AND kind = 'advisor_earnings')
-  AND e.sequence < ?
-ORDER BY e.sequence DESC
-LIMIT ?"""
 
 EARNINGS_QUERY = Obj(
     {
@@ -51,9 +42,11 @@ async def get_earnings(rc: RequestContext) -> Reply:
     raw = query.get("cursor")
     if raw is not None and not (raw.isascii() and raw.isdigit()):
         raise bad_request("'cursor' is not a cursor this API returned.", "cursor", code="invalid_cursor")
-    before = min(int(raw), _NO_CURSOR) if raw is not None else _NO_CURSOR
+    before = min(int(raw), ledger.NO_CURSOR) if raw is not None else ledger.NO_CURSOR
     # The balance and the page in one round trip (the page finds the account itself).
-    accounts, result = await rc.db.batch([sql(_ACCOUNT, rc.user_id), sql(_ENTRIES, rc.user_id, before, limit + 1)])
+    accounts, result = await rc.db.batch(
+        [sql(_ACCOUNT, rc.user_id), ledger.own_entries_page(rc.user_id, "advisor_earnings", before, limit + 1)]
+    )
     if not accounts.rows:
         raise not_found("earnings account (become an advisor with POST /v1/advisors)")
     account = accounts.rows[0]

@@ -121,6 +121,28 @@ def transfer(
     return statements
 
 
+# Keyset pagination on the per-account sequence (gap-free, unique per account,
+# indexed by UNIQUE (account_id, sequence)): a page costs `limit` entry rows.
+# The account is found by owner and kind inside the statement, so a page needs
+# no read of the account first.
+_OWN_ENTRIES_PAGE = """
+SELECT e.id, e.sequence, e.amount_cents, e.balance_after_cents, e.created_at_ms,
+       t.kind, t.reference_type, t.reference_id
+FROM ledger_entries e JOIN transfers t ON t.id = e.transfer_id
+WHERE e.account_id = (SELECT id FROM accounts WHERE owner_user_id = ? AND kind = ?)
+  AND e.sequence < ?
+ORDER BY e.sequence DESC
+LIMIT ?"""
+NO_CURSOR = 2**52  # above any sequence; larger ints cross to JS as BigInt, which D1 refuses
+OwnedAccountKind = Literal["client_wallet", "advisor_earnings"]
+
+
+def own_entries_page(owner_user_id: int, kind: OwnedAccountKind, before_sequence: int, rows: int) -> Statement:
+    """Entries of the caller's own account of `kind`, newest first, below a sequence."""
+    assert kind in ("client_wallet", "advisor_earnings") and 0 < rows <= 101
+    return sql(_OWN_ENTRIES_PAGE, owner_user_id, kind, before_sequence, rows)
+
+
 def split_rate(rate_cents_per_minute: int, platform_fee_bps: int) -> tuple[int, int]:
     """(advisor_cents, platform_cents) for one minute; the parts sum exactly to the rate.
     The platform's part rounds down, so rounding always favours the advisor."""

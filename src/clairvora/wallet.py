@@ -16,6 +16,7 @@ sees its deposit in the very next request.
 
 from typing import Any
 
+from . import ledger
 from .clock import rfc3339
 from .db import Database, sql
 from .errors import bad_request, not_found
@@ -31,19 +32,6 @@ CURRENCY = "USD"
 
 _SELECT_WALLET = """
 SELECT id, balance_cents, currency FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'"""
-
-# Keyset pagination on the per-account sequence (gap-free, unique per account,
-# indexed by UNIQUE (account_id, sequence)): a page costs `limit` entry rows.
-_SELECT_ENTRIES = """
-SELECT e.id, e.sequence, e.amount_cents, e.balance_after_cents, e.created_at_ms,
-       t.kind, t.reference_type, t.reference_id
-FROM ledger_entries e JOIN transfers t ON t.id = e.transfer_id
-WHERE e.account_id = (SELECT id FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet')
-  AND e.sequence < ?
-ORDER BY e.sequence DESC
-LIMIT ?"""
-
-_NO_CURSOR = 2**52  # above any sequence; larger ints cross to JS as BigInt, which D1 refuses
 
 
 async def wallet_view(db: Database, user_id: int) -> dict[str, Any]:
@@ -63,10 +51,10 @@ async def get_wallet(rc: RequestContext) -> Reply:
 
 def _parse_cursor(raw: str | None) -> int:
     if raw is None or raw == "":
-        return _NO_CURSOR
+        return ledger.NO_CURSOR
     if not raw.isascii() or not raw.isdigit() or len(raw) > 15:
         raise bad_request("'cursor' is not a cursor this API returned.", "cursor")
-    return min(int(raw), _NO_CURSOR)
+    return min(int(raw), ledger.NO_CURSOR)
 
 
 def entry_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +75,7 @@ async def list_transactions(rc: RequestContext) -> Reply:
     query = rc.parsed_query()
     limit = query.get("limit", DEFAULT_PAGE)
     before = _parse_cursor(query.get("cursor"))
-    result = await rc.db.all(sql(_SELECT_ENTRIES, rc.user_id, before, limit + 1))
+    result = await rc.db.all(ledger.own_entries_page(rc.user_id, "client_wallet", before, limit + 1))
     rows = result.rows[:limit]
     more = len(result.rows) > limit
     next_cursor = str(rows[-1]["sequence"]) if more and rows else None
