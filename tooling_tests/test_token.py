@@ -139,9 +139,9 @@ def test_env_staging_signs_for_staging_and_grants_admin_in_its_local_d1(project,
     )
     assert claims["azp"] in [p.strip() for p in staging["CLERK_AUTHORIZED_PARTIES"].split(",")]
     assert verify(token, public_key(project))
-    where = "WHERE clerk_user_id = 'user_stagingroot'"
-    assert migrated["staging"].query(f"SELECT is_admin FROM users {where}") == [{"is_admin": 1}]  # noqa: S608
-    assert migrated[""].query(f"SELECT is_admin FROM users {where}") == []  # noqa: S608
+    query = "SELECT is_admin FROM users WHERE clerk_user_id = 'user_stagingroot'"
+    assert migrated["staging"].query(query) == [{"is_admin": 1}]
+    assert migrated[""].query(query) == []
 
 
 def test_unknown_env_is_refused(project):
