@@ -10,19 +10,14 @@ from .errors import bad_request, not_found
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
-from .validation import Int, Obj, Str
+from .validation import page_query
 
 DEFAULT_PAGE = 25
 MAX_PAGE = 100
 
 _ACCOUNT = "SELECT id, balance_cents, currency FROM accounts WHERE owner_user_id = ? AND kind = 'advisor_earnings'"
 
-EARNINGS_QUERY = Obj(
-    {
-        "cursor": Str(min_len=1, max_len=16, description="next_cursor from the previous page"),
-        "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
-    }
-)
+EARNINGS_QUERY = page_query(cursor_max_chars=16, max_page=MAX_PAGE, default_page=DEFAULT_PAGE)
 
 
 def entry_view(row: dict[str, Any]) -> dict[str, Any]:

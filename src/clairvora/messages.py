@@ -27,7 +27,7 @@ from .readings import caller_reading, not_in_status, parse_time_cursor, preload_
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
-from .validation import Int, Obj, Str
+from .validation import Obj, Str, page_query
 
 MAX_BODY_CHARS = 2000
 DEFAULT_PAGE = 50
@@ -172,12 +172,7 @@ WHERE reading_id = ? AND (created_at_ms, id) > (?, ?)
 ORDER BY created_at_ms, id
 LIMIT ?"""
 
-MESSAGE_LIST_QUERY = Obj(
-    {
-        "cursor": Str(min_len=1, max_len=40, description="next_cursor from the previous page"),
-        "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
-    }
-)
+MESSAGE_LIST_QUERY = page_query(cursor_max_chars=40, max_page=MAX_PAGE, default_page=DEFAULT_PAGE)
 
 
 async def list_messages(rc: RequestContext) -> Reply:

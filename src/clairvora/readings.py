@@ -30,7 +30,7 @@ from .openapi import page_schema
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
-from .validation import Int, Obj, Str
+from .validation import Obj, Str, page_query
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
@@ -441,12 +441,7 @@ SELECT * FROM (SELECT {billing.READING_COLUMNS} FROM readings r
                ORDER BY r.requested_at_ms DESC, r.id DESC LIMIT ?)
 ORDER BY requested_at_ms DESC, id DESC LIMIT ?"""  # noqa: S608 - constant text
 
-READING_LIST_QUERY = Obj(
-    {
-        "cursor": Str(min_len=1, max_len=40, description="next_cursor from the previous page"),
-        "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
-    }
-)
+READING_LIST_QUERY = page_query(cursor_max_chars=40, max_page=MAX_PAGE, default_page=DEFAULT_PAGE)
 
 
 # Above every time and id. (2**53 - 1 itself reaches D1 as a BigInt, which it refuses.)

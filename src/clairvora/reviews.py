@@ -12,7 +12,7 @@ from .readings import load_participant, parse_time_cursor, time_cursor
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
-from .validation import Int, Obj, Str
+from .validation import Int, Obj, Str, page_query
 
 MAX_COMMENT_CHARS = 2000
 DEFAULT_PAGE = 20
@@ -104,12 +104,7 @@ WHERE v.advisor_id = ? AND (v.created_at_ms, v.id) < (?, ?)
 ORDER BY v.created_at_ms DESC, v.id DESC
 LIMIT ?"""
 
-REVIEW_LIST_QUERY = Obj(
-    {
-        "cursor": Str(min_len=1, max_len=40, description="next_cursor from the previous page"),
-        "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
-    }
-)
+REVIEW_LIST_QUERY = page_query(cursor_max_chars=40, max_page=MAX_PAGE, default_page=DEFAULT_PAGE)
 
 
 async def list_reviews(rc: RequestContext) -> Reply:

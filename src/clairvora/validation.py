@@ -184,6 +184,19 @@ _JSON_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _JSON_BRACKET_RE = re.compile(r"[\[\]{}]")
 
 
+def page_query(*, cursor_max_chars: int, max_page: int, default_page: int, cursor_min_chars: int = 1) -> Obj:
+    """The query of a keyset-paged list: `cursor` (an earlier reply's next_cursor) and `limit`."""
+    assert 1 <= default_page <= max_page <= 100
+    return Obj(
+        {
+            "cursor": Str(
+                min_len=cursor_min_chars, max_len=cursor_max_chars, description="next_cursor from the previous page"
+            ),
+            "limit": Int(low=1, high=max_page, description=f"page size, default {default_page}"),
+        }
+    )
+
+
 def text_nesting_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether JSON text opens more than `limit` nested arrays/objects, checked
     on the text BEFORE parsing: json.loads recurses in C, and a few thousand

@@ -24,7 +24,7 @@ from .openapi import page_schema
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
-from .validation import Int, Obj, Str
+from .validation import page_query
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 25
@@ -82,12 +82,7 @@ async def list_transactions(rc: RequestContext) -> Reply:
     return Reply({"items": [entry_view(r) for r in rows], "next_cursor": next_cursor})
 
 
-TRANSACTIONS_QUERY = Obj(
-    {
-        "cursor": Str(max_len=15, description="next_cursor from the previous page"),
-        "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
-    }
-)
+TRANSACTIONS_QUERY = page_query(cursor_max_chars=15, max_page=MAX_PAGE, default_page=DEFAULT_PAGE, cursor_min_chars=0)
 
 SCHEMAS: dict[str, Any] = {
     "Wallet": {
