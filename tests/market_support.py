@@ -195,23 +195,17 @@ async def fetch_with_env(
     json_body: Any = None,
     headers: dict[str, str] | None = None,
 ) -> Any:
-    """One request to the Worker with some env values replaced (e.g. rotated
-    MESSAGE_KEYS), through the same entrypoint glue the runtime uses."""
+    """One request through the runtime's dispatch (fault header honoured, waitUntil
+    work awaited) with some env values replaced for it (e.g. rotated MESSAGE_KEYS,
+    a 1-second billing period)."""
     import json
 
-    import _local_runtime
     import js
     import local_runtime
-    from pyodide.ffi import create_proxy, to_js
+    from pyodide.ffi import to_js
 
-    import entry
     from support import Resp
 
-    env = js.Object.assign(
-        js.Object.new(), local_runtime.makeEnv(), to_js(overrides, dict_converter=js.Object.fromEntries)
-    )
-    pending: list[Any] = []
-    ctx = to_js({"waitUntil": create_proxy(pending.append)}, dict_converter=js.Object.fromEntries)
     all_headers = {"authorization": f"Bearer {token}", **(headers or {})}
     init: dict[str, Any] = {"method": method}
     if json_body is not None:
@@ -219,6 +213,7 @@ async def fetch_with_env(
         all_headers["content-type"] = "application/json"
     init["headers"] = to_js(all_headers, dict_converter=js.Object.fromEntries)
     request = js.Request.new(local_runtime.baseUrl + path, to_js(init, dict_converter=js.Object.fromEntries))
-    response = await _local_runtime.call_entrypoint(entry.Default, "fetch", ctx, env, [request])
+    result = await local_runtime.dispatchFetch(request, to_js(overrides, dict_converter=js.Object.fromEntries))
+    response = result.response
     data = (await response.arrayBuffer()).to_bytes()
     return Resp(int(response.status), {k.lower(): v for k, v in response.headers.entries()}, data)

@@ -9,18 +9,14 @@ leave the reading at a batch boundary (1, 16, 31 or 40 minutes billed, every
 one of them paid exactly once), answer 503 with Retry-After, and the same
 heartbeat sent again must bill the rest: 40 minutes, once each."""
 
-import json
 import time
 from typing import Any
 
-import js
-import local_runtime
 import pytest
-from pyodide.ffi import to_js
 
 from clairvora.billing import MAX_MINUTES_PER_BATCH
 from clairvora.db import sql
-from market_support import assert_ledger_consistent, market_pair
+from market_support import assert_ledger_consistent, fetch_with_env, market_pair
 from support import Resp, database, unique
 
 OVERRIDES = {"BILLING_PERIOD_SECONDS": "1"}
@@ -33,17 +29,7 @@ HEARTBEAT_CALLS = 4  # caller + reading (one batch), then three charge batches
 
 async def send(method: str, path: str, token: str, headers: dict[str, str], body: Any = None) -> Resp:
     """One request through the runtime's dispatch with OVERRIDES in its env."""
-    all_headers = {"authorization": f"Bearer {token}", **headers}
-    init: dict[str, Any] = {"method": method}
-    if body is not None:
-        init["body"] = json.dumps(body)
-        all_headers["content-type"] = "application/json"
-    init["headers"] = to_js(all_headers, dict_converter=js.Object.fromEntries)
-    request = js.Request.new(local_runtime.baseUrl + path, to_js(init, dict_converter=js.Object.fromEntries))
-    result = await local_runtime.dispatchFetch(request, to_js(OVERRIDES, dict_converter=js.Object.fromEntries))
-    response = result.response
-    data = (await response.arrayBuffer()).to_bytes()
-    return Resp(int(response.status), {k.lower(): v for k, v in response.headers.entries()}, data)
+    return await fetch_with_env(OVERRIDES, method, path, token=token, json_body=body, headers=headers)
 
 
 async def active_one_second_reading() -> tuple[str, str, int, int]:
