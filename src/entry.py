@@ -9,5 +9,7 @@ class Default(WorkerEntrypoint):
     async def fetch(self, request):
         return await handle_fetch(request, self.env, self.ctx)
 
-    async def scheduled(self, controller):
+    # workerd calls scheduled(controller, env, ctx) on the instance, like the
+    # JavaScript handler's arguments; env and ctx are the instance's own.
+    async def scheduled(self, controller, env, ctx):
         await handle_scheduled(controller, self.env, self.ctx)
