@@ -30,7 +30,20 @@ help:
 	@echo "make bench-quick              the same at small sizes, printed only (~1 min)"
 
 # --- installation (idempotent; stamps skip work already done) -------------
-install: .cache/node.ok .cache/venv.ok .cache/wheels.ok
+install: .cache/node.ok .cache/venv.ok .cache/wheels.ok .cache/python_modules.ok .cache/workerd/inputs.sha256
+
+# The Pyodide bundle and the preloaded packages workerd would download (runtime/bundle/build.mjs;
+# it skips the work when no input changed).
+.cache/workerd/inputs.sha256: .cache/node.ok $(wildcard runtime/bundle/*.mjs)
+	$(NODE) runtime/bundle/build.mjs
+
+# The workers SDK vendored as pywrangler lays it out: the package files in python_modules/ beside
+# wrangler.toml. wrangler dev, the test Worker and wrangler deploy all ship this one copy.
+.cache/python_modules.ok: runtime/requirements-pyodide-runtime.txt
+	rm -rf python_modules
+	$(PYTHON) -m pip install -q --no-deps --no-compile --target python_modules --python-version 3.13 \
+	  --platform any --only-binary=:all: -r runtime/requirements-pyodide-runtime.txt
+	@touch $@
 
 .cache/node.ok: package.json package-lock.json
 	@$(NODE) -e 'const [a]=process.versions.node.split(".").map(Number); if(a<20){console.error("error: Node.js >= 20 is required (found "+process.versions.node+")");process.exit(1)}'
