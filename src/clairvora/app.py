@@ -25,7 +25,10 @@ from . import db as db_layer
 from .clock import MAX_SAFE_INTEGER, Clock
 from .config import Settings
 from .db import D1Error, Database, LimitExceeded, TransientD1Error, valid_bookmark
-from .errors import Problem, forbidden, service_unavailable
+from .errors import Problem, bad_request, forbidden, service_unavailable
+from .faults import REQUEST_HEADER as FAULT_REQUEST_HEADER
+from .faults import RESPONSE_HEADER as FAULT_RESPONSE_HEADER
+from .faults import FaultHeaderError, FaultPlan, plan_from_header
 from .openapi import document
 from .requests import RequestContext
 from .responses import encode_payload, problem_reply, to_response
@@ -80,6 +83,17 @@ def _clock(request: Any, settings: Settings) -> Clock:
     return Clock(int(raw))
 
 
+def _fault_plan(request: Any, settings: Settings) -> FaultPlan | None:
+    """Local test hook: x-test-d1-fault fails chosen D1 calls of this request
+    (faults.py). Outside local configuration the header is never read."""
+    if not settings.test_hooks_allowed:
+        return None
+    try:
+        return plan_from_header(request.headers.get(FAULT_REQUEST_HEADER))
+    except FaultHeaderError as exc:
+        raise bad_request(str(exc), FAULT_REQUEST_HEADER) from None
+
+
 def _request_id(request: Any) -> str:
     ray = request.headers.get("cf-ray")
     if ray and len(ray) <= 64 and ray.replace("-", "").isalnum():
@@ -93,13 +107,21 @@ async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
     method = str(getattr(request.method, "value", request.method))
     db: Database | None = None
     settings: Settings | None = None
+    faults: FaultPlan | None = None
     try:
         settings = Settings.from_env(env)
+        faults = _fault_plan(request, settings)
         path = request.url.split("?", 1)[0].split("://", 1)[-1]
         path = "/" + path.split("/", 1)[1] if "/" in path else "/"
         route, params = ROUTER.match(method, path)
         bookmark = valid_bookmark(request.headers.get("x-d1-bookmark"))
-        db = Database(env.DB, bookmark=bookmark, primary=route.primary, timing=settings.server_timing_durations)
+        db = Database(
+            env.DB,
+            bookmark=bookmark,
+            primary=route.primary,
+            timing=settings.server_timing_durations,
+            faults=faults,
+        )
         rc = RequestContext(
             request=request,
             env=env,
@@ -131,14 +153,17 @@ async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
         reply = problem_reply(Problem(500, "internal_error", "Internal error", "Something went wrong."), request_id)
     payload = encode_payload(reply)  # before the headers, so py;dur includes the JSON encoding
     return to_response(
-        reply, _response_headers(db, settings, request_id, started), head=method == "HEAD", payload=payload
+        reply, _response_headers(db, settings, faults, request_id, started), head=method == "HEAD", payload=payload
     )
 
 
 def _response_headers(
-    db: Database | None, settings: Settings | None, request_id: str, started: float
+    db: Database | None, settings: Settings | None, faults: FaultPlan | None, request_id: str, started: float
 ) -> dict[str, str]:
     headers = {"x-request-id": request_id}
+    if faults is not None:
+        # What the fault switch did (calls counted over every Database of the request).
+        headers[FAULT_RESPONSE_HEADER] = faults.report()
     if db is not None:
         bookmark = db.bookmark()
         if bookmark:

@@ -4,16 +4,19 @@ Every handler reaches D1 through a `Database`: statements with bound parameters
 only, `first`/`all`/`run`/`batch`, one request-scoped Sessions API session
 (bookmark in, latest bookmark out), D1's error texts mapped to typed
 exceptions, D1's limits guarded before a call is made, and per-request counters
-of calls, rows read and rows written.
+of calls, rows read and rows written. In local tests a `FaultPlan` (faults.py)
+can fail chosen calls exactly as a transient D1 failure would.
 """
 
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pyodide.ffi import JsException
+
+from .faults import FaultPlan, InjectedD1Fault
 
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_BOUND_PARAMETERS = 100
@@ -229,15 +232,32 @@ class Database:
     `bookmark` (from x-d1-bookmark) starts the session at least that fresh;
     without one, `primary=True` starts it at the primary ("first-primary") for
     writes and reads that must see the caller's writes, else any replica.
+    `faults` (local tests only, see faults.py) fails chosen D1 calls.
     """
 
     def __init__(
-        self, binding: Any, *, bookmark: str | None = None, primary: bool = False, timing: bool = False
+        self,
+        binding: Any,
+        *,
+        bookmark: str | None = None,
+        primary: bool = False,
+        timing: bool = False,
+        faults: FaultPlan | None = None,
     ) -> None:
         self._binding = binding
         self._start = bookmark or ("first-primary" if primary else "first-unconstrained")
         self._session: Any = None
         self.counters = Counters(timing=timing)
+        self.faults = faults
+
+    def new_session(self, *, bookmark: str | None = None, primary: bool = False) -> "Database":
+        """Another Sessions API session for the same request: the same binding,
+        fault plan and counters (D1's per-invocation limits are the request's)."""
+        other = Database(
+            self._binding, bookmark=bookmark, primary=primary, timing=self.counters.timing, faults=self.faults
+        )
+        other.counters = self.counters
+        return other
 
     def _open(self) -> Any:
         if self._session is None:
@@ -266,16 +286,23 @@ class Database:
         if self.counters.calls > MAX_CALLS_PER_REQUEST:
             raise LimitExceeded(f"more than {MAX_CALLS_PER_REQUEST} D1 calls in one request")
 
-    async def all(self, statement: Statement) -> Result:
+    async def _call(self, run: Callable[[], Awaitable[Any]]) -> Any:
+        """One D1 call, the only place one is made: counted, timed, through the
+        fault plan if any, D1's error text -> a typed exception."""
         self._count_call()
         started = timing_clock() if self.counters.timing else 0.0
         try:
-            raw = await self._prepare(statement).all()
-        except JsException as exc:
+            if self.faults is None:
+                return await run()
+            return await self.faults.around(run)
+        except (JsException, InjectedD1Fault) as exc:
             raise classify(str(exc)) from None
         finally:
             if self.counters.timing:
                 self.counters.d1_ms += (timing_clock() - started) * 1000
+
+    async def all(self, statement: Statement) -> Result:
+        raw = await self._call(lambda: self._prepare(statement).all())
         result = _result(raw)
         self.counters.rows_read += result.rows_read
         self.counters.rows_written += result.rows_written
@@ -293,16 +320,7 @@ class Database:
         """One round trip, one transaction: all statements apply or none do."""
         if not 1 <= len(statements) <= MAX_BATCH_STATEMENTS:
             raise LimitExceeded(f"a batch holds 1..{MAX_BATCH_STATEMENTS} statements, got {len(statements)}")
-        self._count_call()
-        started = timing_clock() if self.counters.timing else 0.0
-        prepared = [self._prepare(s) for s in statements]
-        try:
-            raws = await self._open().batch(prepared)
-        except JsException as exc:
-            raise classify(str(exc)) from None
-        finally:
-            if self.counters.timing:
-                self.counters.d1_ms += (timing_clock() - started) * 1000
+        raws = await self._call(lambda: self._open().batch([self._prepare(s) for s in statements]))
         results = [_result(r) for r in raws]
         for r in results:
             self.counters.rows_read += r.rows_read
