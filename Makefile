@@ -11,7 +11,7 @@ WRANGLER := $(NODE) node_modules/wrangler/bin/wrangler.js
 STATE = .wrangler/state-$(if $(ENV),$(ENV),local)
 DB = clairvora-db$(if $(ENV),-$(ENV),)
 ENV_FLAG = $(if $(ENV),--env $(ENV),)
-PIP_WHEEL = $(PYTHON) -m pip download -q --no-deps --python-version 3.13 --platform any --only-binary=:all:
+PIP_TARGET = $(PYTHON) -m pip install -q --no-deps --no-compile --python-version 3.13 --platform any --only-binary=:all: --target
 export WRANGLER_SEND_METRICS = false
 
 .PHONY: help install dev serve migrate seed token test test-runtime test-host lint scheduled clean bench bench-quick deploy-check deploy rollback
@@ -30,7 +30,7 @@ help:
 	@echo "make bench-quick              the same at small sizes, printed only (~1 min)"
 
 # --- installation (idempotent; stamps skip work already done) -------------
-install: .cache/node.ok .cache/venv.ok .cache/wheels.ok .cache/python_modules.ok .cache/workerd/inputs.sha256
+install: .cache/node.ok .cache/venv.ok .cache/python_modules.ok .cache/python_modules-test.ok .cache/workerd/inputs.sha256
 
 # The Pyodide bundle and the preloaded packages workerd would download (runtime/bundle/build.mjs;
 # it skips the work when no input changed).
@@ -41,8 +41,7 @@ install: .cache/node.ok .cache/venv.ok .cache/wheels.ok .cache/python_modules.ok
 # wrangler.toml. wrangler dev, the test Worker and wrangler deploy all ship this one copy.
 .cache/python_modules.ok: runtime/requirements-pyodide-runtime.txt
 	rm -rf python_modules
-	$(PYTHON) -m pip install -q --no-deps --no-compile --target python_modules --python-version 3.13 \
-	  --platform any --only-binary=:all: -r runtime/requirements-pyodide-runtime.txt
+	$(PIP_TARGET) python_modules -r runtime/requirements-pyodide-runtime.txt
 	@touch $@
 
 .cache/node.ok: package.json package-lock.json
@@ -56,11 +55,11 @@ install: .cache/node.ok .cache/venv.ok .cache/wheels.ok .cache/python_modules.ok
 	.venv/bin/pip install -q -r <($(PYTHON) runtime/pydeps.py dev)
 	@mkdir -p .cache && touch $@
 
-.cache/wheels.ok: runtime/requirements-pyodide-runtime.txt runtime/requirements-pyodide-test.txt
-	rm -rf .cache/pyodide-wheels
-	$(PIP_WHEEL) -d .cache/pyodide-wheels/runtime -r runtime/requirements-pyodide-runtime.txt
-	$(PIP_WHEEL) -d .cache/pyodide-wheels/test -r runtime/requirements-pyodide-test.txt
-	@touch $@
+# pytest, Hypothesis and their pure-Python dependencies for the test Worker (Python 3.13 wheels).
+.cache/python_modules-test.ok: runtime/requirements-pyodide-test.txt
+	rm -rf .cache/python_modules-test
+	$(PIP_TARGET) .cache/python_modules-test -r runtime/requirements-pyodide-test.txt
+	@mkdir -p .cache && touch $@
 
 # --- local development ----------------------------------------------------
 .dev.vars .dev/clerk-dev-private.pem: .dev.vars.example | .cache/node.ok

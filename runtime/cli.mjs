@@ -1,21 +1,27 @@
 #!/usr/bin/env node
-// Command line of the offline local runtime.
+// Local commands, every one of them on the real workerd through `wrangler dev`.
 //
-//   node runtime/cli.mjs serve [--env staging|production] [--port N] [--no-cron]
-//   node runtime/cli.mjs scheduled [--env ...]          fire the cron handler once
-//   node runtime/cli.mjs test [pytest args...]          pytest inside Pyodide, fresh D1
-//   node runtime/cli.mjs run script.py [args...]        a script inside the runtime, fresh D1
-//   node runtime/cli.mjs serve-scratch --info FILE [--setup script.py] [--port N] [--env ...]
-//                                                       serve a fresh D1 for host-side tests
-//
-// `make dev`, `make test` and `make scheduled` call these.
-import { spawnSync } from "node:child_process";
+//   node runtime/cli.mjs dev [--env staging|production] [--port N] [--no-cron]
+//        the project's Worker (wrangler.toml, src/, python_modules/), local D1/R2 in
+//        .wrangler/state-<env>, the Authorize.Net stand-in, the cron every minute
+//   node runtime/cli.mjs scheduled [--port N]     fire the cron of a running `dev` once
+//   node runtime/cli.mjs test [pytest args...]     pytest inside workerd on a fresh D1
+//   node runtime/cli.mjs run script.py [args...]   a script's `async def main(argv)` inside workerd, fresh D1
+//   node runtime/cli.mjs serve-scratch --info FILE [--setup script.py] [--env ...] [args...]
+//        a fresh D1 served over HTTP for host-side tests (the test Worker: the project's
+//        entrypoint for every route, plus the harness routes that ran the setup script)
 import fs from "node:fs";
+import http from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { boot, ROOT, UserError } from "./runtime.mjs";
-import { serveHttp } from "./http.mjs";
+import { ROOT, UserError, databaseName, readWranglerVars, stateDir, wrangler } from "./common.mjs";
+import { startControl } from "./control.mjs";
 import { startServices } from "./services.mjs";
+import { assembleTestWorker } from "./testworker.mjs";
+import { startWranglerDev } from "./wrangler_dev.mjs";
+
+const CRON_PERIOD_MS = 60_000;
+const log = (line) => process.stderr.write(`[clairvora] ${line}\n`);
 
 function parseArgs(argv) {
   const opts = { env: "", port: Number(process.env.PORT || 8787), cron: true, rest: [] };
@@ -34,40 +40,62 @@ function parseArgs(argv) {
   return opts;
 }
 
-const log = (line) => process.stderr.write(`[runtime] ${line}\n`);
+// A process variable named like a Worker var overrides it (`BILLING_PERIOD_SECONDS=2 make dev`).
+async function varOverrides(envName) {
+  const { vars } = readWranglerVars(await import("wrangler"), envName);
+  return Object.fromEntries(Object.keys(vars).filter((k) => process.env[k] !== undefined).map((k) => [k, process.env[k]]));
+}
 
-export function wrangler(args, { quiet = true } = {}) {
-  const bin = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
-  const result = spawnSync(process.execPath, [bin, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" },
-    encoding: "utf8",
+/** POST a JSON body and wait as long as it takes (a whole pytest run is one request). */
+function postJson(url, payload) {
+  return new Promise((resolve, reject) => {
+    const body = Buffer.from(JSON.stringify(payload));
+    const req = http.request(url, { method: "POST", headers: { "content-type": "application/json", "content-length": body.length } }, (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        if (res.statusCode !== 200) return reject(new UserError(`${url} answered ${res.statusCode}:\n${text.slice(0, 4000)}`));
+        resolve(JSON.parse(text));
+      });
+    });
+    req.on("error", reject);
+    req.end(body);
   });
-  if (result.status !== 0) {
-    throw new UserError(`wrangler ${args.join(" ")} failed:\n${result.stdout}\n${result.stderr}`);
-  }
-  if (!quiet) process.stderr.write(result.stdout);
-  return result.stdout;
 }
 
-export function databaseName(envName) {
-  return envName ? `clairvora-db-${envName}` : "clairvora-db";
+function fireScheduled(baseUrl, cron = "* * * * *") {
+  return fetch(`${baseUrl}/cdn-cgi/handler/scheduled?cron=${encodeURIComponent(cron)}`).then(async (r) => {
+    const text = await r.text();
+    if (!r.ok) throw new Error(`scheduled handler answered ${r.status}: ${text}`);
+    return text;
+  });
 }
 
-async function serve(opts) {
+async function dev(opts) {
   const services = await startServices({ log, envName: opts.env });
-  const rt = await boot({ envName: opts.env, overrides: services.overrides(), log });
-  const { port } = await serveHttp(rt, { port: opts.port });
-  log(`Clairvora API (${opts.env || "local"}) on http://127.0.0.1:${port}  (Ctrl-C stops)`);
+  const persistTo = stateDir(opts.env);
+  const vars = { ...(await varOverrides(opts.env)), ...services.overrides() };
+  fs.mkdirSync(path.join(ROOT, ".cache"), { recursive: true });
+  const started = Date.now();
+  const server = await startWranglerDev({
+    envName: opts.env,
+    persistTo,
+    port: opts.port,
+    vars,
+    logFile: path.join(ROOT, ".cache", `dev-${opts.env || "local"}.log`),
+    echo: true,
+  });
+  const health = await fetch(`${server.baseUrl}/health`);
+  await health.arrayBuffer();
+  log(`Clairvora API (${opts.env || "local"}) on ${server.baseUrl}: workerd answered in ${server.readyMs} ms, ` +
+    `/health ${health.status} ${Date.now() - started} ms after start (Ctrl-C stops)`);
   if (opts.cron) {
-    const periodMs = 60_000;
-    setInterval(() => {
-      rt.dispatchScheduled().catch((e) => log(`scheduled handler failed: ${e.message}`));
-    }, periodMs).unref();
+    setInterval(() => fireScheduled(server.baseUrl).catch((e) => log(`scheduled handler failed: ${e.message}`)), CRON_PERIOD_MS);
   }
   const stop = async () => {
+    await server.stop();
     await services.stop();
-    await rt.dispose();
     process.exit(0);
   };
   process.on("SIGINT", stop);
@@ -75,136 +103,154 @@ async function serve(opts) {
 }
 
 async function scheduled(opts) {
-  const rt = await boot({ envName: opts.env, log });
-  await rt.dispatchScheduled();
-  log("scheduled handler ran");
-  await rt.dispose();
+  const baseUrl = `http://127.0.0.1:${opts.port}`;
+  try {
+    await fireScheduled(baseUrl);
+  } catch (error) {
+    throw new UserError(`no server answered on ${baseUrl} (start one with \`make dev\`): ${error.message}`);
+  }
+  log(`scheduled handler ran on ${baseUrl}`);
 }
 
-// A fresh local D1 (every migration applied by wrangler), the runtime booted on
-// it with the test stand-ins, and the Worker served on an ephemeral port.
-async function bootScratch({ testPackages, port = 0, envName = "" }) {
+// A fresh local D1 (every migration applied by wrangler), the stand-ins, and the
+// test Worker served by wrangler dev on it, with a control server for the host side.
+async function bootScratch({ envName = "", port = 0 }) {
   const persistDir = fs.mkdtempSync(path.join(os.tmpdir(), "clairvora-d1-"));
-  const t0 = performance.now();
   const envFlag = envName ? ["--env", envName] : [];
+  const t0 = Date.now();
   wrangler(["d1", "migrations", "apply", databaseName(envName), "--local", ...envFlag, "--persist-to", persistDir]);
-  log(`fresh D1 at ${persistDir}: migrations applied in ${Math.round(performance.now() - t0)} ms`);
+  log(`fresh D1 at ${persistDir}: migrations applied in ${Date.now() - t0} ms`);
   const services = await startServices({ log, forTests: true });
-  const workerLog = path.join(persistDir, "worker.log");
-  const rt = await boot({ envName, persistDir, testPackages, overrides: services.overrides(), log, logFile: workerLog });
-  const { server, port: boundPort } = await serveHttp(rt, { port });
-  const { pyodide } = rt;
-  pyodide.registerJsModule("local_runtime", {
-    baseUrl: `http://127.0.0.1:${boundPort}`,
-    persistDir,
-    root: ROOT,
-    vars: rt.vars,
-    secrets: services.testSecrets(),
-    overrides: services.overrides(),
+  const secrets = services.testSecrets();
+  const workerSecrets = { ...secrets };
+  delete workerSecrets.CLERK_TEST_PRIVATE_KEY; // the private half never reaches the Worker
+  const { config } = assembleTestWorker({ secrets: workerSecrets });
+  const logFile = path.join(persistDir, "worker.log");
+  let server = null;
+  const control = await startControl({
+    d1Execute: (sql) =>
+      wrangler(["d1", "execute", databaseName(envName), "--local", ...envFlag, "--persist-to", persistDir, "--json", "--command", sql]),
+    workerLog: () => (server ? server.logText() : ""),
     anetControl: services.anetControl(),
-    timings: rt.timings,
-    // What the Worker printed outside pytest's capture (pytest's capture holds the rest).
-    readWorkerLog: () => fs.readFileSync(workerLog, "utf8"),
-    // envOverrides: vars replaced for this request only (e.g. a 1-second billing period).
-    async dispatchFetch(request, envOverrides) {
-      const { response, settled, faults } = await rt.dispatchFetch(request, envOverrides);
-      await settled;
-      return { response, injected: faults ? faults.injected : 0, calls: faults ? faults.calls : 0 };
-    },
-    dispatchScheduled: (cron, time) => rt.dispatchScheduled(cron, time),
-    makeEnv: () => rt.makeEnv(undefined),
-    wranglerD1Execute(sql) {
-      return wrangler(["d1", "execute", databaseName(envName), "--local", ...envFlag, "--persist-to", persistDir,
-        "--json", "--command", sql]);
-    },
   });
-  pyodide.FS.mkdirTree("/project");
-  pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: ROOT }, "/project");
-  pyodide.runPython("import os, sys; os.chdir('/project'); sys.path.insert(0, '/project/tests')");
+  const endpoint = services.overrides();
+  const runVars = { ANET_ENDPOINT: endpoint.ANET_ENDPOINT, ANET_TIMEOUT_MS: endpoint.ANET_TIMEOUT_MS };
+  server = await startWranglerDev({ config, envName, persistTo: persistDir, port, vars: runVars, logFile });
+  log(`test Worker on ${server.baseUrl}: workerd answered in ${server.readyMs} ms`);
+  const { vars } = readWranglerVars(await import("wrangler"), envName);
+  const run = {
+    base_url: server.baseUrl,
+    persist_dir: persistDir,
+    control_url: control.url,
+    anet_endpoint: endpoint.ANET_ENDPOINT,
+    vars: Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, String(v)])),
+    secrets,
+    overrides: Object.fromEntries(Object.entries(endpoint).filter(([k]) => k in runVars)),
+    ready_ms: server.readyMs,
+  };
   return {
-    rt,
-    pyodide,
-    port: boundPort,
+    server,
+    run,
     persistDir,
     async close() {
-      server.close();
+      await server.stop();
+      await control.stop();
       await services.stop();
-      await rt.dispose();
       if (!process.env.KEEP_TEST_STATE) fs.rmSync(persistDir, { recursive: true, force: true });
     },
   };
 }
 
-// pytest inside the same Pyodide (JSPI lets async tests block on D1).
-async function test(opts) {
-  const scratch = await bootScratch({ testPackages: true });
-  const pytestMain = scratch.pyodide.runPython("import pytest; pytest.main");
-  const args = ["-p", "no:cacheprovider", ...(opts.rest.length ? opts.rest : ["tests"])];
-  const code = Number(await pytestMain.callPromising(scratch.pyodide.toPy(args)));
-  await scratch.close();
-  return code;
+const SUMMARY = /(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)/g;
+
+function tally(output, totals) {
+  const last = output.trim().split("\n").pop() ?? "";
+  for (const [, n, what] of last.matchAll(SUMMARY)) {
+    const key = what.startsWith("error") ? "errors" : what;
+    totals[key] = (totals[key] ?? 0) + Number(n);
+  }
 }
 
-// A Python script inside the runtime on scratch D1 (benchmarks, measurements):
-// the script defines `async def main(argv)`, which is awaited. `tests/support.py`
-// is importable.
-async function runScript(opts) {
-  const [script, ...args] = opts.rest;
-  if (!script) throw new UserError("usage: cli.mjs run <script.py> [args...]");
-  const scratch = await bootScratch({ testPackages: false });
-  const globals = scratch.pyodide.toPy({ __name__: "__clairvora_script__" });
+// Each test file is one pytest run (one request) in the same isolate, so progress
+// shows as it goes and one file's crash cannot hide the others' results.
+function chunksOf(args) {
+  if (args.length) return [args];
+  const files = fs.readdirSync(path.join(ROOT, "tests")).filter((f) => /^test_.*\.py$/.test(f)).sort();
+  return files.map((f) => [`tests/${f}`]);
+}
+
+async function test(opts) {
+  const started = Date.now();
+  const scratch = await bootScratch({});
+  let exitCode = 0;
+  const totals = {};
   try {
-    scratch.pyodide.runPython(fs.readFileSync(path.resolve(script), "utf8"), {
-      globals,
-      filename: path.resolve(script),
-    });
-    const main = globals.get("main");
-    if (!main) throw new UserError(`${script} defines no \`async def main(argv)\``);
-    await main(scratch.pyodide.toPy(args));
+    for (const args of chunksOf(opts.rest)) {
+      const { exit_code: code, output } = await postJson(`${scratch.server.baseUrl}/__harness/pytest`, { run: scratch.run, args });
+      process.stdout.write(output.endsWith("\n") ? output : output + "\n");
+      tally(output, totals);
+      if (code !== 0 && code !== 5) exitCode = code;
+      if (code === 5 && opts.rest.length) exitCode = 5;
+    }
+  } finally {
+    await scratch.close();
+  }
+  const seconds = ((Date.now() - started) / 1000).toFixed(1);
+  const extra = Object.entries(totals).filter(([k]) => !["passed", "failed"].includes(k)).map(([k, n]) => `, ${n} ${k}`).join("");
+  log(`runtime suite inside workerd: ${seconds} s`);
+  process.stdout.write(`${totals.passed ?? 0} passed, ${(totals.failed ?? 0) + (totals.errors ?? 0)} failed${extra}\n`);
+  if ((totals.failed ?? 0) + (totals.errors ?? 0) > 0 && exitCode === 0) exitCode = 1;
+  return exitCode;
+}
+
+async function runScript(opts) {
+  const [script, ...argv] = opts.rest;
+  if (!script) throw new UserError("usage: cli.mjs run <script.py> [args...]");
+  const scratch = await bootScratch({});
+  try {
+    const rel = path.relative(ROOT, path.resolve(script)).split(path.sep).join("/");
+    const { output } = await postJson(`${scratch.server.baseUrl}/__harness/script`, { run: scratch.run, path: rel, argv });
+    process.stdout.write(output);
   } finally {
     await scratch.close();
   }
   return 0;
 }
 
-// Host-side tests (Schemathesis, the load run) need the Worker over HTTP on a
-// fresh D1, plus callers they can authenticate as. The optional setup script
-// runs inside the runtime first (`async def main(argv)` returning a JSON-able
-// value: e.g. users made and their tokens, signed with this run's private key);
-// then FILE receives {base_url, port, pid, persist_dir, setup} and the Worker is
-// served until SIGTERM. FILE is written last and atomically: its existence
-// means "ready". Secrets never leave the scratch run except as that file.
+// FILE receives {base_url, port, pid, persist_dir, setup} once the server is ready
+// (written last and atomically: its existence means "ready"); served until SIGTERM.
 async function serveScratch(opts) {
   if (!opts.info) throw new UserError("usage: cli.mjs serve-scratch --info FILE [--setup script.py] [--port N]");
   const port = process.argv.includes("--port") ? opts.port : 0;
-  // --env staging|production boots that configuration (its vars, TEST_HOOKS=forbidden) on scratch D1.
-  const scratch = await bootScratch({ testPackages: false, port, envName: opts.env });
+  const scratch = await bootScratch({ envName: opts.env, port });
   let setup = null;
   if (opts.setup) {
-    const globals = scratch.pyodide.toPy({ __name__: "__clairvora_setup__" });
-    scratch.pyodide.runPython(fs.readFileSync(path.resolve(opts.setup), "utf8"), {
-      globals,
-      filename: path.resolve(opts.setup),
-    });
-    const main = globals.get("main");
-    if (!main) throw new UserError(`${opts.setup} defines no \`async def main(argv)\``);
-    const result = await main(scratch.pyodide.toPy(opts.rest));
-    const dumps = scratch.pyodide.runPython("import json; json.dumps");
-    setup = JSON.parse(String(dumps(result)));
+    const rel = path.relative(ROOT, path.resolve(opts.setup)).split(path.sep).join("/");
+    ({ result: setup } = await postJson(`${scratch.server.baseUrl}/__harness/script`, { run: scratch.run, path: rel, argv: opts.rest }));
   }
   const info = {
     environment: opts.env || "local",
-    base_url: `http://127.0.0.1:${scratch.port}`,
-    port: scratch.port,
+    base_url: scratch.server.baseUrl,
+    port: scratch.server.port,
     pid: process.pid,
     persist_dir: scratch.persistDir,
+    ready_ms: scratch.run.ready_ms,
     setup,
   };
-  const tmp = `${opts.info}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(info), { mode: 0o600 });
-  fs.renameSync(tmp, opts.info);
+  fs.writeFileSync(`${opts.info}.tmp`, JSON.stringify(info), { mode: 0o600 });
+  fs.renameSync(`${opts.info}.tmp`, opts.info);
   log(`scratch API on ${info.base_url} (info in ${opts.info})`);
+  // The Worker's output goes to this process's output (the host test keeps it).
+  let printed = 0;
+  const pump = setInterval(() => {
+    const text = scratch.server.logText();
+    if (text.length > printed) process.stdout.write(text.slice(printed));
+    printed = text.length;
+  }, 250);
   const stop = async () => {
+    clearInterval(pump);
+    const text = scratch.server.logText();
+    if (text.length > printed) process.stdout.write(text.slice(printed));
     await scratch.close();
     process.exit(0);
   };
@@ -215,19 +261,15 @@ async function serveScratch(opts) {
 async function main() {
   const [command, ...argv] = process.argv.slice(2);
   const opts = parseArgs(argv);
-  if (command === "serve") return serve(opts);
+  if (command === "dev") return dev(opts);
   if (command === "scheduled") return scheduled(opts);
   if (command === "test") process.exit(await test(opts));
   if (command === "run") process.exit(await runScript(opts));
   if (command === "serve-scratch") return serveScratch(opts);
-  throw new UserError(`usage: cli.mjs serve|scheduled|test|run|serve-scratch [...]`);
+  throw new UserError("usage: cli.mjs dev|scheduled|test|run|serve-scratch [...]");
 }
 
 main().catch((error) => {
-  if (error instanceof UserError) {
-    process.stderr.write(`error: ${error.message}\n`);
-  } else {
-    process.stderr.write(`error: ${error?.stack ?? error}\n`);
-  }
+  process.stderr.write(`error: ${error instanceof UserError ? error.message : (error?.stack ?? error)}\n`);
   process.exit(1);
 });

@@ -5,7 +5,7 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { ROOT } from "./runtime.mjs";
+import { ROOT } from "./common.mjs";
 
 const devDir = path.join(ROOT, ".dev");
 const privatePath = path.join(devDir, "clerk-dev-private.pem");

@@ -19,7 +19,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
-import { ROOT, stateDir } from "./runtime.mjs";
+import { ROOT, stateDir } from "./common.mjs";
 
 const envName = (() => {
   const i = process.argv.indexOf("--env");

@@ -5,7 +5,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { startAnetStandin } from "./anet_standin.mjs";
-import { ROOT } from "./runtime.mjs";
+import { ROOT } from "./common.mjs";
 
 function rsaKeyPair() {
   const { publicKey, privateKey } = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });

@@ -9,7 +9,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
-import { ROOT, readWranglerVars, stateDir } from "./runtime.mjs";
+import { ROOT, readWranglerVars, stateDir } from "./common.mjs";
 
 const [user, role = "", envName = ""] = process.argv.slice(2);
 if (!["", "staging", "production"].includes(envName)) {

@@ -1,0 +1,47 @@
+// The host side of a test run, served on loopback to the test Worker (which
+// runs inside workerd and can neither start processes nor read files): wrangler
+// d1 execute on the run's D1, workerd's console output, the Authorize.Net
+// stand-in's records and clock. JSON in, JSON out; POST only.
+import http from "node:http";
+
+const MAX_BODY_BYTES = 1024 * 1024;
+
+export async function startControl({ d1Execute, workerLog, anetControl }) {
+  const routes = {
+    "/d1-execute": ({ sql }) => ({ stdout: d1Execute(String(sql)) }),
+    "/worker-log": () => ({ text: workerLog() }),
+    "/anet/received": ({ invoice }) => ({ requests: JSON.parse(anetControl.received(invoice ?? undefined)) }),
+    "/anet/advance-clock": ({ seconds }) => {
+      anetControl.advanceClock(Number(seconds));
+      return { ok: true };
+    },
+  };
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    let size = 0;
+    req.on("data", (chunk) => {
+      size += chunk.length;
+      if (size <= MAX_BODY_BYTES) chunks.push(chunk);
+    });
+    req.on("end", () => {
+      const route = routes[req.url];
+      let status = 200;
+      let out;
+      try {
+        if (req.method !== "POST" || !route) throw Object.assign(new Error(`no ${req.method} ${req.url}`), { status: 404 });
+        if (size > MAX_BODY_BYTES) throw Object.assign(new Error("body too large"), { status: 413 });
+        out = route(chunks.length ? JSON.parse(Buffer.concat(chunks).toString("utf8")) : {});
+      } catch (error) {
+        status = error.status ?? 500;
+        out = { error: String(error.message ?? error) };
+      }
+      res.writeHead(status, { "content-type": "application/json" });
+      res.end(JSON.stringify(out));
+    });
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    stop: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
