@@ -74,17 +74,18 @@ seed: migrate
 	$(NODE) runtime/seed.mjs $(ENV_FLAG)
 	$(NODE) runtime/seed_photos.mjs $(ENV_FLAG)
 
+# wrangler dev on the real workerd (runtime/cli.mjs dev: the stand-in, --var overrides, the cron each minute).
 dev: install .dev.vars seed
-	PORT=$(PORT) $(NODE) runtime/cli.mjs serve $(ENV_FLAG)
+	PORT=$(PORT) $(NODE) runtime/cli.mjs dev $(ENV_FLAG)
 
 serve: install
-	PORT=$(PORT) $(NODE) runtime/cli.mjs serve $(ENV_FLAG)
+	PORT=$(PORT) $(NODE) runtime/cli.mjs dev $(ENV_FLAG)
 
 token: .cache/node.ok
 	@$(NODE) runtime/token.mjs "$(USER)" "$(ROLE)" "$(ENV)"
 
-scheduled: install
-	$(NODE) runtime/cli.mjs scheduled $(ENV_FLAG)
+scheduled: .cache/node.ok
+	$(NODE) runtime/cli.mjs scheduled --port $(PORT)
 
 # --- benchmarks (figures, not tests) ---------------------------------------
 # SERVER_TIMING=timing makes every response report its D1 calls/rows and its own
@@ -109,18 +110,18 @@ rollback: install
 	$(PYTHON) tooling/deploy.py rollback --env "$(ENV)" $(if $(BOOKMARK),--bookmark $(BOOKMARK),) $(if $(VERSION),--version $(VERSION),)
 
 # --- tests ----------------------------------------------------------------
-# The runtime suite runs inside Pyodide (JSPI lets tests block on D1's promises).
+# The runtime suite runs inside workerd (the test Worker; JSPI lets tests block on D1's promises).
 test: install lint test-host test-runtime
 
 test-runtime: install
-	$(NODE) --experimental-wasm-stack-switching runtime/cli.mjs test $(PYTEST_ARGS)
+	$(NODE) runtime/cli.mjs test $(PYTEST_ARGS)
 
 test-host: install
 	.venv/bin/pytest -q -p no:cacheprovider tooling_tests $(PYTEST_ARGS)
 
 lint: .cache/venv.ok
-	.venv/bin/ruff check $(wildcard src tests tooling tooling_tests bench runtime/py)
-	.venv/bin/ruff format --check $(wildcard src tests tooling tooling_tests bench runtime/py typings)
+	.venv/bin/ruff check $(wildcard src tests tooling tooling_tests bench runtime/testworker)
+	.venv/bin/ruff format --check $(wildcard src tests tooling tooling_tests bench runtime/testworker typings)
 	$(PYTHON) tooling/migration_lint.py migrations
 	.venv/bin/mypy
 	$(PYTHON) tooling/sql_scope_check.py src

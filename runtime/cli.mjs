@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Local commands, every one of them on the real workerd through `wrangler dev`.
 //
-//   node runtime/cli.mjs dev [--env staging|production] [--port N] [--no-cron]
+//   node runtime/cli.mjs dev [--env staging|production] [--port N] [--no-cron] [--persist-to DIR]
 //        the project's Worker (wrangler.toml, src/, python_modules/), local D1/R2 in
 //        .wrangler/state-<env>, the Authorize.Net stand-in, the cron every minute
 //   node runtime/cli.mjs scheduled [--port N]     fire the cron of a running `dev` once
@@ -32,6 +32,7 @@ function parseArgs(argv) {
     else if (a === "--no-cron") opts.cron = false;
     else if (a === "--info") opts.info = argv[++i];
     else if (a === "--setup") opts.setup = argv[++i];
+    else if (a === "--persist-to") opts.persistTo = argv[++i];
     else opts.rest.push(a);
   }
   if (opts.env && !["staging", "production"].includes(opts.env)) {
@@ -74,7 +75,7 @@ function fireScheduled(baseUrl, cron = "* * * * *") {
 
 async function dev(opts) {
   const services = await startServices({ log, envName: opts.env });
-  const persistTo = stateDir(opts.env);
+  const persistTo = opts.persistTo ? path.resolve(opts.persistTo) : stateDir(opts.env);
   const vars = { ...(await varOverrides(opts.env)), ...services.overrides() };
   fs.mkdirSync(path.join(ROOT, ".cache"), { recursive: true });
   const started = Date.now();
@@ -135,15 +136,16 @@ async function bootScratch({ envName = "", port = 0 }) {
   });
   const endpoint = services.overrides();
   const runVars = { ANET_ENDPOINT: endpoint.ANET_ENDPOINT, ANET_TIMEOUT_MS: endpoint.ANET_TIMEOUT_MS };
-  server = await startWranglerDev({ config, envName, persistTo: persistDir, port, vars: runVars, logFile });
+  const vars = { ...(await varOverrides(envName)), ...runVars };
+  server = await startWranglerDev({ config, envName, persistTo: persistDir, port, vars, logFile });
   log(`test Worker on ${server.baseUrl}: workerd answered in ${server.readyMs} ms`);
-  const { vars } = readWranglerVars(await import("wrangler"), envName);
+  const configVars = readWranglerVars(await import("wrangler"), envName).vars;
   const run = {
     base_url: server.baseUrl,
     persist_dir: persistDir,
     control_url: control.url,
     anet_endpoint: endpoint.ANET_ENDPOINT,
-    vars: Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, String(v)])),
+    vars: Object.fromEntries(Object.entries(configVars).map(([k, v]) => [k, String(v)])),
     secrets,
     overrides: Object.fromEntries(Object.entries(endpoint).filter(([k]) => k in runVars)),
     ready_ms: server.readyMs,

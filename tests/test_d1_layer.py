@@ -197,9 +197,9 @@ async def test_other_d1_errors_stay_plain_d1errors():
 
 
 def _transient_texts() -> list[str]:
-    source = open("/project/runtime/bindings.mjs").read()
-    block = source[source.index("TRANSIENT_D1_ERRORS = [") :]
-    return re.findall(r'"(D1_ERROR: [^"]+)"', block[: block.index("];")])
+    from clairvora.faults import TRANSIENT_D1_ERRORS
+
+    return list(TRANSIENT_D1_ERRORS)
 
 
 def test_transient_texts_are_classified_retryable():

@@ -3,7 +3,7 @@
 Local: a request carrying x-test-d1-fault fails its Nth D1 call with D1's own
 transient text, and the client gets 503 + Retry-After (app.py's mapping).
 Staging/production: Settings refuse every test hook whatever TEST_HOOKS says;
-the runtime's own guard (it ignores the header outside local configuration) is
+the Worker's own guard (app.py reads the header only when Settings allow test hooks) is
 proven by booting those configurations, host-side (tooling_tests/test_fault_switch_guard.py)."""
 
 import js
@@ -35,7 +35,7 @@ async def test_local_fault_switch_fails_the_nth_call_with_a_retryable_problem():
 
 
 async def test_every_injected_error_text_is_classified_transient():
-    # The texts bindings.mjs throws are D1's; each must map to 503, never 500.
+    # The texts the Worker's fault switch raises (clairvora/faults.py) are D1's; each must map to 503, never 500.
     for text in (
         "D1_ERROR: Network connection lost.",
         "D1_ERROR: D1 DB is overloaded. Too many requests queued.",

@@ -5,31 +5,22 @@ import re
 
 import js
 import local_runtime
-from _local_runtime import call_entrypoint
 from pyodide.ffi import to_js
 
-from entry import Default
 from support import new_user
 
 _D1 = re.compile(r'd1(?:;dur=(?P<d1>[0-9.]+))?;desc="calls=(?P<calls>\d+) rows_read=(\d+) rows_written=(\d+)"')
 _PY = re.compile(r"(?:^|, )py;dur=(?P<py>[0-9.]+)")
 
 
-class _Ctx:
-    def waitUntil(self, _awaitable):
-        raise AssertionError("these routes leave no work behind")
-
-
 async def _fetch(path: str, server_timing: str, token: str | None = None) -> dict[str, str]:
     """One request through the Worker's entrypoint with SERVER_TIMING overridden."""
-    overrides = to_js({"SERVER_TIMING": server_timing}, dict_converter=js.Object.fromEntries)
-    env = js.Object.assign(js.Object.new(), local_runtime.makeEnv(), overrides)
     headers = {"authorization": f"Bearer {token}"} if token else {}
     init = to_js(
         {"headers": to_js(headers, dict_converter=js.Object.fromEntries)}, dict_converter=js.Object.fromEntries
     )
     request = js.Request.new(local_runtime.baseUrl + path, init)
-    response = await call_entrypoint(Default, "fetch", _Ctx(), env, [request])
+    response = (await local_runtime.dispatchFetch(request, {"SERVER_TIMING": server_timing})).response
     assert int(response.status) == 200
     return {k.lower(): v for k, v in response.headers.entries()}
 

@@ -43,7 +43,6 @@ class Scratch:
         self.proc = subprocess.Popen(
             [
                 node,
-                "--experimental-wasm-stack-switching",
                 "runtime/cli.mjs",
                 "serve-scratch",
                 "--info",
@@ -96,6 +95,26 @@ class Scratch:
         except urllib.error.HTTPError as err:
             return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
 
+    def request_bytes(
+        self,
+        method: str,
+        path: str,
+        data: bytes,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float = 60,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """A raw body (e.g. an image upload) with a real Content-Length."""
+        all_headers = dict(headers or {})
+        if token:
+            all_headers["authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=all_headers)  # noqa: S310
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - localhost scratch server
+                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+
     def worker_log(self) -> str:
         if not self._log.closed:
             self._log.flush()
@@ -110,19 +129,6 @@ class Scratch:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self._log.close()
-
-    def proxy_desynced(self) -> bool:
-        """The local runtime's known failure under CPU starvation: miniflare's synchronous
-        proxy call (SynchronousFetcher, used by getPlatformProxy bindings) reads another
-        call's reply, asserts, and every later synchronous D1 call of the process fails.
-        Not the Worker's code: only a restart recovers."""
-        log = self.worker_log()
-        return "SynchronousFetcher" in log or '"error":"AssertionError [ERR_ASSERTION]: false == true"' in log
-
-    def restart(self) -> None:
-        self.cleanup()
-        setup_args, env, setup = self._args
-        self._start(*setup_args, env=env, setup=setup)
 
     def cleanup(self) -> None:
         self.close()
