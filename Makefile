@@ -99,7 +99,7 @@ bench-quick: install
 
 # --- deploy (docs/DEPLOY.md): migrations first, then the Worker ----------------
 deploy-check: install
-	$(PYTHON) tooling/deploy.py check --env "$(ENV)"
+	$(PYTHON) tooling/deploy.py check --against-tested --env "$(ENV)"
 
 deploy: install
 	$(PYTHON) tooling/deploy.py preflight --env "$(ENV)" $(if $(CONFIRM),--confirm $(CONFIRM),)
@@ -111,7 +111,7 @@ rollback: install
 
 # --- tests ----------------------------------------------------------------
 # The runtime suite runs inside workerd (the test Worker; JSPI lets tests block on D1's promises).
-test: install lint test-host test-runtime
+test: install lint test-runtime test-host
 
 test-runtime: install
 	$(NODE) runtime/cli.mjs test $(PYTEST_ARGS)

@@ -17,7 +17,7 @@ import path from "node:path";
 import { ROOT, UserError, databaseName, readWranglerVars, stateDir, wrangler } from "./common.mjs";
 import { startControl } from "./control.mjs";
 import { startServices } from "./services.mjs";
-import { assembleTestWorker } from "./testworker.mjs";
+import { TESTED_MANIFEST, assembleTestWorker } from "./testworker.mjs";
 import { startWranglerDev } from "./wrangler_dev.mjs";
 
 const CRON_PERIOD_MS = 60_000;
@@ -125,7 +125,7 @@ async function bootScratch({ envName = "", port = 0 }) {
   const secrets = services.testSecrets();
   const workerSecrets = { ...secrets };
   delete workerSecrets.CLERK_TEST_PRIVATE_KEY; // the private half never reaches the Worker
-  const { config } = assembleTestWorker({ secrets: workerSecrets });
+  const { config, manifest } = assembleTestWorker({ secrets: workerSecrets });
   const logFile = path.join(persistDir, "worker.log");
   let server = null;
   const control = await startControl({
@@ -154,6 +154,7 @@ async function bootScratch({ envName = "", port = 0 }) {
     server,
     run,
     persistDir,
+    manifest,
     async close() {
       await server.stop();
       await control.stop();
@@ -202,6 +203,9 @@ async function test(opts) {
   log(`runtime suite inside workerd: ${seconds} s`);
   process.stdout.write(`${totals.passed ?? 0} passed, ${(totals.failed ?? 0) + (totals.errors ?? 0)} failed${extra}\n`);
   if ((totals.failed ?? 0) + (totals.errors ?? 0) > 0 && exitCode === 0) exitCode = 1;
+  // A whole passing suite records what it loaded; `make deploy-check` compares the deploy bundle with it.
+  fs.rmSync(TESTED_MANIFEST, { force: true });
+  if (exitCode === 0 && !opts.rest.length) fs.writeFileSync(TESTED_MANIFEST, scratch.manifest);
   return exitCode;
 }
 

@@ -4,6 +4,7 @@
 // ships) plus pytest, Hypothesis and their pure-Python dependencies. Its
 // wrangler.toml is the project's, with another name and main: the same
 // compatibility date and flags, vars, D1 database id and R2 bucket.
+import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { ROOT, UserError } from "./common.mjs";
@@ -42,6 +43,33 @@ export function testWorkerConfig(projectToml) {
   return out.join("\n") + "\n";
 }
 
+export const TESTED_MANIFEST = path.join(ROOT, ".cache", "tested-bundle.manifest");
+
+function filesUnder(dir, keep) {
+  const out = [];
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    const full = path.join(entry.parentPath ?? entry.path, entry.name);
+    if (entry.isFile() && keep(full)) out.push(path.relative(dir, full).split(path.sep).join("/"));
+  }
+  return out;
+}
+
+// The Worker's part of the test Worker, hashed from the copies workerd loads, named
+// as wrangler names deployed modules (tooling/deploy.py compares its dry run with it):
+// src/**/*.py and every python_modules/ file but bytecode.
+function workerManifest(moduleRoot, vendored) {
+  const sha = (file) => crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex");
+  const lines = [];
+  for (const name of filesUnder(path.join(ROOT, "src"), (f) => f.endsWith(".py") && !f.includes("__pycache__"))) {
+    lines.push([name, sha(path.join(moduleRoot, name))]);
+  }
+  for (const name of filesUnder(path.join(ROOT, "python_modules"), (f) => !f.endsWith(".pyc"))) {
+    lines.push([`python_modules/${name}`, sha(path.join(vendored, name))]);
+  }
+  lines.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return lines.map(([name, digest]) => `${digest}  ${name}\n`).join("");
+}
+
 /** secrets: written to the test Worker's .dev.vars (multi-line PEMs included). */
 export function assembleTestWorker({ secrets }) {
   for (const need of [path.join(ROOT, "python_modules", "workers"), TEST_DEPS_DIR]) {
@@ -62,5 +90,5 @@ export function assembleTestWorker({ secrets }) {
   );
   const devVars = Object.entries(secrets).map(([k, v]) => `${k}=${JSON.stringify(String(v))}`);
   fs.writeFileSync(path.join(TEST_WORKER_DIR, ".dev.vars"), devVars.join("\n") + "\n", { mode: 0o600 });
-  return { config: path.join(TEST_WORKER_DIR, "wrangler.toml") };
+  return { config: path.join(TEST_WORKER_DIR, "wrangler.toml"), manifest: workerManifest(moduleRoot, vendored) };
 }

@@ -56,6 +56,9 @@ VENDOR_EXCLUDES = ("**/*.pyc",)
 # sorted): written by a passing `check`, removed when a check starts.
 BUNDLE_DIGEST = ROOT / ".cache" / "deploy-bundle.sha256"
 BUNDLE_MANIFEST = ROOT / ".cache" / "deploy-bundle.manifest"
+# What the last PASSING runtime suite loaded into workerd, in the same manifest format: written
+# by `node runtime/cli.mjs test` from the test Worker's own copies of src/ and python_modules/.
+TESTED_MANIFEST = ROOT / ".cache" / "tested-bundle.manifest"
 # `wrangler deploy --dry-run --outdir` writes this note beside the modules (not a module).
 WRANGLER_NOTE = ("README.md", b"This folder contains the built output assets")
 
@@ -363,8 +366,18 @@ def wrangler_version() -> str:
     return json.loads(package.read_text()).get("version", "?") if package.exists() else "?"
 
 
-def check(env: str) -> str:
-    """Offline release check; returns the bundle digest (also written to .cache/deploy-bundle.sha256)."""
+def tested_problems(shipped: dict[str, str]) -> list[str]:
+    """The bundle against what the last passing runtime suite ran (TESTED_MANIFEST)."""
+    if not TESTED_MANIFEST.is_file():
+        return [f"no passing runtime suite is recorded ({TESTED_MANIFEST.relative_to(ROOT)}): run `make test` first"]
+    tested = dict(reversed(line.split("  ", 1)) for line in TESTED_MANIFEST.read_text().splitlines() if line)
+    differing = sorted(name for name in set(tested) | set(shipped) if tested.get(name) != shipped.get(name))
+    return [f"{name} differs from what the runtime suite ran (run `make test` again)" for name in differing]
+
+
+def check(env: str, against_tested: bool = False) -> str:
+    """Offline release check; returns the bundle digest (also written to .cache/deploy-bundle.sha256).
+    against_tested: the bundle must also equal what the last passing runtime suite loaded."""
     started = time.monotonic()
     for stale in (BUNDLE_DIGEST, BUNDLE_MANIFEST):
         stale.unlink(missing_ok=True)
@@ -372,6 +385,8 @@ def check(env: str) -> str:
     with tempfile.TemporaryDirectory(prefix=f"clairvora-{env}-bundle-") as outdir:
         dry_run(env, outdir)
         shipped, version, problems = compare_bundle(env, outdir)
+    if against_tested and not problems:
+        problems = tested_problems(shipped)
     if len(problems) > 1:
         for problem in problems[:20]:
             print(f"  {problem}", file=sys.stderr)
@@ -390,7 +405,12 @@ def check(env: str) -> str:
         f"equal to the tree ({len(shipped) - vendored} src/**/*.py + {vendored} python_modules/)\n"
         f"  workers SDK: {SDK_DISTRIBUTION} {version} (pinned), {SDK_MODULE} present, python_modules/ = its RECORD\n"
         f"  bundle digest: {digest} -> {BUNDLE_DIGEST.relative_to(ROOT)}\n"
-        f"{env}: migrations lint + apply cleanly, bundle OK ({time.monotonic() - started:.1f} s)",
+        + (
+            f"  equal to what the last passing runtime suite ran ({TESTED_MANIFEST.relative_to(ROOT)})\n"
+            if against_tested
+            else ""
+        )
+        + f"{env}: migrations lint + apply cleanly, bundle OK ({time.monotonic() - started:.1f} s)",
         file=sys.stderr,
     )
     return digest
@@ -410,7 +430,7 @@ def time_travel_bookmark(env: str) -> str:
 
 def release(env: str, confirm: str | None) -> None:
     require_token(env, confirm)
-    check(env)
+    check(env, against_tested=True)
     db = database_name(env)
     wrangler("d1", "migrations", "list", db, "--remote", "--env", env)
     bookmark = time_travel_bookmark(env)
@@ -453,6 +473,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--bookmark", help="rollback: D1 Time Travel bookmark to restore")
     parser.add_argument("--version", help="rollback: Worker version id (default: the previous one)")
     parser.add_argument("--confirm", help="production: must be 'production'")
+    parser.add_argument(
+        "--against-tested", action="store_true", help="check: the bundle must equal what the last passing suite ran"
+    )
     args = parser.parse_args(argv)
     if args.command == "digest":  # the set `check` compares the bundle with, hashed from the tree
         print(tree_digest())
@@ -464,7 +487,7 @@ def main(argv: list[str]) -> int:
         if args.command == "preflight":  # fail fast, before `make test` runs
             require_token(args.env, args.confirm)
         elif args.command == "check":
-            check(args.env)
+            check(args.env, against_tested=args.against_tested)
         elif args.command == "release":
             release(args.env, args.confirm)
         else:

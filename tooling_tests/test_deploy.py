@@ -239,3 +239,34 @@ def test_unknown_environment_is_refused():
         check=False,
     )
     assert result.returncode == 2 and "unknown environment 'prod'" in result.stderr
+
+
+def _check_against_tested(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(root / "tooling" / "deploy.py"), "check", "--against-tested", "--env", "staging"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_check_against_tested_needs_the_bundle_the_suite_ran(tmp_path_factory):
+    """`make deploy-check` compares the dry run with .cache/tested-bundle.manifest, which a
+    passing `node runtime/cli.mjs test` writes from the test Worker's own copies."""
+    root = _copy_project(tmp_path_factory.mktemp("tested"))
+    manifest = root / ".cache" / "tested-bundle.manifest"
+    result = _check_against_tested(root)
+    assert result.returncode == 2 and "no passing runtime suite is recorded" in result.stderr, result.stderr
+    manifest.parent.mkdir(exist_ok=True)
+    hashes = {name: deploy.sha256_of(path) for name, path in deploy.tree_files("staging").items()}
+    manifest.write_text(deploy.manifest_of(hashes))
+    result = _check_against_tested(root)
+    assert result.returncode == 0, result.stderr
+    assert "equal to what the last passing runtime suite ran" in result.stderr
+    # The Worker changed after the suite ran: refused, naming the file.
+    entry = root / "src" / "entry.py"
+    entry.write_text(entry.read_text() + "\n# changed after the tests\n")
+    result = _check_against_tested(root)
+    assert result.returncode == 2, result.stderr
+    assert "entry.py differs from what the runtime suite ran" in result.stderr.strip().splitlines()[-1]
