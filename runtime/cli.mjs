@@ -125,7 +125,9 @@ async function bootScratch({ envName = "", port = 0 }) {
   const secrets = services.testSecrets();
   const workerSecrets = { ...secrets };
   delete workerSecrets.CLERK_TEST_PRIVATE_KEY; // the private half never reaches the Worker
-  const { config, manifest } = assembleTestWorker({ secrets: workerSecrets });
+  // The test Worker lives in the run's own folder (wrangler reloads a Worker whose files change).
+  const workerDir = path.join(persistDir, "testworker");
+  const { config, manifest } = assembleTestWorker({ secrets: workerSecrets, dir: workerDir });
   const logFile = path.join(persistDir, "worker.log");
   let server = null;
   const control = await startControl({
@@ -189,7 +191,14 @@ async function test(opts) {
   const totals = {};
   try {
     for (const args of chunksOf(opts.rest)) {
-      const { exit_code: code, output } = await postJson(`${scratch.server.baseUrl}/__harness/pytest`, { run: scratch.run, args });
+      let code;
+      let output;
+      try {
+        ({ exit_code: code, output } = await postJson(`${scratch.server.baseUrl}/__harness/pytest`, { run: scratch.run, args }));
+      } catch (error) {
+        // The run itself broke (not a test): counted as an error of this file, the others still run.
+        [code, output] = [3, `${args.join(" ")}: the pytest run failed: ${error.message}\n1 error`];
+      }
       process.stdout.write(output.endsWith("\n") ? output : output + "\n");
       tally(output, totals);
       if (code !== 0 && code !== 5) exitCode = code;

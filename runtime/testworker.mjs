@@ -1,4 +1,4 @@
-// Assembles the test Worker in .cache/testworker/: the project's own src/
+// Assembles a test Worker in its own folder (one per run: runs may overlap): the project's own src/
 // (byte for byte), tests/, bench/ and the harness (runtime/testworker/), with
 // python_modules/ = the project's vendored SDK (the same files that deploy
 // ships) plus pytest, Hypothesis and their pure-Python dependencies. Its
@@ -9,7 +9,6 @@ import fs from "node:fs";
 import path from "node:path";
 import { ROOT, UserError } from "./common.mjs";
 
-export const TEST_WORKER_DIR = path.join(ROOT, ".cache", "testworker");
 const TEST_DEPS_DIR = path.join(ROOT, ".cache", "python_modules-test");
 const MODULE_ROOT = "root";
 // Binary test fixtures travel as Data modules (visible in the bundle's file system).
@@ -71,24 +70,24 @@ function workerManifest(moduleRoot, vendored) {
 }
 
 /** secrets: written to the test Worker's .dev.vars (multi-line PEMs included). */
-export function assembleTestWorker({ secrets }) {
+export function assembleTestWorker({ secrets, dir }) {
   for (const need of [path.join(ROOT, "python_modules", "workers"), TEST_DEPS_DIR]) {
     if (!fs.existsSync(need)) throw new UserError(`${path.relative(ROOT, need)} is missing: run \`make install\``);
   }
-  fs.rmSync(TEST_WORKER_DIR, { recursive: true, force: true });
-  const moduleRoot = path.join(TEST_WORKER_DIR, MODULE_ROOT);
+  fs.rmSync(dir, { recursive: true, force: true });
+  const moduleRoot = path.join(dir, MODULE_ROOT);
   copyTree(path.join(ROOT, "src"), moduleRoot);
   copyTree(path.join(ROOT, "tests"), path.join(moduleRoot, "tests"));
   copyTree(path.join(ROOT, "bench"), path.join(moduleRoot, "bench"), (src) => !src.includes(`${path.sep}results`));
   copyTree(path.join(ROOT, "runtime", "testworker"), moduleRoot);
-  const vendored = path.join(TEST_WORKER_DIR, "python_modules");
+  const vendored = path.join(dir, "python_modules");
   copyTree(path.join(ROOT, "python_modules"), vendored);
   copyTree(TEST_DEPS_DIR, vendored, (src) => !src.includes(`${path.sep}bin${path.sep}`));
   fs.writeFileSync(
-    path.join(TEST_WORKER_DIR, "wrangler.toml"),
+    path.join(dir, "wrangler.toml"),
     testWorkerConfig(fs.readFileSync(path.join(ROOT, "wrangler.toml"), "utf8")),
   );
   const devVars = Object.entries(secrets).map(([k, v]) => `${k}=${JSON.stringify(String(v))}`);
-  fs.writeFileSync(path.join(TEST_WORKER_DIR, ".dev.vars"), devVars.join("\n") + "\n", { mode: 0o600 });
-  return { config: path.join(TEST_WORKER_DIR, "wrangler.toml"), manifest: workerManifest(moduleRoot, vendored) };
+  fs.writeFileSync(path.join(dir, ".dev.vars"), devVars.join("\n") + "\n", { mode: 0o600 });
+  return { config: path.join(dir, "wrangler.toml"), manifest: workerManifest(moduleRoot, vendored) };
 }

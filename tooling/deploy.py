@@ -75,7 +75,7 @@ FORBIDDEN_PARTS = (
     "__pycache__",
     "migrations",
 )
-FORBIDDEN_NAMES = ("conftest.py", "support.py", "_local_runtime.py", ".dev.vars")
+FORBIDDEN_NAMES = ("conftest.py", "support.py", "harness.py", "local_runtime.py", ".dev.vars")
 
 
 class Refused(Exception):

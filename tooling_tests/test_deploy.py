@@ -43,13 +43,13 @@ def test_dry_run_bundles_the_worker_for_staging_and_production():
 
 def test_bundle_check_rejects_test_and_runtime_files():
     with tempfile.TemporaryDirectory() as outdir:
-        for name in ("entry.py", "tests/support.py", "_local_runtime.py", "clairvora/__pycache__/db.cpython-313.pyc"):
+        for name in ("entry.py", "tests/support.py", "local_runtime.py", "clairvora/__pycache__/db.cpython-313.pyc"):
             path = Path(outdir, name)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("")
         problems = deploy.bundle_problems(outdir)
     assert "must not ship: tests/support.py" in problems
-    assert "must not ship: _local_runtime.py" in problems
+    assert "must not ship: local_runtime.py" in problems
     assert "must not ship: clairvora/__pycache__/db.cpython-313.pyc" in problems
     assert "missing clairvora/app.py" in problems
 
