@@ -335,6 +335,9 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
       reply(res, out);
     });
   });
+  // workerd keeps connections pooled; Node would close an idle one after 5 s and the Worker's
+  // next call on it would fail with "Network connection lost" (a local artefact, not the gateway's).
+  server.keepAliveTimeout = 0;
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address();
   const endpoint = `http://127.0.0.1:${port}/xml/v1/request.api`;

@@ -7,6 +7,7 @@
 //   node runtime/cli.mjs scheduled [--port N]     fire the cron of a running `dev` once
 //   node runtime/cli.mjs test [pytest args...]     pytest inside workerd on a fresh D1
 //   node runtime/cli.mjs run script.py [args...]   a script's `async def main(argv)` inside workerd, fresh D1
+//        (a returned {"doc": {"file": "docs/X.md", "text": ...}} replaces that file's marked block)
 //   node runtime/cli.mjs serve-scratch --info FILE [--setup script.py] [--env ...] [args...]
 //        a fresh D1 served over HTTP for host-side tests (the test Worker: the project's
 //        entrypoint for every route, plus the harness routes that ran the setup script)
@@ -115,7 +116,7 @@ async function scheduled(opts) {
 
 // A fresh local D1 (every migration applied by wrangler), the stand-ins, and the
 // test Worker served by wrangler dev on it, with a control server for the host side.
-async function bootScratch({ envName = "", port = 0 }) {
+async function bootScratch({ envName = "", port = 0, extraModules = [] }) {
   const persistDir = fs.mkdtempSync(path.join(os.tmpdir(), "clairvora-d1-"));
   const envFlag = envName ? ["--env", envName] : [];
   const t0 = Date.now();
@@ -128,6 +129,8 @@ async function bootScratch({ envName = "", port = 0 }) {
   // The test Worker lives in the run's own folder (wrangler reloads a Worker whose files change).
   const workerDir = path.join(persistDir, "testworker");
   const { config, manifest } = assembleTestWorker({ secrets: workerSecrets, dir: workerDir });
+  // Scripts from outside src/, tests/ and bench/ (serve-scratch's --setup) join the bundle at their own path.
+  for (const rel of extraModules) fs.cpSync(path.join(ROOT, rel), path.join(workerDir, "root", rel));
   const logFile = path.join(persistDir, "worker.log");
   let server = null;
   const control = await startControl({
@@ -208,7 +211,7 @@ async function test(opts) {
     await scratch.close();
   }
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
-  const extra = Object.entries(totals).filter(([k]) => !["passed", "failed"].includes(k)).map(([k, n]) => `, ${n} ${k}`).join("");
+  const extra = Object.entries(totals).filter(([k]) => !["passed", "failed", "errors"].includes(k)).map(([k, n]) => `, ${n} ${k}`).join("");
   log(`runtime suite inside workerd: ${seconds} s`);
   process.stdout.write(`${totals.passed ?? 0} passed, ${(totals.failed ?? 0) + (totals.errors ?? 0)} failed${extra}\n`);
   if ((totals.failed ?? 0) + (totals.errors ?? 0) > 0 && exitCode === 0) exitCode = 1;
@@ -218,14 +221,52 @@ async function test(opts) {
   return exitCode;
 }
 
+// A script may return {"doc": {"file": "docs/NAME.md", "text": block}}: the block's first and
+// last lines are marker lines already in that file, and the host replaces the part between
+// them (the Worker cannot write to the host's files).
+function writeDocBlock({ file, text }) {
+  const target = path.resolve(ROOT, file);
+  if (path.dirname(target) !== path.join(ROOT, "docs")) throw new UserError(`a script may only write a file in docs/, not ${file}`);
+  const block = text.trimEnd();
+  const lines = block.split("\n");
+  const [begin, end] = [lines[0], lines[lines.length - 1]];
+  const current = fs.readFileSync(target, "utf8");
+  const from = current.indexOf(begin);
+  const to = from < 0 ? -1 : current.indexOf(end, from + begin.length);
+  if (lines.length < 2 || from < 0 || to < 0) throw new UserError(`${file} lacks the markers ${begin} ... ${end}`);
+  fs.writeFileSync(`${target}.tmp`, current.slice(0, from) + block + current.slice(to + end.length));
+  fs.renameSync(`${target}.tmp`, target);
+  log(`wrote the generated block of ${file}`);
+}
+
+const packageVersion = (name) => JSON.parse(fs.readFileSync(path.join(ROOT, "node_modules", name, "package.json"), "utf8")).version;
+
 async function runScript(opts) {
   const [script, ...argv] = opts.rest;
   if (!script) throw new UserError("usage: cli.mjs run <script.py> [args...]");
   const scratch = await bootScratch({});
   try {
+    // Cold start as the host sees it (bench/coldstart.py reports it): workerd's first answer
+    // (ready_ms, after spawning wrangler dev), then the first /health (a D1 read) right after.
+    const readyAt = Date.now();
+    const health = await fetch(`${scratch.server.baseUrl}/health`);
+    await health.arrayBuffer();
+    const host = {
+      ready_ms: scratch.run.ready_ms,
+      first_health: { status: health.status, ms_after_ready: Date.now() - readyAt },
+      load_average: os.loadavg(),
+      cpus: os.cpus().length,
+      versions: { node: process.version, wrangler: packageVersion("wrangler"), workerd: packageVersion("workerd") },
+    };
     const rel = path.relative(ROOT, path.resolve(script)).split(path.sep).join("/");
-    const { output } = await postJson(`${scratch.server.baseUrl}/__harness/script`, { run: scratch.run, path: rel, argv });
+    const { result, output } = await postJson(`${scratch.server.baseUrl}/__harness/script`, {
+      run: { ...scratch.run, host },
+      path: rel,
+      argv,
+    });
     process.stdout.write(output);
+    if (result?.doc) writeDocBlock(result.doc);
+    log(`load average at the end: ${os.loadavg().map((x) => x.toFixed(1)).join(" / ")}`);
   } finally {
     await scratch.close();
   }
@@ -237,11 +278,18 @@ async function runScript(opts) {
 async function serveScratch(opts) {
   if (!opts.info) throw new UserError("usage: cli.mjs serve-scratch --info FILE [--setup script.py] [--port N]");
   const port = process.argv.includes("--port") ? opts.port : 0;
-  const scratch = await bootScratch({ envName: opts.env, port });
+  const rel = opts.setup ? path.relative(ROOT, path.resolve(opts.setup)).split(path.sep).join("/") : null;
+  if (rel && (rel.startsWith("..") || !fs.existsSync(path.join(ROOT, rel)))) throw new UserError(`no setup script ${opts.setup} in the project`);
+  const scratch = await bootScratch({ envName: opts.env, port, extraModules: rel ? [rel] : [] });
   let setup = null;
-  if (opts.setup) {
-    const rel = path.relative(ROOT, path.resolve(opts.setup)).split(path.sep).join("/");
-    ({ result: setup } = await postJson(`${scratch.server.baseUrl}/__harness/script`, { run: scratch.run, path: rel, argv: opts.rest }));
+  if (rel) {
+    try {
+      ({ result: setup } = await postJson(`${scratch.server.baseUrl}/__harness/script`, { run: scratch.run, path: rel, argv: opts.rest }));
+    } catch (error) {
+      process.stdout.write(scratch.server.logText());
+      await scratch.close(); // wrangler dev runs in its own process group: stop it before exiting
+      throw error;
+    }
   }
   const info = {
     environment: opts.env || "local",

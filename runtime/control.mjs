@@ -35,7 +35,9 @@ export async function startControl({ d1Execute, workerLog, anetControl }) {
         status = error.status ?? 500;
         out = { error: String(error.message ?? error) };
       }
-      res.writeHead(status, { "content-type": "application/json" });
+      // One request per connection: workerd pools connections, and a pooled one that Node closed
+      // after its keep-alive timeout fails the next call with "Network connection lost".
+      res.writeHead(status, { "content-type": "application/json", connection: "close" });
       res.end(JSON.stringify(out));
     });
   });
