@@ -126,12 +126,12 @@ class Resp:
 
 
 class Client:
-    """Calls the Worker the way workerd would: in-process through the runtime's
-    dispatch (default), or over real HTTP to the served runtime (`http=True`)."""
+    """Calls the Worker through its entrypoint, in this isolate (local_runtime.dispatchFetch).
+    Requests over real HTTP are host-side (tooling_tests): an HTTP request to this isolate's own
+    server while a test holds it suspended in run_sync is not reliable (docs/RUNTIME.md)."""
 
-    def __init__(self, token: str | None = None, *, http: bool = False) -> None:
+    def __init__(self, token: str | None = None) -> None:
         self.token = token
-        self.http = http
         self.bookmark: str | None = None
 
     async def request(
@@ -161,11 +161,7 @@ class Client:
             init["body"] = to_js(body.encode() if isinstance(body, str) else body)
         js_init = to_js(init, dict_converter=js.Object.fromEntries)
         url = local_runtime.baseUrl + path
-        if self.http:
-            response = await js.fetch(url, js_init)
-        else:
-            result = await local_runtime.dispatchFetch(js.Request.new(url, js_init))
-            response = result.response
+        response = (await local_runtime.dispatchFetch(js.Request.new(url, js_init))).response
         data = (await response.arrayBuffer()).to_bytes()
         out_headers = {k.lower(): v for k, v in response.headers.entries()}
         return Resp(int(response.status), out_headers, data)

@@ -74,22 +74,16 @@ async def test_405_is_not_given_for_a_bad_id():
 
 
 async def test_head_on_get_routes_has_headers_and_no_body():
-    for http in (False, True):
-        get = await Client(http=http).get("/health")
-        head = await Client(http=http).request("HEAD", "/health")
-        assert head.status == 200 and head.body == b""
-        assert head.headers["content-type"] == get.headers["content-type"] == "application/json"
-        assert "x-d1-bookmark" in head.headers and "server-timing" in head.headers
+    # Over real HTTP too: tooling_tests/test_http_edges.py.
+    get = await Client().get("/health")
+    head = await Client().request("HEAD", "/health")
+    assert head.status == 200 and head.body == b""
+    assert head.headers["content-type"] == get.headers["content-type"] == "application/json"
+    assert "x-d1-bookmark" in head.headers and "server-timing" in head.headers
 
 
 async def test_overlong_path_is_414():
     assert_problem(await Client().get("/test/names/" + "a" * 600), 414, "uri_too_long")
-
-
-async def test_over_http_unknown_route_is_problem_json():
-    r = await Client(http=True).get("/nope")
-    assert_problem(r, 404, "route_not_found")
-    assert r.headers["x-request-id"]
 
 
 # --- error shapes -------------------------------------------------------------
@@ -129,8 +123,8 @@ async def test_request_ids_differ_per_request():
 # --- bodies and validation ----------------------------------------------------
 
 
-async def echo(body, *, query="", headers=None, http=False):
-    return await Client(http=http).request(
+async def echo(body, *, query="", headers=None):
+    return await Client().request(
         "POST", "/test/echo" + query, body=body, headers={"content-type": "application/json", **(headers or {})}
     )
 
@@ -219,10 +213,9 @@ async def test_body_over_the_limit_by_content_length_is_413():
 async def test_body_over_the_limit_by_actual_size_is_413():
     padding = "x" * 65600
     raw = json.dumps({"n": 1, "inner": {"k": padding}})
-    # In-process the request carries no Content-Length: the actual size decides.
+    # In-process the request carries no Content-Length: the actual size decides. (A real
+    # Content-Length over HTTP: tooling_tests/test_http_edges.py.)
     assert_problem(await echo(raw), 413, "body_too_large")
-    # Over HTTP with a real Content-Length.
-    assert_problem(await echo(raw, http=True), 413, "body_too_large")
     # Exactly at the limit is accepted; one byte more is not.
     at_limit = json.dumps({"n": 1, "inner": {"k": ""}})
     at_limit = at_limit[:-2] + " " * (65536 - len(at_limit)) + "}}"

@@ -33,11 +33,11 @@ class Actor:
     client: Client
 
 
-async def actor(prefix: str = "w", *, ttl_s: int = 3600, http: bool = False) -> Actor:
+async def actor(prefix: str = "w", *, ttl_s: int = 3600) -> Actor:
     """A user row (created on first sight through GET /v1/me) and a client for it."""
     sub = f"user_{unique(prefix)}"
     token = await token_for(sub, exp=int(time.time()) + ttl_s)
-    client = Client(token, http=http)
+    client = Client(token)
     r = await client.get("/v1/me")
     assert r.status == 200, r.text
     return Actor(sub, int(r.json()["id"]), token, client)
