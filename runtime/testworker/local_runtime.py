@@ -187,7 +187,9 @@ async def dispatchScheduled(cron: str = "* * * * *", scheduled_time_ms: float | 
     ctx = TestContext()
     env = env_with()
     when_ms = float(js.Date.now()) if scheduled_time_ms is None else float(scheduled_time_ms)
-    controller = to_js({"cron": cron, "scheduledTime": when_ms, "type": "scheduled"}, dict_converter=js.Object.fromEntries)
+    controller = to_js(
+        {"cron": cron, "scheduledTime": when_ms, "type": "scheduled"}, dict_converter=js.Object.fromEntries
+    )
     instance = _entrypoint()(ctx, env)
     await instance.scheduled(controller, env, ctx)
     await ctx.settle()
