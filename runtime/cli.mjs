@@ -74,6 +74,21 @@ function fireScheduled(baseUrl, cron = "* * * * *") {
   });
 }
 
+// Importing wrangler (varOverrides, readWranglerVars) installs SIGINT/SIGTERM handlers that exit at
+// once (its Pages build cleanup). wrangler dev runs in its own process group, so exiting before
+// stopping it left it serving (and holding its port): our handler replaces wrangler's.
+async function onStopSignal(stop) {
+  await import("wrangler");
+  let stopping = false;
+  for (const signal of ["SIGINT", "SIGTERM"]) {
+    process.removeAllListeners(signal);
+    process.on(signal, () => {
+      if (!stopping) stop();
+      stopping = true;
+    });
+  }
+}
+
 async function dev(opts) {
   const services = await startServices({ log, envName: opts.env });
   const persistTo = opts.persistTo ? path.resolve(opts.persistTo) : stateDir(opts.env);
@@ -100,8 +115,7 @@ async function dev(opts) {
     await services.stop();
     process.exit(0);
   };
-  process.on("SIGINT", stop);
-  process.on("SIGTERM", stop);
+  await onStopSignal(stop);
 }
 
 async function scheduled(opts) {
@@ -280,7 +294,15 @@ async function serveScratch(opts) {
   const port = process.argv.includes("--port") ? opts.port : 0;
   const rel = opts.setup ? path.relative(ROOT, path.resolve(opts.setup)).split(path.sep).join("/") : null;
   if (rel && (rel.startsWith("..") || !fs.existsSync(path.join(ROOT, rel)))) throw new UserError(`no setup script ${opts.setup} in the project`);
+  // A stop asked for while booting waits for the boot, so nothing is left running.
+  let stopAsked = false;
+  let stopNow = () => (stopAsked = true);
+  await onStopSignal(() => stopNow());
   const scratch = await bootScratch({ envName: opts.env, port, extraModules: rel ? [rel] : [] });
+  if (stopAsked) {
+    await scratch.close();
+    process.exit(0);
+  }
   let setup = null;
   if (rel) {
     try {
@@ -317,8 +339,8 @@ async function serveScratch(opts) {
     await scratch.close();
     process.exit(0);
   };
-  process.on("SIGINT", stop);
-  process.on("SIGTERM", stop);
+  stopNow = stop;
+  if (stopAsked) await stop();
 }
 
 async function main() {

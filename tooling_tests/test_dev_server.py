@@ -3,7 +3,8 @@ wrangler.toml, src/ and the vendored SDK in python_modules/), not the test Worke
 
 The two bugs the Node.js imitation hid show here first: without the vendored SDK
 every D1 route answers 500 (workerd's built-in SDK copy does not wrap D1 results),
-and with `scheduled(self, controller)` workerd's cron call raises a TypeError."""
+and with `scheduled(self, controller)` workerd's cron call raises a TypeError.
+Stopping it (Ctrl-C, SIGTERM) stops workerd too: nothing answers on its port after."""
 
 import json
 import os
@@ -32,6 +33,14 @@ def _get(url: str, timeout_s: float = 30) -> tuple[int, bytes]:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def test_dev_serves_the_project_worker_and_runs_its_cron(tmp_path):
@@ -76,7 +85,12 @@ def test_dev_serves_the_project_worker_and_runs_its_cron(tmp_path):
             assert time.monotonic() < deadline, log_path.read_text(errors="replace")
             time.sleep(0.25)
         assert "TypeError" not in log_path.read_text(errors="replace")
+        # Ctrl-C's signal: wrangler dev (its own process group) must stop before the command exits.
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert not _answers(port), "workerd still serves after `make dev` stopped"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
         shutil.rmtree(state, ignore_errors=True)
