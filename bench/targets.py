@@ -4,12 +4,13 @@
 2. every money movement exactly 1 round trip for the movement itself;
 3. balance read and per-minute charge: rows read independent of ledger length;
 4. advisor search reads at most `limit` + a small constant rows;
-5. Python time per request under 1 ms for reads (GET), at the median.
+5. Python time per request under 1 ms for reads (GET), on average (workerd's clock has 1 ms steps).
 """
 
+import statistics
 from dataclasses import dataclass
 
-from measure import Row, median, percentile
+from measure import Row, median
 
 SEARCH_SLACK_ROWS = 10
 FLAT_SLACK_ROWS = 2
@@ -25,6 +26,10 @@ class Verdict:
 
 def _max(row: Row, attr: str) -> int:
     return max(row.values(attr))
+
+
+def _py_mean(row: Row) -> float:
+    return statistics.fmean(s.py_ms for s in row.samples if s.py_ms is not None)
 
 
 def evaluate(rows: list[Row], cold: dict[str, float]) -> list[Verdict]:
@@ -84,19 +89,14 @@ def evaluate(rows: list[Row], cold: dict[str, float]) -> list[Verdict]:
         )
     )
 
+    # py;dur has 1 ms steps inside workerd, so the mean over the samples is the figure (a median is 0 or 1).
     reads = [r for r in api if r.route and r.route[0] == "GET" and any(s.py_ms is not None for s in r.samples)]
-    slow = [
-        r for r in reads if percentile([s.py_ms for s in r.samples if s.py_ms is not None], 50) >= PY_READ_BUDGET_MS
-    ]
+    slow = [r for r in reads if _py_mean(r) >= PY_READ_BUDGET_MS]
     out.append(
         Verdict(
-            f"Python time per read < {PY_READ_BUDGET_MS} ms (median)",
+            f"Python time per read < {PY_READ_BUDGET_MS} ms (mean; local wall time)",
             not slow,
-            "; ".join(
-                f"{r.operation} [{r.size}]: {percentile([s.py_ms for s in r.samples if s.py_ms is not None], 50):.2f}"
-                " ms"
-                for r in slow
-            )
+            "; ".join(f"{r.operation} [{r.size}]: {_py_mean(r):.2f} ms" for r in slow)
             or f"{len(reads)} reads within budget",
         )
     )
@@ -105,8 +105,9 @@ def evaluate(rows: list[Row], cold: dict[str, float]) -> list[Verdict]:
         Verdict(
             "cold start: Worker import (report it; keep heavy work out of import)",
             None,
-            f"{cold['reimport_cpu_ms']:.1f} ms CPU, {cold['reimport_median_ms']:.1f} ms wall "
-            f"(first import at boot: {cold['boot_import_ms']:.1f} ms wall)",
+            f"`import entry` replayed in a request inside workerd: {cold['reimport_median_ms']:.0f} ms median (at "
+            f"the isolate's start the clock stands still: {cold['entry_import_ms']:.0f} ms); wrangler dev start -> "
+            f"first answer {cold['ready_ms']:,.0f} ms, -> first /health 200 {cold['first_health_ms']:,.0f} ms",
         )
     )
     return out
