@@ -1,7 +1,9 @@
 """Bad input on every route that takes a body, a query or an id in its path:
-oversized and deep bodies, invalid UTF-8, wrong types, out-of-range, fractional
-and beyond-2**53 numbers, unknown fields, very long strings, control
-characters; SQL metacharacters and path traversal in every string field and
+oversized and deep bodies, invalid UTF-8, wrong types, out-of-range, fractional,
+non-finite (1e999) and beyond-2**53 numbers, unknown fields (a lone UTF-16
+surrogate for a name too), very long strings, control characters and NUL, lone
+UTF-16 surrogates ("\\ud800" in the JSON text: no UTF-8 form, so nothing can
+store, encrypt or echo it); SQL metacharacters and path traversal in every string field and
 path parameter. Each answer is a 4xx problem that names the field and changes
 nothing (every table's row count and version aggregate are unchanged).
 
@@ -28,6 +30,11 @@ QUERY_ROWS = [row for row in ROWS if ROUTES_BY_KEY[(row.method, row.pattern)].qu
 ID_ROUTES = [r for r in ROUTES if any(kind == "id" for _n, kind in r.path_params())]
 HOSTILE_TEXT = ("'; DROP TABLE users; --", '" OR 1=1 --', "../../../../etc/passwd%00", "<script>${x}</script>")
 BEYOND_53 = 2**53 + 1
+# Lone UTF-16 surrogates: json.dumps writes them as "\ud800" escapes, as a client would.
+LONE_SURROGATES = ("\ud800", "a\udfffb", "\udc00\ud83d")
+# Number literals that Python's json reads without complaint: 1e999 becomes float('inf').
+NON_FINITE_LITERALS = ("1e999", "-1e999", "1E400", "100000000000000000000000000000000000000")
+_RAW = "__raw_literal__"
 
 
 def _valid_value(f: Field) -> Any:
@@ -47,7 +54,8 @@ def _valid_value(f: Field) -> Any:
 
 def _wrong_values(f: Field) -> list[Any]:
     if isinstance(f, Str):
-        out: list[Any] = [12345, ["a"], {"a": 1}, True, "x" * (f.max_len + 1), "a\x00b", "a\x1bb"]
+        out: list[Any] = [12345, ["a"], {"a": 1}, True, "x" * (f.max_len + 1), "a\x00b", "a\x1bb", "\x00"]
+        out += LONE_SURROGATES
         if f.min_len > 0:
             out.append("")
         return out
@@ -75,6 +83,20 @@ def _variants(shape: Obj, base: dict[str, Any], prefix: str = "") -> list[tuple[
         if isinstance(f, Obj):
             inner = base.get(name) if isinstance(base.get(name), dict) else _valid_value(f)
             out += [(p, {**base, name: b}) for p, b in _variants(f, inner, f"{path}.")]
+    return out
+
+
+def _literal_variants(shape: Obj, base: dict[str, Any], prefix: str = "") -> list[tuple[str, dict[str, Any], str]]:
+    """(field path, body with a marker, literal): a number literal put in the JSON TEXT of an
+    integer field (json.dumps cannot write 1e999, it writes Infinity, which is refused earlier)."""
+    out = []
+    for name, f in shape.fields.items():
+        path = f"{prefix}{name}"
+        if isinstance(f, Int):
+            out += [(path, {**base, name: _RAW}, literal) for literal in NON_FINITE_LITERALS]
+        elif isinstance(f, Obj):
+            inner = base.get(name) if isinstance(base.get(name), dict) else _valid_value(f)
+            out += [(p, {**base, name: b}, lit) for p, b, lit in _literal_variants(f, inner, f"{path}.")]
     return out
 
 
@@ -144,6 +166,9 @@ async def test_bad_bodies_are_refused_and_change_nothing(row: Row):
         ("array", b"[]", "application/json", (400,)),
         ("empty", b"", "application/json", (400,)),
         ("text/plain", json.dumps(call.body).encode(), "text/plain", (415,)),
+        ("lone surrogate as a field name", b'{"\\ud800": 1}', "application/json", (400,)),
+        ("NUL as a field name", b'{"\\u0000": 1}', "application/json", (400,)),
+        ("Infinity", b'{"a": Infinity}', "application/json", (400,)),
     ]
     for what, body, content_type, statuses in raw_cases:
         r = await _send(client, row, call.path, call.headers, body=body, content_type=content_type)
@@ -155,6 +180,11 @@ async def test_bad_bodies_are_refused_and_change_nothing(row: Row):
     for field, body in _variants(route.body, call.body):
         r = await _send(client, row, call.path, call.headers, json_body=body)
         _assert_problem(r, (400,), f"{row.pattern} {field}={json.dumps(body)[:120]}", field)
+        sent += 1
+    for field, body, literal in _literal_variants(route.body, call.body):
+        text = json.dumps(body).replace(f'"{_RAW}"', literal).encode()
+        r = await _send(client, row, call.path, call.headers, body=text)
+        _assert_problem(r, (400,), f"{row.pattern} {field}={literal}", field)
         sent += 1
     assert await row_counts() == before, f"bad input changed rows on {row.method} {row.pattern}"
 
@@ -214,3 +244,85 @@ async def test_hostile_path_ids_are_not_found():
             r = await client.request(route.method, path, body=b"{}" if route.body else None, headers=headers)
             _assert_problem(r, (404,), f"{route.method} {path}")
     assert await row_counts() == before
+
+
+# --- the chat body, explicitly -------------------------------------------------
+
+
+async def test_a_lone_surrogate_in_a_chat_message_is_400_and_stores_nothing():
+    from market_support import active_reading, at, market_pair, now_ms
+
+    client, _cid, advisor, advisor_id = await market_pair(funds=10_000)
+    t = now_ms()
+    reading = await active_reading(client, advisor, advisor_id, t)
+    path = f"/v1/readings/{reading['id']}/messages"
+    before = await row_counts()
+    for text in (b'{"body": "\\ud800"}', b'{"body": "hi \\udfff there"}', b'{"body": "\\ude00\\ud83d"}'):
+        r = await client.request("POST", path, body=text, headers=at(t + 1, **{"content-type": "application/json"}))
+        _assert_problem(r, (400,), f"chat {text!r}", "body")
+    assert await row_counts() == before
+    # A surrogate PAIR is one character (U+1F600) and is welcome.
+    r = await client.request(
+        "POST", path, body=b'{"body": "\\ud83d\\ude00"}', headers=at(t + 2, **{"content-type": "application/json"})
+    )
+    assert r.status == 201 and r.json()["body"] == "\U0001f600", r.text
+    r = await advisor.get(path, headers=at(t + 3))
+    assert [m["body"] for m in r.json()["items"]] == ["\U0001f600"]
+
+
+# --- session tokens: time claims that are not finite integers -------------------
+
+# Literals as they stand in the token's JSON text (json.dumps cannot write most of them).
+BAD_TIME_LITERALS = (
+    "1e999",
+    "-1e999",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    '"1700000000"',
+    "true",
+    "false",
+    "null",
+    "[1]",
+    "{}",
+    str(2**53),
+    str(2**53 + 1),
+    str(2**64),
+    "1" + "0" * 40,
+    "1.5",
+    "1e10",
+    "-1",
+)
+
+
+async def _sign_text(claims_text: str) -> str:
+    """A correctly signed token whose payload is exactly `claims_text`."""
+    import js
+    import local_runtime
+    from pyodide.ffi import to_js
+
+    from support import _private_key, b64url
+
+    header = b64url(json.dumps({"alg": "RS256", "kid": "ins_test", "typ": "JWT"}).encode())
+    signing_input = f"{header}.{b64url(claims_text.encode())}"
+    key = await _private_key(str(local_runtime.secrets.CLERK_TEST_PRIVATE_KEY))
+    algorithm = to_js({"name": "RSASSA-PKCS1-v1_5"}, dict_converter=js.Object.fromEntries)
+    signature = await js.crypto.subtle.sign(algorithm, key, to_js(signing_input.encode()))
+    return f"{signing_input}.{b64url(signature.to_bytes())}"
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+async def test_time_claims_that_are_not_finite_integers_are_401(claim: str):
+    from clairvora.db import sql
+    from support import claims_for, database, unique
+
+    for literal in BAD_TIME_LITERALS:
+        if literal == "null" and claim != "exp":
+            continue  # an absent or null nbf/iat is allowed (Clerk always sends them; the JWT spec makes them optional)
+        sub = f"user_{unique('badt')}"
+        text = json.dumps(claims_for(sub, **{claim: _RAW})).replace(f'"{_RAW}"', literal)
+        r = await Client(await _sign_text(text)).get("/v1/me")
+        _assert_problem(r, (401,), f"{claim}={literal}")
+        assert r.json()["code"] == "unauthorized", r.text
+        row = await database().first(sql("SELECT count(*) AS n FROM users WHERE clerk_user_id = ?", sub))
+        assert row["n"] == 0, f"{claim}={literal}: a refused token created its user"

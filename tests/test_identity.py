@@ -354,3 +354,60 @@ async def test_the_clock_hook_is_ignored_outside_local_configuration(overrides, 
     assert (r.status == 200) is accepted, r.text
     if not accepted:
         assert "expired" in r.json()["detail"] and await users_with_sub(sub) == 0
+
+
+# --- a bounded lifetime (MAX_TOKEN_LIFETIME_SECONDS) ------------------------------
+
+
+def _max_lifetime() -> int:
+    return int(str(local_runtime.vars.MAX_TOKEN_LIFETIME_SECONDS))
+
+
+async def test_a_token_that_practically_never_expires_is_refused():
+    far = _max_lifetime() + 3600
+    sub = new_sub("life")
+    await assert_refused(await token(sub, exp=NOW_S + far), sub, "lifetime")  # iat = now
+    await assert_refused(await token(sub, exp=NOW_S + far, iat=None), sub, "lifetime")  # exp - now alone
+    await assert_refused(await token(sub, exp=NOW_S + 60, iat=NOW_S - far, nbf=NOW_S - far), sub, "lifetime")
+    await assert_refused(await token(sub, exp=2**52, iat=None, nbf=None), sub, "lifetime")
+    await assert_refused(await token(sub, exp=NOW_S + 100 * 365 * 86400), sub, "lifetime")
+
+
+@pytest.mark.parametrize(
+    ("claims", "ok"),
+    [
+        ({"iat": NOW_S, "exp": NOW_S + 300}, True),  # exactly the maximum
+        ({"iat": NOW_S, "exp": NOW_S + 301}, False),
+        ({"iat": NOW_S - 200, "exp": NOW_S + 101}, False),  # 301 s in all, 101 s left
+        ({"iat": NOW_S - 200, "exp": NOW_S + 100}, True),
+        ({"iat": None, "exp": NOW_S + 305}, True),  # no iat: what is left counts, with the 5 s skew
+        ({"iat": None, "exp": NOW_S + 306}, False),
+    ],
+)
+async def test_the_lifetime_limit_is_the_configured_var(claims, ok):
+    """With MAX_TOKEN_LIFETIME_SECONDS=300: exp - iat and exp - now are both bounded by it."""
+    sub = new_sub("lvar")
+    good = await token(sub, nbf=None, **claims)
+    r = await fetch_with_vars(
+        "/v1/me", headers={"authorization": f"Bearer {good}", **AT_NOW}, MAX_TOKEN_LIFETIME_SECONDS="300"
+    )
+    assert (r.status == 200) is ok, (claims, r.status, r.text)
+    if not ok:
+        assert r.status == 401 and "lifetime" in r.json()["detail"], r.text
+        assert await users_with_sub(sub) == 0
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "abc", str(10**12)])
+async def test_an_unusable_lifetime_var_is_a_configuration_error(value):
+    sub = new_sub("lbad")
+    r = await fetch_with_vars(
+        "/v1/me", headers={"authorization": f"Bearer {await token(sub)}", **AT_NOW}, MAX_TOKEN_LIFETIME_SECONDS=value
+    )
+    assert r.status == 500 and r.json()["code"] == "misconfigured", r.text
+
+
+async def test_clerk_shaped_tokens_pass_in_every_environment_lifetime():
+    """A real Clerk session token (60 s) is far inside the limit configured anywhere."""
+    assert 3600 <= _max_lifetime()
+    sub = new_sub("clerk")
+    assert (await get_me(await token(sub, iat=NOW_S, exp=NOW_S + 60))).status == 200

@@ -257,3 +257,26 @@ async def test_bad_patch_me_body_is_400_and_writes_nothing(raw, field):
         sql("SELECT version, display_name, time_zone FROM users WHERE id = ?", int(before["id"]))
     )
     assert row == {"version": before["version"], "display_name": None, "time_zone": "UTC"}
+
+
+# --- replies are always UTF-8 --------------------------------------------------
+
+
+def test_a_reply_holding_a_lone_surrogate_is_still_utf8_json():
+    """validation.py refuses lone surrogates on the way in; should one reach a reply anyway
+    (an older stored row), the JSON is written with \\u escapes, never as invalid UTF-8."""
+    from clairvora.responses import encode_json
+
+    assert encode_json({"a": "caf\u00e9 \U0001f600"}) == '{"a":"caf\u00e9 \U0001f600"}'  # non-ASCII kept as is
+    text = encode_json({"a": "x\ud800y"})
+    assert text == '{"a":"x\\ud800y"}'
+    text.encode("utf-8")
+
+
+async def test_an_unknown_field_named_with_a_lone_surrogate_is_echoed_escaped():
+    _sub, client = await new_user("surr")
+    r = await client.request(
+        "PATCH", "/v1/me", body=b'{"\\ud800x": 1}', headers={"if-match": '"1"', "content-type": "application/json"}
+    )
+    body = assert_problem(r, 400, "invalid_request")
+    assert body["field"] == "\\ud800x", body  # the six characters \ud800, then x

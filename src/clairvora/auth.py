@@ -4,6 +4,20 @@ The algorithm is pinned to RS256 whatever the header says (no `none`, no HS256
 signed with the public key); `iss` must equal the configured issuer; `azp`, when
 present, must be an allowed origin; `exp` is required and `exp`/`nbf`/`iat` get
 a small clock skew; `sub` is required.
+
+Time claims are JSON integers of seconds, 0 <= t <= 2**53 - 2 (what Clerk
+sends): a float (1e999 is read as infinity, 1e10 or 1.5 are not integers), NaN
+or Infinity (refused by the JSON reader), a string, a bool, a negative or a
+huge number is a 401, never a crash. A token may not live longer than
+MAX_TOKEN_LIFETIME_SECONDS (Settings.max_token_lifetime_s): `exp - iat` must not
+exceed it, nor `exp - now` (with the clock skew), so a token whose exp is
+decades away (a misconfigured JWT template; once stolen, such a token would
+never stop working) is refused. Clerk session tokens live 60 s.
+
+Cookie sessions and CSRF (`cookie_session_refusal`): the `__session` cookie is
+sent by the browser whoever made the page, so a state-changing request
+authenticated by it must come from an allowed Origin, or, without an Origin
+header, carry a header that only a CORS-preflighted request can have.
 """
 
 import base64
@@ -15,7 +29,9 @@ from typing import Any
 import js
 from pyodide.ffi import JsException, to_js
 
-from .errors import unauthorized
+from .config import MAX_TOKEN_LIFETIME_SECONDS
+from .errors import Problem, unauthorized
+from .validation import exact_integer
 
 MAX_TOKEN_CHARS = 4096
 MAX_SUB_CHARS = 64
@@ -48,9 +64,13 @@ def _b64url(segment: str) -> bytes:
         raise unauthorized("Malformed token.") from None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _json_segment(segment: str) -> dict[str, Any]:
     try:
-        value = json.loads(_b64url(segment).decode("utf-8"))
+        value = json.loads(_b64url(segment).decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError):
         raise unauthorized("Malformed token.") from None
     if not isinstance(value, dict):
@@ -80,19 +100,70 @@ async def _public_key(pem: str) -> Any:
     return key
 
 
-def bearer_token(authorization: str | None, cookie: str | None) -> str | None:
-    """Header first (cross-origin), then a `__session*` cookie (same-origin)."""
+def credentials(authorization: str | None, cookie: str | None) -> tuple[str | None, str | None]:
+    """(token, where it came from: "header" | "cookie"): the Authorization header
+    first (cross-origin), then a `__session*` cookie (same-origin)."""
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("Use 'Authorization: Bearer <token>'.")
-        return token.strip()
+        return token.strip(), "header"
     if cookie:
         for part in cookie.split(";"):
             name, _, value = part.strip().partition("=")
             if name.startswith("__session") and value:
-                return value
-    return None
+                return value, "cookie"
+    return None, None
+
+
+def bearer_token(authorization: str | None, cookie: str | None) -> str | None:
+    return credentials(authorization, cookie)[0]
+
+
+# Methods that change nothing here: every other one (POST, PUT, PATCH, DELETE, ...)
+# is state-changing and gets the cookie-session check.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Request headers that are NOT CORS-safelisted, so a page of another origin can
+# only make a browser send them after a preflight, which this Worker never
+# approves (it answers no OPTIONS with Access-Control-Allow-*). A request that
+# carries one cannot be a forged cross-site request. They are the API's own
+# headers, which a client sets on purpose; headers that browsers or Cloudflare
+# add by themselves (cf-*, sec-fetch-*, user-agent, ...) prove nothing, and
+# neither does Content-Type: application/json, which `navigator.sendBeacon`
+# sent without a preflight for years (the check does not rest on a body's
+# declared type; text/plain, form and multipart bodies are simple anyway).
+PREFLIGHT_ONLY_HEADERS = ("x-requested-with", "idempotency-key", "if-match", "x-d1-bookmark")
+
+
+def cookie_session_refusal(
+    method: str, origin: str | None, has_header: Any, authorized_parties: tuple[str, ...]
+) -> Problem | None:
+    """Why a request authenticated by the `__session` cookie is refused (a 403
+    `csrf_origin_refused`), or None. `has_header(name) -> bool`.
+
+    Safe methods pass. A state-changing one passes when its Origin is one of the
+    authorized parties (browsers send Origin on every POST/PUT/PATCH/DELETE,
+    same-origin ones included). A foreign Origin (or "null", from sandboxed
+    frames and file: pages) is refused whatever else it carries. Without an
+    Origin (not a browser, or a very old one), a preflight-only header must be
+    present."""
+    if method.upper() in SAFE_METHODS:
+        return None
+    if origin is not None:
+        if origin.strip() in authorized_parties:
+            return None
+        reason = "comes from an origin that is not allowed"
+    elif any(has_header(name) for name in PREFLIGHT_ONLY_HEADERS):
+        return None
+    else:
+        reason = "has no Origin header"
+    return Problem(
+        403,
+        "csrf_origin_refused",
+        "Forbidden",
+        f"This state-changing request is authenticated by the session cookie and {reason}: "
+        "send it from the app's own origin, or send the token as 'Authorization: Bearer <token>'.",
+    )
 
 
 async def verify_token(
@@ -103,6 +174,7 @@ async def verify_token(
     authorized_parties: tuple[str, ...],
     now_s: int,
     clock_skew_s: int,
+    max_lifetime_s: int = MAX_TOKEN_LIFETIME_SECONDS,
 ) -> Identity:
     if len(token) > MAX_TOKEN_CHARS:
         raise unauthorized("Token too long.")
@@ -132,19 +204,24 @@ async def verify_token(
         if len(_VERIFIED) >= MAX_VERIFIED_TOKENS:
             del _VERIFIED[next(iter(_VERIFIED))]
         _VERIFIED[(public_key_pem, token)] = True
-    return _check_claims(claims, issuer, authorized_parties, now_s, clock_skew_s)
+    return _check_claims(claims, issuer, authorized_parties, now_s, clock_skew_s, max_lifetime_s)
 
 
 def _int_claim(claims: dict[str, Any], name: str) -> int | None:
+    """A NumericDate as Clerk writes it: a JSON integer of seconds, not negative,
+    exact in a double (validation.exact_integer); absent or null is None."""
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise unauthorized(f"Invalid '{name}' claim.")
-    return int(value)
+    if not exact_integer(value) or value < 0:
+        raise unauthorized(f"Invalid '{name}' claim: not a whole number of seconds.")
+    result: int = value
+    return result
 
 
-def _check_claims(claims: dict[str, Any], issuer: str, parties: tuple[str, ...], now_s: int, skew_s: int) -> Identity:
+def _check_claims(
+    claims: dict[str, Any], issuer: str, parties: tuple[str, ...], now_s: int, skew_s: int, max_lifetime_s: int
+) -> Identity:
     if not issuer or claims.get("iss") != issuer:
         raise unauthorized("Token issuer not accepted.")
     exp = _int_claim(claims, "exp")
@@ -158,6 +235,8 @@ def _check_claims(claims: dict[str, Any], issuer: str, parties: tuple[str, ...],
     iat = _int_claim(claims, "iat")
     if iat is not None and now_s + skew_s < iat:
         raise unauthorized("Token issued in the future.")
+    if exp - now_s > max_lifetime_s + skew_s or (iat is not None and exp - iat > max_lifetime_s):
+        raise unauthorized(f"Token lifetime is longer than the {max_lifetime_s} s accepted.")
     azp = claims.get("azp")
     if azp is not None and (not isinstance(azp, str) or azp not in parties):
         raise unauthorized("Token authorized party not accepted.")

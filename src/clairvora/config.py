@@ -36,6 +36,14 @@ RATE_MIN_CENTS_PER_MINUTE = 50
 RATE_MAX_CENTS_PER_MINUTE = 2000
 
 
+# The longest a session token may live (exp - iat, and exp - now), when the var
+# is not set. Clerk session tokens live 60 s (refreshed every 50 s); a day is
+# generous for any Clerk JWT template and still refuses a token made to last
+# forever. Each environment sets MAX_TOKEN_LIFETIME_SECONDS in wrangler.toml.
+MAX_TOKEN_LIFETIME_SECONDS = 86400
+MAX_TOKEN_LIFETIME_BOUNDS = (60, 366 * 86400)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     environment: str
@@ -47,6 +55,7 @@ class Settings:
     clerk_authorized_parties: tuple[str, ...]
     clerk_jwt_key_pem: str | None
     clock_skew_s: int
+    max_token_lifetime_s: int
     billing_period_s: int
     platform_fee_bps: int
     heartbeat_timeout_s: int
@@ -78,6 +87,9 @@ class Settings:
             clerk_authorized_parties=tuple(p.strip() for p in parties.split(",") if p.strip()),
             clerk_jwt_key_pem=_var(env, "CLERK_JWT_KEY"),
             clock_skew_s=_int(env, "CLOCK_SKEW_SECONDS", 5, 0, 60),
+            max_token_lifetime_s=_int(
+                env, "MAX_TOKEN_LIFETIME_SECONDS", MAX_TOKEN_LIFETIME_SECONDS, *MAX_TOKEN_LIFETIME_BOUNDS
+            ),
             billing_period_s=_int(env, "BILLING_PERIOD_SECONDS", 60, 1, 3600),
             platform_fee_bps=_int(env, "PLATFORM_FEE_BPS", 3000, 0, 10000),
             heartbeat_timeout_s=_int(env, "HEARTBEAT_TIMEOUT_SECONDS", 120, 1, 3600),

@@ -7,6 +7,7 @@ from typing import Any
 from workers import Response
 
 from .errors import Problem
+from .validation import encodable
 
 
 @dataclass
@@ -22,7 +23,13 @@ class Reply:
 
 
 def encode_json(body: Any) -> str:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, non-ASCII as is. A text that cannot be UTF-8 (a lone surrogate
+    that got past validation.py, e.g. from an older row) is written with \\u escapes
+    instead: Pyodide would otherwise hand workerd a string it sends as invalid UTF-8."""
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    if encodable(text):
+        return text
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=True)
 
 
 def problem_reply(problem: Problem, request_id: str) -> Reply:

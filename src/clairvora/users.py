@@ -55,9 +55,19 @@ async def ensure_user(db: Database, clerk_user_id: str, now_ms: int) -> dict[str
 
 
 async def authenticate(rc: RequestContext) -> dict[str, Any]:
-    token = auth.bearer_token(rc.header("authorization"), rc.header("cookie"))
+    token, source = auth.credentials(rc.header("authorization"), rc.header("cookie"))
     if token is None:
         raise unauthorized("Authentication required.")
+    if source == "cookie":
+        # CSRF: checked before the token, so a forged request costs no verification and makes no user.
+        refusal = auth.cookie_session_refusal(
+            rc.method,
+            rc.header("origin"),
+            lambda name: rc.header(name) is not None,
+            rc.settings.clerk_authorized_parties,
+        )
+        if refusal is not None:
+            raise refusal
     pem = rc.settings.clerk_jwt_key_pem
     if not pem:
         raise Problem(500, "misconfigured", "Server misconfigured", "CLERK_JWT_KEY is not set.")
@@ -68,6 +78,7 @@ async def authenticate(rc: RequestContext) -> dict[str, Any]:
         authorized_parties=rc.settings.clerk_authorized_parties,
         now_s=rc.clock.now_ms() // 1000,
         clock_skew_s=rc.settings.clock_skew_s,
+        max_lifetime_s=rc.settings.max_token_lifetime_s,
     )
     preload = getattr(rc.route, "preload", None)
     if preload is None:

@@ -1,6 +1,17 @@
 """Declarative input shapes: parse JSON bodies and query strings into plain
 values, or raise a 400 problem naming the field. The same shapes give the
-OpenAPI document its schemas, so the contract and the checks cannot drift."""
+OpenAPI document its schemas, so the contract and the checks cannot drift.
+
+This is also the one place that refuses what cannot be stored or encoded:
+- text with a lone UTF-16 surrogate (`"\\ud800"` in the JSON text: Python's
+  json reads it, but it has no UTF-8 form, so D1 would store mangled bytes,
+  AES-GCM could not seal it and a reply echoing it would not be UTF-8; I-JSON,
+  RFC 7493, forbids it too), NUL and the other control characters;
+- numbers that are not exact integers D1 can bind: floats (1e999 is read as
+  float('inf'), NaN/Infinity are refused by the JSON reader) and integers
+  beyond +-(2**53 - 2) (Pyodide hands larger ones to D1 as BigInt, refused).
+Every Str/Int checks this whatever its own bounds, and auth.py uses
+`exact_integer` for the token's time claims."""
 
 import re
 from collections.abc import Mapping
@@ -9,9 +20,36 @@ from typing import Any
 from .errors import bad_request
 
 MAX_SAFE_INTEGER = 2**53 - 1
+# The largest magnitude D1 binds exactly (db.check_param: |x| < 2**53 - 1).
+MAX_BINDABLE_INTEGER = MAX_SAFE_INTEGER - 1
 MAX_JSON_DEPTH = 8
+MAX_ECHOED_NAME_CHARS = 64
 # What Str.parse refuses, said in the OpenAPI document too (tab and newline are allowed).
 NO_CONTROL_CHARS_PATTERN = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f]*$"
+
+
+def exact_integer(value: Any) -> bool:
+    """A JSON integer D1 can bind: an int (not a bool, not a float such as 1e999 or 1.0)
+    within +-MAX_BINDABLE_INTEGER."""
+    return type(value) is int and -MAX_BINDABLE_INTEGER <= value <= MAX_BINDABLE_INTEGER
+
+
+def encodable(text: str) -> bool:
+    """Whether `text` has a UTF-8 form (no lone surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def echo_name(name: str) -> str:
+    """A client-chosen name (an unknown field) made safe to echo in a problem:
+    lone surrogates as \\uXXXX text, and at most MAX_ECHOED_NAME_CHARS characters."""
+    safe = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return safe if len(safe) <= MAX_ECHOED_NAME_CHARS else safe[:MAX_ECHOED_NAME_CHARS] + "..."
 
 
 class Field:
@@ -59,6 +97,8 @@ class Str(Field):
             return None
         if not isinstance(value, str):
             raise bad_request(f"'{name}' must be a string.", name)
+        if not encodable(value):
+            raise bad_request(f"'{name}' is not valid Unicode text (a lone UTF-16 surrogate).", name)
         if any(ord(c) < 32 and c not in "\n\t" for c in value) or "\x7f" in value:
             raise bad_request(f"'{name}' contains control characters.", name)
         if not self.min_len <= len(value) <= self.max_len:
@@ -82,7 +122,7 @@ class Str(Field):
 
 class Int(Field):
     def __init__(self, *, low: int, high: int, nullable: bool = False, description: str = "") -> None:
-        assert -MAX_SAFE_INTEGER <= low <= high <= MAX_SAFE_INTEGER
+        assert -MAX_BINDABLE_INTEGER <= low <= high <= MAX_BINDABLE_INTEGER
         self.low, self.high, self.nullable, self.description = low, high, nullable, description
 
     def parse(self, value: Any, name: str) -> Any:
@@ -90,6 +130,8 @@ class Int(Field):
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad_request(f"'{name}' must be an integer.", name)
+        if not exact_integer(value):  # whatever the shape's own bounds say
+            raise bad_request(f"'{name}' is beyond the integers this API stores.", name)
         if not self.low <= value <= self.high:
             raise bad_request(f"'{name}' must be between {self.low} and {self.high}.", name)
         return value
@@ -159,7 +201,8 @@ class Obj(Field):
         prefix = "" if name == "body" else f"{name}."
         for key in value:
             if key not in self.fields:
-                raise bad_request(f"Unknown field '{prefix}{key}'.", f"{prefix}{key}")
+                unknown = f"{prefix}{echo_name(key)}"
+                raise bad_request(f"Unknown field '{unknown}'.", unknown)
         for key in self.required:
             if key not in value:
                 raise bad_request(f"'{prefix}{key}' is required.", f"{prefix}{key}")
@@ -232,7 +275,7 @@ def parse_query(query: Mapping[str, list[str]], shape: Obj) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, values in query.items():
         if key not in shape.fields:
-            raise bad_request(f"Unknown query parameter '{key}'.", key)
+            raise bad_request(f"Unknown query parameter '{echo_name(key)}'.", echo_name(key))
         if len(values) != 1:
             raise bad_request(f"Query parameter '{key}' given more than once.", key)
         out[key] = shape.fields[key].parse_query(values[0], key)
