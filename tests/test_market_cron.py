@@ -32,6 +32,8 @@ async def test_cron_ends_silent_readings_at_the_last_heartbeat_and_expires_reque
     rid = reading["id"]
     r = await client.post(f"/v1/readings/{rid}/heartbeat", headers=at(t + MINUTE_MS + 30_000))
     assert r.json()["billed_minutes"] == 2
+    r = await advisor.post(f"/v1/readings/{rid}/heartbeat", headers=at(t + MINUTE_MS + 30_000))
+    assert r.json()["billed_minutes"] == 2
     last = t + MINUTE_MS + 30_000
     # not yet silent for HEARTBEAT_TIMEOUT_SECONDS (120 s): left alone
     await local_runtime.dispatchScheduled("* * * * *", last + 119_000)
@@ -47,6 +49,7 @@ async def test_cron_ends_silent_readings_at_the_last_heartbeat_and_expires_reque
     await _run_cron_until(settled, last + 5 * MINUTE_MS)
     row = await _reading(rid)
     assert (row["end_reason"], row["billed_minutes"], row["ended_at_ms"]) == ("heartbeat_timeout", 2, last)
+    assert row["silent_party"] == "both"
     expired = await _reading(req["id"])
     assert expired["ended_at_ms"] == t + 120_000
     # both participants see the end; the client may open a new reading
@@ -97,11 +100,12 @@ async def test_concurrent_cron_runs_and_heartbeats_settle_once():
     )
     assert not any(isinstance(x, Exception) for x in results), results
     row = await _reading(rid)
-    assert (row["status"], row["end_reason"], row["billed_minutes"], row["ended_at_ms"]) == (
+    assert (row["status"], row["end_reason"], row["billed_minutes"], row["ended_at_ms"], row["silent_party"]) == (
         "ended",
         "heartbeat_timeout",
         1,
         t,
+        "both",
     )
     assert results[3].status in (200, 409)
     await assert_ledger_consistent()

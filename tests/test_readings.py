@@ -11,6 +11,7 @@ from market_support import (
     active_reading,
     assert_ledger_consistent,
     at,
+    fetch_with_env,
     fund,
     market_pair,
     now_ms,
@@ -216,24 +217,28 @@ async def test_end_bills_minutes_begun_and_either_side_may_end():
     reading = await active_reading(client, advisor, advisor_id, t)
     r = await client.post(f"/v1/readings/{reading['id']}/heartbeat", headers=at(t + 90_000))
     assert r.json()["billed_minutes"] == 2
-    # 2 minutes and a bit: minute 3 has begun, so the end bills 3 minutes
-    r = await advisor.post(f"/v1/readings/{reading['id']}/end", headers=at(t + 2 * MINUTE_MS + 1))
+    r = await advisor.post(f"/v1/readings/{reading['id']}/heartbeat", headers=at(t + 90_000))
+    assert r.json()["billed_minutes"] == 2
+    # 2 minutes and a bit: minute 3 has begun, so the client's end bills 3 minutes
+    r = await client.post(f"/v1/readings/{reading['id']}/end", headers=at(t + 2 * MINUTE_MS + 1))
     body = r.json()
     assert (body["status"], body["end_reason"], body["billed_minutes"], body["balance_cents"]) == (
         "ended",
-        "advisor_ended",
+        "client_ended",
         3,
-        None,
+        700,
     )
     assert await _wallet(client_id) == 700
 
     reading = await active_reading(client, advisor, advisor_id, t + 10 * MINUTE_MS)
     # exactly at the start of minute 2: minute 2 has not begun before the end
-    r = await client.post(f"/v1/readings/{reading['id']}/end", headers=at(t + 11 * MINUTE_MS))
+    # (the advisor's end: it sees no money figure)
+    r = await advisor.post(f"/v1/readings/{reading['id']}/end", headers=at(t + 11 * MINUTE_MS))
     body = r.json()
-    assert (body["end_reason"], body["billed_minutes"], body["balance_cents"]) == ("client_ended", 1, 600)
+    assert (body["end_reason"], body["billed_minutes"], body["balance_cents"]) == ("advisor_ended", 1, None)
     row = await _row(reading["id"])
     assert row["ended_at_ms"] == t + 11 * MINUTE_MS
+    assert await _wallet(client_id) == 600
     await assert_ledger_consistent()
 
 
@@ -274,27 +279,39 @@ async def test_silent_reading_is_settled_at_its_last_heartbeat_by_whoever_comes_
     reading = await active_reading(client, advisor, advisor_id, t)
     rid = reading["id"]
     await client.post(f"/v1/readings/{rid}/heartbeat", headers=at(t + MINUTE_MS + 10))  # minute 2
-    # silence longer than HEARTBEAT_TIMEOUT_SECONDS (120): a late heartbeat finds it over
+    await advisor.post(f"/v1/readings/{rid}/heartbeat", headers=at(t + MINUTE_MS + 10))
+    # both silent longer than HEARTBEAT_TIMEOUT_SECONDS (120): a late heartbeat finds it over
     r = await advisor.post(f"/v1/readings/{rid}/heartbeat", headers=at(t + MINUTE_MS + 10 + 121_000))
     body = r.json()
     assert (body["status"], body["end_reason"], body["billed_minutes"]) == ("ended", "heartbeat_timeout", 2)
+    assert body["silent_party"] == "both"
     assert (await _row(rid))["ended_at_ms"] == t + MINUTE_MS + 10
     assert await _wallet(client_id) == 800
 
 
 async def test_many_minutes_are_charged_in_bounded_batches():
-    """A long gap (possible with a long heartbeat timeout) is charged in
-    batches of MAX_MINUTES_PER_BATCH minutes, every minute exactly once."""
+    """A long gap (possible with a long heartbeat timeout, here one hour for
+    this reading) is charged in batches of MAX_MINUTES_PER_BATCH minutes,
+    every minute exactly once."""
     t = now_ms()
     client, client_id, advisor, advisor_id = await market_pair(rate=60, funds=60 * 40)
-    reading = await active_reading(client, advisor, advisor_id, t)
+    r = await fetch_with_env(
+        {"HEARTBEAT_TIMEOUT_SECONDS": "3600"},
+        "POST",
+        "/v1/readings",
+        token=client.token,
+        json_body={"advisor_id": str(advisor_id), "channel": "chat"},
+        headers=at(t, **{"idempotency-key": unique("k")}),
+    )
+    assert r.status == 201 and r.json()["heartbeat_timeout_seconds"] == 3600, r.text
+    rid = r.json()["id"]
+    assert (await advisor.post(f"/v1/readings/{rid}/accept", headers=at(t))).status == 200
     db = database()
-    row = await database().first(sql(billing.SELECT_READING, int(reading["id"])))
-    hour_ms = 3600_000
-    after = await billing.advance(db, row, t + 34 * MINUTE_MS + 1, "heartbeat", hour_ms, None)
+    row = await database().first(sql(billing.SELECT_READING, int(rid)))
+    after = await billing.advance(db, row, t + 34 * MINUTE_MS + 1, "heartbeat", client_id)
     assert after["billed_minutes"] == 35 and after["status"] == "active"
     assert db.counters.calls == 3, "35 minutes: three batches of <= 15 (plus the first read)"
-    after = await billing.advance(db, after, t + 45 * MINUTE_MS, "heartbeat", hour_ms, None)
+    after = await billing.advance(db, after, t + 45 * MINUTE_MS, "heartbeat", client_id)
     assert (after["status"], after["end_reason"], after["billed_minutes"]) == ("ended", "insufficient_funds", 40)
     assert after["ended_at_ms"] == t + 40 * MINUTE_MS
     assert await _wallet(client_id) == 0
@@ -306,26 +323,51 @@ def test_plan_is_bounded_and_never_exceeds_funds():
         "status": "active",
         "accepted_at_ms": 0,
         "billing_period_seconds": 60,
+        "heartbeat_timeout_seconds": 10**6,
         "billed_minutes": 3,
         "rate_cents_per_minute": 100,
         "last_heartbeat_at_ms": 0,
+        "client_heartbeat_at_ms": None,
+        "advisor_heartbeat_at_ms": None,
         "wallet_cents": 10_000,
     }
-    p = billing.plan(reading, 40 * MINUTE_MS, "heartbeat", 10**9)
+    p = billing.plan(reading, 40 * MINUTE_MS, "heartbeat", "client")
     assert (p.first_minute, p.minutes, p.more, p.end_reason) == (4, billing.MAX_MINUTES_PER_BATCH, True, None)
-    p = billing.plan({**reading, "wallet_cents": 250}, 40 * MINUTE_MS, "heartbeat", 10**9)
+    p = billing.plan({**reading, "wallet_cents": 250}, 40 * MINUTE_MS, "heartbeat", "client")
     assert (p.minutes, p.end_reason, p.ended_at_ms) == (2, "insufficient_funds", 5 * MINUTE_MS)
-    p = billing.plan(reading, 3 * MINUTE_MS - 1, "heartbeat", 10**9)
-    assert (p.minutes, p.end_reason, p.heartbeat_at_ms) == (0, None, 3 * MINUTE_MS - 1)
-    p = billing.plan(reading, 3 * MINUTE_MS, "heartbeat", 10**9)
+    p = billing.plan(reading, 3 * MINUTE_MS - 1, "heartbeat", "client")
+    assert (p.minutes, p.end_reason, p.heartbeat_at_ms, p.heartbeat_by) == (0, None, 3 * MINUTE_MS - 1, "client")
+    p = billing.plan(reading, 3 * MINUTE_MS, "heartbeat", "client")
     assert p.minutes == 1, "minute 4 begins at 3 periods and a heartbeat then charges it"
-    p = billing.plan(reading, 3 * MINUTE_MS, "client_ended", 10**9)
+    p = billing.plan(reading, 3 * MINUTE_MS, "client_ended", "client")
     assert (p.minutes, p.end_reason) == (0, "client_ended"), "an end at that instant does not"
-    p = billing.plan({**reading, "last_heartbeat_at_ms": 1000}, 500_000, "timeout", 120_000)
+    # the advisor bills only what the client was seen in
+    seen = {**reading, "client_heartbeat_at_ms": 4 * MINUTE_MS + 5}
+    p = billing.plan(seen, 40 * MINUTE_MS, "heartbeat", "advisor")
+    assert (p.first_minute, p.minutes, p.heartbeat_by) == (4, 2, "advisor"), "minutes 4 and 5, no further"
+    p = billing.plan(seen, 40 * MINUTE_MS, "advisor_ended", "advisor")
+    assert (p.minutes, p.end_reason, p.heartbeat_at_ms) == (2, "advisor_ended", None)
+    p = billing.plan(seen, 40 * MINUTE_MS, "heartbeat", None)
+    assert (p.minutes, p.heartbeat_at_ms) == (2, None), "nobody's heartbeat is recorded for nobody"
+    # a side silent past the timeout: the reading ends at its last heartbeat
+    silent = {
+        **reading,
+        "heartbeat_timeout_seconds": 120,
+        "client_heartbeat_at_ms": 1000,
+        "advisor_heartbeat_at_ms": 9000,
+    }
+    p = billing.plan(silent, 500_000, "timeout", None)
     assert (p.minutes, p.end_reason, p.ended_at_ms, p.when_heartbeat_at_ms) == (0, "heartbeat_timeout", 1000, 1000)
-    p = billing.plan({**reading, "last_heartbeat_at_ms": 400_000}, 500_000, "timeout", 120_000)
-    assert not p.writes, "the cron leaves a reading with a recent heartbeat alone"
+    assert billing.silent_party(*billing.seen_at(silent)) == "client"
+    for who in ("client", "advisor"):
+        p = billing.plan(silent, 500_000, "heartbeat", who)
+        assert (p.end_reason, p.heartbeat_at_ms) == ("heartbeat_timeout", None), "a late heartbeat is not recorded"
+    p = billing.plan(
+        {**silent, "advisor_heartbeat_at_ms": 400_000, "client_heartbeat_at_ms": 450_000}, 500_000, "timeout", None
+    )
+    assert not p.writes, "the cron leaves a reading with recent heartbeats alone"
+    assert billing.silent_party(5, 5) == "both" and billing.silent_party(6, 5) == "advisor"
     for balance in range(0, 2000, 37):
         for now in range(0, 30 * MINUTE_MS, 7 * 60_013):
-            p = billing.plan({**reading, "wallet_cents": balance}, now, "heartbeat", 10**9)
+            p = billing.plan({**reading, "wallet_cents": balance}, now, "heartbeat", "client")
             assert p.minutes * 100 <= balance and p.minutes <= billing.MAX_MINUTES_PER_BATCH

@@ -6,19 +6,39 @@ the client's wallet pays the rate, split between the advisor's earnings and
 platform revenue) plus a `reading_charges` row. Everything one call charges
 goes into ONE batch (one transaction, one D1 round trip).
 
+Presence (migration 0040). Each side's last heartbeat is its own column
+(NULL: nothing since the accept, read as accepted_at). A reading is live while
+neither side has been silent longer than its heartbeat timeout (a term fixed
+at request time). The client pays, so:
+  - the client's own heartbeat or end bills every minute begun so far;
+  - the advisor's heartbeat or end bills only minutes begun by the client's
+    last heartbeat (it never bills time the client was not seen in);
+  - once a side has been silent past the timeout nothing more is billed and
+    the reading ends at that side's last heartbeat (`heartbeat_timeout`,
+    `silent_party` says who), whoever notices: a heartbeat, an end, the cron.
+A side silent for less than the timeout is still there (a dropped
+connection): minutes begun while the ADVISOR is briefly quiet are billed by
+the client's heartbeats; minutes begun while the CLIENT is quiet are billed
+only if the client comes back in time.
+
 Nothing here trusts what Python read. The SQL refuses, and rolls the batch
-back, whenever the read was stale (migrations 0002 and 0020):
+back, whenever the read was stale (migrations 0002, 0020 and 0040):
   - a transfer key or (reading, minute) charged before -> UNIQUE;
   - a minute out of order, or an inactive reading     -> reading_not_billable;
+  - a minute the presence rules above forbid          -> reading_party_silent;
   - a wallet that cannot pay                          -> insufficient_funds;
-and the status changes at the end of a batch are conditional UPDATEs on
-status, billed_minutes (and the last heartbeat, for a timeout). A refused
-batch is re-planned from a fresh read, a bounded number of times. So
-heartbeats from both participants, `end`, retries and the cron can all race
-and every minute is charged at most once.
+and the heartbeat and status changes at the end of a batch are conditional
+UPDATEs on status, billed_minutes and presence (a heartbeat is recorded only
+while the reading is live, so a side silent past the timeout cannot be
+revived; a timeout end only while the silent side's heartbeat is still the
+one planned on and still past the timeout; a participant's end only while
+the reading is live). A refused batch is re-planned from a fresh read, a
+bounded number of times. So heartbeats from both participants, `end`,
+retries and the cron can all race and every minute is charged at most once.
 
-`plan()` is pure: given the reading, the wallet balance, the time and what is
-asked, it says which minutes to charge and whether and how the reading ends.
+`plan()` is pure: given the reading, the wallet balance, the time, what is
+asked and by whom, it says which minutes to charge and whether and how the
+reading ends.
 """
 
 from dataclasses import dataclass
@@ -30,6 +50,7 @@ from .errors import service_unavailable
 from .ids import new_id
 
 Action = Literal["heartbeat", "client_ended", "advisor_ended", "timeout"]
+Party = Literal["client", "advisor"]
 
 # 6 statements per minute (transfer, 3 entries, post, charge row) + 2 more:
 # 15 minutes = 92 statements, inside our 100-statement batch cap.
@@ -43,10 +64,19 @@ LOW_BALANCE_MINUTES = 2
 READING_COLUMNS = """
   r.id, r.client_id, r.advisor_id, r.channel, r.status, r.rate_cents_per_minute, r.advisor_cents_per_minute,
   r.platform_cents_per_minute, r.billing_period_seconds, r.billed_minutes, r.end_reason, r.requested_at_ms,
-  r.accepted_at_ms, r.ended_at_ms, r.last_heartbeat_at_ms, r.version,
+  r.accepted_at_ms, r.ended_at_ms, r.last_heartbeat_at_ms, r.client_heartbeat_at_ms, r.advisor_heartbeat_at_ms,
+  r.heartbeat_timeout_seconds, r.silent_party, r.version,
   (SELECT balance_cents FROM accounts WHERE owner_user_id = r.client_id AND kind = 'client_wallet') AS wallet_cents"""
 
 SELECT_READING = f"SELECT {READING_COLUMNS} FROM readings r WHERE r.id = ?"  # noqa: S608 - constant text
+
+# When each side was last heard (NULL: not since the accept), the earlier of
+# the two (the index readings_active_by_presence is on exactly this
+# expression), and the reading's timeout: SQL fragments, constant text.
+CLIENT_SEEN = "coalesce(client_heartbeat_at_ms, accepted_at_ms)"
+ADVISOR_SEEN = "coalesce(advisor_heartbeat_at_ms, accepted_at_ms)"
+BOTH_SEEN = f"min({CLIENT_SEEN}, {ADVISOR_SEEN})"
+_TIMEOUT_MS = "heartbeat_timeout_seconds * 1000"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +87,9 @@ class Plan:
     ended_at_ms: int | None
     # Conditions of the end (each also re-checked in SQL):
     when_short_of_funds: bool  # ... only if the wallet cannot pay the next minute
-    when_heartbeat_at_ms: int | None  # ... only if the last heartbeat is still this one
-    heartbeat_at_ms: int | None  # record a heartbeat at this time
+    when_heartbeat_at_ms: int | None  # ... (a timeout) only if both sides' earlier last heartbeat is still this one
+    heartbeat_at_ms: int | None  # record a heartbeat at this time ...
+    heartbeat_by: Party | None  # ... from this side
     more: bool  # more minutes are due than one batch holds
 
     @property
@@ -67,7 +98,21 @@ class Plan:
 
 
 def _nothing(billed: int) -> Plan:
-    return Plan(billed + 1, 0, None, None, False, None, None, False)
+    return Plan(billed + 1, 0, None, None, False, None, None, None, False)
+
+
+def seen_at(reading: dict[str, Any]) -> tuple[int, int]:
+    """(client, advisor): when each side was last heard; nothing since the accept = the accept."""
+    accepted = int(reading["accepted_at_ms"])
+    client, advisor = reading.get("client_heartbeat_at_ms"), reading.get("advisor_heartbeat_at_ms")
+    return (accepted if client is None else int(client)), (accepted if advisor is None else int(advisor))
+
+
+def silent_party(client_seen: int, advisor_seen: int) -> str:
+    """Who went silent first (the side whose last heartbeat a timeout ends the reading at)."""
+    if client_seen < advisor_seen:
+        return "client"
+    return "advisor" if advisor_seen < client_seen else "both"
 
 
 def minutes_begun(accepted_at_ms: int, period_ms: int, at_ms: int, *, inclusive: bool) -> int:
@@ -83,35 +128,51 @@ def minutes_begun(accepted_at_ms: int, period_ms: int, at_ms: int, *, inclusive:
 
 
 def plan(
-    reading: dict[str, Any], now_ms: int, action: Action, timeout_ms: int, max_minutes: int = MAX_MINUTES_PER_BATCH
+    reading: dict[str, Any],
+    now_ms: int,
+    action: Action,
+    party: Party | None,
+    max_minutes: int = MAX_MINUTES_PER_BATCH,
 ) -> Plan:
-    """What to charge and whether the reading ends, for an active reading."""
+    """What to charge and whether the reading ends, for an active reading,
+    when `party` (None: the cron) asks for `action` at `now_ms`."""
     assert reading["status"] == "active" and reading["accepted_at_ms"] is not None
     accepted = int(reading["accepted_at_ms"])
     period_ms = int(reading["billing_period_seconds"]) * 1000
+    timeout_ms = int(reading["heartbeat_timeout_seconds"]) * 1000
     billed = int(reading["billed_minutes"])
     rate = int(reading["rate_cents_per_minute"])
-    last_heartbeat = int(reading["last_heartbeat_at_ms"] or accepted)
+    client_seen, advisor_seen = seen_at(reading)
+    both_seen = min(client_seen, advisor_seen)
     balance = int(reading["wallet_cents"] or 0)
 
-    # Silent for longer than the timeout: the reading ended at its last
-    # heartbeat, whoever notices (cron, a late heartbeat, an end).
-    stale = now_ms - last_heartbeat > timeout_ms
+    # A side silent for longer than the timeout: the reading ended at that
+    # side's last heartbeat, whoever notices (cron, a heartbeat, an end).
+    stale = now_ms - both_seen > timeout_ms
     reason: str | None
     if stale:
-        due = minutes_begun(accepted, period_ms, last_heartbeat, inclusive=True)
-        reason, ended_at, when_heartbeat = "heartbeat_timeout", last_heartbeat, last_heartbeat
+        due = minutes_begun(accepted, period_ms, both_seen, inclusive=True)
+        reason, ended_at, when_heartbeat = "heartbeat_timeout", both_seen, both_seen
     elif action == "timeout":
         return _nothing(billed)
-    elif action == "heartbeat":
-        due = minutes_begun(accepted, period_ms, now_ms, inclusive=True)
-        reason, ended_at, when_heartbeat = None, None, None
     else:
-        due = minutes_begun(accepted, period_ms, now_ms, inclusive=False)
-        reason, ended_at, when_heartbeat = action, max(now_ms, accepted), None
+        # The client pays only for minutes it was seen in: its own request is
+        # its presence now; for the advisor, the client's last heartbeat.
+        client_at = now_ms if party == "client" else min(now_ms, client_seen)
+        if action == "heartbeat":
+            due = minutes_begun(accepted, period_ms, client_at, inclusive=True)
+            reason, ended_at = None, None
+        else:
+            due = min(
+                minutes_begun(accepted, period_ms, now_ms, inclusive=False),
+                minutes_begun(accepted, period_ms, client_at, inclusive=True),
+            )
+            reason, ended_at = action, max(now_ms, accepted)
+        when_heartbeat = None
     need = max(0, due - billed)
     affordable = max(0, balance) // rate
-    heartbeat_at = now_ms if action == "heartbeat" and not stale else None
+    beat = action == "heartbeat" and not stale and party is not None
+    heartbeat_at, heartbeat_by = (now_ms, party) if beat else (None, None)
 
     if need > affordable and affordable < max_minutes:
         # The wallet runs out: the reading ends when the last paid minute does.
@@ -123,11 +184,12 @@ def plan(
             True,
             None,
             heartbeat_at,
+            heartbeat_by,
             False,
         )
     if need > max_minutes:
-        return Plan(billed + 1, max_minutes, None, None, False, None, heartbeat_at, True)
-    return Plan(billed + 1, need, reason, ended_at, False, when_heartbeat, heartbeat_at, False)
+        return Plan(billed + 1, max_minutes, None, None, False, None, heartbeat_at, heartbeat_by, True)
+    return Plan(billed + 1, need, reason, ended_at, False, when_heartbeat, heartbeat_at, heartbeat_by, False)
 
 
 def charge_statements(reading: dict[str, Any], minute: int, now_ms: int, by_user_id: int | None) -> list[Statement]:
@@ -167,17 +229,42 @@ def charge_statements(reading: dict[str, Any], minute: int, now_ms: int, by_user
     ]
 
 
-_END = """
+# Ends the reading. Every end: still active, billed as planned, and
+#   insufficient_funds  ... the wallet cannot pay the next minute;
+#   heartbeat_timeout   ... the earlier of the two last heartbeats is still the
+#                           one planned on (ended_at) and older than the timeout;
+#   client/advisor_ended ... neither side has been silent past the timeout.
+# silent_party: who went silent first, from the same columns.
+_END = f"""
 UPDATE readings
-SET status = 'ended', end_reason = ?, ended_at_ms = ?, version = version + 1
+SET status = 'ended', end_reason = ?, ended_at_ms = ?, version = version + 1,
+    silent_party = CASE WHEN ? = 'heartbeat_timeout' THEN
+      CASE WHEN {CLIENT_SEEN} < {ADVISOR_SEEN} THEN 'client'
+           WHEN {ADVISOR_SEEN} < {CLIENT_SEEN} THEN 'advisor' ELSE 'both' END END
 WHERE id = ? AND status = 'active' AND billed_minutes = ?
   AND (? = 0 OR (SELECT balance_cents FROM accounts
                  WHERE owner_user_id = readings.client_id AND kind = 'client_wallet') < rate_cents_per_minute)
-  AND (? IS NULL OR last_heartbeat_at_ms = ?)"""
+  AND CASE ?
+        WHEN 'heartbeat_timeout' THEN ? - {BOTH_SEEN} > {_TIMEOUT_MS} AND {BOTH_SEEN} = ?
+        WHEN 'insufficient_funds' THEN 1
+        ELSE ? - {BOTH_SEEN} <= {_TIMEOUT_MS}
+      END"""  # noqa: S608 - constant text, `?` placeholders only
 
-_HEARTBEAT = """
-UPDATE readings SET last_heartbeat_at_ms = max(coalesce(last_heartbeat_at_ms, 0), ?)
-WHERE id = ? AND status = 'active' AND billed_minutes = ?"""
+# A heartbeat from one side, recorded only while the reading is live: a side
+# silent past the timeout is not revived by coming back (the reading is over).
+_HEARTBEAT_LIVE = f"""
+WHERE id = ? AND status = 'active' AND billed_minutes = ?
+  AND ? - {BOTH_SEEN} <= {_TIMEOUT_MS}"""
+_HEARTBEAT = {
+    "client": f"""
+UPDATE readings SET client_heartbeat_at_ms = max({CLIENT_SEEN}, ?),
+                    last_heartbeat_at_ms = max(coalesce(last_heartbeat_at_ms, 0), ?)"""  # noqa: S608 - constant text
+    + _HEARTBEAT_LIVE,
+    "advisor": f"""
+UPDATE readings SET advisor_heartbeat_at_ms = max({ADVISOR_SEEN}, ?),
+                    last_heartbeat_at_ms = max(coalesce(last_heartbeat_at_ms, 0), ?)"""  # noqa: S608 - constant text
+    + _HEARTBEAT_LIVE,
+}
 
 
 def batch_for(reading: dict[str, Any], p: Plan, now_ms: int, by_user_id: int | None) -> tuple[list[Statement], bool]:
@@ -188,23 +275,34 @@ def batch_for(reading: dict[str, Any], p: Plan, now_ms: int, by_user_id: int | N
         statements += charge_statements(reading, minute, now_ms, by_user_id)
     billed_after = p.first_minute - 1 + p.minutes
     conditional = False
-    if p.heartbeat_at_ms is not None:
-        statements.append(sql(_HEARTBEAT, p.heartbeat_at_ms, reading["id"], billed_after))
-        conditional = True
     if p.end_reason is not None:
-        # An end replaces the heartbeat's check: both conditions must hold.
-        if conditional:
-            statements.pop()
+        # An end replaces the heartbeat (the reading is over either way).
         statements.append(
             sql(
                 _END,
                 p.end_reason,
                 p.ended_at_ms,
+                p.end_reason,
                 reading["id"],
                 billed_after,
                 1 if p.when_short_of_funds else 0,
+                p.end_reason,
+                now_ms,
                 p.when_heartbeat_at_ms,
-                p.when_heartbeat_at_ms,
+                now_ms,
+            )
+        )
+        conditional = True
+    elif p.heartbeat_at_ms is not None:
+        assert p.heartbeat_by is not None
+        statements.append(
+            sql(
+                _HEARTBEAT[p.heartbeat_by],
+                p.heartbeat_at_ms,
+                p.heartbeat_at_ms,
+                reading["id"],
+                billed_after,
+                p.heartbeat_at_ms,
             )
         )
         conditional = True
@@ -212,17 +310,25 @@ def batch_for(reading: dict[str, Any], p: Plan, now_ms: int, by_user_id: int | N
     return statements, conditional
 
 
-_RETRY_TRIGGERS = {"insufficient_funds", "reading_not_billable"}
+_RETRY_TRIGGERS = {"insufficient_funds", "reading_not_billable", "reading_party_silent"}
+
+
+def party_of(reading: dict[str, Any], user_id: int | None) -> Party | None:
+    if user_id == int(reading["client_id"]):
+        return "client"
+    return "advisor" if user_id == int(reading["advisor_id"]) else None
 
 
 async def advance(
-    db: Database, reading: dict[str, Any], now_ms: int, action: Action, timeout_ms: int, by_user_id: int | None
+    db: Database, reading: dict[str, Any], now_ms: int, action: Action, by_user_id: int | None
 ) -> dict[str, Any]:
     """Charge what is due and end the reading if it must; returns the fresh row.
-    A reading that is not active is returned as it is."""
+    `by_user_id` is the participant asking (None: the cron). A reading that is
+    not active is returned as it is."""
     attempts = batches = 0
+    party = party_of(reading, by_user_id)
     while reading["status"] == "active":
-        p = plan(reading, now_ms, action, timeout_ms)
+        p = plan(reading, now_ms, action, party)
         if not p.writes:
             return reading
         statements, conditional = batch_for(reading, p, now_ms, by_user_id)
@@ -256,12 +362,13 @@ async def advance(
 
 
 def balance_view(reading: dict[str, Any], viewer_id: int) -> dict[str, Any]:
-    """balance_cents (to the client only: the advisor sees minutes, not money),
-    minutes_left the wallet can still pay, and the low-balance warning."""
+    """To the client: its balance_cents, the minutes_left it can still pay and
+    the low-balance warning. To the advisor: all three null. Each is computed
+    from the client's live wallet, so any of them (even a minute count, even
+    the warning, even on an ended reading) would tell the advisor about the
+    client's money."""
+    if viewer_id != int(reading["client_id"]):
+        return {"balance_cents": None, "minutes_left": None, "low_balance": None}
     balance = int(reading["wallet_cents"] or 0)
     minutes_left = max(0, balance) // int(reading["rate_cents_per_minute"])
-    return {
-        "balance_cents": balance if viewer_id == int(reading["client_id"]) else None,
-        "minutes_left": minutes_left,
-        "low_balance": minutes_left < LOW_BALANCE_MINUTES,
-    }
+    return {"balance_cents": balance, "minutes_left": minutes_left, "low_balance": minutes_left < LOW_BALANCE_MINUTES}

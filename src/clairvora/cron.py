@@ -7,10 +7,13 @@ the others.
 
 - expire reading requests not accepted within REQUEST_TIMEOUT_SECONDS (one
   conditional UPDATE, bounded);
-- settle active readings whose last heartbeat is older than
-  HEARTBEAT_TIMEOUT_SECONDS: bill the minutes begun before that heartbeat and
-  end them there (billing.advance; its SQL conditions make a racing heartbeat,
-  end or second cron run harmless);
+- settle active readings where one side's last heartbeat is older than
+  HEARTBEAT_TIMEOUT_SECONDS: bill the minutes begun before the earlier of the
+  two last heartbeats and end them there, naming the side that went silent
+  (billing.advance; its SQL conditions make a racing heartbeat, end or second
+  cron run harmless). Found through readings_active_by_presence, an index on
+  that earlier heartbeat; each reading's own timeout (fixed at request time)
+  decides, so a reading picked here that is not yet silent is left alone;
 - purge expired Idempotency-Key records (bounded);
 - sweep orphaned photo objects (photos.py).
 """
@@ -36,10 +39,13 @@ WHERE status = 'requested' AND id IN (
   SELECT id FROM readings WHERE status = 'requested' AND requested_at_ms < ?
   ORDER BY requested_at_ms LIMIT ?)"""
 
+# The earlier of each reading's two last heartbeats, as the index
+# readings_active_by_presence spells it (the planner uses the index only for
+# this exact expression).
 _SILENT_READINGS = f"""
 SELECT {billing.READING_COLUMNS} FROM readings r
-WHERE r.status = 'active' AND r.last_heartbeat_at_ms < ?
-ORDER BY r.last_heartbeat_at_ms LIMIT ?"""  # noqa: S608 - constant text
+WHERE r.status = 'active' AND {billing.BOTH_SEEN} < ?
+ORDER BY {billing.BOTH_SEEN} LIMIT ?"""  # noqa: S608 - constant text
 
 
 def _now_ms(controller: Any) -> int:
@@ -63,7 +69,7 @@ async def settle_silent_readings(db: Database, settings: Settings, now_ms: int) 
         if db.counters.calls >= CALL_BUDGET:
             break
         try:
-            after = await billing.advance(db, row, now_ms, "timeout", timeout_ms, None)
+            after = await billing.advance(db, row, now_ms, "timeout", None)
         except Problem as exc:  # one busy reading must not stop the others (the next run retries it)
             logs.warning("cron_reading_skipped", reading_id=row["id"], code=exc.code)
             continue

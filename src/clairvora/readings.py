@@ -4,7 +4,8 @@ The lifecycle is a state machine enforced in SQL:
 
     requested -> active     (accept: also charges minute 1, same batch)
     requested -> declined | cancelled | expired
-    active    -> ended      (end, heartbeat/cron when funds or heartbeats stop)
+    active    -> ended      (end, heartbeat/cron when funds run out or either
+                             side's heartbeats stop: see billing.py)
 
 Every transition is a conditional UPDATE on the status it leaves (and the
 version the caller read), and a trigger (migrations/0020) refuses any other
@@ -15,7 +16,8 @@ client whose answer was lost after the batch committed can simply retry.
 Billing lives in billing.py.
 
 Authorization: every query names the caller in its WHERE clause; a reading
-that is not the caller's answers 404 (no existence oracle).
+that is not the caller's answers 404 (no existence oracle). Nothing the
+advisor receives depends on the client's wallet (billing.balance_view).
 """
 
 from typing import Any
@@ -61,6 +63,10 @@ def reading_view(row: dict[str, Any], viewer_id: int) -> dict[str, Any]:
         "accepted_at": rfc3339(row["accepted_at_ms"]),
         "ended_at": rfc3339(row["ended_at_ms"]),
         "last_heartbeat_at": rfc3339(row["last_heartbeat_at_ms"]),
+        "client_heartbeat_at": rfc3339(row["client_heartbeat_at_ms"]),
+        "advisor_heartbeat_at": rfc3339(row["advisor_heartbeat_at_ms"]),
+        "heartbeat_timeout_seconds": int(row["heartbeat_timeout_seconds"]),
+        "silent_party": row["silent_party"],
         "version": int(row["version"]),
     }
 
@@ -104,10 +110,6 @@ def not_in_status(row: dict[str, Any], wanted: str, action: str) -> Problem:
     )
 
 
-def _timeout_ms(rc: RequestContext) -> int:
-    return rc.settings.heartbeat_timeout_s * 1000
-
-
 # --- request ---------------------------------------------------------------
 
 READING_CREATE = Obj(
@@ -134,8 +136,8 @@ LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.idempotency_key = ?"""
 # the first minute. The partial UNIQUE index refuses a second open reading.
 _INSERT_READING = """
 INSERT INTO readings (id, client_id, advisor_id, channel, status, rate_cents_per_minute, advisor_cents_per_minute,
-                      platform_cents_per_minute, billing_period_seconds, requested_at_ms)
-SELECT ?, ?, a.user_id, ?, 'requested', a.rate_cents_per_minute, ?, ?, ?, ?
+                      platform_cents_per_minute, billing_period_seconds, heartbeat_timeout_seconds, requested_at_ms)
+SELECT ?, ?, a.user_id, ?, 'requested', a.rate_cents_per_minute, ?, ?, ?, ?, ?
 FROM advisors a
 WHERE a.user_id = ? AND a.user_id <> ? AND a.status = 'online' AND a.rate_cents_per_minute = ?
   AND (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet') >= a.rate_cents_per_minute"""
@@ -190,6 +192,7 @@ async def create_reading(rc: RequestContext) -> Reply:
     uid = rc.user_id
     now_ms = rc.clock.now_ms()
     period_s = rc.settings.billing_period_s
+    timeout_s = rc.settings.heartbeat_timeout_s
     for _attempt in range(3):
         pre = await rc.db.first(sql(_PRECHECK, advisor_id, uid, uid, key.key))
         assert pre is not None
@@ -216,6 +219,10 @@ async def create_reading(rc: RequestContext) -> Reply:
             "accepted_at_ms": None,
             "ended_at_ms": None,
             "last_heartbeat_at_ms": None,
+            "client_heartbeat_at_ms": None,
+            "advisor_heartbeat_at_ms": None,
+            "heartbeat_timeout_seconds": timeout_s,
+            "silent_party": None,
             "version": 1,
         }
         view = reading_view(row, uid)
@@ -230,6 +237,7 @@ async def create_reading(rc: RequestContext) -> Reply:
                         advisor_part,
                         platform_part,
                         period_s,
+                        timeout_s,
                         now_ms,
                         advisor_id,
                         uid,
@@ -403,7 +411,7 @@ async def heartbeat(rc: RequestContext) -> Reply:
     row = await caller_reading(rc)
     if row["status"] not in ("active", "ended"):
         raise not_in_status(row, "active", "send a heartbeat to")
-    row = await billing.advance(rc.db, row, rc.clock.now_ms(), "heartbeat", _timeout_ms(rc), rc.user_id)
+    row = await billing.advance(rc.db, row, rc.clock.now_ms(), "heartbeat", rc.user_id)
     return Reply(billed_view(row, rc.user_id))
 
 
@@ -417,7 +425,7 @@ async def end_reading(rc: RequestContext) -> Reply:
     if row["status"] != "active":
         raise not_in_status(row, "active", "end")
     action: billing.Action = "client_ended" if int(row["client_id"]) == rc.user_id else "advisor_ended"
-    row = await billing.advance(rc.db, row, rc.clock.now_ms(), action, _timeout_ms(rc), rc.user_id)
+    row = await billing.advance(rc.db, row, rc.clock.now_ms(), action, rc.user_id)
     return Reply(billed_view(row, rc.user_id))
 
 
@@ -495,7 +503,31 @@ _READING_PROPS: dict[str, Any] = {
     "requested_at": {"type": "string", "format": "date-time"},
     "accepted_at": {"type": ["string", "null"], "format": "date-time"},
     "ended_at": {"type": ["string", "null"], "format": "date-time"},
-    "last_heartbeat_at": {"type": ["string", "null"], "format": "date-time"},
+    "last_heartbeat_at": {
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": "The latest heartbeat from either side.",
+    },
+    "client_heartbeat_at": {
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": "The client's last heartbeat (null: none since the accept).",
+    },
+    "advisor_heartbeat_at": {
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": "The advisor's last heartbeat (null: none since the accept).",
+    },
+    "heartbeat_timeout_seconds": {
+        "type": "integer",
+        "description": "Fixed when the reading was requested. A side silent for longer ends the reading at its last "
+        "heartbeat; nothing begun after that is billed.",
+    },
+    "silent_party": {
+        "type": ["string", "null"],
+        "enum": ["client", "advisor", "both", None],
+        "description": "Who went silent, when end_reason is heartbeat_timeout.",
+    },
     "version": {"type": "integer"},
 }
 
@@ -510,8 +542,14 @@ SCHEMAS: dict[str, Any] = {
                 "type": ["integer", "null"],
                 "description": "The client's wallet balance (null when the advisor asks).",
             },
-            "minutes_left": {"type": "integer", "description": "Further minutes the client's wallet can pay."},
-            "low_balance": {"type": "boolean", "description": "True when fewer than two minutes remain."},
+            "minutes_left": {
+                "type": ["integer", "null"],
+                "description": "Further minutes the client's wallet can pay (null when the advisor asks).",
+            },
+            "low_balance": {
+                "type": ["boolean", "null"],
+                "description": "True when fewer than two minutes remain (null when the advisor asks).",
+            },
         },
     },
     "ReadingList": page_schema("Reading"),
@@ -589,7 +627,8 @@ ROUTES = [
         "POST",
         _ID + "/heartbeat",
         heartbeat,
-        "Bill every minute begun; balance, minutes left, low-balance warning; ends when funds run out",
+        "Bill every minute begun (the advisor's: those the client was seen in); balance, minutes left, "
+        "low-balance warning (the client's only); ends when funds run out or a side is silent past the timeout",
         primary=True,
         responses={200: "ReadingBilling"},
         problems=(409,),

@@ -147,6 +147,11 @@ class ReadingRow(TypedDict):
     ended_at_ms: int | None
     last_heartbeat_at_ms: int | None
     version: int
+    # 0040_reading_presence.sql
+    client_heartbeat_at_ms: int | None
+    advisor_heartbeat_at_ms: int | None
+    heartbeat_timeout_seconds: int
+    silent_party: Literal["client", "advisor", "both"] | None
 
 
 class ReadingChargeRow(TypedDict):
