@@ -1,11 +1,13 @@
 """POST /v1/admin/readings/{id}/refund: shares back in the charges' proportion,
 bounded in SQL by what the reading was charged."""
 
+import asyncio
+
 from clairvora import ledger, refunds
-from clairvora.db import TriggerAbort, sql
+from clairvora.db import CheckViolation, TriggerAbort, sql
 from clairvora.ids import new_id
 from money_support import admin_client, balance, charge_minute, credit, make_advisor, start_reading, user_with_wallet
-from support import database, unique
+from support import Resp, database, unique
 
 
 async def _charged_reading(minutes: int, rate: int = 100, fee_bps: int = 3000) -> dict:
@@ -164,3 +166,116 @@ def test_split_is_cumulative_and_exact():
                 # never more from either side than it earned
                 assert total_platform <= 4 * platform_part and total_advisor <= 4 * (rate - platform_part)
             assert total_platform == 4 * platform_part and total_advisor == 4 * (rate - platform_part)
+
+
+# --- concurrent refunds of one reading (issue 13 item 6) ---------------------
+# Each refund is a request through the entrypoint; asyncio.gather overlaps
+# them as concurrent Worker invocations would: both read the refunded total
+# before either writes. The loser's split was computed from a stale total.
+
+MAX_RACE_ATTEMPTS = 5  # fresh readings tried until the two refunds really overlap
+
+
+async def _concurrent_refunds(admin, reading: dict, amounts: tuple[int, ...]) -> list[tuple[Resp, dict, str]]:
+    sent = [({"amount_cents": amount, "reason": f"race {i}"}, unique()) for i, amount in enumerate(amounts)]
+    answers = await asyncio.gather(
+        *(admin.post(_path(reading), body, headers={"idempotency-key": key}) for body, key in sent)
+    )
+    return [(answer, body, key) for answer, (body, key) in zip(answers, sent, strict=True)]
+
+
+async def test_the_loser_of_concurrent_refunds_is_refund_conflict_when_the_advisor_can_cover_it():
+    # 1 minute at 7 cents: advisor 5, platform 2. Refunds of 3 and 4 together are
+    # exactly the charge, and the advisor can cover both (cumulative split: 3+2 or
+    # 2+3). The loser's stale split (computed as if it came first) asks the advisor
+    # for 3 when only 2 are left: before the fix it aborted on the accounts' CHECK
+    # and answered advisor_balance_insufficient, a lie a retry would have shown.
+    _admin_id, admin = await admin_client()
+    raced = False
+    for _attempt in range(MAX_RACE_ATTEMPTS):
+        reading = await _charged_reading(1, rate=7, fee_bps=3000)
+        outcomes = await _concurrent_refunds(admin, reading, (3, 4))
+        codes = sorted(answer.json().get("code") or "" for answer, _body, _key in outcomes if answer.status != 201)
+        assert "advisor_balance_insufficient" not in codes, [a.text for a, _b, _k in outcomes]
+        for answer, body, key in outcomes:
+            if answer.status == 201:
+                continue
+            raced = True
+            assert answer.status == 409 and answer.json()["code"] == "refund_conflict", answer.text
+            assert answer.headers.get("retry-after") == "1"
+            # Retryable: the same request, same key, now computed from the current total, lands.
+            retry = await admin.post(_path(reading), body, headers={"idempotency-key": key})
+            assert retry.status == 201, retry.text
+        assert await balance(reading["client_id"]) == 7 and await _earnings(reading["advisor_id"]) == 0
+        parts = await database().first(
+            sql(
+                "SELECT sum(advisor_cents) AS a, sum(platform_cents) AS p FROM reading_refunds WHERE reading_id = ?",
+                reading["id"],
+            )
+        )
+        assert (parts["a"], parts["p"]) == (5, 2)
+        if raced:
+            break
+    assert raced, f"the two refunds never overlapped in {MAX_RACE_ATTEMPTS} attempts"
+
+
+async def test_concurrent_refunds_beyond_the_charge_conflict_first_then_exceed_on_retry():
+    # 3 minutes at 100: advisor 210. Two refunds of 200: each alone is fine; both
+    # are more than was charged. The loser's stale advisor share (140) is more
+    # than the 70 the winner left: it too must be refund_conflict, and its retry
+    # then gets the true answer, refund_exceeds_charges.
+    _admin_id, admin = await admin_client()
+    raced = False
+    for _attempt in range(MAX_RACE_ATTEMPTS):
+        reading = await _charged_reading(3, rate=100, fee_bps=3000)
+        outcomes = await _concurrent_refunds(admin, reading, (200, 200))
+        statuses = sorted(answer.status for answer, _body, _key in outcomes)
+        if statuses == [201, 201]:
+            raise AssertionError("two refunds of 200 on a 300 charge both landed")
+        assert statuses == [201, 409], [a.text for a, _b, _k in outcomes]
+        [(loser, body, key)] = [o for o in outcomes if o[0].status == 409]
+        if loser.json()["code"] == "refund_exceeds_charges":
+            continue  # not concurrent: the second read already saw the first refund
+        raced = True
+        assert loser.json()["code"] == "refund_conflict", loser.text
+        retry = await admin.post(_path(reading), body, headers={"idempotency-key": key})
+        assert retry.status == 409 and retry.json()["code"] == "refund_exceeds_charges", retry.text
+        assert await balance(reading["client_id"]) == 200 and await _earnings(reading["advisor_id"]) == 70
+        break
+    assert raced, f"the two refunds never overlapped in {MAX_RACE_ATTEMPTS} attempts"
+
+
+async def test_advisor_balance_insufficient_still_answers_when_the_earnings_are_really_gone():
+    # Not a race: the advisor's earnings were spent elsewhere (an adjustment moves
+    # them out, as a payout would). The refund is read against the current total,
+    # so the accounts' CHECK is the real reason and keeps its own code.
+    _admin_id, admin = await admin_client()
+    reading = await _charged_reading(2, rate=100, fee_bps=3000)  # advisor 140
+    transfer_id = new_id()
+    await database().batch(
+        ledger.transfer(
+            transfer_id=transfer_id,
+            key=f"test:payout:{transfer_id}",
+            kind="adjustment",
+            legs=[
+                ledger.Leg(ledger.earnings_of(reading["advisor_id"]), -100),
+                ledger.Leg(ledger.GATEWAY_CLEARING, 100),
+            ],
+            now_ms=1,
+        )
+    )
+    resp = await admin.post(_path(reading), {"amount_cents": 200, "reason": "x"}, headers={"idempotency-key": unique()})
+    assert resp.status == 409 and resp.json()["code"] == "advisor_balance_insufficient", resp.text
+    assert "retry-after" not in resp.headers
+    assert await balance(reading["client_id"]) == 0 and await _earnings(reading["advisor_id"]) == 40
+
+
+def test_only_the_balance_check_maps_to_advisor_balance_insufficient():
+    balance_text = (
+        "D1_ERROR: CHECK constraint failed: balance_cents >= 0 OR kind IN ('gateway_clearing', 'client_wallet'): "
+        "SQLITE_CONSTRAINT (extended: SQLITE_CONSTRAINT_CHECK)"
+    )
+    assert refunds._is_balance_check(CheckViolation(balance_text))
+    assert not refunds._is_balance_check(
+        CheckViolation("D1_ERROR: CHECK constraint failed: advisor_cents + platform_cents = amount_cents")
+    )

@@ -10,9 +10,19 @@ either side than it earned and a full refund returns each side's exact share.
 One D1 round trip reads the reading, its charged and refunded totals and any
 stored reply for the Idempotency-Key; one batch writes the transfer, the
 `reading_refunds` row and the stored reply. The row's trigger (migration
-0010) refuses a refund beyond what was charged minus earlier refunds, and
-refuses the write if another refund landed since the read (the split was
-computed from the total read): both in SQL, in the same batch.
+0010) refuses the write if another refund landed since the read (the split was
+computed from the total read: `refund_conflict`, retryable) and a refund beyond
+what was charged minus earlier refunds: both in SQL, in the same batch.
+
+Order inside the batch matters: the `reading_refunds` row goes right after the
+transfer row and BEFORE the ledger entries. The entries are judged against the
+accounts as they are when the batch runs, so with the entries first a refund
+whose split was computed from a stale total (a concurrent refund landed) could
+take the advisor's earnings below zero and abort on the accounts' CHECK, which
+answered the non-retryable `advisor_balance_insufficient` although the same
+refund, recomputed, fits. With the row first, the stale read is refused for
+what it is; only a refund read against the current total can reach the CHECK,
+so `advisor_balance_insufficient` means what it says.
 """
 
 from typing import Any
@@ -50,6 +60,15 @@ def split_refund(amount: int, refunded_before: int, rate: int, platform_per_minu
     advisor = amount - platform
     assert advisor >= 0 and platform >= 0 and advisor + platform == amount
     return advisor, platform
+
+
+# The text of the accounts' CHECK (migration 0002) as D1 reports it:
+# "CHECK constraint failed: balance_cents >= 0 OR kind IN (...)".
+_BALANCE_CHECK_TEXT = "balance_cents >= 0"
+
+
+def _is_balance_check(exc: CheckViolation) -> bool:
+    return _BALANCE_CHECK_TEXT in exc.message
 
 
 def _refund_legs(reading: dict[str, Any], amount: int, advisor: int, platform: int) -> list[ledger.Leg]:
@@ -106,17 +125,22 @@ async def refund_reading(rc: RequestContext) -> Reply:
         "reading_charged_cents": charged,
         "reading_refunded_cents": refunded + amount,
     }
+    transfer = ledger.transfer(
+        transfer_id=transfer_id,
+        key=f"reading:{reading_id}:refund:{refund_id}",
+        kind="reading_refund",
+        legs=_refund_legs(reading, amount, advisor, platform),
+        now_ms=key.now_ms,
+        reference_type="reading",
+        reference_id=reading_id,
+        requested_by_user_id=key.user_id,
+    )
+    # The transfer row first (the refund row references it), then the refund row
+    # and its triggers, then the entries and the posting (see the module docstring).
+    transfer_row, entries_and_post = transfer[0], transfer[1:]
+    assert transfer_row.sql.lstrip().startswith("INSERT INTO transfers"), transfer_row.sql
     statements = [
-        *ledger.transfer(
-            transfer_id=transfer_id,
-            key=f"reading:{reading_id}:refund:{refund_id}",
-            kind="reading_refund",
-            legs=_refund_legs(reading, amount, advisor, platform),
-            now_ms=key.now_ms,
-            reference_type="reading",
-            reference_id=reading_id,
-            requested_by_user_id=key.user_id,
-        ),
+        transfer_row,
         sql(
             """INSERT INTO reading_refunds (id, reading_id, transfer_id, amount_cents, advisor_cents, platform_cents,
                                             refunded_before_cents, reason, requested_by_user_id, created_at_ms)
@@ -132,6 +156,7 @@ async def refund_reading(rc: RequestContext) -> Reply:
             key.user_id,
             key.now_ms,
         ),
+        *entries_and_post,
         key.record_done(201, reply),
     ]
     try:
@@ -152,8 +177,13 @@ async def refund_reading(rc: RequestContext) -> Reply:
                 headers={"retry-after": "1"},
             ) from None
         raise
-    except CheckViolation:
-        # The advisor's earnings may not go below zero (e.g. already paid out).
+    except CheckViolation as exc:
+        if not _is_balance_check(exc):
+            raise
+        # The accounts' balance CHECK: the advisor's earnings (or the platform's
+        # revenue) may not go below zero, e.g. already paid out. Reached only by a
+        # refund computed from the current refunded total (the row above refuses
+        # a stale one first), so this is the advisor's real balance, not a race.
         raise conflict(
             "advisor_balance_insufficient", "The advisor's earnings balance cannot cover this refund."
         ) from None
