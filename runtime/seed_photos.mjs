@@ -7,13 +7,20 @@
 // advisor), so nothing binary is committed. The first N advisors (oldest
 // first) get one unless they have a photo, so running it again changes nothing.
 //
+// Everything goes through wrangler's own commands on the local state that
+// `wrangler dev --persist-to` serves: `d1 execute` reads the advisors and sets
+// the references, `r2 bulk put` stores the bytes (with their content type; the
+// CLI sets no custom metadata, which the Worker never reads back). One wrangler
+// command at a time: two on the same local state at once lose their connection.
+//
 //   node runtime/seed_photos.mjs [--env staging|production] [--persist-to DIR] [--count N]
+import { spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import zlib from "node:zlib";
-import { R2Bucket } from "./bindings.mjs";
-import { ROOT, stateDir } from "./runtime.mjs";
+import { ROOT, WRANGLER_JS, readWranglerVars, stateDir } from "./common.mjs";
 
 const SIZE_PX = 128;
 const DEFAULT_COUNT = 3; // of the seed's four advisors: one stays without a photo
@@ -81,57 +88,95 @@ export function portraitPng(hue) {
 }
 
 // --- seeding --------------------------------------------------------------
+/** One wrangler command; its stdout (stderr too in the error). */
+function wrangler(args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [WRANGLER_JS, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const out = [];
+    const err = [];
+    child.stdout.on("data", (c) => out.push(c));
+    child.stderr.on("data", (c) => err.push(c));
+    child.on("error", reject);
+    child.on("close", (code) => {
+      const stdout = Buffer.concat(out).toString("utf8");
+      if (code === 0) return resolve(stdout);
+      reject(new Error(`wrangler ${args.join(" ")} failed (${code}):\n${stdout}\n${Buffer.concat(err).toString("utf8")}`));
+    });
+  });
+}
+
+const sqlText = (value) => `'${String(value).replaceAll("'", "''")}'`;
+
 async function main() {
   const args = process.argv.slice(2);
   const option = (name, fallback) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
   const envName = option("--env", "");
   const count = Number(option("--count", DEFAULT_COUNT));
+  if (!Number.isInteger(count) || count < 0) throw new Error(`--count wants a whole number, not ${option("--count")}`);
   // --persist-to DIR: another local state, as for seed.mjs (wrangler's layout: DIR/v3/...).
-  const persist = path.join(option("--persist-to", stateDir(envName)), "v3");
-  if (!fs.existsSync(path.join(persist, "d1"))) {
+  const persistTo = path.resolve(option("--persist-to", stateDir(envName)));
+  if (!fs.existsSync(path.join(persistTo, "v3", "d1"))) {
     console.error(`[seed] no local D1 state for ${envName || "local"}: run \`make migrate\` first`);
     process.exit(1);
   }
-  process.env.WRANGLER_SEND_METRICS = "false";
-  const wrangler = await import("wrangler");
-  const proxy = await wrangler.getPlatformProxy({
-    configPath: path.join(ROOT, "wrangler.toml"),
-    environment: envName || undefined,
-    persist: { path: persist },
-    remoteBindings: false,
-  });
+  const { config } = readWranglerVars(await import("wrangler"), envName);
+  const database = config.d1_databases.find((d) => d.binding === "DB").database_name;
+  const bucket = config.r2_buckets.find((b) => b.binding === "MEDIA").bucket_name;
+  const local = ["--local", "--persist-to", persistTo, ...(envName ? ["--env", envName] : [])];
+  const d1 = async (command) => {
+    const out = await wrangler(["d1", "execute", database, ...local, "--json", "--command", command]);
+    return JSON.parse(out.slice(out.indexOf("["))).map((statement) => statement.results);
+  };
+
+  const [candidates] = await d1(
+    `SELECT user_id FROM (SELECT user_id, photo_key FROM advisors ORDER BY created_at_ms, user_id LIMIT ${count})
+     WHERE photo_key IS NULL`,
+  );
+  if (candidates.length === 0) {
+    console.error("[seed] photos: nothing to do (no advisors yet, or they have their photos)");
+    return;
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "clairvora-photos-"));
   try {
-    const { DB } = proxy.env;
-    const MEDIA = new R2Bucket(proxy.env.MEDIA); // hands the proxy a plain ArrayBuffer
-    const { results } = await DB.prepare(
-      `SELECT user_id FROM (SELECT user_id, photo_key FROM advisors ORDER BY created_at_ms, user_id LIMIT ?)
-       WHERE photo_key IS NULL`,
-    )
-      .bind(count)
-      .all();
-    if (results.length === 0) {
-      console.error("[seed] photos: nothing to do (no advisors yet, or they have their photos)");
-      return;
-    }
-    const now = Date.now();
-    for (const { user_id: advisorId } of results) {
+    const photos = candidates.map(({ user_id: advisorId }, i) => {
+      if (!/^\d+$/.test(String(advisorId))) throw new Error(`unexpected advisor id ${advisorId}`);
       const png = portraitPng((Number(advisorId) * 47) % 360); // a stable colour per advisor
-      const sha256 = crypto.createHash("sha256").update(png).digest("hex");
-      const key = `advisor-photos/${advisorId}/${crypto.randomBytes(16).toString("hex")}.png`;
-      await MEDIA.put(key, png, { httpMetadata: { contentType: "image/png" }, customMetadata: { advisor_id: String(advisorId) }, sha256 });
-      const { meta } = await DB.prepare(
-        `UPDATE advisors SET photo_key = ?, photo_content_type = 'image/png', photo_size_bytes = ?, photo_sha256 = ?,
-                version = version + 1, updated_at_ms = ?
-         WHERE user_id = ? AND photo_key IS NULL`,
-      )
-        .bind(key, png.length, sha256, now, advisorId)
-        .run();
-      if (meta.changes !== 1) await MEDIA.delete(key); // someone else set one meanwhile
-    }
-    const n = results.length;
+      const file = path.join(dir, `${i}.png`);
+      fs.writeFileSync(file, png);
+      return {
+        advisorId: String(advisorId),
+        file,
+        size: png.length,
+        sha256: crypto.createHash("sha256").update(png).digest("hex"),
+        key: `advisor-photos/${advisorId}/${crypto.randomBytes(16).toString("hex")}.png`,
+      };
+    });
+    // The bytes first, then the references: a reference never names a missing object. One
+    // wrangler run for them all (separate runs on one state at once lose their connection).
+    const list = path.join(dir, "objects.json");
+    fs.writeFileSync(list, JSON.stringify(photos.map((p) => ({ key: p.key, file: p.file }))));
+    await wrangler(["r2", "bulk", "put", bucket, "--filename", list, "--content-type", "image/png", ...local]);
+    const now = Date.now();
+    const updated = await d1(
+      photos
+        .map(
+          (p) => `UPDATE advisors SET photo_key = ${sqlText(p.key)}, photo_content_type = 'image/png',
+                  photo_size_bytes = ${p.size}, photo_sha256 = ${sqlText(p.sha256)}, version = version + 1, updated_at_ms = ${now}
+                WHERE user_id = ${p.advisorId} AND photo_key IS NULL RETURNING user_id`,
+        )
+        .join(";\n"),
+    );
+    // An advisor that got a photo meanwhile keeps it: its unused object goes.
+    const unused = photos.filter((_p, i) => updated[i].length !== 1);
+    for (const p of unused) await wrangler(["r2", "object", "delete", `${bucket}/${p.key}`, ...local]);
+    const n = photos.length - unused.length;
     console.error(`[seed] photos: ${n} advisor${n === 1 ? "" : "s"} got a demo photo (${SIZE_PX}x${SIZE_PX} PNG in local R2)`);
   } finally {
-    await proxy.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 

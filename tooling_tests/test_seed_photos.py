@@ -3,6 +3,7 @@ get real PNG photos in local R2, referenced from D1 the way the API does it,
 and a second run changes nothing."""
 
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -44,6 +45,17 @@ def _add_advisors(state: MigratedState, count: int) -> None:
         db.commit()
 
 
+def _r2_objects(persist_dir) -> dict[str, dict]:
+    """Every object in local R2 (wrangler's own index of the bucket), key -> its HTTP metadata."""
+    objects = {}
+    for index in (persist_dir / "v3" / "r2" / "miniflare-R2BucketObject").glob("*.sqlite"):
+        if index.name == "metadata.sqlite":
+            continue
+        with closing(sqlite3.connect(index)) as db:
+            objects |= {key: json.loads(meta) for key, meta in db.execute("SELECT key, http_metadata FROM _mf_objects")}
+    return objects
+
+
 def _r2_get(persist_dir, key: str) -> subprocess.Popen:
     return subprocess.Popen(
         [
@@ -78,17 +90,22 @@ def test_seed_photos_gives_the_first_advisors_real_pngs_once(migrated, tmp_path)
     assert [r["user_id"] for r in with_photo] == [BASE, BASE + 1, BASE + 2]  # the oldest three; one left without
     assert all(r["version"] == 2 and r["photo_content_type"] == "image/png" for r in with_photo)
     assert all(r["photo_key"].startswith(f"advisor-photos/{r['user_id']}/") for r in with_photo)
-    # The bytes in local R2 are the PNGs the rows describe.
-    fetches = [(r, _r2_get(copy, r["photo_key"])) for r in with_photo]
-    for row, process in fetches:
+    # The bytes in local R2 are the PNGs the rows describe (one wrangler at a time on one state).
+    for row in with_photo:
+        process = _r2_get(copy, row["photo_key"])
         data, _ = process.communicate(timeout=120)
         assert process.returncode == 0
         assert len(data) == row["photo_size_bytes"] and hashlib.sha256(data).hexdigest() == row["photo_sha256"]
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (128, 128)
     assert len({r["photo_sha256"] for r in with_photo}) == 3  # a colour per advisor
+    # Exactly the referenced objects, stored with their content type (no stray uploads).
+    objects = _r2_objects(copy)
+    assert set(objects) == {r["photo_key"] for r in with_photo}
+    assert all(meta == {"contentType": "image/png"} for meta in objects.values()), objects
     _seed_photos(copy)
     assert (
         state.query("""SELECT user_id, photo_key, photo_content_type, photo_size_bytes, photo_sha256, version
                           FROM advisors ORDER BY user_id""")
         == rows
     ), "a second run changes nothing"
+    assert _r2_objects(copy) == objects, "a second run uploads nothing"
