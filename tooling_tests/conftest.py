@@ -82,8 +82,9 @@ from scratch import Scratch  # noqa: E402 - after the path insert above
 
 @pytest.fixture(scope="session")
 def scratch():
-    """One scratch server per session (tooling_tests/scratch.py)."""
-    server = Scratch("2")
+    """One scratch server per session (tooling_tests/scratch.py): 3 clients and 3 advisors, the
+    first of each for the tests that edit them (the contract fuzzer), the others for the load run."""
+    server = Scratch("3")
     try:
         yield server
     finally:

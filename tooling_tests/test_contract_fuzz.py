@@ -19,6 +19,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import Failure
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
+from scratch import proxy_aware_session
 
 MAX_EXAMPLES = 5
 TRACE = os.environ.get("FUZZ_TRACE")
@@ -135,7 +136,14 @@ FUZZ_SETTINGS = settings(
 )
 
 
-def _fuzz_operation(operation, mode: GenerationMode, role: str, scratch) -> int:
+@pytest.fixture(scope="session")
+def http_session(scratch):
+    """Schemathesis' requests go through wrangler dev's proxy like every scratch request (scratch.py)."""
+    with proxy_aware_session(scratch.base_url, scratch.proxy) as session:
+        yield session
+
+
+def _fuzz_operation(operation, mode: GenerationMode, role: str, scratch, session) -> int:
     """Runs one operation's bounded examples; returns how many were sent."""
     sent = 0
 
@@ -153,6 +161,7 @@ def _fuzz_operation(operation, mode: GenerationMode, role: str, scratch) -> int:
         # Missing, expired and foreign-key tokens are the authorization matrix's columns instead.
         case.call_and_validate(
             base_url=scratch.base_url,
+            session=session,
             headers={"authorization": f"Bearer {_token(scratch, role)}"},
             additional_checks=[problem_json_errors, accepts_schema_valid_data, no_server_error],
             excluded_checks=[ignored_auth, positive_data_acceptance, not_a_server_error],
@@ -163,7 +172,7 @@ def _fuzz_operation(operation, mode: GenerationMode, role: str, scratch) -> int:
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_every_operation_conforms(role, api_schema, scratch):
+def test_every_operation_conforms(role, api_schema, scratch, http_session):
     failures = []
     operations = [
         op
@@ -176,7 +185,7 @@ def test_every_operation_conforms(role, api_schema, scratch):
         modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if role == "client" else (GenerationMode.POSITIVE,)
         for mode in modes:
             try:
-                _examples[role] = _examples.get(role, 0) + _fuzz_operation(operation, mode, role, scratch)
+                _examples[role] = _examples.get(role, 0) + _fuzz_operation(operation, mode, role, scratch, http_session)
             except Unsatisfiable:
                 assert mode is GenerationMode.NEGATIVE, operation.label  # nothing in it can be made invalid
             except Exception as err:  # noqa: BLE001 - collect every operation's failure, report all at once
@@ -187,7 +196,7 @@ def test_every_operation_conforms(role, api_schema, scratch):
 def test_fuzzing_ran_and_left_the_books_clean(scratch):
     """Runs after the fuzzing above (same module, later in file order)."""
     total = sum(_examples.values())
-    print(f"\ncontract fuzzing: {total} examples ({_examples})")
+    print(f"\ncontract fuzzing: {total} examples ({_examples}); proxy retries {scratch.proxy.retries}")
     assert total >= len(ROLES), "no fuzzing examples ran"
     status, _headers, body = scratch.request("GET", "/v1/admin/ledger/check", token=scratch.world["admin"]["token"])
     if status == 404 and json.loads(body)["code"] == "route_not_found":
