@@ -1,5 +1,5 @@
 """Contract fuzzing: Schemathesis generates requests from GET /openapi.json for
-every operation and sends them over HTTP to the served local runtime (fresh D1),
+every operation and sends them over HTTP to the Worker on workerd (wrangler dev, fresh D1),
 as a client, an advisor and an admin. Every response must be a non-5xx that
 conforms to the document (status, content type, headers, body schema), and
 every error must be application/problem+json. Then the books are clean.

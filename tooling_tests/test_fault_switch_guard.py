@@ -6,6 +6,7 @@ sends the fault header: the request must succeed untouched. The same request
 on the local configuration fails with 503, so the header itself is live."""
 
 import json
+import time
 
 import pytest
 from scratch import Scratch
@@ -28,5 +29,11 @@ def test_deployed_configurations_ignore_the_switch(environment, monkeypatch):
             status, _headers, body = server.request("GET", "/health", headers={"x-test-d1-fault": header})
             assert status == 200, body
             assert json.loads(body)["environment"] == environment
+        # The override did reach the Worker (wrangler lists a --var's value as hidden, a
+        # configured one as itself), so the switch really was asked for and refused.
+        deadline = time.monotonic() + 10  # serve-scratch passes wrangler's output on every 250 ms
+        while 'env.TEST_HOOKS ("' not in server.worker_log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert 'env.TEST_HOOKS ("(hidden)")' in server.worker_log()
     finally:
         server.cleanup()
