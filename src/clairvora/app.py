@@ -1,6 +1,7 @@
 """The route table and the request pipeline:
-request -> route -> D1 session -> caller -> handler -> response (+ bookmark,
-Server-Timing); any error -> application/problem+json."""
+request -> route -> D1 session -> caller's token -> rate limits -> caller's row
+-> handler -> response (+ bookmark, Server-Timing); any error ->
+application/problem+json."""
 
 import secrets
 from typing import Any
@@ -12,6 +13,7 @@ from . import (
     messages,
     payments,
     photos,
+    ratelimits,
     readings,
     reconcile,
     refunds,
@@ -63,13 +65,15 @@ SCHEMAS: dict[str, Any] = {
 }
 
 ROUTER = Router(ROUTES)
+# Each route's rate limits (ratelimits.py), decided once from the route table.
+LIMITS = ratelimits.plan(ROUTES)
 _OPENAPI: dict[str, Any] | None = None
 
 
 def openapi_document() -> dict[str, Any]:
     global _OPENAPI
     if _OPENAPI is None:
-        _OPENAPI = document(ROUTES, SCHEMAS)
+        _OPENAPI = document(ROUTES, SCHEMAS, LIMITS)
     return _OPENAPI
 
 
@@ -133,10 +137,19 @@ async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
             params=params,
             route=route,
         )
+        # Rate limits before the first write (and before any D1 call): per caller once the
+        # token is verified, per client IP without a caller, and per IP on a first sight
+        # just before the new user is inserted (ratelimits.py).
+        limiter = ratelimits.Limiter(env, settings, rc.header(ratelimits.IP_HEADER), request_id)
+        limits = LIMITS.get((route.method, route.pattern)) or ratelimits.limits_for(route)
         if route.auth in ("user", "admin"):
-            rc.user = await users.authenticate(rc)
+            identity = await users.identify(rc)
+            await limiter.check(limits, sub=identity.sub)
+            rc.user = await users.load_caller(rc, identity, before_create=limiter.new_user)
             if route.auth == "admin" and not rc.user.get("is_admin"):
                 raise forbidden("Admins only.")
+        else:
+            await limiter.check(limits)
         reply = await route.handler(rc)
     except Problem as problem:
         reply = problem_reply(problem, request_id)

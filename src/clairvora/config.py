@@ -43,6 +43,18 @@ RATE_MAX_CENTS_PER_MINUTE = 2000
 MAX_TOKEN_LIFETIME_SECONDS = 86400
 MAX_TOKEN_LIFETIME_BOUNDS = (60, 366 * 86400)
 
+# RATE_LIMITS: "enforce" refuses a request over a limit (429); "observe" counts it
+# through the same bindings and lets it through, and is honoured in local
+# configuration only (ratelimits.py). Anything else is a misconfiguration.
+RATE_LIMIT_MODES = ("enforce", "observe")
+
+
+def _rate_limits_enforced(env: Any, environment: str) -> bool:
+    mode = _var(env, "RATE_LIMITS", "enforce")
+    if mode not in RATE_LIMIT_MODES:
+        raise Problem(500, "misconfigured", "Server misconfigured", f"var RATE_LIMITS is not one of {RATE_LIMIT_MODES}")
+    return environment != "local" or mode == "enforce"
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -70,6 +82,7 @@ class Settings:
     anet_transaction_key: str | None
     anet_signature_key: str | None
     message_keys: str | None
+    rate_limits_enforced: bool
 
     @classmethod
     def from_env(cls, env: Any) -> "Settings":
@@ -104,4 +117,5 @@ class Settings:
             anet_transaction_key=_var(env, "ANET_TRANSACTION_KEY"),
             anet_signature_key=_var(env, "ANET_SIGNATURE_KEY"),
             message_keys=_var(env, "MESSAGE_KEYS"),
+            rate_limits_enforced=_rate_limits_enforced(env, environment),
         )

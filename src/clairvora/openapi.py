@@ -3,6 +3,7 @@ cannot exist without being described (and the other way round)."""
 
 from typing import Any
 
+from .ratelimits import NEW_USERS, Limit
 from .routing import Route
 
 _PROBLEM = {
@@ -62,6 +63,7 @@ _REASONS = {
     415: "Unsupported media type",
     422: "Unprocessable",
     428: "Precondition required",
+    429: "Too many requests",
     500: "Server error",
     502: "Bad gateway",
     503: "Temporarily unavailable",
@@ -81,7 +83,7 @@ def page_schema(item_schema: str) -> dict[str, Any]:
     }
 
 
-def _operation(route: Route) -> dict[str, Any]:
+def _operation(route: Route, limits: tuple[Limit, ...] = ()) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": route.summary,
         "operationId": f"{route.method.lower()}_{route.pattern.strip('/').replace('/', '_').replace('{', '').replace('}', '').replace(':', '_')}",
@@ -156,11 +158,24 @@ def _operation(route: Route) -> dict[str, Any]:
         problems |= {403}
     if route.body is not None or route.raw_body is not None:
         problems |= {413, 415}
+    if limits:
+        problems |= {429}
     for status in sorted(problems):
         codes = route.problem_codes.get(status, ())
         responses[str(status)] = {
             "description": _REASONS.get(status, "Error") + (f" (code: {', '.join(codes)})" if codes else ""),
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    if limits:
+        parts = [
+            f"{lim.limit} per {lim.period_s} s per {'caller' if lim.key == 'user' else 'client IP'}" for lim in limits
+        ]
+        if route.auth in ("user", "admin"):
+            parts.append(f"a new account's first request: {NEW_USERS.limit} per {NEW_USERS.period_s} s per client IP")
+        counted = "; ".join(parts)
+        responses["429"]["description"] = f"Too many requests (code: rate_limited; {counted})"
+        responses["429"]["headers"] = {
+            "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
         }
     op["responses"] = responses
     if route.auth in ("user", "admin"):
@@ -170,13 +185,17 @@ def _operation(route: Route) -> dict[str, Any]:
     return op
 
 
-def document(routes: list[Route], schemas: dict[str, Any]) -> dict[str, Any]:
+def document(
+    routes: list[Route], schemas: dict[str, Any], limits: dict[tuple[str, str], tuple[Limit, ...]] | None = None
+) -> dict[str, Any]:
+    """`limits`: each route's rate limits (ratelimits.plan), documented as its 429."""
     paths: dict[str, Any] = {}
     for route in routes:
         path = "/".join(
             p.split(":")[0] + ("}" if ":" in p else "") if p.startswith("{") else p for p in route.pattern.split("/")
         )
-        paths.setdefault(path, {})[route.method.lower()] = _operation(route)
+        route_limits = (limits or {}).get((route.method, route.pattern), ())
+        paths.setdefault(path, {})[route.method.lower()] = _operation(route, route_limits)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -1,6 +1,7 @@
 """Users: identity from Clerk, rows and roles in D1, `/v1/me`."""
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import auth
@@ -22,12 +23,21 @@ WHERE u.clerk_user_id = ?"""
 _TIME_ZONE_RE = re.compile(r"^(UTC|[A-Z][A-Za-z_]+(/[A-Za-z0-9_+\-]+){1,2})$")
 
 
-async def ensure_user(db: Database, clerk_user_id: str, now_ms: int) -> dict[str, Any]:
+# Awaited on first sight of a `sub`, before the row is written; it may raise a
+# Problem (app.py: the per-IP limit on new users, ratelimits.py).
+BeforeCreate = Callable[[], Awaitable[None]]
+
+
+async def ensure_user(
+    db: Database, clerk_user_id: str, now_ms: int, before_create: BeforeCreate | None = None
+) -> dict[str, Any]:
     """The caller's row, created on first sight of a `sub` (race-free: the
     insert is conditional, so two first requests at once make one user)."""
     row = await db.first(sql(_SELECT_USER, clerk_user_id))
     if row is not None:
         return row
+    if before_create is not None:
+        await before_create()
     results = await db.batch(
         [
             sql(
@@ -54,7 +64,14 @@ async def ensure_user(db: Database, clerk_user_id: str, now_ms: int) -> dict[str
     return rows[0]
 
 
-async def authenticate(rc: RequestContext) -> dict[str, Any]:
+async def authenticate(rc: RequestContext, before_create: BeforeCreate | None = None) -> dict[str, Any]:
+    """The caller's users row: `identify` (no D1), then `load_caller`."""
+    return await load_caller(rc, await identify(rc), before_create)
+
+
+async def identify(rc: RequestContext) -> auth.Identity:
+    """The verified Clerk identity of the request (the CSRF rule for cookie
+    sessions, then the token); reads nothing from D1."""
     token, source = auth.credentials(rc.header("authorization"), rc.header("cookie"))
     if token is None:
         raise unauthorized("Authentication required.")
@@ -71,7 +88,7 @@ async def authenticate(rc: RequestContext) -> dict[str, Any]:
     pem = rc.settings.clerk_jwt_key_pem
     if not pem:
         raise Problem(500, "misconfigured", "Server misconfigured", "CLERK_JWT_KEY is not set.")
-    identity = await auth.verify_token(
+    return await auth.verify_token(
         token,
         public_key_pem=pem,
         issuer=rc.settings.clerk_issuer,
@@ -80,15 +97,22 @@ async def authenticate(rc: RequestContext) -> dict[str, Any]:
         clock_skew_s=rc.settings.clock_skew_s,
         max_lifetime_s=rc.settings.max_token_lifetime_s,
     )
+
+
+async def load_caller(
+    rc: RequestContext, identity: auth.Identity, before_create: BeforeCreate | None = None
+) -> dict[str, Any]:
+    """The users row of a verified identity, created on first sight (after
+    `before_create`, which may refuse the request before anything is written)."""
     preload = getattr(rc.route, "preload", None)
     if preload is None:
-        return await ensure_user(rc.db, identity.sub, rc.clock.now_ms())
+        return await ensure_user(rc.db, identity.sub, rc.clock.now_ms(), before_create)
     # Reads only, in one round trip: the caller and the handler's first read,
     # which names the caller by `sub` (its own subquery on users).
     user_result, preload_result = await rc.db.batch([sql(_SELECT_USER, identity.sub), preload(rc.params, identity.sub)])
     if not user_result.rows:
         # First sight: create the user; the preload saw no caller, so it is not kept.
-        return await ensure_user(rc.db, identity.sub, rc.clock.now_ms())
+        return await ensure_user(rc.db, identity.sub, rc.clock.now_ms(), before_create)
     assert len(user_result.rows) == 1, "clerk_user_id is UNIQUE"
     rc.set_preloaded(preload_result.rows)
     return user_result.rows[0]
