@@ -12,6 +12,20 @@ import { BUNDLE_DIR, BUNDLE_FILE } from "./bundle/build.mjs";
 const READY_TIMEOUT_MS = 120_000;
 const STOP_TIMEOUT_MS = 10_000;
 
+// wrangler dev runs in its own process group (so a stop reaches its workerd too). Whatever ends
+// this process (a signal handler's exit, an error), the groups still running are stopped with it.
+const running = new Set();
+function killGroup(pid, signal) {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // already gone
+  }
+}
+process.on("exit", () => {
+  for (const pid of running) killGroup(pid, "SIGTERM");
+});
+
 export async function freePort() {
   const server = net.createServer();
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -84,9 +98,17 @@ export async function startWranglerDev({
       if (echo) process.stderr.write(chunk);
     });
   }
+  running.add(child.pid);
+  child.once("exit", () => running.delete(child.pid));
   const logText = () => fs.readFileSync(logFile, "utf8");
   const baseUrl = `http://127.0.0.1:${port}`;
-  const readyMs = await waitReady(baseUrl, child, logText);
+  let readyMs;
+  try {
+    readyMs = await waitReady(baseUrl, child, logText);
+  } catch (error) {
+    killGroup(child.pid, "SIGKILL");
+    throw error;
+  }
   return {
     port,
     baseUrl,
@@ -96,18 +118,8 @@ export async function startWranglerDev({
     async stop() {
       if (child.exitCode !== null) return;
       const exited = new Promise((resolve) => child.once("exit", resolve));
-      try {
-        process.kill(-child.pid, "SIGTERM"); // the whole group: wrangler and its workerd
-      } catch {
-        // already gone
-      }
-      const timer = setTimeout(() => {
-        try {
-          process.kill(-child.pid, "SIGKILL");
-        } catch {
-          // already gone
-        }
-      }, STOP_TIMEOUT_MS);
+      killGroup(child.pid, "SIGTERM"); // the whole group: wrangler and its workerd
+      const timer = setTimeout(() => killGroup(child.pid, "SIGKILL"), STOP_TIMEOUT_MS);
       await exited;
       clearTimeout(timer);
     },
