@@ -32,6 +32,31 @@
 // longer names a card, so it cannot be compared.
 // It also signs webhook bodies the way Authorize.Net signs them (HMAC-SHA512 keyed
 // with the signature key's ASCII characters, uppercase hex), for tests.
+//
+// Transaction Reporting (the "Transaction Details API"), the three calls a merchant
+// can find its own transaction by invoiceNumber with (the API has no search by
+// invoice; getTransactionListForCustomerRequest needs a CIM customer profile):
+//   - getUnsettledTransactionListRequest{merchantAuthentication, refId?, status?
+//     (any | pendingApproval), sorting?{orderBy id|submitTimeUTC, orderDescending},
+//     paging?{limit 1..1000, offset 1..100000 = the PAGE number}}: every transaction not
+//     yet in a settled batch, declined ones included (held ones stay here until reviewed);
+//     without paging, the 1000 most recent;
+//   - getSettledBatchListRequest{merchantAuthentication, refId?, includeStatistics?,
+//     firstSettlementDate?, lastSettlementDate?} (xs:dateTime, UTC; at most 31 days apart);
+//   - getTransactionListRequest{merchantAuthentication, refId?, batchId, sorting?, paging?}.
+// Answers: {transactions?|batchList?, totalNumInResultSet?, refId?, messages}; nothing
+// found is resultCode Ok with I00004 "No records found." and no list. A summary is
+// {transId, submitTimeUTC, submitTimeLocal, transactionStatus, invoiceNumber?,
+// accountType, accountNumber, settleAmount (a JSON number), marketType, product}.
+// Every transaction the processor saw (approved: capturedPendingSettlement, declined,
+// held: FDSPendingReview) is kept; refused requests (E00114/E00115, error 11, the
+// tok_error general error, whose transId is "0") are not transactions. Settlement is
+// daily at the merchant's Transaction Cut-Off Time (here 22:00 UTC, on the stand-in's
+// clock, so advanceClock moves transactions into a settled batch): each cut-off's
+// batch takes every unsettled transaction submitted before it except held ones, and
+// capturedPendingSettlement becomes settledSuccessfully. UNCONFIRMED: the error code
+// for a date range over 31 days (the stand-in answers E00003), and whether an empty
+// list carries totalNumInResultSet (the stand-in sends it; the Worker needs neither).
 import crypto from "node:crypto";
 import http from "node:http";
 
@@ -61,6 +86,20 @@ const BILL_TO_ORDER = [
 const DEFAULT_DUPLICATE_WINDOW_S = 120;
 const MAX_DUPLICATE_WINDOW_S = 28800;
 const MAX_REMEMBERED = 20000; // processed transactions and used nonces kept (oldest dropped first)
+// Transaction Reporting.
+const UNSETTLED_ORDER = ["merchantAuthentication", "clientId", "refId", "status", "sorting", "paging"];
+const BATCH_LIST_ORDER = [
+  "merchantAuthentication", "clientId", "refId", "includeStatistics", "firstSettlementDate", "lastSettlementDate",
+];
+const TRANSACTION_LIST_ORDER = ["merchantAuthentication", "clientId", "refId", "batchId", "sorting", "paging"];
+const SORTING_ORDER = ["orderBy", "orderDescending"];
+const PAGING_ORDER = ["limit", "offset"];
+const DAY_MS = 86400 * 1000;
+const CUTOFF_MS_OF_DAY = 22 * 3600 * 1000; // the Transaction Cut-Off Time, 22:00 UTC
+const MAX_BATCH_RANGE_MS = 31 * DAY_MS;
+const MAX_LIST_WITHOUT_PAGING = 1000;
+const HELD_STATUSES = new Set(["FDSPendingReview", "FDSAuthorizedPendingReview"]);
+const STATUS_OF_RESPONSE_CODE = { 1: "capturedPendingSettlement", 2: "declined", 4: "FDSPendingReview" };
 const TOKEN = /^tok_(approved|declined|held|error|timeout|expired|duplicate)(?:_[A-Za-z0-9]*)?(\.[A-Za-z0-9_-]{1,64})?$/;
 
 class SchemaError extends Error {}
@@ -127,6 +166,9 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
   const hanging = new Set();
   const usedNonces = new Set(); // single-use tokens already used (insertion order = age)
   const processed = []; // {key, atMs, transId, responseCode, authCode, avsResultCode, cvvResultCode}, oldest first
+  const transactions = []; // every transaction the processor saw, oldest first (Transaction Reporting)
+  const batches = new Map(); // cut-off time (ms) -> {batchId, settlementTimeMs}
+  let nextBatchId = 8000000 + Math.floor(Math.random() * 1e6);
   let clockOffsetMs = 0; // tests move the stand-in's clock forward instead of sleeping
   let nextTransId = 60000000000 + Math.floor(Math.random() * 1e9);
   const nowMs = () => Date.now() + clockOffsetMs;
@@ -170,7 +212,7 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
   }
 
   // Run a transaction through the "processor": it gets a transId and is remembered for the duplicate check.
-  function process(kind, key) {
+  function process(kind, key, tr0) {
     const transId = String(nextTransId++);
     const responseCode = { approved: "1", duplicate: "1", declined: "2", held: "4" }[kind];
     const tr = transactionResponse(responseCode, transId, {});
@@ -179,7 +221,181 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
       authCode: tr.authCode, avsResultCode: tr.avsResultCode, cvvResultCode: tr.cvvResultCode,
     });
     if (processed.length > MAX_REMEMBERED) processed.shift();
+    transactions.push({
+      transId,
+      submitMs: nowMs(),
+      status: STATUS_OF_RESPONSE_CODE[responseCode],
+      invoiceNumber: tr0.order?.invoiceNumber,
+      amount: Number(tr0.amount),
+      batchCutoffMs: null,
+    });
+    if (transactions.length > MAX_REMEMBERED) transactions.shift();
     return { transId, responseCode };
+  }
+
+  // --- Transaction Reporting ---------------------------------------------------
+
+  // The first cut-off strictly after a time.
+  function cutoffAfter(ms) {
+    const dayStart = Math.floor(ms / DAY_MS) * DAY_MS;
+    const today = dayStart + CUTOFF_MS_OF_DAY;
+    return ms < today ? today : today + DAY_MS;
+  }
+
+  // Every cut-off passed since a transaction was submitted settles it into that cut-off's batch.
+  function settleDue() {
+    const now = nowMs();
+    for (const t of transactions) {
+      if (t.batchCutoffMs !== null || HELD_STATUSES.has(t.status)) continue;
+      const cutoff = cutoffAfter(t.submitMs);
+      if (cutoff > now) continue;
+      if (!batches.has(cutoff)) batches.set(cutoff, { batchId: String(nextBatchId++), settlementTimeMs: cutoff });
+      t.batchCutoffMs = cutoff;
+      if (t.status === "capturedPendingSettlement") t.status = "settledSuccessfully";
+    }
+  }
+
+  const utc = (ms) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+  // The merchant's time zone (Mountain Standard Time here), no offset written, as the API writes it.
+  const local = (ms) => new Date(ms - 7 * 3600 * 1000).toISOString().replace(/\.\d{3}Z$/, "");
+
+  function summary(t) {
+    const out = {
+      transId: t.transId,
+      submitTimeUTC: utc(t.submitMs),
+      submitTimeLocal: local(t.submitMs),
+      transactionStatus: t.status,
+    };
+    if (t.invoiceNumber !== undefined) out.invoiceNumber = t.invoiceNumber;
+    return {
+      ...out,
+      accountType: "Visa",
+      accountNumber: "XXXX1111",
+      settleAmount: t.amount,
+      marketType: "eCommerce",
+      product: "Card Not Present",
+    };
+  }
+
+  // Sorting and paging as the XSD has them (throws SchemaError).
+  function sortedPage(list, req) {
+    let orderBy = "id";
+    let descending = false;
+    if (req.sorting !== undefined) {
+      checkOrder("sorting", req.sorting, SORTING_ORDER);
+      orderBy = req.sorting.orderBy;
+      if (orderBy !== "id" && orderBy !== "submitTimeUTC") {
+        throw new SchemaError(`The 'AnetApi/xml/v1/schema/AnetApiSchema.xsd:orderBy' element is invalid - The value '${orderBy}' is invalid according to its datatype 'AnetApi/xml/v1/schema/AnetApiSchema.xsd:TransactionListOrderFieldEnum' - The Enumeration constraint failed.`);
+      }
+      const d = req.sorting.orderDescending;
+      if (![true, false, "true", "false"].includes(d)) {
+        throw new SchemaError(`The 'AnetApi/xml/v1/schema/AnetApiSchema.xsd:orderDescending' element is invalid - The value '${d}' is invalid according to its datatype 'Boolean'.`);
+      }
+      descending = d === true || d === "true";
+    }
+    const key = orderBy === "id" ? (t) => Number(t.transId) : (t) => t.submitMs;
+    const sorted = [...list].sort((a, b) => (key(a) - key(b)) * (descending ? -1 : 1) || Number(a.transId) - Number(b.transId));
+    if (req.paging === undefined) {
+      return { page: sorted.slice(-MAX_LIST_WITHOUT_PAGING), total: sorted.length };
+    }
+    checkOrder("paging", req.paging, PAGING_ORDER);
+    const bounded = (name, value, high) => {
+      const n = Number(value);
+      if (!/^\d{1,6}$/.test(String(value)) || n < 1 || n > high) {
+        throw new SchemaError(`The 'AnetApi/xml/v1/schema/AnetApiSchema.xsd:${name}' element is invalid - The value '${value}' is invalid according to its datatype 'Int' - The ${n < 1 ? "MinInclusive" : "MaxInclusive"} constraint failed.`);
+      }
+      return n;
+    };
+    const limit = bounded("limit", req.paging.limit, 1000);
+    const pageNumber = bounded("offset", req.paging.offset, 100000);
+    return { page: sorted.slice((pageNumber - 1) * limit, pageNumber * limit), total: sorted.length };
+  }
+
+  function listAnswer(name, items, total, refId) {
+    const out = {};
+    if (items.length > 0) out[name] = items;
+    if (total !== undefined) out.totalNumInResultSet = total;
+    if (refId !== undefined) out.refId = refId;
+    out.messages = items.length > 0 ? messages("Ok", "I00001", "Successful.") : messages("Ok", "I00004", "No records found.");
+    return out;
+  }
+
+  function parseDateTime(name, value) {
+    // xs:dateTime; without a zone designator the API reads UTC.
+    const text = String(value);
+    const ms = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$/.test(text)
+      ? Date.parse(/(Z|[+-]\d{2}:\d{2})$/.test(text) ? text : text + "Z")
+      : NaN;
+    if (Number.isNaN(ms)) {
+      throw new SchemaError(`The '${name}' element is invalid - The value '${text}' is invalid according to its datatype 'DateTime'.`);
+    }
+    return ms;
+  }
+
+  function report(rootName, env) {
+    const refId = typeof env.refId === "string" ? env.refId : undefined;
+    const order = {
+      getUnsettledTransactionListRequest: UNSETTLED_ORDER,
+      getSettledBatchListRequest: BATCH_LIST_ORDER,
+      getTransactionListRequest: TRANSACTION_LIST_ORDER,
+    }[rootName];
+    try {
+      checkOrder(rootName, env, order);
+      checkOrder("merchantAuthentication", env.merchantAuthentication, AUTH_ORDER);
+    } catch (e) {
+      if (e instanceof SchemaError) return answerOf({ refId, messages: messages("Error", "E00003", e.message) });
+      throw e;
+    }
+    const auth = env.merchantAuthentication;
+    if (auth.name !== loginId || auth.transactionKey !== transactionKey) {
+      return answerOf({ refId, messages: messages("Error", "E00007", "User authentication failed due to invalid authentication values.") });
+    }
+    settleDue();
+    try {
+      if (rootName === "getUnsettledTransactionListRequest") {
+        const status = env.status ?? "any";
+        if (status !== "any" && status !== "pendingApproval") {
+          throw new SchemaError(`The 'AnetApi/xml/v1/schema/AnetApiSchema.xsd:status' element is invalid - The value '${status}' is invalid according to its datatype 'AnetApi/xml/v1/schema/AnetApiSchema.xsd:TransactionGroupStatusEnum' - The Enumeration constraint failed.`);
+        }
+        const unsettled = transactions.filter(
+          (t) => t.batchCutoffMs === null && (status === "any" || HELD_STATUSES.has(t.status)),
+        );
+        const { page, total } = sortedPage(unsettled, env);
+        return listAnswer("transactions", page.map(summary), total, refId);
+      }
+      if (rootName === "getSettledBatchListRequest") {
+        const now = nowMs();
+        const last = env.lastSettlementDate === undefined ? now : parseDateTime("lastSettlementDate", env.lastSettlementDate);
+        const first = env.firstSettlementDate === undefined ? last - DAY_MS : parseDateTime("firstSettlementDate", env.firstSettlementDate);
+        if (last < first || last - first > MAX_BATCH_RANGE_MS) {
+          throw new SchemaError("The date range between firstSettlementDate and lastSettlementDate cannot exceed 31 days.");
+        }
+        const list = [...batches.values()]
+          .filter((b) => b.settlementTimeMs >= first && b.settlementTimeMs <= last && b.settlementTimeMs <= now)
+          .sort((a, b) => a.settlementTimeMs - b.settlementTimeMs)
+          .map((b) => ({
+            batchId: b.batchId,
+            settlementTimeUTC: utc(b.settlementTimeMs),
+            settlementTimeLocal: local(b.settlementTimeMs),
+            settlementState: "settledSuccessfully",
+            paymentMethod: "creditCard",
+            marketType: "eCommerce",
+            product: "Card Not Present",
+          }));
+        return listAnswer("batchList", list, undefined, refId);
+      }
+      const batchId = String(env.batchId ?? "");
+      if (!/^\d+$/.test(batchId)) {
+        throw new SchemaError(`The 'AnetApi/xml/v1/schema/AnetApiSchema.xsd:batchId' element is invalid - The value '${batchId}' is invalid according to its datatype 'AnetApi/xml/v1/schema/AnetApiSchema.xsd:numericString' - The Pattern constraint failed.`);
+      }
+      const cutoff = [...batches.entries()].find(([, b]) => b.batchId === batchId)?.[0];
+      const inBatch = cutoff === undefined ? [] : transactions.filter((t) => t.batchCutoffMs === cutoff);
+      const { page, total } = sortedPage(inBatch, env);
+      return listAnswer("transactions", page.map(summary), total, refId);
+    } catch (e) {
+      if (e instanceof SchemaError) return answerOf({ refId, messages: messages("Error", "E00003", e.message) });
+      throw e;
+    }
   }
 
   function duplicateAnswer(original, windowS) {
@@ -200,6 +416,9 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
   }
 
   function answer(body) {
+    for (const rootName of ["getUnsettledTransactionListRequest", "getSettledBatchListRequest", "getTransactionListRequest"]) {
+      if (body?.[rootName] !== undefined) return report(rootName, body[rootName]);
+    }
     const env = body?.createTransactionRequest;
     if (!env) {
       const root = Object.keys(body ?? {})[0] ?? "";
@@ -277,10 +496,10 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
     // The duplicate check, then the processor.
     const key = duplicateKey(tr, kind, Number(amount).toFixed(2), windowS);
     const effectiveWindowS = windowS ?? DEFAULT_DUPLICATE_WINDOW_S;
-    if (kind === "duplicate") process(kind, key); // the first copy, whose answer was lost
+    if (kind === "duplicate") process(kind, key, tr); // the first copy, whose answer was lost
     const original = effectiveWindowS > 0 ? findOriginal(key, effectiveWindowS) : undefined;
     if (original !== undefined) return withRef(duplicateAnswer(original, windowS));
-    const { transId } = process(kind, key);
+    const { transId } = process(kind, key, tr);
     if (kind === "declined") {
       return withRef({
         transactionResponse: transactionResponse("2", transId, {

@@ -1,9 +1,10 @@
 """GET /v1/admin/ledger/check and the reconciliation checks themselves."""
 
 from clairvora import ledger, reconcile
+from clairvora.clock import Clock
 from clairvora.db import sql
 from money_support import admin_client, credit, user_with_wallet
-from support import Client, database, unique
+from support import Client, database, new_user, token_for, unique
 from test_deposits import deposit_body
 
 
@@ -100,3 +101,43 @@ async def test_payments_awaiting_the_gateway_are_listed_and_leave_the_list_when_
     assert (await post_event(capture)).json()["outcome"] == "credited"
     after = await unresolved()
     assert after["count"] == before["count"] and payment_id not in after["sample_ids"]
+
+
+async def test_the_admin_report_shows_each_waiting_state_and_what_is_overdue_for_the_lookup():
+    # Issue 13 item 6: a claim whose request died (here before the gateway call was
+    # sent) is listed by state, and as overdue once the lookup's grace period is over.
+    from clairvora.deposit_resolution import RESOLVE_AFTER_MS
+
+    admin_sub, admin = await new_user("admin")
+    admin_id = int((await admin.get("/v1/me")).json()["id"])
+    await database().run(sql("UPDATE users SET is_admin = 1 WHERE id = ?", admin_id))
+
+    async def unresolved(now_ms: int) -> dict:
+        at_now = Client(await token_for(admin_sub, now_s=now_ms // 1000))
+        resp = await at_now.get("/v1/admin/ledger/check", headers={"x-test-now-ms": str(now_ms)})
+        assert resp.status == 200, resp.text
+        return resp.json()["unresolved_payments"]
+
+    user_id, client = await user_with_wallet("rc")
+    now = Clock().now_ms()
+    later = now + RESOLVE_AFTER_MS + 60_000
+    before_now, before_later = await unresolved(now), await unresolved(later)
+    died = await client.post(
+        "/v1/wallet/deposits",
+        deposit_body(1300, f"tok_approved.{unique()}"),
+        headers={"idempotency-key": unique(), "x-test-d1-fault": "2;after"},
+    )
+    assert died.status == 503
+    fresh, overdue = await unresolved(now), await unresolved(later)
+    for report, before in ((fresh, before_now), (overdue, before_later)):
+        assert report["by_state"]["claimed_not_settled"] == before["by_state"]["claimed_not_settled"] + 1
+        assert report["by_state"]["unknown"] == before["by_state"]["unknown"]
+        assert report["by_state"]["held_for_review"] == before["by_state"]["held_for_review"]
+        assert report["count"] == before["count"] + 1
+    assert fresh["lookup_overdue"]["count"] == before_now["lookup_overdue"]["count"]  # within the grace period
+    assert overdue["lookup_overdue"]["count"] == before_later["lookup_overdue"]["count"] + 1
+    assert len(overdue["lookup_overdue"]["sample_ids"]) == min(overdue["lookup_overdue"]["count"], 5)
+    payment = await database().first(sql("SELECT id FROM payments WHERE user_id = ?", user_id))
+    # Resolved (here by hand, as an operator would), it leaves every list.
+    await database().run(sql("UPDATE payments SET status = 'error' WHERE id = ?", payment["id"]))
+    assert (await unresolved(later))["by_state"] == before_later["by_state"]

@@ -44,6 +44,11 @@ ALLOWED: dict[tuple[str, str], str] = {
     ): "balance of a fixed platform account (AccountRef with account_id)",
     ("reconcile.py", ""): "admin reconciliation (GET /v1/admin/ledger/check, auth='admin'): checks every row by design",
     ("cron.py", ""): "the cron: bounded maintenance over all rows (idempotency purge, settling stale readings)",
+    (
+        "deposit_resolution.py",
+        "SELECT * FROM payments WHERE status = 'pending' AND updated_at_ms < ?",
+    ): "the cron's gateway lookup: every user's deposits still waiting for the gateway (bounded, oldest first); "
+    "each is then written WHERE id = ? AND user_id = ?",
     ("refunds.py", "FROM readings r WHERE r.id = ?"): "admin refund (auth='admin'): any reading, by id",
     (
         "webhooks.py",

@@ -25,9 +25,25 @@ Wire facts this code relies on (shared docs/third-parties.md sections 1-2):
 
 Card data never passes through here: only the opaque token, which is neither
 stored nor logged.
+
+Transaction Reporting (the Transaction Details API, which the merchant enables
+in the Merchant Interface) is how a deposit whose answer we never recorded is
+found again (deposit_resolution.py). The API has NO search by invoiceNumber
+(the Merchant Interface has one; getTransactionListForCustomerRequest takes a
+CIM customerProfileId, which our deposits do not have), so our invoice is found
+in the lists: `getUnsettledTransactionListRequest` (every transaction not yet
+settled, declined ones included; sorted by submitTimeUTC, newest first, 1000 a
+page, `paging.offset` is the PAGE number) and, for what settled since,
+`getSettledBatchListRequest` (settlement dates at most 31 days apart) and
+`getTransactionListRequest` per batch. A summary carries transId,
+submitTimeUTC, transactionStatus, invoiceNumber and settleAmount (a JSON
+number). Nothing found is resultCode "Ok" with I00004 "No records found." and
+no list.
 """
 
+import calendar
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,12 +52,16 @@ from workers import fetch
 
 from . import logs
 
-Outcome = Literal["approved", "declined", "held", "error", "token_invalid", "duplicate", "unknown"]
+Outcome = Literal["approved", "declined", "held", "error", "token_invalid", "duplicate", "unknown", "not_processed"]
 MAX_RESPONSE_BYTES = 64 * 1024
+MAX_REPORT_BYTES = 2 * 1024 * 1024  # a page of 1000 summaries is ~400 KB
 _BOM = "\ufeff"
-# The Accept.js token's life (15 minutes): a second delivery of one request can
-# only charge the card while its token is still valid.
-DUPLICATE_WINDOW_S = 900
+# The Accept.js token's life (15 minutes): a request can only charge the card
+# while its token is still valid, so a deposit claimed longer ago than this can
+# no longer be charged by anything still in flight.
+ACCEPT_TOKEN_LIFE_S = 900
+# A second delivery of one request can only charge the card while its token is valid.
+DUPLICATE_WINDOW_S = ACCEPT_TOKEN_LIFE_S
 _TOKEN_ERRORS = ("E00114", "E00115")  # invalid (e.g. already used) / expired OTS token
 _DUPLICATE_ERROR = "11"
 
@@ -179,3 +199,153 @@ async def create_transaction(*, endpoint: str, timeout_ms: int, request_body: di
         logs.warning("anet_unreadable_response", size=len(raw))
         return GatewayResult("unknown", error_text="unreadable response")
     return classify(body)
+
+
+# --- Transaction Reporting -----------------------------------------------------
+
+REPORT_PAGE_SIZE = 1000  # the API's maximum
+MAX_BATCH_RANGE_DAYS = 31  # getSettledBatchListRequest's widest date range
+
+
+class ReportingError(Exception):
+    """The gateway's lists could not be read (transport, HTTP, unreadable, or an
+    API error such as E00007 credentials or reporting not enabled)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionSummary:
+    trans_id: str
+    status: str
+    invoice_number: str | None
+    amount_cents: int | None
+    submit_time_ms: int | None
+
+
+def _auth(login_id: str, transaction_key: str) -> dict[str, str]:
+    return {"name": login_id, "transactionKey": transaction_key}
+
+
+def _sorted_paged(page: int) -> dict[str, Any]:
+    assert 1 <= page <= 100_000
+    return {
+        "sorting": {"orderBy": "submitTimeUTC", "orderDescending": True},
+        "paging": {"limit": str(REPORT_PAGE_SIZE), "offset": str(page)},
+    }
+
+
+def unsettled_list_request(*, login_id: str, transaction_key: str, page: int) -> dict[str, Any]:
+    """Every unsettled transaction, newest first, one page (keys in XSD order)."""
+    return {
+        "getUnsettledTransactionListRequest": {
+            "merchantAuthentication": _auth(login_id, transaction_key),
+            **_sorted_paged(page),
+        }
+    }
+
+
+def utc_datetime(ms: int) -> str:
+    """xs:dateTime in UTC, whole seconds: 2026-11-27T00:31:21Z."""
+    t = time.gmtime(ms // 1000)
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)  # noqa: UP031
+
+
+def settled_batch_list_request(*, login_id: str, transaction_key: str, first_ms: int, last_ms: int) -> dict[str, Any]:
+    assert 0 <= last_ms - first_ms <= MAX_BATCH_RANGE_DAYS * 86_400_000
+    return {
+        "getSettledBatchListRequest": {
+            "merchantAuthentication": _auth(login_id, transaction_key),
+            "firstSettlementDate": utc_datetime(first_ms),
+            "lastSettlementDate": utc_datetime(last_ms),
+        }
+    }
+
+
+def transaction_list_request(*, login_id: str, transaction_key: str, batch_id: str, page: int) -> dict[str, Any]:
+    assert batch_id.isascii() and batch_id.isdigit()
+    return {
+        "getTransactionListRequest": {
+            "merchantAuthentication": _auth(login_id, transaction_key),
+            "batchId": batch_id,
+            **_sorted_paged(page),
+        }
+    }
+
+
+def parse_utc_datetime(value: Any) -> int | None:
+    """submitTimeUTC ("2015-02-16T03:34:43Z", maybe with fractions) -> ms."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip().removesuffix("Z")
+    whole, _, fraction = text.partition(".")
+    try:
+        t = time.strptime(whole, "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return None
+    millis = int((fraction + "000")[:3]) if fraction.isdigit() else 0
+    return calendar.timegm(t) * 1000 + millis
+
+
+def _summary(item: Any) -> TransactionSummary | None:
+    if not isinstance(item, dict):
+        return None
+    trans_id, status = item.get("transId"), item.get("transactionStatus")
+    if not isinstance(trans_id, (str, int)) or isinstance(trans_id, bool) or not isinstance(status, str):
+        return None
+    invoice = item.get("invoiceNumber")
+    return TransactionSummary(
+        trans_id=str(trans_id),
+        status=status,
+        invoice_number=invoice if isinstance(invoice, str) else None,
+        amount_cents=decimal_to_cents(item.get("settleAmount")),
+        submit_time_ms=parse_utc_datetime(item.get("submitTimeUTC")),
+    )
+
+
+def _listed(body: dict[str, Any], name: str) -> list[Any]:
+    value = body.get(name)
+    if isinstance(value, dict):  # one element, as the JSON translation of XML may give it
+        inner = next(iter(value.values()), None) if len(value) == 1 else value
+        value = inner if isinstance(inner, list) else [inner]
+    return value if isinstance(value, list) else []
+
+
+def summaries(body: dict[str, Any]) -> list[TransactionSummary]:
+    return [s for s in (_summary(item) for item in _listed(body, "transactions")) if s is not None]
+
+
+def settled_batches(body: dict[str, Any]) -> list[tuple[str, int | None]]:
+    """(batchId, settlementTimeUTC in ms) of each batch listed."""
+    out = []
+    for batch in _listed(body, "batchList"):
+        batch_id = batch.get("batchId") if isinstance(batch, dict) else None
+        if isinstance(batch_id, (str, int)) and not isinstance(batch_id, bool) and str(batch_id).isdigit():
+            out.append((str(batch_id), parse_utc_datetime(batch.get("settlementTimeUTC"))))
+    return out
+
+
+async def report(*, endpoint: str, timeout_ms: int, request_body: dict[str, Any]) -> dict[str, Any]:
+    """One Transaction Reporting call; its parsed answer, or ReportingError."""
+    call = next(iter(request_body))
+    try:
+        response = await fetch(
+            endpoint,
+            method="POST",
+            headers={"content-type": "application/json", "accept": "application/json"},
+            body=json.dumps(request_body, separators=(",", ":")),
+            signal=js.AbortSignal.timeout(timeout_ms),
+        )
+        raw = await response.bytes()
+    except Exception as exc:  # noqa: BLE001 - every transport failure is "could not read the list"
+        raise ReportingError(f"{call}: transport failure ({type(exc).__name__})") from None
+    if int(response.status) != 200 or len(raw) > MAX_REPORT_BYTES:
+        raise ReportingError(f"{call}: HTTP {int(response.status)}, {len(raw)} bytes")
+    try:
+        body = parse_response(raw)
+    except ValueError:
+        raise ReportingError(f"{call}: unreadable answer") from None
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, dict) or messages.get("resultCode") != "Ok":
+        listed = messages.get("message") if isinstance(messages, dict) else None
+        first = listed[0] if isinstance(listed, list) and listed and isinstance(listed[0], dict) else {}
+        raise ReportingError(f"{call}: not Ok ({first.get('code')})")
+    return body

@@ -40,8 +40,18 @@ conditional on the payment and key still being pending, the credit key is
 unique). If the request dies between claiming and settling, the key stays
 `pending` (a retry gets 409); once the claim is older than the gateway timeout
 plus a minute, a retry with the same key settles the payment as `unknown` and
-gets the 504, and the webhook resolves it as above. Card data is never
-stored or logged: only the gateway's transaction id, amount and status.
+gets the 504, and the webhook resolves it as above.
+
+A claim whose gateway call was never sent (the Worker died between the claim
+batch and the fetch) gets no webhook, and neither does a timeout the gateway
+never processed: such a payment would stay `pending`/`unknown` for ever. The
+cron's `deposit_resolution.resolve_stale_deposits` looks every such payment up
+at the gateway by its invoiceNumber once the Accept.js token can no longer
+charge anything, and settles it (and its key, if still pending) with what the
+gateway says, or as `not_processed` (payment `error`, 502
+`payment_not_processed`: nothing was charged) when the gateway has no
+transaction for it. Card data is never stored or logged: only the gateway's
+transaction id, amount and status.
 """
 
 import json
@@ -88,6 +98,7 @@ _STATUS_OF_OUTCOME = {
     "token_invalid": "error",
     "duplicate": "unknown",
     "unknown": "unknown",
+    "not_processed": "error",
 }
 
 
@@ -194,7 +205,7 @@ def _settle_statements(
     return statements
 
 
-def _reply_for(payment: dict[str, Any], result: anet.GatewayResult) -> tuple[int, dict[str, Any]]:
+def reply_for(payment: dict[str, Any], result: anet.GatewayResult) -> tuple[int, dict[str, Any]]:
     """(status, body) of the final answer; wallet.available_cents is filled in by SQL."""
     deposit = deposit_view(payment)
     wallet = {"available_cents": 0, "held_cents": 0, "currency": "USD"}
@@ -228,6 +239,15 @@ def _reply_for(payment: dict[str, Any], result: anet.GatewayResult) -> tuple[int
             f"The payment gateway had already received this deposit{original} and did not charge the card "
             "again. If that transaction was approved, the wallet is credited automatically when the gateway "
             "confirms it; check the wallet before depositing again.",
+            extra={"deposit": deposit, "wallet": wallet},
+        )
+    elif result.outcome == "not_processed":
+        problem = Problem(
+            502,
+            "payment_not_processed",
+            "Payment not processed",
+            "The payment gateway has no transaction for this deposit; nothing was charged. "
+            "Deposit again with a new Idempotency-Key and a new Accept.js token.",
             extra={"deposit": deposit, "wallet": wallet},
         )
     elif result.outcome == "error":
@@ -324,7 +344,7 @@ async def create_deposit(rc: RequestContext) -> Reply:
     )
 
     # 3. Settle: outcome, credit (approved only) and the stored reply in ONE batch.
-    status, reply_body = _reply_for(payment, result)
+    status, reply_body = reply_for(payment, result)
     return await _settle(rc, key, payment, result, status, reply_body)
 
 
@@ -388,7 +408,7 @@ async def _replay_or_recover(rc: RequestContext, key: IdempotencyKey) -> Reply:
     if payment is None or payment["status"] != "pending" or payment["created_at_ms"] >= stale_before_ms:
         return key.replay_row(row)
     payment = {**payment, "status": "unknown"}
-    status, reply_body = _reply_for(payment, anet.GatewayResult("unknown", timed_out=True))
+    status, reply_body = reply_for(payment, anet.GatewayResult("unknown", timed_out=True))
     results = await rc.db.batch(
         [
             sql(
@@ -418,6 +438,33 @@ async def _replay_or_recover(rc: RequestContext, key: IdempotencyKey) -> Reply:
         return await key.replay(rc.db)
     logs.warning("deposit_claim_recovered", request_id=rc.request_id, payment_id=payment["id"])
     return _final_reply(status, results[-1].rows[0]["response_body"])
+
+
+def complete_claim_of_payment(
+    *, payment_id: int, user_id: int, status: int, body: dict[str, Any], if_status: str, if_updated_at_ms: int
+) -> Statement:
+    """Store the final reply of the deposit request that claimed `payment_id`, if
+    its key is still `pending` (the request died) and the payment now has
+    `if_status` as of `if_updated_at_ms` (the batch's own update of it), for the
+    cron's resolution. The key is found by the claim's note ({"payment_id": ...},
+    record_pending above), among the user's keys (its primary key's prefix)."""
+    return sql(
+        """UPDATE idempotency_keys
+           SET state = 'done', response_status = ?,
+               response_body = json_set(?, '$.wallet.available_cents',
+                 (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'))
+           WHERE user_id = ? AND state = 'pending'
+             AND CASE WHEN json_valid(response_body) THEN json_extract(response_body, '$.payment_id') END = ?
+             AND EXISTS (SELECT 1 FROM payments WHERE id = ? AND status = ? AND updated_at_ms = ?)""",
+        status,
+        encode_json(body),
+        user_id,
+        user_id,
+        str(payment_id),
+        payment_id,
+        if_status,
+        if_updated_at_ms,
+    )
 
 
 def _final_reply(status: int, response_body: str) -> Reply:
@@ -466,7 +513,7 @@ ROUTES = [
             402: ("payment_declined",),
             409: ("payment_duplicate", "request_in_progress", "idempotency_conflict"),
             422: ("payment_token_invalid", "idempotency_key_reused"),
-            502: ("payment_gateway_error", "payment_gateway_unavailable"),
+            502: ("payment_gateway_error", "payment_gateway_unavailable", "payment_not_processed"),
             504: ("payment_gateway_timeout",),
         },
         tag="wallet",

@@ -9,16 +9,24 @@ check), not something to put on a hot path.
 
 Each check selects up to SAMPLE offending ids: none means the check holds.
 Beside the invariants, the report lists the payments still awaiting the
-gateway's word (`unknown` after a timeout or a duplicate, `pending` when held
-for review): not a violation, but what an operator reconciles by hand when the
-authcapture webhook never comes.
+gateway's word, by state: `held_for_review` (`pending` with the gateway's
+transaction id; the fraud webhook decides), `claimed_not_settled` (`pending`
+without one: the claim committed and the request died before its answer was
+recorded, maybe before the gateway call was even sent) and `unknown` (a
+timeout, an unreadable answer, a duplicate, a recovered claim). Not violations:
+the cron's gateway lookup (deposit_resolution.py) resolves the last two once
+the Accept.js token has expired. `lookup_overdue` counts and samples those
+older than that (deposit_resolution.RESOLVE_AFTER_MS) and still waiting: the
+cron job is not running, the gateway's lists cannot be read, or the lookup
+could not decide (the logs say why); an operator reconciles those by hand.
 """
 
 import json
 from typing import Any
 
-from .clock import rfc3339
+from .clock import Clock, rfc3339
 from .db import Database, sql
+from .deposit_resolution import RESOLVE_AFTER_MS
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
@@ -134,17 +142,33 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-_UNRESOLVED_PAYMENTS = """
+_STATES = ("held_for_review", "claimed_not_settled", "unknown")
+# Waiting for the lookup: every waiting payment but one held for review.
+_LOOKUP_STATE = "NOT (status = 'pending' AND gateway_transaction_id IS NOT NULL)"
+_UNRESOLVED_PAYMENTS = f"""
 SELECT count(*) AS n, min(created_at_ms) AS oldest_created_at_ms,
+       coalesce(sum(status = 'pending' AND gateway_transaction_id IS NOT NULL), 0) AS held_for_review,
+       coalesce(sum(status = 'pending' AND gateway_transaction_id IS NULL), 0) AS claimed_not_settled,
+       coalesce(sum(status = 'unknown'), 0) AS unknown,
+       coalesce(sum({_LOOKUP_STATE} AND created_at_ms < ?), 0) AS lookup_overdue,
        (SELECT json_group_array(id) FROM
           (SELECT id FROM payments WHERE status IN ('unknown', 'pending') ORDER BY created_at_ms, id LIMIT ?))
-         AS sample_ids
-FROM payments WHERE status IN ('unknown', 'pending')"""
+         AS sample_ids,
+       (SELECT json_group_array(id) FROM
+          (SELECT id FROM payments WHERE status IN ('unknown', 'pending') AND {_LOOKUP_STATE} AND created_at_ms < ?
+           ORDER BY created_at_ms, id LIMIT ?)) AS overdue_ids
+FROM payments WHERE status IN ('unknown', 'pending')"""  # noqa: S608 - constant text
 
 
-async def check(db: Database) -> dict[str, Any]:
+async def check(db: Database, now_ms: int | None = None) -> dict[str, Any]:
     """Run every check in one batch; `ok` only if all hold."""
-    results = await db.batch([*(sql(query) for _name, _holds, query in CHECKS), sql(_UNRESOLVED_PAYMENTS, SAMPLE)])
+    overdue_before_ms = (Clock().now_ms() if now_ms is None else now_ms) - RESOLVE_AFTER_MS
+    results = await db.batch(
+        [
+            *(sql(query) for _name, _holds, query in CHECKS),
+            sql(_UNRESOLVED_PAYMENTS, overdue_before_ms, SAMPLE, overdue_before_ms, SAMPLE),
+        ]
+    )
     unresolved = results.pop().rows[0]
     checks = []
     for (name, holds, _query), result in zip(CHECKS, results, strict=True):
@@ -158,12 +182,17 @@ async def check(db: Database) -> dict[str, Any]:
             "count": int(unresolved["n"]),
             "oldest_created_at": rfc3339(unresolved["oldest_created_at_ms"]),
             "sample_ids": [str(i) for i in json.loads(unresolved["sample_ids"])],
+            "by_state": {state: int(unresolved[state]) for state in _STATES},
+            "lookup_overdue": {
+                "count": int(unresolved["lookup_overdue"]),
+                "sample_ids": [str(i) for i in json.loads(unresolved["overdue_ids"])],
+            },
         },
     }
 
 
 async def ledger_check(rc: RequestContext) -> Reply:
-    return Reply(await check(rc.db))
+    return Reply(await check(rc.db, rc.clock.now_ms()))
 
 
 SCHEMAS: dict[str, Any] = {
@@ -175,11 +204,30 @@ SCHEMAS: dict[str, Any] = {
             "unresolved_payments": {
                 "type": "object",
                 "description": "Payments awaiting the gateway's word (unknown or held for review); not a violation.",
-                "required": ["count", "oldest_created_at", "sample_ids"],
+                "required": ["count", "oldest_created_at", "sample_ids", "by_state", "lookup_overdue"],
                 "properties": {
                     "count": {"type": "integer", "minimum": 0},
                     "oldest_created_at": {"type": ["string", "null"], "format": "date-time"},
                     "sample_ids": {"type": "array", "items": {"type": "string"}, "maxItems": SAMPLE},
+                    "by_state": {
+                        "type": "object",
+                        "description": "held_for_review: pending with the gateway's transaction id (the fraud "
+                        "webhook decides); claimed_not_settled: the claim committed, no gateway answer recorded "
+                        "(maybe never sent); unknown: timeout, unreadable answer, duplicate, recovered claim. "
+                        "The cron's gateway lookup resolves the last two.",
+                        "required": list(_STATES),
+                        "properties": {state: {"type": "integer", "minimum": 0} for state in _STATES},
+                    },
+                    "lookup_overdue": {
+                        "type": "object",
+                        "description": "Claimed or unknown payments older than the lookup's grace period and "
+                        "still waiting: resolve by hand (see the logs' deposit_lookup_* events).",
+                        "required": ["count", "sample_ids"],
+                        "properties": {
+                            "count": {"type": "integer", "minimum": 0},
+                            "sample_ids": {"type": "array", "items": {"type": "string"}, "maxItems": SAMPLE},
+                        },
+                    },
                 },
             },
             "checks": {
