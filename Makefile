@@ -117,7 +117,7 @@ test-runtime: install
 	$(NODE) runtime/cli.mjs test $(PYTEST_ARGS)
 
 test-host: install
-	.venv/bin/pytest -q -p no:cacheprovider tooling_tests $(PYTEST_ARGS)
+	.venv/bin/pytest -p no:cacheprovider tooling_tests $(PYTEST_ARGS)
 
 lint: .cache/venv.ok
 	.venv/bin/ruff check $(wildcard src tests tooling tooling_tests bench runtime/testworker)

@@ -15,12 +15,14 @@ the others.
   that earlier heartbeat; each reading's own timeout (fixed at request time)
   decides, so a reading picked here that is not yet silent is left alone;
 - purge expired Idempotency-Key records (bounded);
-- sweep orphaned photo objects (photos.py).
+- sweep orphaned photo objects (photos.py);
+- resolve deposits whose gateway answer never came back (deposit_resolution.py:
+  looked up at Authorize.Net by invoice number after a grace period, bounded).
 """
 
 from typing import Any
 
-from . import billing, logs, photos
+from . import billing, deposit_resolution, logs, photos
 from .clock import Clock
 from .config import Settings
 from .db import Database, sql
@@ -100,6 +102,8 @@ async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
         ("settle_silent_readings", lambda: settle_silent_readings(db, settings, now_ms)),
         ("purge_idempotency_keys", lambda: purge_idempotency_keys(db, now_ms)),
         (photos.SWEEP_JOB, lambda: photos.sweep_orphans(db, env.MEDIA, now_ms)),
+        # Last: it may wait on the gateway, and it stops itself short of D1's per-invocation cap.
+        ("resolve_stale_deposits", lambda: deposit_resolution.resolve_stale_deposits(db, settings, now_ms)),
     ]
     for name, job in jobs:
         try:
