@@ -43,6 +43,19 @@ async def new_advisor(
     return client, advisor
 
 
+async def reading_row(reading_id: Any) -> dict[str, Any]:
+    """The readings row as D1 holds it (for assertions)."""
+    return await database().first(sql("SELECT * FROM readings WHERE id = ?", int(reading_id)))
+
+
+async def wallet_cents(user_id: int) -> int:
+    """The client's wallet balance, from its account row."""
+    row = await database().first(
+        sql("SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'", user_id)
+    )
+    return int(row["balance_cents"])
+
+
 async def fund(user_id: int, amount_cents: int) -> None:
     """A deposit as the deposits route books it: a payment row and a transfer
     from the gateway clearing account, through the real ledger triggers."""

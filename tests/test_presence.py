@@ -22,21 +22,19 @@ import pytest
 
 from clairvora import billing
 from clairvora.db import TriggerAbort, sql
-from market_support import MINUTE_MS, active_reading, assert_ledger_consistent, at, market_pair, now_ms
+from market_support import (
+    MINUTE_MS,
+    active_reading,
+    assert_ledger_consistent,
+    at,
+    market_pair,
+    now_ms,
+    reading_row,
+    wallet_cents,
+)
 from support import database
 
 TIMEOUT_MS = 120_000  # HEARTBEAT_TIMEOUT_SECONDS in the test configuration
-
-
-async def _row(reading_id) -> dict:
-    return await database().first(sql("SELECT * FROM readings WHERE id = ?", int(reading_id)))
-
-
-async def _wallet(user_id: int) -> int:
-    row = await database().first(
-        sql("SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'", user_id)
-    )
-    return int(row["balance_cents"])
 
 
 async def _beat(who, rid, t_ms: int) -> dict:
@@ -60,8 +58,8 @@ async def test_an_advisor_heartbeating_alone_never_bills_a_silent_client():
     assert got == [(s, "active" if s <= 140 else "ended", 1) for s in range(30, 601, 30)], got
     last = seen[-1][1]
     assert (last["end_reason"], last["billed_minutes"]) == ("heartbeat_timeout", 1), last
-    assert await _wallet(client_id) == 1900, "ten minutes of advisor heartbeats billed one minute: minute 1"
-    row = await _row(rid)
+    assert await wallet_cents(client_id) == 1900, "ten minutes of advisor heartbeats billed one minute: minute 1"
+    row = await reading_row(rid)
     assert row["ended_at_ms"] == t + 20_000, "the reading ended at the client's last heartbeat"
     assert last["silent_party"] == "client"
     assert row["silent_party"] == "client"
@@ -82,7 +80,7 @@ async def test_an_advisor_end_bills_only_what_the_client_was_seen_in():
     body = r.json()
     assert (body["status"], body["end_reason"], body["billed_minutes"]) == ("ended", "advisor_ended", 1), body
     assert body["silent_party"] is None
-    assert await _wallet(client_id) == 900
+    assert await wallet_cents(client_id) == 900
 
 
 async def test_a_client_back_within_the_timeout_pays_the_gap_and_a_late_one_does_not():
@@ -98,9 +96,9 @@ async def test_a_client_back_within_the_timeout_pays_the_gap_and_a_late_one_does
         assert (await _beat(advisor, rid, t + k))["billed_minutes"] == 2
     body = await _beat(client, rid, t + 240_000 + 1)
     assert (body["status"], body["end_reason"], body["billed_minutes"]) == ("ended", "heartbeat_timeout", 2), body
-    assert (await _row(rid))["ended_at_ms"] == t + 110_000
+    assert (await reading_row(rid))["ended_at_ms"] == t + 110_000
     assert body["silent_party"] == "client"
-    assert await _wallet(client_id) == 1800
+    assert await wallet_cents(client_id) == 1800
 
 
 async def test_an_absent_advisor_ends_the_reading_at_the_advisors_last_heartbeat():
@@ -120,9 +118,9 @@ async def test_an_absent_advisor_ends_the_reading_at_the_advisors_last_heartbeat
     # minutes begun while the advisor was gone for at most the timeout were
     # billed as they began (60 s, 120 s); at 150 s it is over, nothing more
     assert (last["status"], last["end_reason"], last["billed_minutes"]) == ("ended", "heartbeat_timeout", 3), billed
-    assert (await _row(rid))["ended_at_ms"] == t + 10_000
+    assert (await reading_row(rid))["ended_at_ms"] == t + 10_000
     assert last["silent_party"] == "advisor"
-    assert await _wallet(client_id) == 1700
+    assert await wallet_cents(client_id) == 1700
     await assert_ledger_consistent()
 
 
@@ -135,12 +133,12 @@ async def test_the_cron_settles_a_reading_whose_client_went_silent_while_the_adv
         await _beat(advisor, rid, t + k * 30_000)
     # 119 s after the client's last heartbeat: left alone
     await local_runtime.dispatchScheduled("* * * * *", t + 70_000 + 119_000)
-    assert (await _row(rid))["status"] == "active"
+    assert (await reading_row(rid))["status"] == "active"
     for _ in range(30):  # earlier tests may have left more stale rows than one bounded run takes
         await local_runtime.dispatchScheduled("* * * * *", t + 70_000 + 121_000)
-        if (await _row(rid))["status"] == "ended":
+        if (await reading_row(rid))["status"] == "ended":
             break
-    row = await _row(rid)
+    row = await reading_row(rid)
     assert (row["status"], row["end_reason"], row["billed_minutes"], row["ended_at_ms"]) == (
         "ended",
         "heartbeat_timeout",
@@ -148,7 +146,7 @@ async def test_the_cron_settles_a_reading_whose_client_went_silent_while_the_adv
         t + 70_000,
     ), row
     assert row["silent_party"] == "client"
-    assert await _wallet(client_id) == 1800
+    assert await wallet_cents(client_id) == 1800
 
 
 async def test_the_sql_refuses_charges_the_presence_rule_forbids():
@@ -178,7 +176,7 @@ async def test_the_sql_refuses_charges_the_presence_rule_forbids():
     assert err.value.code == "reading_party_silent"
     # the client's own request inside the timeout passes (minute 3 began at 120 s)
     await db.batch(billing.charge_statements(reading, 3, t + 125_000, client_id))
-    assert (await _row(rid))["billed_minutes"] == 3
+    assert (await reading_row(rid))["billed_minutes"] == 3
     # a reading's timeout is one of its fixed terms
     with pytest.raises(TriggerAbort) as err:
         await db.run(sql("UPDATE readings SET heartbeat_timeout_seconds = 3600 WHERE id = ?", rid))
@@ -215,11 +213,11 @@ async def test_a_silent_client_racing_advisor_heartbeats_ends_and_the_cron_bills
             assert not isinstance(res, BaseException), res
             if res is not None:
                 assert res.status == 200, res.text
-        row = await _row(rid)
+        row = await reading_row(rid)
         # whoever got there first: advisor_ended (before the timeout) or the timeout, but never a minute
         # the client was not seen in
         assert row["status"] == "ended" and row["billed_minutes"] == 2, row
-        assert await _wallet(client_id) == 2800
+        assert await wallet_cents(client_id) == 2800
         if row["end_reason"] == "heartbeat_timeout":
             assert (row["ended_at_ms"], row["silent_party"]) == (client_last, "client"), row
         else:

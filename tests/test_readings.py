@@ -15,20 +15,11 @@ from market_support import (
     fund,
     market_pair,
     now_ms,
+    reading_row,
     request_reading,
+    wallet_cents,
 )
 from support import database, unique
-
-
-async def _row(reading_id) -> dict:
-    return await database().first(sql("SELECT * FROM readings WHERE id = ?", int(reading_id)))
-
-
-async def _wallet(user_id: int) -> int:
-    row = await database().first(
-        sql("SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'", user_id)
-    )
-    return int(row["balance_cents"])
 
 
 async def test_request_refusals_change_nothing():
@@ -87,7 +78,7 @@ async def test_rate_is_fixed_at_request_time():
     assert r.status == 200
     r = await advisor.post(f"/v1/readings/{rid}/accept", headers=at(t + 1000))
     assert r.status == 200 and r.json()["rate_cents_per_minute"] == 100
-    assert await _wallet(client_id) == 900
+    assert await wallet_cents(client_id) == 900
 
 
 async def test_accept_without_funds_for_minute_one_changes_nothing():
@@ -108,15 +99,15 @@ async def test_accept_without_funds_for_minute_one_changes_nothing():
             now_ms=t,
         )
     )
-    before = await _row(rid)
+    before = await reading_row(rid)
     r = await advisor.post(f"/v1/readings/{rid}/accept", headers=at(t + 1000))
     assert r.status == 402 and r.json()["code"] == "insufficient_funds"
-    assert await _row(rid) == before
+    assert await reading_row(rid) == before
     assert await db.first(sql("SELECT 1 FROM reading_charges WHERE reading_id = ?", int(rid))) is None
     await fund(client_id, 50)
     r = await advisor.post(f"/v1/readings/{rid}/accept", headers=at(t + 2000))
     assert r.status == 200 and r.json()["billed_minutes"] == 1
-    assert await _wallet(client_id) == 0
+    assert await wallet_cents(client_id) == 0
     await assert_ledger_consistent()
 
 
@@ -134,7 +125,7 @@ async def test_illegal_transitions_are_409_and_change_nothing():
     assert (await advisor.post(f"/v1/readings/{rid}/cancel", headers=at(t + 1))).status == 403
     r = await advisor.post(f"/v1/readings/{rid}/decline", headers=at(t + 2))
     assert r.status == 200 and r.json()["status"] == "declined"
-    before = await _row(rid)
+    before = await reading_row(rid)
     for who, action in [
         (advisor, "accept"),
         (advisor, "decline"),
@@ -145,7 +136,7 @@ async def test_illegal_transitions_are_409_and_change_nothing():
         r = await who.post(f"/v1/readings/{rid}/{action}", headers=at(t + 3))
         assert r.status == 409, (action, r.text)
         assert r.json()["reading_status"] == "declined"
-    assert await _row(rid) == before
+    assert await reading_row(rid) == before
 
     # cancelled by the client before accept; the client may then open another
     rid2 = (await request_reading(client, advisor_id, t + 10)).json()["id"]
@@ -156,23 +147,23 @@ async def test_illegal_transitions_are_409_and_change_nothing():
     # an active reading cannot be cancelled or declined; accepting it again
     # (a retry whose answer was lost) answers the reading and charges nothing
     reading = await active_reading(client, advisor, advisor_id, t + 20)
-    before = await _row(reading["id"])
+    before = await reading_row(reading["id"])
     for who, action in [(advisor, "decline"), (client, "cancel")]:
         r = await who.post(f"/v1/readings/{reading['id']}/{action}", headers=at(t + 21))
         assert r.status == 409, (action, r.text)
     r = await advisor.post(f"/v1/readings/{reading['id']}/accept", headers=at(t + 21))
     assert r.status == 200 and (r.json()["status"], r.json()["billed_minutes"]) == ("active", 1), r.text
-    assert await _row(reading["id"]) == before
+    assert await reading_row(reading["id"]) == before
     # ended is final: ending again (either side) answers the reading as it ended
     r = await client.post(f"/v1/readings/{reading['id']}/end", headers=at(t + 22))
     assert r.status == 200 and r.json()["end_reason"] == "client_ended"
-    before = await _row(reading["id"])
+    before = await reading_row(reading["id"])
     r = await advisor.post(f"/v1/readings/{reading['id']}/end", headers=at(t + 23))
     assert r.status == 200 and (r.json()["status"], r.json()["end_reason"]) == ("ended", "client_ended"), r.text
     assert (await advisor.post(f"/v1/readings/{reading['id']}/accept", headers=at(t + 23))).status == 200
     for who, action in [(advisor, "decline"), (client, "cancel")]:
         assert (await who.post(f"/v1/readings/{reading['id']}/{action}", headers=at(t + 23))).status == 409, action
-    assert await _row(reading["id"]) == before
+    assert await reading_row(reading["id"]) == before
 
 
 async def test_the_sql_refuses_what_the_state_machine_forbids():
@@ -204,7 +195,7 @@ async def test_the_sql_refuses_what_the_state_machine_forbids():
             )
         )
     assert err.value.code == "reading_not_billable"
-    assert (await _row(rid))["billed_minutes"] == 1
+    assert (await reading_row(rid))["billed_minutes"] == 1
     await client.post(f"/v1/readings/{rid}/end", headers=at(t + 1))
     with pytest.raises(TriggerAbort) as err:
         await db.run(sql("UPDATE readings SET status = 'active', end_reason = NULL WHERE id = ?", rid))
@@ -228,7 +219,7 @@ async def test_end_bills_minutes_begun_and_either_side_may_end():
         3,
         700,
     )
-    assert await _wallet(client_id) == 700
+    assert await wallet_cents(client_id) == 700
 
     reading = await active_reading(client, advisor, advisor_id, t + 10 * MINUTE_MS)
     # exactly at the start of minute 2: minute 2 has not begun before the end
@@ -236,9 +227,9 @@ async def test_end_bills_minutes_begun_and_either_side_may_end():
     r = await advisor.post(f"/v1/readings/{reading['id']}/end", headers=at(t + 11 * MINUTE_MS))
     body = r.json()
     assert (body["end_reason"], body["billed_minutes"], body["balance_cents"]) == ("advisor_ended", 1, None)
-    row = await _row(reading["id"])
+    row = await reading_row(reading["id"])
     assert row["ended_at_ms"] == t + 11 * MINUTE_MS
-    assert await _wallet(client_id) == 600
+    assert await wallet_cents(client_id) == 600
     await assert_ledger_consistent()
 
 
@@ -259,7 +250,7 @@ async def test_an_end_that_funds_cannot_cover_ends_at_the_last_paid_minute():
         1,
         50,
     )
-    assert (await _row(reading["id"]))["ended_at_ms"] == t + 11 * MINUTE_MS
+    assert (await reading_row(reading["id"]))["ended_at_ms"] == t + 11 * MINUTE_MS
     await assert_ledger_consistent()
 
 
@@ -269,7 +260,7 @@ async def test_late_accept_expires_the_request():
     rid = (await request_reading(client, advisor_id, t)).json()["id"]
     r = await advisor.post(f"/v1/readings/{rid}/accept", headers=at(t + 121_000))  # REQUEST_TIMEOUT_SECONDS = 120
     assert r.status == 409 and r.json()["code"] == "reading_expired"
-    row = await _row(rid)
+    row = await reading_row(rid)
     assert (row["status"], row["billed_minutes"], row["ended_at_ms"]) == ("expired", 0, t + 120_000)
 
 
@@ -285,8 +276,8 @@ async def test_silent_reading_is_settled_at_its_last_heartbeat_by_whoever_comes_
     body = r.json()
     assert (body["status"], body["end_reason"], body["billed_minutes"]) == ("ended", "heartbeat_timeout", 2)
     assert body["silent_party"] == "both"
-    assert (await _row(rid))["ended_at_ms"] == t + MINUTE_MS + 10
-    assert await _wallet(client_id) == 800
+    assert (await reading_row(rid))["ended_at_ms"] == t + MINUTE_MS + 10
+    assert await wallet_cents(client_id) == 800
 
 
 async def test_many_minutes_are_charged_in_bounded_batches():
@@ -314,7 +305,7 @@ async def test_many_minutes_are_charged_in_bounded_batches():
     after = await billing.advance(db, after, t + 45 * MINUTE_MS, "heartbeat", client_id)
     assert (after["status"], after["end_reason"], after["billed_minutes"]) == ("ended", "insufficient_funds", 40)
     assert after["ended_at_ms"] == t + 40 * MINUTE_MS
-    assert await _wallet(client_id) == 0
+    assert await wallet_cents(client_id) == 0
     await assert_ledger_consistent()
 
 
