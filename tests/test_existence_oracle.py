@@ -250,7 +250,7 @@ async def test_an_admin_refund_of_a_missing_reading_is_a_plain_not_found():
 async def test_another_users_idempotency_key_is_no_oracle():
     """Keys are scoped per user: a key someone else used answers like a fresh one
     (same status, same D1 counts), and replays nothing of theirs."""
-    first, second = await actor("oik1"), await actor("oik2")
+    first, second, third = await actor("oik1"), await actor("oik2"), await actor("oik3")
     key = unique("shared")
 
     def deposit(token: str) -> dict[str, Any]:
@@ -262,7 +262,9 @@ async def test_another_users_idempotency_key_is_no_oracle():
     r = await first.client.post("/v1/wallet/deposits", json=deposit(unique("a")), headers={"idempotency-key": key})
     assert r.status == 201, r.text
     used = await second.client.post("/v1/wallet/deposits", json=deposit(unique("b")), headers={"idempotency-key": key})
-    fresh = await second.client.post(
+    # The fresh key from a caller at the same point (a first deposit): a deposit's
+    # card-testing guard reads the caller's own earlier attempts (payments.py).
+    fresh = await third.client.post(
         "/v1/wallet/deposits", json=deposit(unique("c")), headers={"idempotency-key": unique("fresh")}
     )
     assert used.status == fresh.status == 201, (used.text, fresh.text)

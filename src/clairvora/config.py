@@ -83,6 +83,12 @@ class Settings:
     anet_signature_key: str | None
     message_keys: str | None
     rate_limits_enforced: bool
+    # Card-testing defence (payments.py, migration 0060): failures per user / per
+    # client IP within the window that start a cool-off of deposits.
+    deposit_failures_per_user: int
+    deposit_failures_per_ip: int
+    deposit_failure_window_s: int
+    deposit_cooloff_s: int
 
     @classmethod
     def from_env(cls, env: Any) -> "Settings":
@@ -118,4 +124,8 @@ class Settings:
             anet_signature_key=_var(env, "ANET_SIGNATURE_KEY"),
             message_keys=_var(env, "MESSAGE_KEYS"),
             rate_limits_enforced=_rate_limits_enforced(env, environment),
+            deposit_failures_per_user=_int(env, "DEPOSIT_FAILURES_PER_USER", 5, 1, 1000),
+            deposit_failures_per_ip=_int(env, "DEPOSIT_FAILURES_PER_IP", 10, 1, 10000),
+            deposit_failure_window_s=_int(env, "DEPOSIT_FAILURE_WINDOW_SECONDS", 3600, 60, 30 * 86400),
+            deposit_cooloff_s=_int(env, "DEPOSIT_COOLOFF_SECONDS", 3600, 60, 30 * 86400),
         )

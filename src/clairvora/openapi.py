@@ -173,7 +173,10 @@ def _operation(route: Route, limits: tuple[Limit, ...] = ()) -> dict[str, Any]:
         if route.auth in ("user", "admin"):
             parts.append(f"a new account's first request: {NEW_USERS.limit} per {NEW_USERS.period_s} s per client IP")
         counted = "; ".join(parts)
-        responses["429"]["description"] = f"Too many requests (code: rate_limited; {counted})"
+        own = [c for c in route.problem_codes.get(429, ()) if c != "rate_limited"]
+        responses["429"]["description"] = f"Too many requests (code: rate_limited; {counted})" + "".join(
+            f"; code: {c}" for c in own
+        )
         responses["429"]["headers"] = {
             "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
         }

@@ -52,14 +52,39 @@ gateway says, or as `not_processed` (payment `error`, 502
 `payment_not_processed`: nothing was charged) when the gateway has no
 transaction for it. Card data is never stored or logged: only the gateway's
 transaction id, amount and status.
+
+Card-testing defence (migration 0060). Every attempt is a `deposit_attempts`
+row written in the claim batch with the caller and the client IP
+(`CF-Connecting-IP`, normalised as the rate limits do: IPv4, or the IPv6 /64;
+NULL without the header, which only in-process tests lack). Its INSERT ...
+SELECT computes `refused` in SQL, and a trigger aborts the whole claim batch
+(no key, no payment, no gateway call) with `deposit_cooloff` when
+- the user or the IP is in a cool-off (`deposit_cooloffs.until_ms` > now), or
+- its failed attempts in the window plus its attempts still in flight (claimed,
+  answer not yet recorded, younger than the gateway timeout plus a minute)
+  reach the threshold: concurrent attempts cannot pass the threshold together,
+  since D1 runs batches one at a time and each claim counts the ones before it.
+The settle batch records the attempt's state: `failed` for a decline or a
+transaction error (responseCode 3: the card was tried and refused), `done` for
+everything else (approved, held, a spent token, a duplicate, no answer). A
+failure that brings the count in the window to the threshold starts (upserts)
+the subject's cool-off in that same batch. Refused: 429 `deposit_cooloff`,
+`Retry-After` = seconds until the cool-off ends (for a spent budget: until its
+oldest counted attempt leaves the window, an estimate). Vars:
+DEPOSIT_FAILURES_PER_USER (5), DEPOSIT_FAILURES_PER_IP (10),
+DEPOSIT_FAILURE_WINDOW_SECONDS (3600), DEPOSIT_COOLOFF_SECONDS (3600). Admins
+see active cool-offs in `GET /v1/admin/ledger/check` (`deposit_cooloffs`).
+A replay of an existing key is answered from the key (its claim fails on the
+key first), whatever the cool-off.
 """
 
 import json
 from typing import Any
 
-from . import anet, config, ledger, logs
+from . import anet, config, ledger, logs, ratelimits
 from .clock import rfc3339
-from .db import Statement, TransientD1Error, UniqueViolation, sql
+from .config import Settings
+from .db import Statement, TransientD1Error, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, bad_request
 from .idempotency import IdempotencyKey
 from .ids import new_id
@@ -100,6 +125,143 @@ _STATUS_OF_OUTCOME = {
     "unknown": "unknown",
     "not_processed": "error",
 }
+
+
+def attempt_ip(rc: RequestContext) -> str | None:
+    """The client IP key counted against DEPOSIT_FAILURES_PER_IP, None when unknown."""
+    ip = ratelimits.client_ip(rc.header(ratelimits.IP_HEADER))
+    return None if ip == ratelimits.UNKNOWN_IP else ip
+
+
+def is_failure(result: anet.GatewayResult) -> bool:
+    """A card the gateway tried and refused: a decline, or a transaction error
+    (responseCode 3). API-level errors (bad credentials, schema) say nothing
+    about the card, and a spent token, a duplicate or no answer are not refusals."""
+    return result.outcome == "declined" or (result.outcome == "error" and result.response_code == "3")
+
+
+_COUNTED = """(state = 'failed' OR (state = 'in_flight' AND created_at_ms > ?))"""
+
+
+def _attempt_statement(settings: Settings, *, payment_id: int, user_id: int, ip: str | None, now_ms: int) -> Statement:
+    """The claim's guard: record the attempt, `refused` computed in SQL (the trigger aborts the batch)."""
+    window_start = now_ms - settings.deposit_failure_window_s * 1000
+    in_flight_after = now_ms - settings.anet_timeout_ms - STALE_CLAIM_MARGIN_MS
+    return sql(
+        f"""INSERT INTO deposit_attempts (payment_id, user_id, client_ip, state, refused, created_at_ms)
+            SELECT ?, ?, ?, 'in_flight',
+              EXISTS (SELECT 1 FROM deposit_cooloffs WHERE scope = 'user' AND subject = ? AND until_ms > ?)
+              OR (? IS NOT NULL AND EXISTS
+                   (SELECT 1 FROM deposit_cooloffs WHERE scope = 'ip' AND subject = ? AND until_ms > ?))
+              OR (SELECT count(*) FROM deposit_attempts
+                   WHERE user_id = ? AND created_at_ms > ? AND {_COUNTED}) >= ?
+              OR (? IS NOT NULL AND (SELECT count(*) FROM deposit_attempts
+                   WHERE client_ip = ? AND created_at_ms > ? AND {_COUNTED}) >= ?),
+              ?""",  # noqa: S608 - constant text
+        payment_id,
+        user_id,
+        ip,
+        str(user_id),
+        now_ms,
+        ip,
+        ip,
+        now_ms,
+        user_id,
+        window_start,
+        in_flight_after,
+        settings.deposit_failures_per_user,
+        ip,
+        ip,
+        window_start,
+        in_flight_after,
+        settings.deposit_failures_per_ip,
+        now_ms,
+    )
+
+
+def _attempt_settled_statements(
+    settings: Settings, *, payment_id: int, user_id: int, ip: str | None, failed: bool, now_ms: int
+) -> list[Statement]:
+    """The settle's part: the attempt's state and, for a failure that reaches a
+    threshold, the subject's cool-off (an active one is not extended)."""
+    statements = [
+        sql(
+            """UPDATE deposit_attempts SET state = ?, settled_at_ms = ?
+               WHERE payment_id = ? AND state = 'in_flight'""",
+            "failed" if failed else "done",
+            now_ms,
+            payment_id,
+        )
+    ]
+    if not failed:
+        return statements
+    window_start = now_ms - settings.deposit_failure_window_s * 1000
+    until_ms = now_ms + settings.deposit_cooloff_s * 1000
+    subjects: list[tuple[str, str, str, int | str, int]] = [
+        ("user", str(user_id), "user_id", user_id, settings.deposit_failures_per_user)
+    ]
+    if ip is not None:
+        subjects.append(("ip", ip, "client_ip", ip, settings.deposit_failures_per_ip))
+    for scope, subject, column, value, limit in subjects:
+        statements.append(
+            sql(
+                f"""INSERT INTO deposit_cooloffs (scope, subject, failures, started_at_ms, until_ms, trips)
+                    SELECT ?, ?, n, ?, ?, 1 FROM
+                      (SELECT count(*) AS n FROM deposit_attempts
+                       WHERE {column} = ? AND created_at_ms > ? AND state = 'failed')
+                    WHERE n >= ?
+                    ON CONFLICT (scope, subject) DO UPDATE
+                    SET failures = excluded.failures, started_at_ms = excluded.started_at_ms,
+                        until_ms = excluded.until_ms, trips = deposit_cooloffs.trips + 1
+                    WHERE deposit_cooloffs.until_ms <= excluded.started_at_ms""",  # noqa: S608 - column from a constant
+                scope,
+                subject,
+                now_ms,
+                until_ms,
+                value,
+                window_start,
+                limit,
+            )
+        )
+    return statements
+
+
+async def _cooloff_refusal(rc: RequestContext, user_id: int, ip: str | None, now_ms: int) -> Problem:
+    """The 429 of a refused claim; one read (no money moved) for Retry-After."""
+    settings = rc.settings
+    window_ms = settings.deposit_failure_window_s * 1000
+    row = await rc.db.first(
+        sql(
+            """SELECT
+                 (SELECT max(until_ms) FROM deposit_cooloffs
+                  WHERE ((scope = 'user' AND subject = ?) OR (scope = 'ip' AND subject = ?)) AND until_ms > ?)
+                   AS until_ms,
+                 (SELECT min(created_at_ms) FROM deposit_attempts
+                  WHERE (user_id = ? OR client_ip = ?) AND created_at_ms > ? AND state IN ('failed', 'in_flight'))
+                   AS oldest_ms""",
+            str(user_id),
+            ip,
+            now_ms,
+            user_id,
+            ip,
+            now_ms - window_ms,
+        )
+    )
+    retry_at = None
+    if row is not None and row["until_ms"] is not None:
+        retry_at = int(row["until_ms"])
+    elif row is not None and row["oldest_ms"] is not None:
+        retry_at = int(row["oldest_ms"]) + window_ms
+    retry_after_s = max(1, -(-((retry_at if retry_at is not None else now_ms + 60_000) - now_ms) // 1000))
+    logs.warning("deposit_cooloff", request_id=rc.request_id, user_id=user_id, retry_after_s=retry_after_s)
+    return Problem(
+        429,
+        "deposit_cooloff",
+        "Deposits paused",
+        f"Too many declined or failed card payments recently; deposits are paused. Retry in {retry_after_s} s.",
+        headers={"retry-after": str(retry_after_s)},
+        extra={"retry_after_s": retry_after_s},
+    )
 
 
 def credit_transfer_key(payment_id: int) -> str:
@@ -289,6 +451,7 @@ async def create_deposit(rc: RequestContext) -> Reply:
     if not (settings.anet_endpoint and settings.anet_login_id and settings.anet_transaction_key):
         raise Problem(500, "misconfigured", "Server misconfigured", "The payment gateway is not configured.")
     key = await IdempotencyKey.from_request(rc)
+    ip = attempt_ip(rc)
     payment = {
         "id": new_id(),
         "amount_cents": amount,
@@ -311,11 +474,16 @@ async def create_deposit(rc: RequestContext) -> Reply:
                     key.now_ms,
                     key.now_ms,
                 ),
+                _attempt_statement(settings, payment_id=payment["id"], user_id=key.user_id, ip=ip, now_ms=key.now_ms),
             ]
         )
     except UniqueViolation as exc:
         if IdempotencyKey.is_key_conflict(exc):
             return await _replay_or_recover(rc, key)
+        raise
+    except TriggerAbort as exc:
+        if exc.code == "deposit_cooloff":
+            raise await _cooloff_refusal(rc, key.user_id, ip, key.now_ms) from None
         raise
 
     # 2. The gateway. The token is passed through, never stored or logged.
@@ -345,7 +513,10 @@ async def create_deposit(rc: RequestContext) -> Reply:
 
     # 3. Settle: outcome, credit (approved only) and the stored reply in ONE batch.
     status, reply_body = reply_for(payment, result)
-    return await _settle(rc, key, payment, result, status, reply_body)
+    attempt = _attempt_settled_statements(
+        settings, payment_id=payment["id"], user_id=key.user_id, ip=ip, failed=is_failure(result), now_ms=key.now_ms
+    )
+    return await _settle(rc, key, payment, result, status, reply_body, attempt)
 
 
 async def _settle(
@@ -355,12 +526,13 @@ async def _settle(
     result: anet.GatewayResult,
     status: int,
     reply_body: dict[str, Any],
+    attempt: list[Statement],
 ) -> Reply:
     """The settle batch, retried once on a transient D1 error: the card may
     already be charged, so giving up here would leave the payment to the
     recovery path. Retrying is safe: every statement is conditional on the
     payment/key still being pending, and the credit's key is unique."""
-    statements = _settle_statements(key, payment, result, status, reply_body)
+    statements = [*attempt, *_settle_statements(key, payment, result, status, reply_body)]
     failures = 0
     while True:
         try:
@@ -377,9 +549,10 @@ async def _settle(
             # Already credited: by the authcapture webhook while we waited on the
             # gateway, or by our own first attempt whose answer D1 lost. Store
             # the reply without crediting again.
-            if len(statements) == 1 or not any(c.startswith("transfers.") for c in exc.columns):
+            reduced = [*attempt, _complete_with_wallet(key, status, reply_body)]
+            if len(statements) == len(reduced) or not any(c.startswith("transfers.") for c in exc.columns):
                 raise
-            statements = [_complete_with_wallet(key, status, reply_body)]
+            statements = reduced
     stored = results[-1].rows
     if not stored:
         # The key is done already (our lost first attempt completed it, or a
@@ -508,8 +681,9 @@ ROUTES = [
         body=DEPOSIT_BODY,
         idempotency_key=True,
         responses={201: "DepositResult", 202: "DepositResult"},
-        problems=(402, 409, 422, 502, 504),
+        problems=(402, 409, 422, 429, 502, 504),
         problem_codes={
+            429: ("deposit_cooloff",),
             402: ("payment_declined",),
             409: ("payment_duplicate", "request_in_progress", "idempotency_conflict"),
             422: ("payment_token_invalid", "idempotency_key_reused"),

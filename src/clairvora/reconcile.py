@@ -19,6 +19,11 @@ the Accept.js token has expired. `lookup_overdue` counts and samples those
 older than that (deposit_resolution.RESOLVE_AFTER_MS) and still waiting: the
 cron job is not running, the gateway's lists cannot be read, or the lookup
 could not decide (the logs say why); an operator reconciles those by hand.
+
+`deposit_cooloffs` lists the card-testing cool-offs in force (payments.py,
+migration 0060): users and client IPs whose declined or errored deposits
+reached the threshold, with the failures counted, start and end; the newest
+COOLOFF_SAMPLE of them, and how many there are. Not a violation either.
 """
 
 import json
@@ -32,6 +37,13 @@ from .responses import Reply
 from .routing import Route
 
 SAMPLE = 5
+COOLOFF_SAMPLE = 50
+
+_ACTIVE_COOLOFFS = """
+SELECT (SELECT count(*) FROM deposit_cooloffs WHERE until_ms > ?) AS n,
+       (SELECT json_group_array(json_object('scope', scope, 'subject', subject, 'failures', failures,
+                                            'started_at_ms', started_at_ms, 'until_ms', until_ms, 'trips', trips))
+        FROM (SELECT * FROM deposit_cooloffs WHERE until_ms > ? ORDER BY started_at_ms DESC LIMIT ?)) AS items"""
 
 # (name, what holds when no row comes back, SQL returning offending ids as `id`)
 CHECKS: tuple[tuple[str, str, str], ...] = (
@@ -162,13 +174,16 @@ FROM payments WHERE status IN ('unknown', 'pending')"""  # noqa: S608 - constant
 
 async def check(db: Database, now_ms: int | None = None) -> dict[str, Any]:
     """Run every check in one batch; `ok` only if all hold."""
-    overdue_before_ms = (Clock().now_ms() if now_ms is None else now_ms) - RESOLVE_AFTER_MS
+    now_ms = Clock().now_ms() if now_ms is None else now_ms
+    overdue_before_ms = now_ms - RESOLVE_AFTER_MS
     results = await db.batch(
         [
             *(sql(query) for _name, _holds, query in CHECKS),
             sql(_UNRESOLVED_PAYMENTS, overdue_before_ms, SAMPLE, overdue_before_ms, SAMPLE),
+            sql(_ACTIVE_COOLOFFS, now_ms, now_ms, COOLOFF_SAMPLE),
         ]
     )
+    cooloffs = results.pop().rows[0]
     unresolved = results.pop().rows[0]
     checks = []
     for (name, holds, _query), result in zip(CHECKS, results, strict=True):
@@ -188,6 +203,20 @@ async def check(db: Database, now_ms: int | None = None) -> dict[str, Any]:
                 "sample_ids": [str(i) for i in json.loads(unresolved["overdue_ids"])],
             },
         },
+        "deposit_cooloffs": {
+            "active_count": int(cooloffs["n"]),
+            "items": [
+                {
+                    "scope": c["scope"],
+                    "subject": c["subject"],
+                    "failures": int(c["failures"]),
+                    "trips": int(c["trips"]),
+                    "started_at": rfc3339(c["started_at_ms"]),
+                    "until": rfc3339(c["until_ms"]),
+                }
+                for c in json.loads(cooloffs["items"])
+            ],
+        },
     }
 
 
@@ -198,9 +227,36 @@ async def ledger_check(rc: RequestContext) -> Reply:
 SCHEMAS: dict[str, Any] = {
     "LedgerCheck": {
         "type": "object",
-        "required": ["ok", "checks", "unresolved_payments"],
+        "required": ["ok", "checks", "unresolved_payments", "deposit_cooloffs"],
         "properties": {
             "ok": {"type": "boolean"},
+            "deposit_cooloffs": {
+                "type": "object",
+                "description": "Card-testing cool-offs in force: deposits refused (429 deposit_cooloff) for a user "
+                "(subject: the user id) or a client IP (subject: IPv4, or the IPv6 /64) whose declined or errored "
+                "deposits reached DEPOSIT_FAILURES_PER_USER / DEPOSIT_FAILURES_PER_IP within "
+                "DEPOSIT_FAILURE_WINDOW_SECONDS; the newest first. Not a violation.",
+                "required": ["active_count", "items"],
+                "properties": {
+                    "active_count": {"type": "integer", "minimum": 0},
+                    "items": {
+                        "type": "array",
+                        "maxItems": COOLOFF_SAMPLE,
+                        "items": {
+                            "type": "object",
+                            "required": ["scope", "subject", "failures", "trips", "started_at", "until"],
+                            "properties": {
+                                "scope": {"type": "string", "enum": ["user", "ip"]},
+                                "subject": {"type": "string"},
+                                "failures": {"type": "integer", "minimum": 1},
+                                "trips": {"type": "integer", "minimum": 1},
+                                "started_at": {"type": "string", "format": "date-time"},
+                                "until": {"type": "string", "format": "date-time"},
+                            },
+                        },
+                    },
+                },
+            },
             "unresolved_payments": {
                 "type": "object",
                 "description": "Payments awaiting the gateway's word (unknown or held for review); not a violation.",

@@ -207,6 +207,28 @@ class MaintenanceCursorRow(TypedDict):
     updated_at_ms: int
 
 
+# --- 0060_card_testing.sql -------------------------------------------------
+
+
+class DepositAttemptRow(TypedDict):
+    payment_id: int
+    user_id: int
+    client_ip: str | None
+    state: Literal["in_flight", "failed", "done"]
+    refused: int
+    created_at_ms: int
+    settled_at_ms: int | None
+
+
+class DepositCooloffRow(TypedDict):
+    scope: Literal["user", "ip"]
+    subject: str
+    failures: int
+    started_at_ms: int
+    until_ms: int
+    trips: int
+
+
 # Every application table. A migration that creates a table adds its row type here.
 TABLES: dict[str, type] = {
     "users": UserRow,
@@ -225,6 +247,8 @@ TABLES: dict[str, type] = {
     "reviews": ReviewRow,
     "reading_refunds": ReadingRefundRow,
     "maintenance_cursors": MaintenanceCursorRow,
+    "deposit_attempts": DepositAttemptRow,
+    "deposit_cooloffs": DepositCooloffRow,
 }
 
 # --- comparison with the migrated schema -------------------------------------
