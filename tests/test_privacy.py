@@ -221,6 +221,16 @@ async def test_erasure_removes_personal_data_keeps_the_books_and_a_new_sign_in_i
     assert mine not in r.text and theirs not in r.text and "Very kind words" not in r.text
     r = await Client().get(f"/v1/advisors/{aid}/reviews")
     assert "Very kind words" not in r.text
+    # ... and the erased advisor is listed no more (every page of the price-sorted list).
+    listed, cursor = [], None
+    while True:
+        r = await Client().get("/v1/advisors?sort=price&limit=100" + (f"&cursor={cursor}" if cursor else ""))
+        assert r.status == 200, r.text
+        listed += [a["id"] for a in r.json()["items"]]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert str(aid) not in listed
     # The same Clerk user signing in again is a new, empty account.
     r = await client.get("/v1/me")
     assert r.status == 200 and r.json()["id"] != str(cid), r.text
