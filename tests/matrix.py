@@ -104,6 +104,25 @@ async def _patch_me(world: "World") -> Call:
     return Call("/v1/me", {"display_name": "Matrix"}, {"if-match": f'"{version}"'})
 
 
+async def _erase_me(world: "World") -> Call:
+    """Each caller erases its own account (a fresh world: the row uses its actors up), with its own If-Match."""
+    versions = {
+        name: f'"{await _me_version(getattr(world, name).client, "/v1/me")}"'
+        for name in ("owner", "other_client", "other_advisor", "admin")
+    }
+    return Call(
+        "/v1/me",
+        headers={"if-match": versions["owner"]},
+        body_for=lambda caller: (None, {"if-match": versions.get(caller, versions["owner"])}),
+    )
+
+
+async def _export(world: "World") -> Call:
+    """The owner's words in a chat: only the owner's export holds them."""
+    call = await _chat(world)
+    return Call("/v1/me/export", secrets=call.secrets)
+
+
 async def _own_advisor_state(world: "World") -> Any:
     r = await world.owner_advisor.client.get("/v1/advisors/me")
     return r.status, r.json().get("version"), r.json().get("photo_url")
@@ -285,6 +304,17 @@ ROWS: list[Row] = [
     # "me" routes act on the caller's own row: each caller sees itself (checked in the test), never the owner.
     Row("GET", "/v1/me", fixed("/v1/me"), authed(200, other_client=200, other_advisor=200, admin=200)),
     Row("PATCH", "/v1/me", _patch_me, authed(200, other_client=200, other_advisor=200, admin=200), may_write=ALL_SELF),
+    # Export and erasure act on the caller's own data only: each caller gets its own export (never the
+    # owner's words) and erases itself (the reply's id is checked against the caller, as for /v1/me).
+    Row("GET", "/v1/me/export", _export, authed(200, other_client=200, other_advisor=200, admin=200)),
+    Row(
+        "DELETE",
+        "/v1/me",
+        _erase_me,
+        authed(200, other_client=200, other_advisor=200, admin=200),
+        may_write=ALL_SELF,
+        fresh_world=True,
+    ),
     Row(
         "POST",
         "/v1/advisors",

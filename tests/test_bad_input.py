@@ -326,3 +326,34 @@ async def test_time_claims_that_are_not_finite_integers_are_401(claim: str):
         assert r.json()["code"] == "unauthorized", r.text
         row = await database().first(sql("SELECT count(*) AS n FROM users WHERE clerk_user_id = ?", sub))
         assert row["n"] == 0, f"{claim}={literal}: a refused token created its user"
+
+
+# --- erasure: the only input is If-Match -----------------------------------------
+
+
+async def test_erasure_with_a_bad_if_match_is_refused_and_erases_nothing():
+    """DELETE /v1/me has no body or query: its guard is If-Match (the caller's current version)."""
+    from world import actor
+
+    a = await actor("badx")
+    before = await row_counts()
+    for value, status in (
+        ("*", 412),
+        ('"1.5"', 412),
+        ('W/"x"', 412),
+        ('"' + "9" * 16 + '"', 412),
+        ("'; DROP TABLE users; --", 412),
+        ('"0"', 412),
+        ('"2"', 412),
+        ("", 412),
+    ):
+        r = await a.client.delete("/v1/me", headers={"if-match": value})
+        _assert_problem(r, (status,), f"DELETE /v1/me If-Match {value!r}")
+    r = await a.client.delete("/v1/me")
+    _assert_problem(r, (428,), "DELETE /v1/me without If-Match")
+    # A body is not read: the version alone decides (and here it is stale).
+    r = await a.client.request("DELETE", "/v1/me", body=b'{"confirm": true}', headers={"if-match": '"9"'})
+    _assert_problem(r, (412,), "DELETE /v1/me with a body")
+    assert await row_counts() == before
+    r = await a.client.get("/v1/me")
+    assert r.status == 200 and r.json()["id"] == str(a.id), "the account is still there"

@@ -28,6 +28,12 @@ _examples: dict[str, int] = {}
 # The readings/chat/reviews/earnings routes landed at 02:05 UTC, after this
 # suite's last review: they join the fuzzing once their findings are triaged.
 NOT_YET_FUZZED = ("/v1/readings", "/v1/advisors/me/earnings", "/v1/advisors/{advisor_id}/reviews")
+# DELETE /v1/me erases the caller: a generated If-Match that happens to name the actor's
+# version ("1" is among the first values Hypothesis tries) would erase the scratch world's
+# shared client, advisor or admin and break every operation after it. Its only input is that
+# header, swept by tests/test_bad_input.py (bad values) and tests/test_privacy.py (every outcome);
+# the authorization matrix covers its callers. GET /v1/me/export is read-only and is fuzzed.
+NOT_FUZZED_OPERATIONS = {("DELETE", "/v1/me")}
 
 
 # A schema-valid request may still be refused for reasons no schema can express:
@@ -177,7 +183,7 @@ def test_every_operation_conforms(role, api_schema, scratch, http_session):
     operations = [
         op
         for op in (result.ok() for result in api_schema.get_all_operations())
-        if not op.path.startswith(NOT_YET_FUZZED)
+        if not op.path.startswith(NOT_YET_FUZZED) and (op.method.upper(), op.path) not in NOT_FUZZED_OPERATIONS
     ]
     assert operations
     for operation in operations:

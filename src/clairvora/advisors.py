@@ -278,8 +278,13 @@ _ORDER = {
 _SORT_KEY = {"price": "rate_cents_per_minute", "rating": "rating_milli"}
 
 
+# An erased advisor (DELETE /v1/me, privacy.py) keeps a placeholder profile for the
+# readings and reviews that name it, but is listed no more.
+_NOT_ERASED = "u.erased_at_ms IS NULL"
+
+
 def _list_sql(category: bool, status: bool, sort: str, after: bool) -> str:
-    where = [_RATE_WHERE[sort]]
+    where = [_RATE_WHERE[sort], _NOT_ERASED]
     if category:
         where.append(_CATEGORY_WHERE)
     if status:

@@ -13,6 +13,7 @@ from . import (
     messages,
     payments,
     photos,
+    privacy,
     ratelimits,
     readings,
     reconcile,
@@ -26,7 +27,7 @@ from . import (
 from . import db as db_layer
 from .clock import MAX_SAFE_INTEGER, Clock
 from .config import Settings
-from .db import D1Error, Database, LimitExceeded, TransientD1Error, valid_bookmark
+from .db import D1Error, Database, LimitExceeded, TransientD1Error, TriggerAbort, valid_bookmark
 from .errors import Problem, bad_request, forbidden, service_unavailable
 from .faults import REQUEST_HEADER as FAULT_REQUEST_HEADER
 from .faults import RESPONSE_HEADER as FAULT_RESPONSE_HEADER
@@ -39,6 +40,7 @@ from .routing import Route, Router
 ROUTES: list[Route] = [
     *system.ROUTES,
     *users.ROUTES,
+    *privacy.ROUTES,
     *advisors.ROUTES,
     *wallet.ROUTES,
     *payments.ROUTES,
@@ -52,6 +54,7 @@ ROUTES: list[Route] = [
     *earnings.ROUTES,
 ]
 SCHEMAS: dict[str, Any] = {
+    **privacy.SCHEMAS,
     **advisors.SCHEMAS,
     **wallet.SCHEMAS,
     **payments.SCHEMAS,
@@ -158,6 +161,16 @@ async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
         reply = problem_reply(service_unavailable("The database is briefly unavailable; retry."), request_id)
     except LimitExceeded as exc:
         reply = problem_reply(Problem(400, "limit_exceeded", "Limit exceeded", str(exc)), request_id)
+    except TriggerAbort as exc:
+        if exc.code != "user_erased":
+            logs.error("d1_error", request_id=request_id, error=exc.message, kind=type(exc).__name__)
+            reply = problem_reply(Problem(500, "internal_error", "Internal error", "Something went wrong."), request_id)
+        else:
+            # The caller's account was erased while this request was under way (migration 0080's triggers).
+            reply = problem_reply(
+                Problem(409, "account_erased", "Conflict", "This account was erased; sign in again for a new one."),
+                request_id,
+            )
     except D1Error as exc:
         logs.error("d1_error", request_id=request_id, error=exc.message, kind=type(exc).__name__)
         reply = problem_reply(Problem(500, "internal_error", "Internal error", "Something went wrong."), request_id)

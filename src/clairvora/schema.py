@@ -28,6 +28,8 @@ class UserRow(TypedDict):
     version: int
     created_at_ms: int
     updated_at_ms: int
+    # 0080_erasure.sql: set once by DELETE /v1/me (the row then holds no personal data).
+    erased_at_ms: int | None
 
 
 class CategoryRow(TypedDict):
