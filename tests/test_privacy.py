@@ -185,6 +185,17 @@ async def test_erasure_removes_personal_data_keeps_the_books_and_a_new_sign_in_i
     assert r.status == 200, r.text
     assert await r2_keys(f"advisor-photos/{aid}/")
     db = database()
+    r = await client.post(
+        "/v1/wallet/deposits",
+        json={
+            "amount_cents": 500,
+            "opaque_data": {"data_descriptor": "COMMON.ACCEPT.INAPP.PAYMENT", "data_value": f"tok_approved.{unique()}"},
+        },
+        headers={"idempotency-key": unique("era"), "cf-connecting-ip": "203.0.113.77"},
+    )
+    assert r.status == 201, r.text
+    ips = await db.all(sql("SELECT client_ip FROM deposit_attempts WHERE user_id = ?", cid))
+    assert [row["client_ip"] for row in ips.rows] == ["203.0.113.77"]
     entries_before = await db.first(sql("SELECT count(*) AS n, sum(amount_cents) AS s FROM ledger_entries"))
 
     r = await _erase(client, **at(t + 10))
@@ -192,11 +203,14 @@ async def test_erasure_removes_personal_data_keeps_the_books_and_a_new_sign_in_i
     receipt = r.json()
     assert receipt["id"] == str(cid) and receipt["erased"] is True
     assert receipt["removed"]["messages"] == 1 and receipt["removed"]["review_comments"] == 1
-    assert receipt["wallet_balance_cents"] == 4_900
+    assert receipt["wallet_balance_cents"] == 4_900 + 500
     r = await _erase(advisor, **at(t + 11))
     assert r.status == 200, r.text
     assert r.json()["removed"] == {"messages": 1, "review_comments": 0, "advisor_profile": True, "photo": True}
 
+    # The card deposit's attempt stays counted, without the address it came from.
+    ips = await db.all(sql("SELECT client_ip FROM deposit_attempts WHERE user_id = ?", cid))
+    assert ips.rows and all(r["client_ip"] is None for r in ips.rows)
     for uid in (cid, aid):
         row = await db.first(sql("SELECT * FROM users WHERE id = ?", uid))
         assert row["clerk_user_id"] == f"erased:{uid}" and row["display_name"] is None

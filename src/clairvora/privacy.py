@@ -308,6 +308,10 @@ _ERASE_CATEGORIES = f"DELETE FROM advisor_categories WHERE advisor_id = ? AND {_
 _ERASE_MESSAGES = f"DELETE FROM messages WHERE sender_id = ? AND {_ERASED_NOW}"  # noqa: S608
 _ERASE_REVIEW_TEXT = f"UPDATE reviews SET comment = NULL WHERE client_id = ? AND comment IS NOT NULL AND {_ERASED_NOW}"  # noqa: S608
 _ERASE_IDEMPOTENCY = f"DELETE FROM idempotency_keys WHERE user_id = ? AND {_ERASED_NOW}"  # noqa: S608
+# The card-testing counters keep the attempt (the per-user count must survive) but not the address.
+_ERASE_ATTEMPT_IPS = (
+    f"UPDATE deposit_attempts SET client_ip = NULL WHERE user_id = ? AND client_ip IS NOT NULL AND {_ERASED_NOW}"  # noqa: S608
+)
 _AFTER = """SELECT u.erased_at_ms,
   (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet') AS wallet_cents,
   (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'advisor_earnings') AS earnings_cents
@@ -317,6 +321,7 @@ KEPT = (
     "user id (pseudonymous: no name, no Clerk subject, no role)",
     "accounts and ledger entries",
     "payments (gateway transaction id, amount, status; never card data)",
+    "deposit attempts for the card-testing counters (without the client IP)",
     "readings and their charges and refunds",
     "review ratings (the comment text is erased)",
     "advisor rate and rating aggregates",
@@ -356,6 +361,7 @@ async def erase_me(rc: RequestContext) -> Reply:
             sql(_ERASE_MESSAGES, uid, uid, now_ms),
             sql(_ERASE_REVIEW_TEXT, uid, uid, now_ms),
             sql(_ERASE_IDEMPOTENCY, uid, uid, now_ms),
+            sql(_ERASE_ATTEMPT_IPS, uid, uid, now_ms),
             sql(_AFTER, uid, uid, uid),
         ]
     )
