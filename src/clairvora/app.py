@@ -8,6 +8,7 @@ from typing import Any
 
 from . import (
     advisors,
+    blocks,
     earnings,
     logs,
     messages,
@@ -50,9 +51,11 @@ ROUTES: list[Route] = [
     *messages.ROUTES,
     *reviews.ROUTES,
     *earnings.ROUTES,
+    *blocks.ROUTES,
 ]
 SCHEMAS: dict[str, Any] = {
     **advisors.SCHEMAS,
+    **blocks.SCHEMAS,
     **wallet.SCHEMAS,
     **payments.SCHEMAS,
     **webhooks.SCHEMAS,

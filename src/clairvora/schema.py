@@ -207,6 +207,15 @@ class MaintenanceCursorRow(TypedDict):
     updated_at_ms: int
 
 
+# --- 0070_advisor_blocks.sql -------------------------------------------------
+
+
+class AdvisorBlockRow(TypedDict):
+    advisor_id: int
+    client_id: int
+    created_at_ms: int
+
+
 # Every application table. A migration that creates a table adds its row type here.
 TABLES: dict[str, type] = {
     "users": UserRow,
@@ -225,6 +234,7 @@ TABLES: dict[str, type] = {
     "reviews": ReviewRow,
     "reading_refunds": ReadingRefundRow,
     "maintenance_cursors": MaintenanceCursorRow,
+    "advisor_blocks": AdvisorBlockRow,
 }
 
 # --- comparison with the migrated schema -------------------------------------
