@@ -10,6 +10,7 @@ from . import (
     advisors,
     blocks,
     earnings,
+    limits,
     logs,
     messages,
     payments,
@@ -56,6 +57,7 @@ ROUTES: list[Route] = [
 SCHEMAS: dict[str, Any] = {
     **advisors.SCHEMAS,
     **blocks.SCHEMAS,
+    **limits.SCHEMAS,
     **wallet.SCHEMAS,
     **payments.SCHEMAS,
     **webhooks.SCHEMAS,

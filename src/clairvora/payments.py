@@ -57,9 +57,9 @@ transaction id, amount and status.
 import json
 from typing import Any
 
-from . import anet, config, ledger, logs
+from . import anet, config, ledger, limits, logs
 from .clock import rfc3339
-from .db import Statement, TransientD1Error, UniqueViolation, sql
+from .db import Statement, TransientD1Error, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, bad_request
 from .idempotency import IdempotencyKey
 from .ids import new_id
@@ -317,6 +317,12 @@ async def create_deposit(rc: RequestContext) -> Reply:
         if IdempotencyKey.is_key_conflict(exc):
             return await _replay_or_recover(rc, key)
         raise
+    except TriggerAbort as exc:
+        # The spending limits (limits.py, migrations/0071): the claim's INSERT was
+        # refused, so the whole batch (key included) wrote nothing.
+        if exc.code not in limits.CLAIM_REFUSALS:
+            raise
+        raise await limits.refusal_for(rc.db, exc.code, key.user_id, amount, key.now_ms) from None
 
     # 2. The gateway. The token is passed through, never stored or logged.
     request_body = anet.auth_capture_request(
@@ -508,7 +514,7 @@ ROUTES = [
         body=DEPOSIT_BODY,
         idempotency_key=True,
         responses={201: "DepositResult", 202: "DepositResult"},
-        problems=(402, 409, 422, 502, 504),
+        problems=(402, 403, 409, 422, 502, 504),
         problem_codes={
             402: ("payment_declined",),
             409: ("payment_duplicate", "request_in_progress", "idempotency_conflict"),

@@ -28,6 +28,16 @@ class UserRow(TypedDict):
     version: int
     created_at_ms: int
     updated_at_ms: int
+    # 0071_spending_limits.sql: NULL limit = none; a pending value waits for its *_pending_at_ms.
+    daily_deposit_limit_cents: int | None
+    daily_deposit_limit_pending_at_ms: int | None
+    daily_deposit_limit_pending_cents: int | None
+    monthly_deposit_limit_cents: int | None
+    monthly_deposit_limit_pending_at_ms: int | None
+    monthly_deposit_limit_pending_cents: int | None
+    self_excluded_until_ms: int | None
+    self_exclusion_pending_at_ms: int | None
+    self_exclusion_pending_until_ms: int | None
 
 
 class CategoryRow(TypedDict):
