@@ -99,3 +99,32 @@ BEGIN
     AND CASE WHEN u.self_exclusion_pending_at_ms <= NEW.requested_at_ms THEN u.self_exclusion_pending_until_ms
              ELSE u.self_excluded_until_ms END > NEW.requested_at_ms;
 END;
+
+-- The cooling-off, in SQL too: whatever code writes the row, a limit cannot
+-- rise (nor be removed) and self-exclusion cannot shrink at the time of the
+-- write (NEW.updated_at_ms) unless that is the matured pending value. "Rise"
+-- is measured against the value in force then, so folding a matured pending
+-- value into the current column, and every lowering, pass.
+CREATE TRIGGER users_limits_cooling_off
+BEFORE UPDATE OF daily_deposit_limit_cents, monthly_deposit_limit_cents, self_excluded_until_ms ON users
+WHEN (CASE WHEN OLD.daily_deposit_limit_pending_at_ms <= NEW.updated_at_ms THEN OLD.daily_deposit_limit_pending_cents
+           ELSE OLD.daily_deposit_limit_cents END) IS NOT NULL
+     AND (NEW.daily_deposit_limit_cents IS NULL
+          OR NEW.daily_deposit_limit_cents > (CASE WHEN OLD.daily_deposit_limit_pending_at_ms <= NEW.updated_at_ms
+                                                   THEN OLD.daily_deposit_limit_pending_cents
+                                                   ELSE OLD.daily_deposit_limit_cents END))
+  OR (CASE WHEN OLD.monthly_deposit_limit_pending_at_ms <= NEW.updated_at_ms THEN OLD.monthly_deposit_limit_pending_cents
+           ELSE OLD.monthly_deposit_limit_cents END) IS NOT NULL
+     AND (NEW.monthly_deposit_limit_cents IS NULL
+          OR NEW.monthly_deposit_limit_cents > (CASE WHEN OLD.monthly_deposit_limit_pending_at_ms <= NEW.updated_at_ms
+                                                     THEN OLD.monthly_deposit_limit_pending_cents
+                                                     ELSE OLD.monthly_deposit_limit_cents END))
+  OR (CASE WHEN OLD.self_exclusion_pending_at_ms <= NEW.updated_at_ms THEN OLD.self_exclusion_pending_until_ms
+           ELSE OLD.self_excluded_until_ms END) > NEW.updated_at_ms
+     AND (NEW.self_excluded_until_ms IS NULL
+          OR NEW.self_excluded_until_ms < (CASE WHEN OLD.self_exclusion_pending_at_ms <= NEW.updated_at_ms
+                                                THEN OLD.self_exclusion_pending_until_ms
+                                                ELSE OLD.self_excluded_until_ms END))
+BEGIN
+  SELECT RAISE(ABORT, 'limit_cooling_off');
+END;

@@ -198,3 +198,27 @@ async def test_the_window_sum_reads_only_counted_deposits_through_the_index():
     plan = await database().all(sql("EXPLAIN QUERY PLAN " + limits.WINDOW_SUM, 1, 0))
     details = " ".join(str(r["detail"]) for r in plan.rows)
     assert "payments_counted_by_user_time" in details, details
+
+
+async def test_the_cooling_off_is_a_trigger_too():
+    """An UPDATE that raises a limit, removes it or ends self-exclusion at once is refused by D1;
+    lowering and extending pass."""
+    client, uid = await long_lived_user("limt")
+    t = now_ms()
+    assert (await patch_me(client, t, daily_deposit_limit_cents=1000, self_exclusion_days=3)).status == 200
+    db = database()
+    for statement in (
+        "UPDATE users SET daily_deposit_limit_cents = 2000, updated_at_ms = ? WHERE id = ?",
+        "UPDATE users SET daily_deposit_limit_cents = NULL, updated_at_ms = ? WHERE id = ?",
+        "UPDATE users SET monthly_deposit_limit_cents = 10, updated_at_ms = ? WHERE id = ?",  # no limit yet: lowering
+        "UPDATE users SET self_excluded_until_ms = NULL, updated_at_ms = ? WHERE id = ?",
+    ):
+        try:
+            await db.run(sql(statement, t + 1, uid))
+            assert "monthly" in statement, f"not refused: {statement}"
+        except TriggerAbort as exc:
+            assert exc.code == "limit_cooling_off" and "monthly" not in statement, statement
+    await db.run(sql("UPDATE users SET daily_deposit_limit_cents = 10, updated_at_ms = ? WHERE id = ?", t + 2, uid))
+    await db.run(
+        sql("UPDATE users SET self_excluded_until_ms = ?, updated_at_ms = ? WHERE id = ?", t + 9 * DAY_MS, t + 2, uid)
+    )
