@@ -293,6 +293,34 @@ async def _reviews(world: "World") -> Call:
     return Call(f"/v1/advisors/{world.owner_advisor.id}/reviews")
 
 
+# --- advisor blocks: the owner_advisor blocks the owner (its reading's client) ---
+
+
+async def _met(world: "World") -> None:
+    await _reading_between(world.owner, world.owner_advisor, "ended")
+
+
+async def _block_client(world: "World") -> Call:
+    await _met(world)
+    return Call("/v1/advisors/me/blocks", {"client_id": str(world.owner.id)}, secrets=(str(world.owner.id),))
+
+
+async def _blocked(world: "World") -> None:
+    await _met(world)
+    r = await world.owner_advisor.client.post("/v1/advisors/me/blocks", json={"client_id": str(world.owner.id)})
+    assert r.status == 201, r.text
+
+
+async def _list_blocks(world: "World") -> Call:
+    await _blocked(world)
+    return Call("/v1/advisors/me/blocks", secrets=(str(world.owner.id),))
+
+
+async def _unblock(world: "World") -> Call:
+    await _blocked(world)
+    return Call(f"/v1/advisors/me/blocks/{world.owner.id}")
+
+
 PARTIES = ("owner", "counterpart")
 # Someone else's reading answers 404 to another client, another advisor and an admin alike.
 PARTY_ONLY = {"other_client": 404, "other_advisor": 404, "admin": 404}
@@ -482,6 +510,34 @@ ROWS: list[Row] = [
         counterpart=404,
     ),
     Row("GET", "/v1/advisors/{advisor_id:id}/reviews", _reviews, PUBLIC),
+    # Blocks are the advisor's own: another advisor cannot block a client it never met (404, like
+    # an unknown id), sees only its own (empty) list and cannot lift the owner's block; non-advisors 404.
+    Row(
+        "POST",
+        "/v1/advisors/me/blocks",
+        _block_client,
+        authed(201, other_client=404, other_advisor=404, admin=404),
+        owner="owner_advisor",
+        may_write=("owner",),
+        fresh_world=True,
+    ),
+    Row(
+        "GET",
+        "/v1/advisors/me/blocks",
+        _list_blocks,
+        authed(200, other_client=404, other_advisor=200, admin=404),
+        owner="owner_advisor",
+        fresh_world=True,
+    ),
+    Row(
+        "DELETE",
+        "/v1/advisors/me/blocks/{client_id:id}",
+        _unblock,
+        authed(204, other_client=404, other_advisor=404, admin=404),
+        owner="owner_advisor",
+        may_write=("owner",),
+        fresh_world=True,
+    ),
 ]
 
 

@@ -30,6 +30,7 @@ OWNER_COLUMNS: dict[str, tuple[str, ...]] = {
     "reading_refunds": ("client_id", "advisor_id"),
     "messages": ("client_id", "advisor_id", "sender_id"),
     "reviews": ("client_id", "advisor_id"),
+    "advisor_blocks": ("advisor_id", "client_id"),
 }
 
 # (file name, a fragment of the statement) -> why it may go unscoped.

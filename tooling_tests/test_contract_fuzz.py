@@ -90,6 +90,7 @@ SEMANTIC_400 = {
     ("GET /v1/advisors", "invalid_cursor"),  # cursors are opaque tokens the server issued
     ("GET /v1/wallet/transactions", "invalid_cursor"),
     ("GET /v1/wallet/transactions", "cursor"),
+    ("GET /v1/advisors/me/blocks", "invalid_cursor"),
 }
 
 

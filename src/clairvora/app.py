@@ -8,7 +8,9 @@ from typing import Any
 
 from . import (
     advisors,
+    blocks,
     earnings,
+    limits,
     logs,
     messages,
     payments,
@@ -52,10 +54,13 @@ ROUTES: list[Route] = [
     *messages.ROUTES,
     *reviews.ROUTES,
     *earnings.ROUTES,
+    *blocks.ROUTES,
 ]
 SCHEMAS: dict[str, Any] = {
     **privacy.SCHEMAS,
     **advisors.SCHEMAS,
+    **blocks.SCHEMAS,
+    **limits.SCHEMAS,
     **wallet.SCHEMAS,
     **payments.SCHEMAS,
     **webhooks.SCHEMAS,

@@ -23,7 +23,16 @@ BASE_SCHEMAS: dict[str, Any] = {
     "Object": {"type": "object"},
     "User": {
         "type": "object",
-        "required": ["id", "display_name", "time_zone", "roles", "version", "created_at", "updated_at"],
+        "required": [
+            "id",
+            "display_name",
+            "time_zone",
+            "roles",
+            "version",
+            "created_at",
+            "updated_at",
+            "spending_limits",
+        ],
         "properties": {
             "id": {"type": "string"},
             "display_name": {"type": ["string", "null"]},
@@ -32,6 +41,7 @@ BASE_SCHEMAS: dict[str, Any] = {
             "version": {"type": "integer"},
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
+            "spending_limits": {"$ref": "#/components/schemas/SpendingLimits"},
         },
     },
     "Health": {

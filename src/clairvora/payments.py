@@ -81,7 +81,7 @@ key first), whatever the cool-off.
 import json
 from typing import Any
 
-from . import anet, config, ledger, logs, ratelimits
+from . import anet, config, ledger, limits, logs, ratelimits
 from .clock import rfc3339
 from .config import Settings
 from .db import Statement, TransientD1Error, TriggerAbort, UniqueViolation, sql
@@ -484,7 +484,11 @@ async def create_deposit(rc: RequestContext) -> Reply:
     except TriggerAbort as exc:
         if exc.code == "deposit_cooloff":
             raise await _cooloff_refusal(rc, key.user_id, ip, key.now_ms) from None
-        raise
+        # The spending limits (limits.py, migrations/0071): the claim's INSERT was
+        # refused, so the whole batch (key included) wrote nothing.
+        if exc.code not in limits.CLAIM_REFUSALS:
+            raise
+        raise await limits.refusal_for(rc.db, exc.code, key.user_id, amount, key.now_ms) from None
 
     # 2. The gateway. The token is passed through, never stored or logged.
     request_body = anet.auth_capture_request(
@@ -681,7 +685,7 @@ ROUTES = [
         body=DEPOSIT_BODY,
         idempotency_key=True,
         responses={201: "DepositResult", 202: "DepositResult"},
-        problems=(402, 409, 422, 429, 502, 504),
+        problems=(402, 403, 409, 422, 429, 502, 504),
         problem_codes={
             429: ("deposit_cooloff",),
             402: ("payment_declined",),

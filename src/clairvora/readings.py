@@ -22,7 +22,7 @@ advisor receives depends on the client's wallet (billing.balance_view).
 
 from typing import Any
 
-from . import billing, ledger
+from . import billing, ledger, limits
 from .clock import rfc3339
 from .db import Database, Statement, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, bad_request, conflict, forbidden, not_found
@@ -123,24 +123,29 @@ READING_CREATE = Obj(
 # One read: the advisor, the caller's wallet and any stored answer for the key.
 _PRECHECK = """
 SELECT a.user_id AS advisor_id, a.rate_cents_per_minute, a.status AS advisor_status,
-       w.balance_cents AS wallet_cents,
+       w.balance_cents AS wallet_cents, b.client_id IS NOT NULL AS blocked,
+       u.self_excluded_until_ms, u.self_exclusion_pending_until_ms, u.self_exclusion_pending_at_ms,
        k.route AS k_route, k.request_sha256 AS k_sha, k.state AS k_state,
        k.response_status AS k_status, k.response_body AS k_body
 FROM (SELECT 1) AS one
 LEFT JOIN advisors a ON a.user_id = ?
 LEFT JOIN accounts w ON w.owner_user_id = ? AND w.kind = 'client_wallet'
+LEFT JOIN advisor_blocks b ON b.advisor_id = a.user_id AND b.client_id = ?
+LEFT JOIN users u ON u.id = ?
 LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.idempotency_key = ?"""
 
 # Every condition again, in the statement that writes: the advisor is online,
-# is not the caller, still charges the rate we quote, and the wallet can pay
-# the first minute. The partial UNIQUE index refuses a second open reading.
+# is not the caller, still charges the rate we quote, the wallet can pay the
+# first minute, and the advisor has not blocked the caller (blocks.py). The
+# partial UNIQUE index refuses a second open reading.
 _INSERT_READING = """
 INSERT INTO readings (id, client_id, advisor_id, channel, status, rate_cents_per_minute, advisor_cents_per_minute,
                       platform_cents_per_minute, billing_period_seconds, heartbeat_timeout_seconds, requested_at_ms)
 SELECT ?, ?, a.user_id, ?, 'requested', a.rate_cents_per_minute, ?, ?, ?, ?, ?
 FROM advisors a
 WHERE a.user_id = ? AND a.user_id <> ? AND a.status = 'online' AND a.rate_cents_per_minute = ?
-  AND (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet') >= a.rate_cents_per_minute"""
+  AND (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet') >= a.rate_cents_per_minute
+  AND NOT EXISTS (SELECT 1 FROM advisor_blocks b WHERE b.advisor_id = a.user_id AND b.client_id = ?)"""
 
 
 def _stored_key(row: dict[str, Any]) -> dict[str, Any] | None:
@@ -155,12 +160,19 @@ def _stored_key(row: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _refusal(row: dict[str, Any], uid: int) -> Problem | None:
+def _refusal(row: dict[str, Any], uid: int, now_ms: int) -> Problem | None:
     """Why a reading cannot be requested now (the SQL re-checks all of it)."""
     if row["advisor_id"] is None:
         return not_found("advisor")
+    excluded_until = limits.excluded_until(row, now_ms)
+    if excluded_until is not None:
+        # migrations/0071: the trigger readings_self_exclusion refuses the INSERT too.
+        return limits.self_excluded(excluded_until)
     if int(row["advisor_id"]) == uid:
         return Problem(422, "own_advisor", "Unprocessable request", "You cannot request a reading with yourself.")
+    if row["blocked"]:
+        # Blocked (blocks.py): the code an unavailable advisor answers, without its status.
+        return Problem(409, "advisor_unavailable", "Conflict", "The advisor cannot take a reading with you.")
     if row["advisor_status"] != "online":
         return Problem(
             409,
@@ -194,12 +206,12 @@ async def create_reading(rc: RequestContext) -> Reply:
     period_s = rc.settings.billing_period_s
     timeout_s = rc.settings.heartbeat_timeout_s
     for _attempt in range(3):
-        pre = await rc.db.first(sql(_PRECHECK, advisor_id, uid, uid, key.key))
+        pre = await rc.db.first(sql(_PRECHECK, advisor_id, uid, uid, uid, uid, key.key))
         assert pre is not None
         stored = _stored_key(pre)
         if stored is not None:
             return key.replay_row(stored)
-        refusal = _refusal(pre, uid)
+        refusal = _refusal(pre, uid, now_ms)
         if refusal is not None:
             raise refusal
         rate = int(pre["rate_cents_per_minute"])
@@ -243,10 +255,16 @@ async def create_reading(rc: RequestContext) -> Reply:
                         uid,
                         rate,
                         uid,
+                        uid,
                     ),
                     key.record_done_if_exists(201, view, "readings", reading_id),
                 ]
             )
+        except TriggerAbort as exc:
+            if exc.code != "self_excluded":
+                raise
+            # Self-exclusion began after the precheck: refused by the INSERT itself.
+            raise limits.self_excluded(None) from None
         except UniqueViolation as exc:
             stored_row = await key.stored(rc.db)
             if stored_row is not None:
@@ -567,7 +585,7 @@ ROUTES = [
         body=READING_CREATE,
         idempotency_key=True,
         responses={201: "Reading"},
-        problems=(402, 409, 422),
+        problems=(402, 403, 409, 422),
         tag="readings",
     ),
     Route(

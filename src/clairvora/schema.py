@@ -28,6 +28,16 @@ class UserRow(TypedDict):
     version: int
     created_at_ms: int
     updated_at_ms: int
+    # 0071_spending_limits.sql: NULL limit = none; a pending value waits for its *_pending_at_ms.
+    daily_deposit_limit_cents: int | None
+    daily_deposit_limit_pending_at_ms: int | None
+    daily_deposit_limit_pending_cents: int | None
+    monthly_deposit_limit_cents: int | None
+    monthly_deposit_limit_pending_at_ms: int | None
+    monthly_deposit_limit_pending_cents: int | None
+    self_excluded_until_ms: int | None
+    self_exclusion_pending_at_ms: int | None
+    self_exclusion_pending_until_ms: int | None
     # 0080_erasure.sql: set once by DELETE /v1/me (the row then holds no personal data).
     erased_at_ms: int | None
 
@@ -231,6 +241,15 @@ class DepositCooloffRow(TypedDict):
     trips: int
 
 
+# --- 0070_advisor_blocks.sql -------------------------------------------------
+
+
+class AdvisorBlockRow(TypedDict):
+    advisor_id: int
+    client_id: int
+    created_at_ms: int
+
+
 # Every application table. A migration that creates a table adds its row type here.
 TABLES: dict[str, type] = {
     "users": UserRow,
@@ -251,6 +270,7 @@ TABLES: dict[str, type] = {
     "maintenance_cursors": MaintenanceCursorRow,
     "deposit_attempts": DepositAttemptRow,
     "deposit_cooloffs": DepositCooloffRow,
+    "advisor_blocks": AdvisorBlockRow,
 }
 
 # --- comparison with the migrated schema -------------------------------------

@@ -4,7 +4,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import auth
+from . import auth, limits
 from .clock import rfc3339
 from .db import Database, sql
 from .errors import Problem, unauthorized
@@ -14,11 +14,17 @@ from .responses import Reply
 from .routing import Route
 from .validation import Obj, Str
 
-_SELECT_USER = """
-SELECT u.id, u.clerk_user_id, u.display_name, u.time_zone, u.is_admin, u.version,
-       u.created_at_ms, u.updated_at_ms, a.user_id IS NOT NULL AS is_advisor
+_USER_COLUMNS = (
+    "id, clerk_user_id, display_name, time_zone, is_admin, version, created_at_ms, updated_at_ms, "
+    + ", ".join(limits.COLUMNS)
+)
+_SELECT_USER = (
+    "SELECT "
+    + ", ".join(f"u.{c}" for c in _USER_COLUMNS.split(", "))
+    + """, a.user_id IS NOT NULL AS is_advisor
 FROM users u LEFT JOIN advisors a ON a.user_id = u.id
 WHERE u.clerk_user_id = ?"""
+)
 
 _TIME_ZONE_RE = re.compile(r"^(UTC|[A-Z][A-Za-z_]+(/[A-Za-z0-9_+\-]+){1,2})$")
 
@@ -146,7 +152,7 @@ def parse_if_match(value: str | None) -> int:
     return int(text)
 
 
-def user_view(user: dict[str, Any]) -> dict[str, Any]:
+def user_view(user: dict[str, Any], now_ms: int) -> dict[str, Any]:
     return {
         "id": str(user["id"]),
         "display_name": user["display_name"],
@@ -155,12 +161,13 @@ def user_view(user: dict[str, Any]) -> dict[str, Any]:
         "version": int(user["version"]),
         "created_at": rfc3339(user["created_at_ms"]),
         "updated_at": rfc3339(user["updated_at_ms"]),
+        "spending_limits": limits.view(user, now_ms),
     }
 
 
 async def get_me(rc: RequestContext) -> Reply:
     assert rc.user is not None
-    return Reply(user_view(rc.user), headers={"etag": etag(int(rc.user["version"]))})
+    return Reply(user_view(rc.user, rc.clock.now_ms()), headers={"etag": etag(int(rc.user["version"]))})
 
 
 ME_PATCH = Obj(
@@ -169,6 +176,7 @@ ME_PATCH = Obj(
         "time_zone": Str(
             min_len=1, max_len=64, pattern=_TIME_ZONE_RE.pattern, description="IANA time zone name, e.g. Europe/Paris."
         ),
+        **limits.PATCH_FIELDS,
     },
     min_fields=1,
 )
@@ -188,30 +196,43 @@ async def patch_me(rc: RequestContext) -> Reply:
         )
     now_ms = rc.clock.now_ms()
     set_display = "display_name" in changes
-    row = await rc.db.first(
-        sql(
-            """UPDATE users
-           SET display_name = CASE WHEN ? THEN ? ELSE display_name END,
-               time_zone = coalesce(?, time_zone),
-               version = version + 1,
-               updated_at_ms = ?
-           WHERE id = ? AND version = ?
-           RETURNING id, clerk_user_id, display_name, time_zone, is_admin, version, created_at_ms, updated_at_ms""",
-            set_display,
-            changes.get("display_name"),
-            changes.get("time_zone"),
-            now_ms,
-            rc.user_id,
-            expected_version,
+    # The spending limits are planned on the row as the caller read it: that is
+    # the version If-Match names (else 412), and the UPDATE is conditional on it.
+    stale = int(rc.user["version"]) != expected_version
+    planned = limits.plan(rc.user, changes, now_ms)
+    row = None
+    if not stale:
+        row = await rc.db.first(
+            sql(
+                """UPDATE users
+               SET display_name = CASE WHEN ? THEN ? ELSE display_name END,
+                   time_zone = coalesce(?, time_zone),
+                   daily_deposit_limit_cents = ?, daily_deposit_limit_pending_cents = ?,
+                   daily_deposit_limit_pending_at_ms = ?,
+                   monthly_deposit_limit_cents = ?, monthly_deposit_limit_pending_cents = ?,
+                   monthly_deposit_limit_pending_at_ms = ?,
+                   self_excluded_until_ms = ?, self_exclusion_pending_until_ms = ?, self_exclusion_pending_at_ms = ?,
+                   version = version + 1,
+                   updated_at_ms = ?
+               WHERE id = ? AND version = ?
+               RETURNING """  # noqa: S608 - constant column names
+                + _USER_COLUMNS,
+                set_display,
+                changes.get("display_name"),
+                changes.get("time_zone"),
+                *(planned[c] for c in limits.COLUMNS),
+                now_ms,
+                rc.user_id,
+                expected_version,
+            )
         )
-    )
     if row is None:
         raise Problem(
             412, "version_conflict", "Precondition failed", "The profile changed since you read it; fetch it again."
         )
     row["is_advisor"] = rc.user.get("is_advisor")
     rc.user = row
-    return Reply(user_view(row), headers={"etag": etag(int(row["version"]))})
+    return Reply(user_view(row, now_ms), headers={"etag": etag(int(row["version"]))})
 
 
 ROUTES = [
@@ -220,7 +241,8 @@ ROUTES = [
         "PATCH",
         "/v1/me",
         patch_me,
-        "Edit your profile (If-Match: <version>)",
+        "Edit your profile and your spending limits (If-Match: <version>); lowering a limit or starting "
+        "self-exclusion applies at once, raising or shortening after 24 h",
         primary=True,
         body=ME_PATCH,
         if_match=True,
