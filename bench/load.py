@@ -204,6 +204,8 @@ def run(server: Scratch, *, clients: int, seconds: float) -> dict[str, Any]:
     return {
         "clients": clients,
         "seconds": round(elapsed, 1),
+        # wrangler dev's proxy, not the Worker (docs/RUNTIME.md): its 503s re-sent, parked reads released.
+        "wrangler_proxy": {"retries": server.proxy.retries, "nudges": server.proxy.nudges},
         "requests": requests,
         "requests_per_s": round(requests / elapsed, 1) if elapsed else 0,
         "statuses": dict(sorted(tally.statuses.items())),
