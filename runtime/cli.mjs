@@ -166,7 +166,7 @@ async function bootScratch({ envName = "", port = 0, extraModules = [] }) {
     anet_endpoint: endpoint.ANET_ENDPOINT,
     vars: Object.fromEntries(Object.entries(configVars).map(([k, v]) => [k, String(v)])),
     secrets,
-    overrides: Object.fromEntries(Object.entries(endpoint).filter(([k]) => k in runVars)),
+    overrides: runVars,
     ready_ms: server.readyMs,
   };
   return {

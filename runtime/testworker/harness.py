@@ -53,11 +53,10 @@ def _prepare(description: dict[str, Any], env: Any) -> None:
     local_runtime.configure(description, env)
 
 
-class _Tee(io.TextIOBase):
-    """Keeps what was written (for the reply) and passes it on to workerd's console."""
+class _Capture(io.TextIOBase):
+    """Keeps what a run writes (up to MAX_OUTPUT_CHARS) for the reply; the host prints it."""
 
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
+    def __init__(self) -> None:
         self.parts: list[str] = []
         self.size_chars = 0
 
@@ -77,7 +76,7 @@ class _Tee(io.TextIOBase):
 def _run_pytest(args: list[str]) -> tuple[int, str]:
     import pytest
 
-    out = _Tee(sys.stdout)
+    out = _Capture()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         try:
             code = int(pytest.main(["-p", "no:cacheprovider", *args]))
@@ -92,7 +91,7 @@ async def _run_script(path: str, argv: list[str]) -> tuple[Any, str]:
     spec = importlib.util.spec_from_file_location("__clairvora_script__", os.path.join(BUNDLE_ROOT, path))
     assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)
-    out = _Tee(sys.stdout)
+    out = _Capture()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         spec.loader.exec_module(module)
         result = await module.main(argv)

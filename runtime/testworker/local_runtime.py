@@ -61,7 +61,7 @@ def configure(run: dict[str, Any], env: Any) -> None:
     vars = _Attrs(run["vars"])
     secrets = _Attrs(run["secrets"])
     overrides = _Attrs(run["overrides"])
-    anetControl = AnetControl(run["control_url"], run["anet_endpoint"], run["secrets"]["ANET_SIGNATURE_KEY"])
+    anetControl = AnetControl(run["anet_endpoint"], run["secrets"]["ANET_SIGNATURE_KEY"])
     _env = env
 
 
@@ -101,7 +101,7 @@ def readWorkerLog() -> str:
 class AnetControl:
     """The Authorize.Net stand-in's test controls (served by the host)."""
 
-    def __init__(self, control_url: str, endpoint: str, signature_key: str) -> None:
+    def __init__(self, endpoint: str, signature_key: str) -> None:
         self.endpoint = endpoint
         self._signature_key = signature_key
 
@@ -155,7 +155,7 @@ def env_with(env_overrides: Any = None) -> Any:
     """The real env with some vars replaced for one event (bindings stay the real objects)."""
     env = js.Object.assign(js.Object.new(), makeEnv())
     if env_overrides is not None:
-        if not hasattr(env_overrides, "to_py") and isinstance(env_overrides, dict):
+        if isinstance(env_overrides, dict):
             env_overrides = to_js(env_overrides, dict_converter=js.Object.fromEntries)
         js.Object.assign(env, env_overrides)
     return env

@@ -17,20 +17,21 @@ payments, readings and charges stay, under the pseudonymous user id: entries
 are append-only and every invariant holds. The advisor photo is removed from
 R2 after the batch (a failure leaves an orphan the cron's sweep removes)."""
 
-import json
 from typing import Any
 
 from . import logs
-from .advisors import rating_average
+from .advisors import advisor_view
 from .clock import rfc3339
 from .db import sql
 from .errors import Problem
 from .messages import additional_data, open_sealed, parse_keyring
+from .payments import deposit_view
 from .photos import _delete_objects, _media
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
-from .users import etag, parse_if_match, roles
+from .users import etag, parse_if_match, user_view
+from .wallet import entry_view
 
 FORMAT = "clairvora.export.v1"
 
@@ -93,30 +94,17 @@ def _time(ms: Any) -> str | None:
 
 
 def _entry(row: dict[str, Any]) -> dict[str, Any]:
-    reference = None
-    if row["reference_type"] is not None:
-        reference = {"type": row["reference_type"], "id": str(row["reference_id"])}
-    return {
-        "id": str(row["id"]),
-        "sequence": int(row["sequence"]),
-        "kind": row["kind"],
-        "amount_cents": int(row["amount_cents"]),
-        "balance_after_cents": int(row["balance_after_cents"]),
-        "reference": reference,
-        "created_at": rfc3339(row["created_at_ms"]),
-    }
+    """The wallet/earnings entry shape, plus its place in the account."""
+    return {**entry_view(row), "sequence": int(row["sequence"])}
 
 
 def _payment(row: dict[str, Any]) -> dict[str, Any]:
+    """The deposit shape, plus what the gateway answered and what was reversed."""
     return {
-        "id": str(row["id"]),
-        "amount_cents": int(row["amount_cents"]),
+        **deposit_view(row),
         "currency": row["currency"],
-        "status": row["status"],
-        "gateway_transaction_id": row["gateway_transaction_id"],
         "gateway_response_code": row["gateway_response_code"],
         "reversed_cents": int(row["reversed_cents"]),
-        "created_at": rfc3339(row["created_at_ms"]),
         "updated_at": rfc3339(row["updated_at_ms"]),
     }
 
@@ -150,30 +138,19 @@ def _review(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _advisor(row: dict[str, Any] | None) -> dict[str, Any] | None:
+def _advisor(row: dict[str, Any] | None, display_name: str | None) -> dict[str, Any] | None:
+    """The advisor reply shape every route uses, plus the stored photo's facts."""
     if row is None:
         return None
-    photo = None
+    view = advisor_view({**row, "display_name": display_name})
+    view["photo"] = None
     if row["photo_sha256"] is not None:
-        photo = {
+        view["photo"] = {
             "content_type": row["photo_content_type"],
             "size_bytes": int(row["photo_size_bytes"]),
             "sha256": row["photo_sha256"],
-            "url": f"/v1/advisors/{row['user_id']}/photo",
         }
-    return {
-        "headline": row["headline"],
-        "bio": row["bio"],
-        "categories": json.loads(row["categories_json"] or "[]"),
-        "rate_cents_per_minute": int(row["rate_cents_per_minute"]),
-        "status": row["status"],
-        "rating_average": rating_average(int(row["rating_sum"]), int(row["rating_count"])),
-        "rating_count": int(row["rating_count"]),
-        "photo": photo,
-        "version": int(row["version"]),
-        "created_at": rfc3339(row["created_at_ms"]),
-        "updated_at": rfc3339(row["updated_at_ms"]),
-    }
+    return view
 
 
 async def _messages(rc: RequestContext, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -244,17 +221,9 @@ async def export_me(rc: RequestContext) -> Reply:
         "format": FORMAT,
         "generated_at": rfc3339(rc.clock.now_ms()),
         "limits": dict(lim),
-        "profile": {
-            "id": str(user["id"]),
-            "clerk_user_id": user["clerk_user_id"],
-            "display_name": user["display_name"],
-            "time_zone": user["time_zone"],
-            "roles": roles(user),
-            "version": int(user["version"]),
-            "created_at": rfc3339(user["created_at_ms"]),
-            "updated_at": rfc3339(user["updated_at_ms"]),
-        },
-        "advisor": _advisor(advisor[0] if advisor else None),
+        # The profile as GET /v1/me shows it (spending limits included), plus the Clerk subject.
+        "profile": {**user_view(user, rc.clock.now_ms()), "clerk_user_id": user["clerk_user_id"]},
+        "advisor": _advisor(advisor[0] if advisor else None, user["display_name"]),
         "accounts": account_views,
         "payments": _section(payments, lim["payments"], _payment),
         "readings": {
