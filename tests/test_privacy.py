@@ -67,6 +67,9 @@ async def test_export_holds_everything_stored_about_the_caller_and_only_their_ow
     data = r.json()
     assert data["format"] == "clairvora.export.v1" and data["truncated"] is False
     assert data["profile"]["id"] == str(cid) and data["profile"]["clerk_user_id"].startswith("user_")
+    # The profile as GET /v1/me shows it, the limits the client set included.
+    me = (await client.get("/v1/me")).json()
+    assert data["profile"]["spending_limits"] == me["spending_limits"]
     assert data["advisor"] is None
     (wallet,) = data["accounts"]
     assert wallet["kind"] == "client_wallet" and wallet["balance_cents"] == 5_000 - 100 + 1500
