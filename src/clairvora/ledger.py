@@ -19,12 +19,58 @@ from typing import Literal
 
 from .db import Database, Statement, sql
 
-AccountKind = Literal["client_wallet", "advisor_earnings", "platform_revenue", "gateway_clearing"]
-TransferKind = Literal["deposit", "deposit_reversal", "reading_charge", "reading_refund", "adjustment"]
-ReferenceType = Literal["payment", "reading", "webhook_event"]
+AccountKind = Literal[
+    "client_wallet",
+    "client_promo",
+    "advisor_earnings",
+    "advisor_cleared",
+    "platform_revenue",
+    "gateway_clearing",
+    "platform_promotions",
+    "payouts_in_transit",
+    "payout_clearing",
+    "refunds_in_transit",
+]
+TransferKind = Literal[
+    "deposit",
+    "deposit_reversal",
+    "reading_charge",
+    "reading_refund",
+    "adjustment",
+    "promo_grant",
+    "promo_expiry",
+    "satisfaction_credit",
+    "clawback",
+    "wallet_refund",
+    "wallet_refund_settlement",
+    "wallet_refund_return",
+    "chargeback",
+    "chargeback_reversal",
+    "earnings_clearance",
+    "payout",
+    "payout_settlement",
+    "payout_return",
+]
+ReferenceType = Literal[
+    "payment",
+    "reading",
+    "webhook_event",
+    "user",
+    "promo_code",
+    "promo_grant",
+    "satisfaction_claim",
+    "wallet_refund",
+    "chargeback",
+    "earnings_clearance",
+    "payout",
+]
 
 PLATFORM_REVENUE_ACCOUNT_ID = 1
 GATEWAY_CLEARING_ACCOUNT_ID = 2
+PLATFORM_PROMOTIONS_ACCOUNT_ID = 3
+PAYOUTS_IN_TRANSIT_ACCOUNT_ID = 4
+PAYOUT_CLEARING_ACCOUNT_ID = 5
+REFUNDS_IN_TRANSIT_ACCOUNT_ID = 6
 MAX_LEGS = 8
 MAX_TRANSFER_CENTS = 10_000_000_00  # $10M: far above any real movement, far below 2**53
 
@@ -40,6 +86,10 @@ class AccountRef:
 
 PLATFORM_REVENUE = AccountRef(account_id=PLATFORM_REVENUE_ACCOUNT_ID)
 GATEWAY_CLEARING = AccountRef(account_id=GATEWAY_CLEARING_ACCOUNT_ID)
+PLATFORM_PROMOTIONS = AccountRef(account_id=PLATFORM_PROMOTIONS_ACCOUNT_ID)
+PAYOUTS_IN_TRANSIT = AccountRef(account_id=PAYOUTS_IN_TRANSIT_ACCOUNT_ID)
+PAYOUT_CLEARING = AccountRef(account_id=PAYOUT_CLEARING_ACCOUNT_ID)
+REFUNDS_IN_TRANSIT = AccountRef(account_id=REFUNDS_IN_TRANSIT_ACCOUNT_ID)
 
 
 def wallet_of(user_id: int) -> AccountRef:

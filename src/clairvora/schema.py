@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from .db import Database, sql
+from .ledger import AccountKind, ReferenceType, TransferKind
 
 # --- 0001_identity.sql -------------------------------------------------------
 
@@ -76,7 +77,7 @@ class AdvisorCategoryRow(TypedDict):
 
 class AccountRow(TypedDict):
     id: int
-    kind: Literal["client_wallet", "advisor_earnings", "platform_revenue", "gateway_clearing"]
+    kind: AccountKind
     owner_user_id: int | None
     currency: str
     balance_cents: int
@@ -87,8 +88,8 @@ class AccountRow(TypedDict):
 class TransferRow(TypedDict):
     id: int
     transfer_key: str
-    kind: Literal["deposit", "deposit_reversal", "reading_charge", "reading_refund", "adjustment"]
-    reference_type: Literal["payment", "reading", "webhook_event"] | None
+    kind: TransferKind
+    reference_type: ReferenceType | None
     reference_id: int | None
     requested_by_user_id: int | None
     posted: int
