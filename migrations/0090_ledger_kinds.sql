@@ -21,8 +21,9 @@
 --   client_promo       promotional credit: spent first, never cashed out, never
 --                      below zero (CHECK)
 --   advisor_earnings   earnings still on hold (pending)
---   advisor_cleared    earnings past the hold, payable; both advisor accounts
---                      go below zero only through a clawback
+--   advisor_cleared    earnings past the hold, payable; neither advisor account
+--                      ever goes below zero (CHECK): a clawback takes at most
+--                      what is there
 -- Platform singletons (fixed ids):
 --   1 platform_revenue, 2 gateway_clearing (card money in and out),
 --   3 platform_promotions (funds every promo credit: its negative balance is the
@@ -57,9 +58,7 @@ CREATE TABLE accounts_rebuilt (
     'payouts_in_transit', 'payout_clearing', 'refunds_in_transit'))),
   -- Which accounts may go below zero at all; ledger_entries_check_insert says
   -- through which transfers.
-  CHECK (balance_cents >= 0 OR kind IN (
-    'gateway_clearing', 'client_wallet', 'platform_promotions',
-    'advisor_earnings', 'advisor_cleared'))
+  CHECK (balance_cents >= 0 OR kind IN ('gateway_clearing', 'client_wallet', 'platform_promotions'))
 );
 
 CREATE TABLE accounts_copy AS SELECT id, kind, owner_user_id, currency, balance_cents, last_sequence, created_at_ms FROM accounts;
@@ -147,9 +146,8 @@ BEGIN
 END;
 
 -- As in 0002, except the overdraft rule: a client wallet goes below zero only
--- through a deposit reversal or a chargeback, advisor earnings (pending or
--- cleared) only through a clawback; promo credit and the payout/refund transit
--- accounts never (their CHECK). The lookups run only for a debit that would
+-- through a deposit reversal or a chargeback (before: a deposit reversal);
+-- every other account's sign is its CHECK's. The lookups run only for a debit that would
 -- end below zero.
 CREATE TRIGGER ledger_entries_check_insert
 BEFORE INSERT ON ledger_entries
@@ -168,7 +166,6 @@ BEGIN
     AND NEW.balance_after_cents < 0
     AND (SELECT CASE
                WHEN a.kind = 'client_wallet' THEN t.kind NOT IN ('deposit_reversal', 'chargeback')
-               WHEN a.kind IN ('advisor_earnings', 'advisor_cleared') THEN t.kind <> 'clawback'
                ELSE 0
              END
          FROM accounts a, transfers t
