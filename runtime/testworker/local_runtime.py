@@ -182,10 +182,12 @@ async def dispatchFetch(request: Any, env_overrides: Any = None) -> Dispatched:
     return Dispatched(response, injected, calls)
 
 
-async def dispatchScheduled(cron: str = "* * * * *", scheduled_time_ms: float | None = None) -> None:
+async def dispatchScheduled(
+    cron: str = "* * * * *", scheduled_time_ms: float | None = None, env_overrides: Any = None
+) -> None:
     """One scheduled event, with workerd's calling convention scheduled(controller, env, ctx)."""
     ctx = TestContext()
-    env = env_with()
+    env = env_with(env_overrides)
     when_ms = float(js.Date.now()) if scheduled_time_ms is None else float(scheduled_time_ms)
     controller = to_js(
         {"cron": cron, "scheduledTime": when_ms, "type": "scheduled"}, dict_converter=js.Object.fromEntries

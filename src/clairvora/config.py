@@ -56,6 +56,13 @@ def _rate_limits_enforced(env: Any, environment: str) -> bool:
     return environment != "local" or mode == "enforce"
 
 
+def _choice(env: Any, name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = _var(env, name, default) or default
+    if value not in allowed:
+        raise Problem(500, "misconfigured", "Server misconfigured", f"var {name} is not one of {allowed}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     environment: str
@@ -89,6 +96,9 @@ class Settings:
     deposit_failures_per_ip: int
     deposit_failure_window_s: int
     deposit_cooloff_s: int
+    # The cron opens the close of last month's ledger period by itself (periods.py);
+    # "manual": only an admin opens one (locally: the test suite shares one D1).
+    ledger_period_close_auto: bool
 
     @classmethod
     def from_env(cls, env: Any) -> "Settings":
@@ -128,4 +138,5 @@ class Settings:
             deposit_failures_per_ip=_int(env, "DEPOSIT_FAILURES_PER_IP", 10, 1, 10000),
             deposit_failure_window_s=_int(env, "DEPOSIT_FAILURE_WINDOW_SECONDS", 3600, 60, 30 * 86400),
             deposit_cooloff_s=_int(env, "DEPOSIT_COOLOFF_SECONDS", 3600, 60, 30 * 86400),
+            ledger_period_close_auto=_choice(env, "LEDGER_PERIOD_CLOSE", ("auto", "manual"), "auto") == "auto",
         )

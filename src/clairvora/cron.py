@@ -16,13 +16,15 @@ the others.
   decides, so a reading picked here that is not yet silent is left alone;
 - purge expired Idempotency-Key records (bounded);
 - sweep orphaned photo objects (photos.py);
+- advance the close of a ledger period (periods.py: open last month's once it
+  is past when LEDGER_PERIOD_CLOSE=auto; archive up to a few segments to R2);
 - resolve deposits whose gateway answer never came back (deposit_resolution.py:
   looked up at Authorize.Net by invoice number after a grace period, bounded).
 """
 
 from typing import Any
 
-from . import billing, deposit_resolution, logs, photos
+from . import billing, deposit_resolution, logs, periods, photos
 from .clock import Clock
 from .config import Settings
 from .db import Database, sql
@@ -102,6 +104,16 @@ async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
         ("settle_silent_readings", lambda: settle_silent_readings(db, settings, now_ms)),
         ("purge_idempotency_keys", lambda: purge_idempotency_keys(db, now_ms)),
         (photos.SWEEP_JOB, lambda: photos.sweep_orphans(db, env.MEDIA, now_ms)),
+        (
+            "close_ledger_period",
+            lambda: periods.run_cron(
+                db,
+                periods.archive_bucket(env),
+                now_ms,
+                automatic=settings.ledger_period_close_auto,
+                call_budget=CALL_BUDGET,
+            ),
+        ),
         # Last: it may wait on the gateway, and it stops itself short of D1's per-invocation cap.
         ("resolve_stale_deposits", lambda: deposit_resolution.resolve_stale_deposits(db, settings, now_ms)),
     ]

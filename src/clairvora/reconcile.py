@@ -32,6 +32,7 @@ from typing import Any
 from .clock import Clock, rfc3339
 from .db import Database, sql
 from .deposit_resolution import RESOLVE_AFTER_MS
+from .periods import CLOSED_THROUGH
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
@@ -45,51 +46,72 @@ SELECT (SELECT count(*) FROM deposit_cooloffs WHERE until_ms > ?) AS n,
                                             'started_at_ms', started_at_ms, 'until_ms', until_ms, 'trips', trips))
         FROM (SELECT * FROM deposit_cooloffs WHERE until_ms > ? ORDER BY started_at_ms DESC LIMIT ?)) AS items"""
 
+# The entries of the open period: after the closed history (periods.py), whose
+# entries are in R2 and whose end state is each account's row in
+# account_closings. The checks start there, so their cost follows the open
+# period, not all history.
+_OPEN = f"e.id > {CLOSED_THROUGH}"
+# A payment whose ledger movements all still hold their entries in D1 (one
+# whose credit or reversal went to R2 with a closed period was proved then).
+_PAYMENT_OPEN = """NOT EXISTS (SELECT 1 FROM transfers x WHERE x.reference_type = 'payment' AND x.reference_id = p.id
+                   AND NOT EXISTS (SELECT 1 FROM ledger_entries y WHERE y.transfer_id = x.id))"""
+
 # (name, what holds when no row comes back, SQL returning offending ids as `id`)
 CHECKS: tuple[tuple[str, str, str], ...] = (
     (
         "transfers_balanced_and_posted",
-        "every transfer is posted and has two or more entries summing to zero",
-        """SELECT t.id AS id FROM transfers t LEFT JOIN ledger_entries e ON e.transfer_id = t.id
+        "every transfer of the open period is posted and has two or more entries summing to zero",
+        f"""SELECT t.id AS id FROM transfers t JOIN ledger_entries e ON e.transfer_id = t.id
+        WHERE t.id IN (SELECT e.transfer_id FROM ledger_entries e WHERE {_OPEN})
         GROUP BY t.id
-        HAVING t.posted <> 1 OR count(e.id) < 2 OR coalesce(sum(e.amount_cents), 0) <> 0
-        LIMIT 5""",
+        HAVING t.posted <> 1 OR count(e.id) < 2 OR sum(e.amount_cents) <> 0
+        LIMIT 5""",  # noqa: S608 - constant fragments
     ),
     (
         "balances_equal_sum_of_entries",
-        "each account's balance equals the sum of its entries",
-        """SELECT a.id AS id FROM accounts a
-        LEFT JOIN (SELECT account_id, sum(amount_cents) AS total FROM ledger_entries GROUP BY account_id) s
-          ON s.account_id = a.id
-        WHERE a.balance_cents <> coalesce(s.total, 0)
-        LIMIT 5""",
+        "each account's balance equals its closing balance plus the sum of its open entries",
+        f"""SELECT a.id AS id FROM accounts a
+        LEFT JOIN account_closings c ON c.account_id = a.id
+        LEFT JOIN (SELECT e.account_id, sum(e.amount_cents) AS total FROM ledger_entries e WHERE {_OPEN}
+                   GROUP BY e.account_id) s ON s.account_id = a.id
+        WHERE a.balance_cents <> coalesce(c.balance_cents, 0) + coalesce(s.total, 0)
+        LIMIT 5""",  # noqa: S608 - constant fragments
     ),
     (
         "balances_equal_last_balance_after",
-        "each account's balance equals its last entry's balance_after",
+        "each account's balance equals its last entry's balance_after (or its closing balance)",
         """SELECT a.id AS id FROM accounts a
+        LEFT JOIN account_closings c ON c.account_id = a.id
         LEFT JOIN ledger_entries e ON e.account_id = a.id AND e.sequence = a.last_sequence
-        WHERE (a.last_sequence = 0 AND a.balance_cents <> 0)
-           OR (a.last_sequence > 0 AND (e.id IS NULL OR e.balance_after_cents <> a.balance_cents))
+        WHERE a.last_sequence < coalesce(c.sequence, 0)
+           OR (a.last_sequence = coalesce(c.sequence, 0) AND a.balance_cents <> coalesce(c.balance_cents, 0))
+           OR (a.last_sequence > coalesce(c.sequence, 0) AND (e.id IS NULL OR e.balance_after_cents <> a.balance_cents))
         LIMIT 5""",
     ),
     (
         "sequences_gap_free",
-        "each account's entries are numbered 1..last_sequence without gaps",
-        """SELECT a.id AS id FROM accounts a
-        LEFT JOIN (SELECT account_id, count(*) AS n, min(sequence) AS lo, max(sequence) AS hi
-                   FROM ledger_entries GROUP BY account_id) s ON s.account_id = a.id
-        WHERE coalesce(s.n, 0) <> a.last_sequence OR coalesce(s.hi, 0) <> a.last_sequence
-           OR (s.n > 0 AND s.lo <> 1)
-        LIMIT 5""",
+        "each account's open entries continue its closing sequence up to last_sequence without gaps",
+        f"""SELECT a.id AS id FROM accounts a
+        LEFT JOIN account_closings c ON c.account_id = a.id
+        LEFT JOIN (SELECT e.account_id, count(*) AS n, min(e.sequence) AS lo, max(e.sequence) AS hi
+                   FROM ledger_entries e WHERE {_OPEN} GROUP BY e.account_id) s ON s.account_id = a.id
+        WHERE coalesce(s.n, 0) <> a.last_sequence - coalesce(c.sequence, 0)
+           OR coalesce(s.hi, c.sequence, 0) <> a.last_sequence
+           OR (s.n > 0 AND s.lo <> coalesce(c.sequence, 0) + 1)
+        LIMIT 5""",  # noqa: S608 - constant fragments
     ),
     (
         "entries_chain",
-        "each entry's balance_after is the previous entry's plus its amount",
-        """SELECT e.id AS id FROM ledger_entries e
+        "each open entry's balance_after is the previous entry's (or the closing balance) plus its amount",
+        f"""SELECT e.id AS id FROM ledger_entries e
         LEFT JOIN ledger_entries p ON p.account_id = e.account_id AND p.sequence = e.sequence - 1
-        WHERE e.balance_after_cents <> coalesce(p.balance_after_cents, 0) + e.amount_cents
-        LIMIT 5""",
+        LEFT JOIN account_closings c ON c.account_id = e.account_id
+        WHERE {_OPEN}
+          AND e.balance_after_cents IS NOT
+              CASE WHEN p.id IS NOT NULL THEN p.balance_after_cents
+                   WHEN c.sequence = e.sequence - 1 THEN c.balance_cents
+                   WHEN e.sequence = 1 THEN 0 END + e.amount_cents
+        LIMIT 5""",  # noqa: S608 - constant fragments
     ),
     (
         "money_conserved",
@@ -99,18 +121,18 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
     (
         "wallets_negative_only_by_reversal",
         "a wallet goes below zero only through a deposit reversal; no other account but clearing is negative",
-        """SELECT e.id AS id FROM ledger_entries e
+        f"""SELECT e.id AS id FROM ledger_entries e
         JOIN accounts a ON a.id = e.account_id JOIN transfers t ON t.id = e.transfer_id
-        WHERE a.kind = 'client_wallet' AND e.amount_cents < 0 AND e.balance_after_cents < 0
+        WHERE {_OPEN} AND a.kind = 'client_wallet' AND e.amount_cents < 0 AND e.balance_after_cents < 0
           AND t.kind <> 'deposit_reversal'
         UNION ALL
         SELECT id FROM accounts WHERE balance_cents < 0 AND kind NOT IN ('client_wallet', 'gateway_clearing')
-        LIMIT 5""",
+        LIMIT 5""",  # noqa: S608 - constant fragments
     ),
     (
         "approved_payments_credited_once",
         "each approved (or later reversed) payment has exactly one credit of its amount to its owner; no other payment has one",
-        """SELECT p.id AS id FROM payments p
+        f"""SELECT p.id AS id FROM payments p
         LEFT JOIN (SELECT t.reference_id AS payment_id, count(DISTINCT t.id) AS n, sum(e.amount_cents) AS credited,
                           min(a.owner_user_id) AS owner
                    FROM transfers t
@@ -118,23 +140,24 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
                    JOIN accounts a ON a.id = e.account_id AND a.kind = 'client_wallet'
                    WHERE t.kind = 'deposit' AND t.reference_type = 'payment'
                    GROUP BY t.reference_id) c ON c.payment_id = p.id
-        WHERE CASE WHEN p.status IN ('approved', 'refunded') OR (p.status = 'voided' AND p.reversed_cents > 0)
+        WHERE {_PAYMENT_OPEN}
+          AND CASE WHEN p.status IN ('approved', 'refunded') OR (p.status = 'voided' AND p.reversed_cents > 0)
                    THEN c.n IS NOT 1 OR c.credited IS NOT p.amount_cents OR c.owner IS NOT p.user_id
                    ELSE c.n IS NOT NULL END
-        LIMIT 5""",
+        LIMIT 5""",  # noqa: S608 - constant fragments
     ),
     (
         "payment_reversals_recorded",
         "each payment's reversed_cents equals its deposit reversals",
-        """SELECT p.id AS id FROM payments p
+        f"""SELECT p.id AS id FROM payments p
         LEFT JOIN (SELECT t.reference_id AS payment_id, -sum(e.amount_cents) AS reversed
                    FROM transfers t
                    JOIN ledger_entries e ON e.transfer_id = t.id
                    JOIN accounts a ON a.id = e.account_id AND a.kind = 'client_wallet'
                    WHERE t.kind = 'deposit_reversal' AND t.reference_type = 'payment'
                    GROUP BY t.reference_id) r ON r.payment_id = p.id
-        WHERE p.reversed_cents <> coalesce(r.reversed, 0)
-        LIMIT 5""",
+        WHERE {_PAYMENT_OPEN} AND p.reversed_cents <> coalesce(r.reversed, 0)
+        LIMIT 5""",  # noqa: S608 - constant fragments
     ),
     (
         "reading_refunds_within_charges",

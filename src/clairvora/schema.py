@@ -251,6 +251,49 @@ class AdvisorBlockRow(TypedDict):
     created_at_ms: int
 
 
+# --- 0096_ledger_periods.sql -------------------------------------------------
+
+
+class LedgerPeriodRow(TypedDict):
+    id: int
+    ends_before_ms: int
+    state: Literal["closing", "closed"]
+    entries: int
+    segments: int
+    last_entry_id: int | None
+    requested_by_user_id: int | None
+    started_at_ms: int
+    closed_at_ms: int | None
+
+
+class LedgerSegmentRow(TypedDict):
+    last_entry_id: int
+    first_entry_id: int
+    period_id: int
+    entries: int
+    transfers: int
+    object_key: str
+    sha256: str
+    size_bytes: int
+    created_at_ms: int
+
+
+class AccountClosingRow(TypedDict):
+    account_id: int
+    period_id: int
+    balance_cents: int
+    sequence: int
+
+
+class SegmentAccountRow(TypedDict):
+    account_id: int
+    sequence: int
+    segment_last_entry_id: int
+    opening_balance_cents: int
+    opening_sequence: int
+    balance_cents: int
+
+
 # Every application table. A migration that creates a table adds its row type here.
 TABLES: dict[str, type] = {
     "users": UserRow,
@@ -272,6 +315,10 @@ TABLES: dict[str, type] = {
     "deposit_attempts": DepositAttemptRow,
     "deposit_cooloffs": DepositCooloffRow,
     "advisor_blocks": AdvisorBlockRow,
+    "ledger_periods": LedgerPeriodRow,
+    "ledger_segments": LedgerSegmentRow,
+    "account_closings": AccountClosingRow,
+    "segment_accounts": SegmentAccountRow,
 }
 
 # --- comparison with the migrated schema -------------------------------------

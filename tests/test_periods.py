@@ -1,0 +1,267 @@
+"""Closing ledger periods (periods.py, period_routes.py, migration 0096): the
+closed history goes to R2 in verified segments, D1 keeps the open period, the
+ledger check starts from the closing balances, and an admin re-proves a
+closed period from R2.
+
+The suite shares one D1, so the first close here takes everything the earlier
+test files wrote: it is the close of a real, mixed history."""
+
+from typing import Any
+
+from clairvora import ledger, ledger_archive, periods, reconcile
+from clairvora.clock import Clock, rfc3339
+from clairvora.db import TriggerAbort, sql
+from clairvora.ids import new_id
+from money_support import admin_client, credit, user_with_wallet
+from photo_support import _EnvWrapper
+from support import database
+
+import local_runtime
+
+HOUR_MS = 3_600_000
+
+
+def archive() -> Any:
+    return _EnvWrapper(local_runtime.makeEnv()).LEDGER_ARCHIVE
+
+
+def at(now_ms: int) -> dict[str, str]:
+    return {"x-test-now-ms": str(now_ms)}
+
+
+async def pay(user_id: int, to_user_id: int, cents: int, now_ms: int) -> None:
+    """A wallet-to-earnings movement (three legs with the platform's share)."""
+    transfer_id = new_id()
+    legs = [
+        ledger.Leg(ledger.wallet_of(user_id), -cents),
+        ledger.Leg(ledger.earnings_of(to_user_id), cents - 1),
+        ledger.Leg(ledger.PLATFORM_REVENUE, 1),
+    ]
+    await database().batch(
+        ledger.transfer(
+            transfer_id=transfer_id, key=f"test:pay:{transfer_id}", kind="adjustment", legs=legs, now_ms=now_ms
+        )  # fmt: skip
+    )
+
+
+async def history(now_ms: int) -> tuple[int, int]:
+    """Two users with deposits and payments between them, created at now_ms."""
+    db = database()
+    client_id, _ = await user_with_wallet("pc")
+    advisor_id, _ = await user_with_wallet("pa")
+    await db.run(
+        sql("INSERT INTO accounts (kind, owner_user_id, created_at_ms) VALUES ('advisor_earnings', ?, 1)", advisor_id)
+    )
+    for cents in (1000, 500):
+        await credit(db, client_id, cents, now_ms)
+    for cents in (30, 40, 50, 60):
+        await pay(client_id, advisor_id, cents, now_ms)
+    return client_id, advisor_id
+
+
+async def close(admin: Any, ends_before_ms: int, now_ms: int) -> dict[str, Any]:
+    started = await admin.post(
+        "/v1/admin/ledger/periods", json={"ends_before": rfc3339(ends_before_ms)}, headers=at(now_ms)
+    )
+    assert started.status == 201, started.text
+    period = started.json()["period"]
+    assert period["state"] == "closing"
+    for _ in range(500):
+        step = await admin.post(f"/v1/admin/ledger/periods/{period['id']}/advance", headers=at(now_ms))
+        assert step.status == 200, step.text
+        assert "calls=2 " in step.headers["server-timing"], step.headers["server-timing"]
+        if step.json()["outcome"] == "closed":
+            break
+        assert step.json()["outcome"] == "archived", step.text
+    got = await admin.get(f"/v1/admin/ledger/periods/{period['id']}")
+    assert got.json()["period"]["state"] == "closed", got.text
+    return got.json()["period"]
+
+
+async def verify(admin: Any, period_id: str) -> dict[str, Any]:
+    proved = await admin.post(f"/v1/admin/ledger/periods/{period_id}/verify")
+    assert proved.status == 200, proved.text
+    return proved.json()
+
+
+async def check_ok() -> None:
+    report = await reconcile.check(database())
+    assert report["ok"], [c for c in report["checks"] if not c["ok"]]
+
+
+async def test_the_whole_history_closes_into_r2_and_the_check_starts_from_it():
+    _admin_id, admin = await admin_client()
+    now = Clock().now_ms()
+    client_id, advisor_id = await history(now)
+    balance = await ledger.balance_cents(database(), ledger.wallet_of(client_id))
+    period = await close(admin, now + 1, now + 2 * HOUR_MS)
+    assert period["entries"] > 0 and period["segments"] >= 1
+    db = database()
+    # The closed entries left D1; the newest transfer's entries stay (rowids are never reused).
+    left = await db.all(
+        sql("SELECT DISTINCT transfer_id FROM ledger_entries WHERE id <= ?", int(period["last_entry_id"]))
+    )
+    assert len(left.rows) <= 1
+    closings = await db.first(
+        sql(
+            "SELECT c.balance_cents, c.sequence FROM account_closings c JOIN accounts a ON a.id = c.account_id"
+            " WHERE a.owner_user_id = ? AND a.kind = 'client_wallet'",
+            client_id,
+        )  # fmt: skip
+    )
+    assert closings == {"balance_cents": balance, "sequence": 6}
+    # Balances stay O(1) and unchanged; the check holds from the closing balances on.
+    assert await ledger.balance_cents(db, ledger.wallet_of(client_id)) == balance
+    await check_ok()
+    proof = await verify(admin, period["id"])
+    assert proof["ok"], proof["problems"]
+    assert proof["entries_verified"] == period["entries"] and proof["next_cursor"] is None
+    # The open period goes on from the closing balance, and the check follows it.
+    await pay(client_id, advisor_id, 25, now + 3 * HOUR_MS)
+    assert await ledger.balance_cents(db, ledger.wallet_of(client_id)) == balance - 25
+    await check_ok()
+
+
+async def test_a_small_segment_size_splits_a_period_without_splitting_a_transfer(monkeypatch):
+    monkeypatch.setattr(periods, "SEGMENT_MAX_ENTRIES", 5)
+    _admin_id, admin = await admin_client()
+    now = Clock().now_ms() + 10 * HOUR_MS  # after the previous test's period end
+    await history(now)
+    await history(now)
+    period = await close(admin, now + 1, now + 2 * HOUR_MS)
+    segments = await database().all(
+        sql(
+            "SELECT first_entry_id, last_entry_id, entries, transfers FROM ledger_segments WHERE period_id = ?"
+            " ORDER BY last_entry_id",
+            int(period["id"]),
+        )  # fmt: skip
+    )
+    assert len(segments.rows) >= 4
+    assert all(s["entries"] <= 5 for s in segments.rows)
+    # Each segment ends where a transfer ends: no transfer has entries in two segments.
+    keys = await database().all(sql("SELECT object_key FROM ledger_segments WHERE period_id = ?", int(period["id"])))
+    seen: set[int] = set()
+    for key in keys.rows:
+        stored = await archive().get(key["object_key"])
+        _trailer, rows = ledger_archive.decode(bytes(await stored.arrayBuffer()))
+        transfers = {r["transfer_id"] for r in rows}
+        assert not transfers & seen
+        seen |= transfers
+    proof = await verify(admin, period["id"])
+    assert proof["ok"], proof["problems"]
+    assert proof["segments_verified"] == len(segments.rows)
+    await check_ok()
+
+
+async def test_an_edited_or_missing_archive_fails_the_proof():
+    _admin_id, admin = await admin_client()
+    now = Clock().now_ms() + 20 * HOUR_MS
+    await history(now)
+    period = await close(admin, now + 1, now + 2 * HOUR_MS)
+    row = await database().first(
+        sql(
+            "SELECT object_key FROM ledger_segments WHERE period_id = ? ORDER BY last_entry_id DESC LIMIT 1",
+            int(period["id"]),
+        )  # fmt: skip
+    )
+    assert row is not None
+    bucket = archive()
+    original = bytes(await (await bucket.get(row["object_key"])).arrayBuffer())
+    edited = original.replace(b'"amount_cents":-30', b'"amount_cents":-31', 1)
+    assert edited != original
+    await bucket.put(row["object_key"], edited)
+    proof = await verify(admin, period["id"])
+    assert not proof["ok"] and "sha256" in proof["problems"][0], proof
+    await bucket.delete(row["object_key"])
+    proof = await verify(admin, period["id"])
+    assert not proof["ok"] and "missing" in proof["problems"][0], proof
+    await bucket.put(row["object_key"], original)
+    assert (await verify(admin, period["id"]))["ok"]
+
+
+async def test_open_entries_stay_append_only():
+    db = database()
+    await history(Clock().now_ms() + 30 * HOUR_MS)
+    newest = await db.first(sql("SELECT max(id) AS id FROM ledger_entries"))
+    assert newest is not None
+    try:
+        await db.run(sql("DELETE FROM ledger_entries WHERE id = ?", newest["id"]))
+    except TriggerAbort as exc:
+        assert exc.code == "ledger_append_only"
+    else:
+        raise AssertionError("an open entry was deleted")
+
+
+async def test_periods_close_in_order_one_at_a_time_and_only_once_ended():
+    _admin_id, admin = await admin_client()
+    now = Clock().now_ms() + 40 * HOUR_MS
+    await history(now)
+
+    async def start(ends_before_ms: int) -> Any:
+        return await admin.post(
+            "/v1/admin/ledger/periods", json={"ends_before": rfc3339(ends_before_ms)}, headers=at(now)
+        )
+
+    not_ended = await start(now - HOUR_MS + 60_000)
+    assert not_ended.status == 422 and not_ended.json()["code"] == "period_not_ended"
+    earlier = await start(Clock().now_ms() - 2 * HOUR_MS)  # before the earlier tests' periods
+    assert earlier.status == 409 and earlier.json()["code"] == "period_out_of_order", earlier.text
+    opened = await start(now - 2 * HOUR_MS)
+    assert opened.status == 201
+    second = await start(now - HOUR_MS - 1)
+    assert second.status == 409 and second.json()["code"] == "period_close_in_progress"
+    bad = await admin.post("/v1/admin/ledger/periods", json={"ends_before": "yesterday"}, headers=at(now))
+    assert bad.status == 400
+    # Finish it so later tests start from no period in progress.
+    pid = opened.json()["period"]["id"]
+    for _ in range(100):
+        step = await admin.post(f"/v1/admin/ledger/periods/{pid}/advance", headers=at(now))
+        if step.json()["outcome"] == "closed":
+            break
+
+
+async def test_a_step_that_dies_after_writing_r2_is_retried_harmlessly():
+    _admin_id, admin = await admin_client()
+    now = Clock().now_ms() + 50 * HOUR_MS
+    await history(now)
+    started = await admin.post(
+        "/v1/admin/ledger/periods", json={"ends_before": rfc3339(now + 1)}, headers=at(now + 2 * HOUR_MS)
+    )
+    pid = started.json()["period"]["id"]
+    before = await database().first(sql("SELECT count(*) AS n FROM ledger_segments"))
+    # Call 1 is the caller lookup with the step's read; call 2 is the recording batch.
+    for fault in ("2", "2;after"):
+        step = await admin.post(
+            f"/v1/admin/ledger/periods/{pid}/advance", headers={**at(now + 2 * HOUR_MS), "x-test-d1-fault": fault}
+        )
+        assert step.status == 503, step.text
+    after = await database().first(sql("SELECT count(*) AS n FROM ledger_segments"))
+    assert before is not None and after is not None
+    assert after["n"] - before["n"] <= 1  # ';after' committed one; the plain fault none
+    for _ in range(100):
+        step = await admin.post(f"/v1/admin/ledger/periods/{pid}/advance", headers=at(now + 2 * HOUR_MS))
+        assert step.status == 200, step.text
+        if step.json()["outcome"] == "closed":
+            break
+    assert (await verify(admin, pid))["ok"]
+    await check_ok()
+
+
+async def test_the_cron_closes_last_month_by_itself_when_automatic():
+    db = database()
+    latest = await db.first(sql("SELECT max(ends_before_ms) AS ends FROM ledger_periods"))
+    assert latest is not None
+    when = int(latest["ends"] or 0) + 40 * 86_400_000  # a month boundary lies between
+    await history(when - 35 * 86_400_000)
+    count = await db.first(sql("SELECT count(*) AS n FROM ledger_periods"))
+    await local_runtime.dispatchScheduled("* * * * *", when)  # manual locally: nothing opens
+    assert await db.first(sql("SELECT count(*) AS n FROM ledger_periods")) == count
+    for _ in range(100):
+        await local_runtime.dispatchScheduled("* * * * *", when, {"LEDGER_PERIOD_CLOSE": "auto"})
+        newest = await db.first(sql("SELECT state, ends_before_ms FROM ledger_periods ORDER BY id DESC LIMIT 1"))
+        assert newest is not None
+        if newest["state"] == "closed":
+            break
+    assert newest["state"] == "closed"
+    assert newest["ends_before_ms"] == periods._month_start_ms(when) <= when - periods.CLOSE_GRACE_MS
+    await check_ok()
