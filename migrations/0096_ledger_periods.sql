@@ -20,7 +20,7 @@
 -- credits, payouts) refer to them. They are archived with their entries.
 
 CREATE TABLE ledger_periods (
-  id INTEGER PRIMARY KEY CHECK (id >= 1),
+  id INTEGER PRIMARY KEY,
   -- Entries created before this instant belong to the period (or an earlier one).
   ends_before_ms INTEGER NOT NULL UNIQUE CHECK (ends_before_ms > 0),
   state TEXT NOT NULL CHECK (state IN ('closing', 'closed')),
@@ -42,7 +42,6 @@ BEFORE INSERT ON ledger_periods
 BEGIN
   SELECT RAISE(ABORT, 'period_out_of_order')
   WHERE NEW.state <> 'closing'
-     OR NEW.id <> coalesce((SELECT max(id) FROM ledger_periods), 0) + 1
      OR NEW.ends_before_ms <= coalesce((SELECT max(ends_before_ms) FROM ledger_periods), 0);
 END;
 

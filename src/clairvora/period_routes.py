@@ -53,7 +53,7 @@ async def start_close(rc: RequestContext) -> Reply:
 
 
 async def list_periods(rc: RequestContext) -> Reply:
-    rows = await rc.db.all(sql("SELECT * FROM ledger_periods ORDER BY id DESC LIMIT ?", MAX_LISTED))
+    rows = await rc.db.all(sql("SELECT * FROM ledger_periods ORDER BY ends_before_ms DESC LIMIT ?", MAX_LISTED))
     return Reply({"items": [periods.period_view(r) for r in rows.rows]})
 
 

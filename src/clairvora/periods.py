@@ -38,6 +38,7 @@ from . import ledger_archive, logs
 from .clock import rfc3339
 from .db import Database, Statement, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, conflict, not_found, service_unavailable, unprocessable
+from .ids import new_id
 
 SEGMENT_MAX_ENTRIES = 2000  # ~0.5 MB of JSON lines; one delete of this many rows per batch
 MAX_STEPS_PER_CRON_RUN = 3
@@ -104,12 +105,12 @@ WHERE id = ? AND state = 'closing'"""
 
 _OPEN_PERIOD_AUTOMATIC = """
 INSERT INTO ledger_periods (id, ends_before_ms, state, requested_by_user_id, started_at_ms)
-SELECT next_id, ?, 'closing', NULL, ? FROM (SELECT coalesce(max(id), 0) + 1 AS next_id FROM ledger_periods)
+SELECT ?, ?, 'closing', NULL, ?
 WHERE NOT EXISTS (SELECT 1 FROM ledger_periods WHERE ends_before_ms >= ? OR state = 'closing')"""
 
 _OPEN_PERIOD = """
 INSERT INTO ledger_periods (id, ends_before_ms, state, requested_by_user_id, started_at_ms)
-SELECT next_id, ?, 'closing', ?, ? FROM (SELECT coalesce(max(id), 0) + 1 AS next_id FROM ledger_periods)"""
+VALUES (?, ?, 'closing', ?, ?)"""
 
 
 def step_read() -> Statement:
@@ -118,7 +119,7 @@ def step_read() -> Statement:
 
 
 def object_key(period_id: int, first_entry_id: int, last_entry_id: int) -> str:
-    return f"{OBJECT_PREFIX}period-{period_id:06d}/{first_entry_id:016d}-{last_entry_id:016d}.jsonl"
+    return f"{OBJECT_PREFIX}period-{period_id:016d}/{first_entry_id:016d}-{last_entry_id:016d}.jsonl"
 
 
 def archive_bucket(env: Any) -> Any:
@@ -135,9 +136,9 @@ async def start(db: Database, ends_before_ms: int, now_ms: int, by_user_id: int 
             "period_not_ended", f"A period closes once its end is {CLOSE_GRACE_MS // 60000} minutes past."
         )
     try:
-        row = await db.first(sql(_OPEN_PERIOD + " RETURNING *", ends_before_ms, by_user_id, now_ms))
+        row = await db.first(sql(_OPEN_PERIOD + " RETURNING *", new_id(), ends_before_ms, by_user_id, now_ms))
     except UniqueViolation as exc:
-        if "state" in exc.columns:
+        if "ledger_periods.state" in exc.columns:
             raise conflict("period_close_in_progress", "Another period is being closed; it finishes first.") from None
         raise conflict("period_exists", "A period with this end exists.") from None
     except TriggerAbort as exc:
@@ -246,7 +247,7 @@ async def run_cron(db: Database, bucket: Any, now_ms: int, *, automatic: bool, c
     if automatic:
         month_start = _month_start_ms(now_ms)
         if month_start <= now_ms - CLOSE_GRACE_MS:
-            await db.run(sql(_OPEN_PERIOD_AUTOMATIC, month_start, now_ms, month_start))
+            await db.run(sql(_OPEN_PERIOD_AUTOMATIC, new_id(), month_start, now_ms, month_start))
     archived = closed = 0
     for _ in range(MAX_STEPS_PER_CRON_RUN):
         if db.counters.calls + 3 > call_budget:
