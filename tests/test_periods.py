@@ -89,9 +89,37 @@ async def close(admin: Any, ends_before_ms: int, now_ms: int) -> dict[str, Any]:
 
 
 async def verify(admin: Any, period_id: str) -> dict[str, Any]:
-    proved = await admin.post(f"/v1/admin/ledger/periods/{period_id}/verify")
-    assert proved.status == 200, proved.text
-    return proved.json()
+    """The whole proof, following next_cursor: {ok, problems, segments_verified, entries_verified}."""
+    total = {"ok": True, "problems": [], "segments_verified": 0, "entries_verified": 0}
+    cursor = ""
+    for _ in range(1000):
+        proved = await admin.post(f"/v1/admin/ledger/periods/{period_id}/verify{cursor}")
+        assert proved.status == 200, proved.text
+        page = proved.json()
+        assert page["segments_verified"] <= periods.MAX_VERIFY_SEGMENTS
+        total["ok"] = total["ok"] and page["ok"]
+        total["problems"] += page["problems"]
+        total["segments_verified"] += page["segments_verified"]
+        total["entries_verified"] += page["entries_verified"]
+        if page["next_cursor"] is None:
+            return total
+        cursor = f"?after_segment={page['next_cursor']}"
+    raise AssertionError("the proof never finished")
+
+
+async def next_end() -> int:
+    """An end after every entry D1 holds (earlier test files move their clocks
+    forward) and after the last period: the next close takes all history."""
+    row = await database().first(
+        sql(
+            "SELECT max(created_at_ms) AS entries, (SELECT max(ends_before_ms) FROM ledger_periods) AS ends"
+            " FROM ledger_entries"
+        )
+    )
+    assert row is not None
+    end = max(Clock().now_ms(), int(row["entries"] or 0), int(row["ends"] or 0)) + 1
+    assert end < time.time() * 1000 + 7 * 86_400_000, "the admin token would not outlive this test's clock"
+    return end
 
 
 async def check_ok() -> None:
@@ -101,10 +129,10 @@ async def check_ok() -> None:
 
 async def test_the_whole_history_closes_into_r2_and_the_check_starts_from_it():
     admin = await long_lived_admin()
-    now = Clock().now_ms()
-    client_id, advisor_id = await history(now)
+    client_id, advisor_id = await history(Clock().now_ms())
+    now = await next_end()
     balance = await ledger.balance_cents(database(), ledger.wallet_of(client_id))
-    period = await close(admin, now + 1, now + 2 * HOUR_MS)
+    period = await close(admin, now, now + 2 * HOUR_MS)
     assert period["entries"] > 0 and period["segments"] >= 1
     db = database()
     # The closed entries left D1; the newest transfer's entries stay (rowids are never reused).
@@ -125,7 +153,7 @@ async def test_the_whole_history_closes_into_r2_and_the_check_starts_from_it():
     await check_ok()
     proof = await verify(admin, period["id"])
     assert proof["ok"], proof["problems"]
-    assert proof["entries_verified"] == period["entries"] and proof["next_cursor"] is None
+    assert proof["entries_verified"] == period["entries"]
     # The open period goes on from the closing balance, and the check follows it.
     await pay(client_id, advisor_id, 25, now + 3 * HOUR_MS)
     assert await ledger.balance_cents(db, ledger.wallet_of(client_id)) == balance - 25
@@ -135,10 +163,10 @@ async def test_the_whole_history_closes_into_r2_and_the_check_starts_from_it():
 async def test_a_small_segment_size_splits_a_period_without_splitting_a_transfer(monkeypatch):
     monkeypatch.setattr(periods, "SEGMENT_MAX_ENTRIES", 5)
     admin = await long_lived_admin()
-    now = Clock().now_ms() + 10 * HOUR_MS  # after the previous test's period end
-    await history(now)
-    await history(now)
-    period = await close(admin, now + 1, now + 2 * HOUR_MS)
+    await history(Clock().now_ms())
+    await history(Clock().now_ms())
+    now = await next_end()
+    period = await close(admin, now, now + 2 * HOUR_MS)
     segments = await database().all(
         sql(
             "SELECT first_entry_id, last_entry_id, entries, transfers FROM ledger_segments WHERE period_id = ?"
@@ -165,9 +193,9 @@ async def test_a_small_segment_size_splits_a_period_without_splitting_a_transfer
 
 async def test_an_edited_or_missing_archive_fails_the_proof():
     admin = await long_lived_admin()
-    now = Clock().now_ms() + 20 * HOUR_MS
-    await history(now)
-    period = await close(admin, now + 1, now + 2 * HOUR_MS)
+    await history(Clock().now_ms())
+    now = await next_end()
+    period = await close(admin, now, now + 2 * HOUR_MS)
     row = await database().first(
         sql(
             "SELECT object_key FROM ledger_segments WHERE period_id = ? ORDER BY last_entry_id DESC LIMIT 1",
@@ -204,8 +232,8 @@ async def test_open_entries_stay_append_only():
 
 async def test_periods_close_in_order_one_at_a_time_and_only_once_ended():
     admin = await long_lived_admin()
-    now = Clock().now_ms() + 40 * HOUR_MS
-    await history(now)
+    await history(Clock().now_ms())
+    now = await next_end() + 3 * HOUR_MS
 
     async def start(ends_before_ms: int) -> Any:
         return await admin.post(
@@ -214,7 +242,9 @@ async def test_periods_close_in_order_one_at_a_time_and_only_once_ended():
 
     not_ended = await start(now - HOUR_MS + 60_000)
     assert not_ended.status == 422 and not_ended.json()["code"] == "period_not_ended"
-    earlier = await start(Clock().now_ms() - 2 * HOUR_MS)  # before the earlier tests' periods
+    last = await database().first(sql("SELECT max(ends_before_ms) AS ends FROM ledger_periods"))
+    assert last is not None and last["ends"] is not None
+    earlier = await start(int(last["ends"]))  # not after the last period's end
     assert earlier.status == 409 and earlier.json()["code"] == "period_out_of_order", earlier.text
     opened = await start(now - 2 * HOUR_MS)
     assert opened.status == 201
@@ -232,10 +262,10 @@ async def test_periods_close_in_order_one_at_a_time_and_only_once_ended():
 
 async def test_a_step_that_dies_after_writing_r2_is_retried_harmlessly():
     admin = await long_lived_admin()
-    now = Clock().now_ms() + 50 * HOUR_MS
-    await history(now)
+    await history(Clock().now_ms())
+    now = await next_end()
     started = await admin.post(
-        "/v1/admin/ledger/periods", json={"ends_before": rfc3339(now + 1)}, headers=at(now + 2 * HOUR_MS)
+        "/v1/admin/ledger/periods", json={"ends_before": rfc3339(now)}, headers=at(now + 2 * HOUR_MS)
     )
     pid = started.json()["period"]["id"]
     before = await database().first(sql("SELECT count(*) AS n FROM ledger_segments"))
@@ -269,7 +299,9 @@ async def test_the_cron_closes_last_month_by_itself_when_automatic():
     assert await db.first(sql("SELECT count(*) AS n FROM ledger_periods")) == count
     for _ in range(100):
         await local_runtime.dispatchScheduled("* * * * *", when, {"LEDGER_PERIOD_CLOSE": "auto"})
-        newest = await db.first(sql("SELECT state, ends_before_ms FROM ledger_periods ORDER BY ends_before_ms DESC LIMIT 1"))
+        newest = await db.first(
+            sql("SELECT state, ends_before_ms FROM ledger_periods ORDER BY ends_before_ms DESC LIMIT 1")
+        )
         assert newest is not None
         if newest["state"] == "closed":
             break

@@ -44,6 +44,8 @@ ALLOWED: dict[tuple[str, str], str] = {
         "SELECT balance_cents FROM accounts WHERE id = ?",
     ): "balance of a fixed platform account (AccountRef with account_id)",
     ("reconcile.py", ""): "admin reconciliation (GET /v1/admin/ledger/check, auth='admin'): checks every row by design",
+    ("periods.py", ""): "the ledger's period close (the cron and admin routes, auth='admin'): moves every "
+    "account's closed entries to R2 by design",
     ("cron.py", ""): "the cron: bounded maintenance over all rows (idempotency purge, settling stale readings)",
     (
         "deposit_resolution.py",
