@@ -120,13 +120,22 @@ async def _load_chunk(
             offset,
             T0_MS,
         ),
-        # The wallet: +1000 / -700 alternately, balance-after and sequence in closed form.
+        # Both legs of each transfer, one after the other (as the app's batches write
+        # them: a closed ledger period cuts between transfers, periods.py): the wallet
+        # +1000 / -700 alternately, the counter-leg on gateway clearing or platform
+        # revenue, each account's balance-after and sequence in closed form.
         sql(
             f"""{entry}
-                {_RECURSIVE}
-                SELECT ?2 + i, ?3, CASE WHEN (?4 + i) % 2 = 1 THEN ?5 ELSE -?6 END,
-                       ?7 + {_D} * ?5 - (i - {_D}) * ?6, ?8 + i, ?9 + (?4 + i) * 1000
-                FROM k""",
+                {_RECURSIVE}, legs(i, leg) AS (SELECT i, 0 FROM k UNION ALL SELECT i, 1 FROM k)
+                SELECT ?2 + i,
+                       CASE WHEN leg = 0 THEN ?3 WHEN (?4 + i) % 2 = 1 THEN ?10 ELSE ?13 END,
+                       CASE WHEN leg = 0 THEN (CASE WHEN (?4 + i) % 2 = 1 THEN ?5 ELSE -?6 END)
+                            WHEN (?4 + i) % 2 = 1 THEN -?5 ELSE ?6 END,
+                       CASE WHEN leg = 0 THEN ?7 + {_D} * ?5 - (i - {_D}) * ?6
+                            WHEN (?4 + i) % 2 = 1 THEN ?11 - {_D} * ?5 ELSE ?14 + (i - {_D}) * ?6 END,
+                       CASE WHEN leg = 0 THEN ?8 + i WHEN (?4 + i) % 2 = 1 THEN ?12 + {_D} ELSE ?15 + (i - {_D}) END,
+                       ?9 + (?4 + i) * 1000
+                FROM legs ORDER BY i, leg""",
             count,
             base,
             wallet,
@@ -136,35 +145,12 @@ async def _load_chunk(
             w.balance_cents,
             w.last_sequence,
             T0_MS,
-        ),
-        # Counter-legs, each account continuing its own sequence.
-        sql(
-            f"""{entry}
-                {_RECURSIVE}
-                SELECT ?2 + i, ?3, -?5, ?6 - {_D} * ?5, ?7 + {_D}, ?8 + (?4 + i) * 1000
-                FROM k WHERE (?4 + i) % 2 = 1""",
-            count,
-            base,
             GATEWAY_CLEARING,
-            offset,
-            DEPOSIT_CENTS,
             clearing.balance_cents,
             clearing.last_sequence,
-            T0_MS,
-        ),
-        sql(
-            f"""{entry}
-                {_RECURSIVE}
-                SELECT ?2 + i, ?3, ?5, ?6 + (i - {_D}) * ?5, ?7 + (i - {_D}), ?8 + (?4 + i) * 1000
-                FROM k WHERE (?4 + i) % 2 = 0""",
-            count,
-            base,
             PLATFORM_REVENUE,
-            offset,
-            CHARGE_CENTS,
             revenue.balance_cents,
             revenue.last_sequence,
-            T0_MS,
         ),
         # Posting runs the balanced-transfer trigger on every transfer.
         sql("UPDATE transfers SET posted = 1 WHERE id BETWEEN ? AND ?", base + 1, base + count),

@@ -20,6 +20,7 @@ from photo_support import _EnvWrapper
 from support import database, new_user, token_for
 
 HOUR_MS = 3_600_000
+clients: dict[int, Any] = {}  # user id -> its Client, for the users history() makes
 
 
 def archive() -> Any:
@@ -48,8 +49,9 @@ async def pay(user_id: int, to_user_id: int, cents: int, now_ms: int) -> None:
 async def history(now_ms: int) -> tuple[int, int]:
     """Two users with deposits and payments between them, created at now_ms."""
     db = database()
-    client_id, _ = await user_with_wallet("pc")
-    advisor_id, _ = await user_with_wallet("pa")
+    client_id, client = await user_with_wallet("pc")
+    advisor_id, advisor = await user_with_wallet("pa")
+    clients.update({client_id: client, advisor_id: advisor})
     await db.run(
         sql("INSERT INTO accounts (kind, owner_user_id, created_at_ms) VALUES ('advisor_earnings', ?, 1)", advisor_id)
     )
@@ -127,9 +129,25 @@ async def check_ok() -> None:
     assert report["ok"], [c for c in report["checks"] if not c["ok"]]
 
 
+async def pages(client: Any, path: str, limit: int) -> list[list[dict[str, Any]]]:
+    """Every page of a history route, following next_cursor."""
+    out, cursor = [], ""
+    for _ in range(100):
+        r = await client.get(f"{path}?limit={limit}{cursor}")
+        assert r.status == 200, r.text
+        out.append(r.json()["items"])
+        if r.json()["next_cursor"] is None:
+            return out
+        cursor = f"&cursor={r.json()['next_cursor']}"
+    raise AssertionError("endless pages")
+
+
 async def test_the_whole_history_closes_into_r2_and_the_check_starts_from_it():
     admin = await long_lived_admin()
     client_id, advisor_id = await history(Clock().now_ms())
+    client, advisor = clients[client_id], clients[advisor_id]
+    wallet_before = await pages(client, "/v1/wallet/transactions", 4)
+    earnings_before = await pages(advisor, "/v1/advisors/me/earnings", 3)
     now = await next_end()
     balance = await ledger.balance_cents(database(), ledger.wallet_of(client_id))
     period = await close(admin, now, now + 2 * HOUR_MS)
@@ -154,6 +172,10 @@ async def test_the_whole_history_closes_into_r2_and_the_check_starts_from_it():
     proof = await verify(admin, period["id"])
     assert proof["ok"], proof["problems"]
     assert proof["entries_verified"] == period["entries"]
+    # Each side's history reads the same from R2 as it did from D1, page by page.
+    assert await pages(client, "/v1/wallet/transactions", 4) == wallet_before
+    assert await pages(advisor, "/v1/advisors/me/earnings", 3) == earnings_before
+    assert sum(len(p) for p in wallet_before) == 6
     # The open period goes on from the closing balance, and the check follows it.
     await pay(client_id, advisor_id, 25, now + 3 * HOUR_MS)
     assert await ledger.balance_cents(db, ledger.wallet_of(client_id)) == balance - 25

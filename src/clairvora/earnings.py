@@ -3,7 +3,7 @@ ledger entries, newest first, keyset-paged on the per-account sequence."""
 
 from typing import Any
 
-from . import ledger
+from . import ledger, ledger_history
 from .clock import rfc3339
 from .db import sql
 from .errors import bad_request, not_found
@@ -39,14 +39,17 @@ async def get_earnings(rc: RequestContext) -> Reply:
         raise bad_request("'cursor' is not a cursor this API returned.", "cursor", code="invalid_cursor")
     before = min(int(raw), ledger.NO_CURSOR) if raw is not None else ledger.NO_CURSOR
     # The balance and the page in one round trip (the page finds the account itself).
-    accounts, result = await rc.db.batch(
-        [sql(_ACCOUNT, rc.user_id), ledger.own_entries_page(rc.user_id, "advisor_earnings", before, limit + 1)]
+    accounts, result, parts = await rc.db.batch(
+        [
+            sql(_ACCOUNT, rc.user_id),
+            ledger.own_entries_page(rc.user_id, "advisor_earnings", before, limit + 1),
+            ledger_history.closed_part(rc.user_id, "advisor_earnings", before),
+        ]
     )
     if not accounts.rows:
         raise not_found("earnings account (become an advisor with POST /v1/advisors)")
     account = accounts.rows[0]
-    rows = result.rows[:limit]
-    next_cursor = str(rows[-1]["sequence"]) if len(result.rows) > limit else None
+    rows, next_cursor = await ledger_history.page(rc.env, result.rows, parts.rows, before, limit)
     return Reply(
         {
             "balance_cents": int(account["balance_cents"]),

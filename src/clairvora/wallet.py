@@ -16,7 +16,7 @@ sees its deposit in the very next request.
 
 from typing import Any
 
-from . import ledger
+from . import ledger, ledger_history
 from .clock import rfc3339
 from .db import Database, sql
 from .errors import bad_request, not_found
@@ -75,10 +75,13 @@ async def list_transactions(rc: RequestContext) -> Reply:
     query = rc.parsed_query()
     limit = query.get("limit", DEFAULT_PAGE)
     before = _parse_cursor(query.get("cursor"))
-    result = await rc.db.all(ledger.own_entries_page(rc.user_id, "client_wallet", before, limit + 1))
-    rows = result.rows[:limit]
-    more = len(result.rows) > limit
-    next_cursor = str(rows[-1]["sequence"]) if more and rows else None
+    result, parts = await rc.db.batch(
+        [
+            ledger.own_entries_page(rc.user_id, "client_wallet", before, limit + 1),
+            ledger_history.closed_part(rc.user_id, "client_wallet", before),
+        ]
+    )
+    rows, next_cursor = await ledger_history.page(rc.env, result.rows, parts.rows, before, limit)
     return Reply({"items": [entry_view(r) for r in rows], "next_cursor": next_cursor})
 
 
