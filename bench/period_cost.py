@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset
 import harness
 import local_runtime
+from operations import db_size_bytes
 
 from clairvora import periods, reconcile
 from clairvora.db import Database, sql
@@ -118,15 +119,18 @@ async def main(argv):
     rows = []
     for round_no in (1, 2):
         users = await wallets()  # fresh wallets each round (the loader's transfer keys name the user)
+        size_start = await db_size_bytes()
         await _load(db, ids, users, each)
+        size_loaded = await db_size_bytes()
         total = (await db.first(sql("SELECT count(*) AS n FROM ledger_entries")))["n"]
         before = await _check_cost()
         # The dataset writes its history from dataset.T0_MS on; each round's period ends after it.
         closed = await _close(dataset.T0_MS + round_no * YEAR_MS + new_id() % 1000, now_ms)
         after = await _check_cost()
+        sizes = (size_start, size_loaded, await db_size_bytes())
         proof = await _prove(admin, int(closed["period"]["id"]))
         assert proof["ok"] and proof["entries"] == closed["period"]["entries"], proof
-        rows.append((round_no, total, before, after, closed, proof))
+        rows.append((round_no, total, before, after, closed, proof, sizes))
         print(f"round {round_no}: {closed['period']['entries']:,} entries closed", file=sys.stderr)
 
     versions = (harness.run.get("host") or {}).get("versions") or {}
@@ -140,15 +144,16 @@ async def main(argv):
         "",
         "| round | entries in D1 before the close | ledger check before: calls / rows_read | close: entries / segments "
         "| close: D1 calls / rows_read / rows_written | R2 bytes written | ledger check after: calls / rows_read "
-        "| proof from R2: D1 calls / segments / entries |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| proof from R2: D1 calls / segments / entries | D1 size: before the load / loaded / closed |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for round_no, total, before, after, closed, proof in rows:
+    for round_no, total, before, after, closed, proof, sizes in rows:
         p = closed["period"]
         lines.append(
             f"| {round_no} | {total:,} | {before[0]} / {before[1]:,} | {p['entries']:,} / {p['segments']} "
             f"| {closed['calls']} / {closed['read']:,} / {closed['written']:,} | {closed['bytes']:,} "
-            f"| {after[0]} / {after[1]:,} | {proof['calls']} / {proof['segments']} / {proof['entries']:,} |"
+            f"| {after[0]} / {after[1]:,} | {proof['calls']} / {proof['segments']} / {proof['entries']:,} "
+            f"| {sizes[0]:,} / {sizes[1]:,} / {sizes[2]:,} |"
         )
     lines += ["", END]
     print("\n".join(lines))
