@@ -49,7 +49,27 @@ async function varOverrides(envName) {
 }
 
 /** POST a JSON body and wait as long as it takes (a whole pytest run is one request). */
-function postJson(url, payload) {
+// wrangler dev's own proxy (a second workerd) sometimes drops its pooled connection to the
+// Worker and answers a text/plain 503 "Your worker restarted mid-request" without having
+// delivered the request (upstream workers-sdk#14641; docs/RUNTIME.md). Only that answer is
+// sent again, at most PROXY_RESENDS times, and each re-send is printed.
+const PROXY_503_TEXT = "Your worker restarted mid-request.";
+const PROXY_RESENDS = 3;
+
+async function postJson(url, payload) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await postJsonOnce(url, payload);
+    } catch (error) {
+      if (!(error instanceof ProxyRestart) || attempt >= PROXY_RESENDS) throw error;
+      log(`re-sending ${new URL(url).pathname}: wrangler dev's proxy answered 503 "${PROXY_503_TEXT}"`);
+    }
+  }
+}
+
+class ProxyRestart extends UserError {}
+
+function postJsonOnce(url, payload) {
   return new Promise((resolve, reject) => {
     const body = Buffer.from(JSON.stringify(payload));
     const req = http.request(url, { method: "POST", headers: { "content-type": "application/json", "content-length": body.length } }, (res) => {
@@ -57,6 +77,7 @@ function postJson(url, payload) {
       res.on("data", (c) => chunks.push(c));
       res.on("end", () => {
         const text = Buffer.concat(chunks).toString("utf8");
+        if (res.statusCode === 503 && text.startsWith(PROXY_503_TEXT)) return reject(new ProxyRestart(`${url} answered 503: ${text}`));
         if (res.statusCode !== 200) return reject(new UserError(`${url} answered ${res.statusCode}:\n${text.slice(0, 4000)}`));
         resolve(JSON.parse(text));
       });
