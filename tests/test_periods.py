@@ -273,7 +273,9 @@ async def test_periods_close_in_order_one_at_a_time_and_only_once_ended():
     second = await start(now - HOUR_MS - 1)
     assert second.status == 409 and second.json()["code"] == "period_close_in_progress"
     bad = await admin.post("/v1/admin/ledger/periods", json={"ends_before": "yesterday"}, headers=at(now))
-    assert bad.status == 400
+    assert bad.status == 400 and bad.json()["field"] == "ends_before"
+    no_such_day = await admin.post("/v1/admin/ledger/periods", json={"ends_before": "2026-02-30T00:00:00Z"})
+    assert no_such_day.status == 422 and no_such_day.json()["code"] == "invalid_instant"
     # Finish it so later tests start from no period in progress.
     pid = opened.json()["period"]["id"]
     for _ in range(100):

@@ -17,7 +17,7 @@ from typing import Any
 from . import ledger_archive, periods
 from .clock import rfc3339
 from .db import Statement, sql
-from .errors import bad_request, not_found
+from .errors import not_found, unprocessable
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
@@ -26,8 +26,18 @@ from .validation import Int, Obj, Str
 MAX_LISTED = 50
 MAX_PROBLEMS = 10
 
+# An RFC 3339 instant in UTC, to the second or millisecond.
+INSTANT_PATTERN = r"^2[0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{3})?Z$"
+
 START_BODY = Obj(
-    {"ends_before": Str(min_len=20, max_len=40, description="RFC 3339 instant: entries created before it close")},
+    {
+        "ends_before": Str(
+            min_len=20,
+            max_len=24,
+            pattern=INSTANT_PATTERN,
+            description="RFC 3339 instant in UTC (e.g. 2026-12-01T00:00:00Z): entries created before it close",
+        )
+    },
     required=("ends_before",),
 )
 VERIFY_QUERY = Obj(
@@ -37,12 +47,11 @@ VERIFY_QUERY = Obj(
 
 
 def _parse_instant_ms(text: str) -> int:
+    """The instant of a string the body's pattern accepted; a day the month lacks is a 422."""
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise bad_request("'ends_before' must be an RFC 3339 date-time.", "ends_before") from None
-    if parsed.tzinfo is None:
-        raise bad_request("'ends_before' needs a time zone offset (e.g. Z).", "ends_before")
+        raise unprocessable("invalid_instant", "'ends_before' names a day its month does not have.") from None
     return int(parsed.timestamp() * 1000)
 
 
