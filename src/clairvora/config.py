@@ -89,6 +89,8 @@ class Settings:
     deposit_failures_per_ip: int
     deposit_failure_window_s: int
     deposit_cooloff_s: int
+    # Chat of an ended reading moves to R2 this long after the end (chat_archive_job.py).
+    message_archive_delay_s: int
 
     @classmethod
     def from_env(cls, env: Any) -> "Settings":
@@ -128,4 +130,5 @@ class Settings:
             deposit_failures_per_ip=_int(env, "DEPOSIT_FAILURES_PER_IP", 10, 1, 10000),
             deposit_failure_window_s=_int(env, "DEPOSIT_FAILURE_WINDOW_SECONDS", 3600, 60, 30 * 86400),
             deposit_cooloff_s=_int(env, "DEPOSIT_COOLOFF_SECONDS", 3600, 60, 30 * 86400),
+            message_archive_delay_s=_int(env, "MESSAGE_ARCHIVE_DELAY_SECONDS", 3600, 0, 30 * 86400),
         )

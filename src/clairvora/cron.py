@@ -16,13 +16,16 @@ the others.
   decides, so a reading picked here that is not yet silent is left alone;
 - purge expired Idempotency-Key records (bounded);
 - sweep orphaned photo objects (photos.py);
+- move the chat of readings ended MESSAGE_ARCHIVE_DELAY_SECONDS ago to R2, and
+  rewrite archived chats after an erasure (chat_archive_job.py, bounded by its
+  own D1 budget under the shared ceiling);
 - resolve deposits whose gateway answer never came back (deposit_resolution.py:
   looked up at Authorize.Net by invoice number after a grace period, bounded).
 """
 
 from typing import Any
 
-from . import billing, deposit_resolution, logs, photos
+from . import billing, chat_archive_job, deposit_resolution, logs, photos
 from .clock import Clock
 from .config import Settings
 from .db import Database, sql
@@ -102,6 +105,7 @@ async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
         ("settle_silent_readings", lambda: settle_silent_readings(db, settings, now_ms)),
         ("purge_idempotency_keys", lambda: purge_idempotency_keys(db, now_ms)),
         (photos.SWEEP_JOB, lambda: photos.sweep_orphans(db, env.MEDIA, now_ms)),
+        ("chat_archive", lambda: chat_archive_job.cron_job(db, env, settings, now_ms)),
         # Last: it may wait on the gateway, and it stops itself short of D1's per-invocation cap.
         ("resolve_stale_deposits", lambda: deposit_resolution.resolve_stale_deposits(db, settings, now_ms)),
     ]

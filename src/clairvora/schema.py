@@ -251,6 +251,36 @@ class AdvisorBlockRow(TypedDict):
     created_at_ms: int
 
 
+# --- 0095_message_archive.sql ------------------------------------------------
+
+
+class MessageArchiveRow(TypedDict):
+    reading_id: int
+    state: Literal["due", "archived", "oversize"]
+    due_at_ms: int
+    generation: int
+    object_key: str | None
+    sha256: str | None
+    r2_etag: str | None
+    size_bytes: int | None
+    message_count: int | None
+    client_message_count: int | None
+    advisor_message_count: int | None
+    last_message_at_ms: int | None
+    archived_at_ms: int | None
+    attempt: int
+    attempt_token: str | None
+    attempt_at_ms: int | None
+    erasures: int
+    erasures_applied: int
+
+
+class ArchiveObjectDeletionRow(TypedDict):
+    object_key: str
+    reading_id: int
+    created_at_ms: int
+
+
 # Every application table. A migration that creates a table adds its row type here.
 TABLES: dict[str, type] = {
     "users": UserRow,
@@ -272,6 +302,8 @@ TABLES: dict[str, type] = {
     "deposit_attempts": DepositAttemptRow,
     "deposit_cooloffs": DepositCooloffRow,
     "advisor_blocks": AdvisorBlockRow,
+    "message_archives": MessageArchiveRow,
+    "archive_object_deletions": ArchiveObjectDeletionRow,
 }
 
 # --- comparison with the migrated schema -------------------------------------
