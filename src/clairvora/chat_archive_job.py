@@ -188,8 +188,11 @@ async def run(
         planned = _finalize(works, token, now_ms)
         final = await db.batch([*(statement for _, statement in planned), sql(_QUEUED, DELETES_PER_RUN)])
         for (tag, _), result in zip(planned, final, strict=False):
-            if tag is not None:
+            if tag == "chat_released":
                 counts[tag] += result.changes
+            elif tag is not None and result.changes:
+                # One archive each (D1's `changes` also counts the rows its trigger deleted).
+                counts[tag] += 1
         queued = final[-1].rows
     deleted = 0
     if queued and budget.left(reserve=0):
