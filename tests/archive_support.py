@@ -150,24 +150,24 @@ def r2_figures(resp: Resp) -> dict[str, int]:
 
 
 class FlakyR2:
-    """The real CHAT_ARCHIVE binding, with its `fail_at`-th operation (counted
-    over get/put/delete) failing as a binding error does: before it reaches R2,
-    or after R2 has done it (the answer is lost)."""
+    """The real CHAT_ARCHIVE binding, with chosen operations (numbered from 1
+    over get/put/delete) failing as a binding error does: "before" it reaches
+    R2, or "after" R2 has done it (the answer is lost)."""
 
-    def __init__(self, fail_at: int, when: str = "before") -> None:
+    def __init__(self, plan: dict[int, str]) -> None:
+        assert all(when in ("before", "after") for when in plan.values())
         self._real = binding()
-        self.fail_at = fail_at
-        self.when = when
+        self.plan = plan
         self.calls = 0
         self.failed = 0
 
     async def _op(self, name: str, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
-        fail = self.calls == self.fail_at
-        if fail and self.when == "before":
+        when = self.plan.get(self.calls)
+        if when == "before":
             await self._raise(name)
         result = await getattr(self._real, name)(*args, **kwargs)
-        if fail:
+        if when == "after":
             await self._raise(name)
         return result
 
