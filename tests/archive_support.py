@@ -31,14 +31,17 @@ async def run_job(
     faults: FaultPlan | None = None,
     r2: Any = None,
     erasing_user_id: int | None = None,
+    due_before_ms: int | None = None,
 ) -> tuple[dict[str, int], Counters, chat_archive.Bucket]:
-    """One run of the archive job as the cron makes it, on its own Database."""
+    """One run of the archive job as the cron makes it, on its own Database
+    (everything due however recent, unless `due_before_ms` says otherwise)."""
     db = Database(_EnvWrapper(local_runtime.makeEnv()).DB, primary=True, faults=faults)
     bucket = chat_archive.Bucket(r2 if r2 is not None else binding())
     if erasing_user_id is not None:
         done = await chat_archive_job.run(db, bucket, now_ms, erasing_user_id=erasing_user_id)
     else:
-        done = await chat_archive_job.run(db, bucket, now_ms, due_before_ms=now_ms + FAR_MS)
+        due = now_ms + FAR_MS if due_before_ms is None else due_before_ms
+        done = await chat_archive_job.run(db, bucket, now_ms, due_before_ms=due)
     return done, db.counters, bucket
 
 

@@ -284,11 +284,15 @@ def export_archives(user_id: int, as_client: int, as_advisor: int) -> Statement:
     return sql(_EXPORT_ARCHIVES, user_id, as_client, user_id, as_advisor, user_id, EXPORT_MAX_OBJECTS + 1)
 
 
-async def sent_in_archives(env: Any, archives: list[dict[str, Any]], user_id: int) -> tuple[list[dict[str, Any]], bool]:
+async def sent_in_archives(
+    rc: RequestContext, archives: list[dict[str, Any]], user_id: int
+) -> tuple[list[dict[str, Any]], bool, dict[str, str]]:
     """The messages `user_id` sent, from up to EXPORT_MAX_OBJECTS archives (R2
-    gets in parallel), in D1's row shape; and whether some were left out (more
-    archives than that, or one that could not be read)."""
-    bucket = Bucket.of(env)
+    gets in parallel), in D1's row shape; whether some were left out (more
+    archives than that, or one that could not be read); the reply's R2 timing."""
+    if not archives:
+        return [], False, {}
+    bucket = Bucket.of(rc.env)
     chosen = archives[:EXPORT_MAX_OBJECTS]
 
     async def one(archive: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -304,7 +308,8 @@ async def sent_in_archives(env: Any, archives: list[dict[str, Any]], user_id: in
 
     found = await asyncio.gather(*(one(a) for a in chosen))
     rows = [m for part in found if part is not None for m in part]
-    return rows, len(archives) > len(chosen) or any(part is None for part in found)
+    headers = {"server-timing": bucket.server_timing()} if rc.settings.server_timing else {}
+    return rows, len(archives) > len(chosen) or any(part is None for part in found), headers
 
 
 # --- erasure (DELETE /v1/me) ------------------------------------------------------

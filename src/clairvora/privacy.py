@@ -4,7 +4,8 @@
 Export: one D1 batch (one call) of caller-scoped reads, each an index walk
 capped at a fixed number of rows (EXPORT_LIMITS); a section that holds more
 says `truncated: true`, and so does the whole reply. Messages are the caller's
-own, decrypted; someone else's words are not theirs to take.
+own, decrypted; someone else's words are not theirs to take. Those of ended
+readings are read from their R2 transcripts (chat_archive.py, bounded).
 
 Erasure: one D1 batch. Its first statement reads why it could be refused, its
 second tombstones the user row only if nothing is open (no requested/active
@@ -15,7 +16,9 @@ transaction and a reading requested at the same instant either makes the
 erasure refuse or is itself refused (migration 0080's triggers). The ledger,
 payments, readings and charges stay, under the pseudonymous user id: entries
 are append-only and every invariant holds. The advisor photo is removed from
-R2 after the batch (a failure leaves an orphan the cron's sweep removes)."""
+R2 after the batch (a failure leaves an orphan the cron's sweep removes). The
+user's messages in archived transcripts are hidden from that commit on and
+rewritten out of the objects in waitUntil, else by the cron (chat_archive_job.py)."""
 
 from typing import Any
 
@@ -218,9 +221,7 @@ async def export_me(rc: RequestContext) -> Reply:
             }
         )
     # Messages of ended readings live in R2 (chat_archive.py): merged newest first.
-    archived, archives_left_out = (
-        await chat_archive.sent_in_archives(rc.env, archives, uid) if archives else ([], False)
-    )
+    archived, archives_left_out, archive_timing = await chat_archive.sent_in_archives(rc, archives, uid)
     sent = sorted(sent + archived, key=lambda m: (int(m["created_at_ms"]), int(m["id"])), reverse=True)
     messages = await _messages(rc, sent[: lim["messages_sent"]])
     user = rc.user
@@ -250,7 +251,7 @@ async def export_me(rc: RequestContext) -> Reply:
         body["reviews_received"],
     ]
     body["truncated"] = any(s["truncated"] for s in sections)
-    return Reply(body, headers={"cache-control": "no-store"})
+    return Reply(body, headers={"cache-control": "no-store", **archive_timing})
 
 
 # --- erasure -------------------------------------------------------------------
