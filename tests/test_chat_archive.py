@@ -286,3 +286,25 @@ async def test_the_record_refuses_what_would_lose_or_expose_messages():
             )
         )
     assert refused.value.code == "archive_object_live"
+
+
+async def test_the_longest_waiting_chat_gets_the_pages_first_so_the_queue_always_moves(monkeypatch):
+    t = now_ms()
+    await drain(t)
+    monkeypatch.setattr(chat_archive_job, "CLAIM_ROWS", 2)
+    monkeypatch.setattr(chat_archive_job, "PAGE_ROWS", 2)
+    monkeypatch.setattr(chat_archive_job, "D1_CALLS_PER_RUN", 5)  # the claim, 2 pages, finalize, deletions
+    *_a, older = await ended_chat([("client", f"a{k}") for k in range(4)], t)
+    # A newer chat with a smaller id: the claim batch reads its rows first.
+    while True:
+        *_b, newer = await ended_chat([("client", f"b{k}") for k in range(6)], t + 10)
+        if int(newer) < int(older):
+            break
+        await drain(t)
+        *_a, older = await ended_chat([("client", f"a{k}") for k in range(4)], t)
+    done, counters, _bucket = await run_job(t)
+    assert counters.calls == 4, "claim, two pages, finalize"
+    assert (await archive_row(older))["state"] == "archived", "the older chat was finished first"
+    assert (await archive_row(newer))["state"] == "due" and done["chat_released"] == 1
+    await run_job(t)
+    assert (await archive_row(newer))["state"] == "archived"

@@ -45,7 +45,7 @@ from .errors import Problem
 CLAIMS_PER_RUN = 10  # due archives claimed per run
 REWRITES_PER_RUN = 5  # erasure rewrites claimed per run
 CLAIM_ROWS = 1000  # message rows read with the claims
-PAGE_ROWS = 500  # rows per further read of one reading
+PAGE_ROWS = 1000  # rows per further read of one reading
 MAX_MESSAGES = 5000  # more stay in D1 ('oversize'): one object is read whole
 MAX_OBJECT_BYTES = 8 * 1024 * 1024
 LEASE_MS = 10 * 60_000
@@ -69,7 +69,7 @@ _QUEUE_PREVIOUS = """INSERT INTO archive_object_deletions (object_key, reading_i
 SELECT 'chat/' || reading_id || '/' || (attempt - 1) || '.json', reading_id, ?
 FROM message_archives WHERE attempt_token = ? AND attempt - 1 > generation
 ON CONFLICT (object_key) DO NOTHING"""
-_CLAIMED = """SELECT a.reading_id, a.state, a.attempt, a.generation, a.object_key, a.sha256, a.erasures,
+_CLAIMED = """SELECT a.reading_id, a.state, a.due_at_ms, a.attempt, a.generation, a.object_key, a.sha256, a.erasures,
        r.client_id, r.advisor_id,
        (SELECT erased_at_ms FROM users WHERE id = r.client_id) IS NOT NULL AS client_erased,
        (SELECT erased_at_ms FROM users WHERE id = r.advisor_id) IS NOT NULL AS advisor_erased
@@ -203,17 +203,21 @@ async def run(
 async def _read_rows(db: Database, budget: _Budget, works: list[_Work], first: list[dict[str, Any]]) -> None:
     """Each due claim's rows, oldest first: those the claim batch read, then
     further pages while the budget lasts (finalize and deletion reserved). The
-    claim batch read readings in id order, so all but its last are complete."""
+    claim batch read readings in id order, so all but its last are complete.
+    Pages go to the claim that has waited longest first: within one run's
+    budget (9 pages of PAGE_ROWS) it is always finished or found oversize, so
+    the queue moves even behind a chat that fills a whole run."""
     truncated = len(first) > CLAIM_ROWS
     first = first[:CLAIM_ROWS]
     last_read = int(first[-1]["reading_id"]) if first else None
-    for work in sorted(works, key=lambda w: w.reading_id):
+    for work in works:
         rid = work.reading_id
         work.rows = [r for r in first if int(r["reading_id"]) == rid]
         work.complete = not truncated or (last_read is not None and rid < last_read)
+    for work in sorted(works, key=lambda w: (int(w.claim["due_at_ms"]), w.reading_id)):
         while not work.complete and len(work.rows) <= MAX_MESSAGES and budget.left(reserve=2):
             after = (int(work.rows[-1]["created_at_ms"]), int(work.rows[-1]["id"])) if work.rows else (-1, -1)
-            page = (await db.all(sql(_MORE_ROWS, rid, after[0], after[1], PAGE_ROWS + 1))).rows
+            page = (await db.all(sql(_MORE_ROWS, work.reading_id, after[0], after[1], PAGE_ROWS + 1))).rows
             work.rows += page[:PAGE_ROWS]
             work.complete = len(page) <= PAGE_ROWS
         work.oversize = len(work.rows) > MAX_MESSAGES
