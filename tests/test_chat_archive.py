@@ -308,3 +308,21 @@ async def test_the_longest_waiting_chat_gets_the_pages_first_so_the_queue_always
     assert (await archive_row(newer))["state"] == "due" and done["chat_released"] == 1
     await run_job(t)
     assert (await archive_row(newer))["state"] == "archived"
+
+
+async def test_a_reading_the_cron_ends_for_silence_queues_its_chat_too():
+    t = now_ms()
+    client, _cid, advisor, aid = await market_pair(rate=100, funds=5_000)
+    reading = await active_reading(client, advisor, aid, t)
+    rid = reading["id"]
+    assert (
+        await advisor.post(f"/v1/readings/{rid}/messages", json={"body": "still there?"}, headers=at(t + 5))
+    ).status == 201
+    for _ in range(40):
+        await local_runtime.dispatchScheduled("* * * * *", t + 10 * 60_000)
+        ended = await database().first(sql("SELECT status, ended_at_ms FROM readings WHERE id = ?", int(rid)))
+        if ended["status"] == "ended":
+            break
+    assert ended["status"] == "ended"
+    row = await archive_row(rid)
+    assert row is not None and row["due_at_ms"] == ended["ended_at_ms"], "due from the (past) end time"

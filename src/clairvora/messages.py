@@ -6,7 +6,9 @@ encrypts, every listed version decrypts, so keys rotate by adding a version).
 Each message gets a fresh 12-byte IV (generated in the handler) and the key
 version is stored beside the ciphertext. The additional data binds a
 ciphertext to its reading, message id and sender, so rows cannot be swapped.
-Bodies never reach a log.
+Bodies never reach a log. The chat of an ended reading moves to R2 a delay
+after the end (chat_archive.py), ciphertexts as they are; its pages are then
+read from there with the same replies.
 """
 
 import base64
