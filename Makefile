@@ -93,6 +93,7 @@ scheduled: .cache/node.ok
 bench: install
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/ledger_cost.py
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/api_cost.py --write
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/chat_archive_cost.py --write
 
 bench-quick: install
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/api_cost.py --quick

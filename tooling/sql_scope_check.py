@@ -89,6 +89,17 @@ ALLOWED: dict[tuple[str, str], str] = {
         "WHERE user_id = (SELECT advisor_id FROM reviews WHERE id = ?)",
     ): "the reviewed advisor's public rating aggregate, in the batch that inserted the caller's own review",
     ("schema.py", ""): "schema introspection (sqlite_master / pragma), no user data",
+    (
+        "chat_archive.py",
+        "FROM readings r LEFT JOIN message_archives a ON a.reading_id = r.id WHERE r.id = ?",
+    ): "a chat's archive facts: scoped by the caller's sub or id in the route's read; used unscoped only "
+    "for the reading that read already found the caller in (again, in the batch of the D1 page)",
+    (
+        "chat_archive_job.py",
+        "",
+    ): "the cron's chat archive (every ended reading's chat, bounded per run) and the erasure's rewrites "
+    "(the erased user's own readings): every statement is keyed by an archive this run claimed (reading id "
+    "and the run's random token); nothing is returned to a caller",
 }
 
 _STATEMENT = re.compile(r"^\s*(SELECT|UPDATE|DELETE|INSERT|WITH)\b", re.I)

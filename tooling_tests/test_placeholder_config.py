@@ -18,10 +18,11 @@ def test_every_environment_has_its_own_d1_binding():
     assert len(names) == 3
 
 
-def test_every_environment_has_its_own_media_bucket():
-    # Bindings are not inherited between environments: each needs MEDIA, and
-    # sharing a bucket would let the sweep of one environment delete another's photos.
+def test_every_environment_has_its_own_media_and_chat_buckets():
+    # Bindings are not inherited between environments: each needs MEDIA (photos) and
+    # CHAT_ARCHIVE (chat of ended readings), and sharing a bucket would let the sweep of
+    # one environment delete another's photos, or mix private chat with public photos.
     config = tomllib.loads((ROOT / "wrangler.toml").read_text())
     buckets = [config["r2_buckets"]] + [config["env"][env]["r2_buckets"] for env in ("staging", "production")]
-    assert all([b["binding"] for b in bindings] == ["MEDIA"] for bindings in buckets)
-    assert len({bindings[0]["bucket_name"] for bindings in buckets}) == 3
+    assert all([b["binding"] for b in bindings] == ["MEDIA", "CHAT_ARCHIVE"] for bindings in buckets)
+    assert len({b["bucket_name"] for bindings in buckets for b in bindings}) == 6

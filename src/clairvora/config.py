@@ -99,6 +99,8 @@ class Settings:
     # The cron opens the close of last month's ledger period by itself (periods.py);
     # "manual": only an admin opens one (locally: the test suite shares one D1).
     ledger_period_close_auto: bool
+    # Chat of an ended reading moves to R2 this long after the end (chat_archive_job.py).
+    message_archive_delay_s: int
 
     @classmethod
     def from_env(cls, env: Any) -> "Settings":
@@ -139,4 +141,5 @@ class Settings:
             deposit_failure_window_s=_int(env, "DEPOSIT_FAILURE_WINDOW_SECONDS", 3600, 60, 30 * 86400),
             deposit_cooloff_s=_int(env, "DEPOSIT_COOLOFF_SECONDS", 3600, 60, 30 * 86400),
             ledger_period_close_auto=_choice(env, "LEDGER_PERIOD_CLOSE", ("auto", "manual"), "auto") == "auto",
+            message_archive_delay_s=_int(env, "MESSAGE_ARCHIVE_DELAY_SECONDS", 3600, 0, 30 * 86400),
         )

@@ -18,13 +18,17 @@ the others.
 - sweep orphaned photo objects (photos.py);
 - advance the close of a ledger period (periods.py: open last month's once it
   is past when LEDGER_PERIOD_CLOSE=auto; archive up to a few segments to R2);
+- move the chat of readings ended MESSAGE_ARCHIVE_DELAY_SECONDS ago to R2, and
+  rewrite archived chats after an erasure (chat_archive_job.py, bounded by its
+  own D1 budget under the shared ceiling);
 - resolve deposits whose gateway answer never came back (deposit_resolution.py:
   looked up at Authorize.Net by invoice number after a grace period, bounded).
 """
 
 from typing import Any
 
-from . import billing, deposit_resolution, logs, periods, photos
+
+from . import billing, chat_archive_job, deposit_resolution, logs, periods, photos
 from .clock import Clock
 from .config import Settings
 from .db import Database, sql
@@ -114,6 +118,7 @@ async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
                 call_budget=CALL_BUDGET,
             ),
         ),
+        ("chat_archive", lambda: chat_archive_job.cron_job(db, env, settings, now_ms)),
         # Last: it may wait on the gateway, and it stops itself short of D1's per-invocation cap.
         ("resolve_stale_deposits", lambda: deposit_resolution.resolve_stale_deposits(db, settings, now_ms)),
     ]

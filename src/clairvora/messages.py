@@ -6,7 +6,9 @@ encrypts, every listed version decrypts, so keys rotate by adding a version).
 Each message gets a fresh 12-byte IV (generated in the handler) and the key
 version is stored beside the ciphertext. The additional data binds a
 ciphertext to its reading, message id and sender, so rows cannot be swapped.
-Bodies never reach a log.
+Bodies never reach a log. The chat of an ended reading moves to R2 a delay
+after the end (chat_archive.py), ciphertexts as they are; its pages are then
+read from there with the same replies.
 """
 
 import base64
@@ -18,12 +20,13 @@ from typing import Any
 import js
 from pyodide.ffi import JsException, to_js
 
+from . import chat_archive
 from .clock import rfc3339
 from .db import sql
 from .errors import Problem, not_found
 from .ids import new_id
 from .openapi import page_schema
-from .readings import caller_reading, not_in_status, parse_time_cursor, preload_participant, time_cursor
+from .readings import not_in_status, parse_time_cursor, time_cursor
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
@@ -179,19 +182,33 @@ async def list_messages(rc: RequestContext) -> Reply:
     query = rc.parsed_query()
     limit = query.get("limit", DEFAULT_PAGE)
     after_ms, after_id = parse_time_cursor(query.get("cursor")) if "cursor" in query else (-1, -1)
-    reading = await caller_reading(rc)
-    result = await rc.db.all(sql(_PAGE, reading["id"], after_ms, after_id, limit + 1))
-    rows = result.rows[:limit]
+    reading = await chat_archive.transcript_reading(rc)
+    headers: dict[str, str] = {}
+    rows: list[dict[str, Any]] = []
+    if not chat_archive.is_archived(reading):
+        # The page and the archive state in one transaction: a chat archived
+        # since the first read is gone from D1 and is read from R2 instead.
+        page, again = await rc.db.batch(
+            [sql(_PAGE, reading["id"], after_ms, after_id, limit + 1), chat_archive.archive_of(reading["id"])]
+        )
+        rows = page.rows
+        if again.rows and chat_archive.is_archived(again.rows[0]):
+            reading = again.rows[0]
+    if chat_archive.is_archived(reading):
+        unchanged = chat_archive.not_modified(rc, reading)
+        if unchanged is not None:
+            return unchanged
+        rows, headers = await chat_archive.archived_page(rc, reading, (after_ms, after_id), limit + 1)
     keyring = parse_keyring(rc.settings.message_keys)
     items = []
-    for row in rows:
+    for row in rows[:limit]:
         aad = additional_data(int(row["reading_id"]), int(row["id"]), int(row["sender_id"]))
         body = await open_sealed(keyring, int(row["key_version"]), row["iv_b64"], row["ciphertext_b64"], aad)
         items.append(message_view(row, body.decode(), int(reading["client_id"])))
     next_cursor = None
-    if len(result.rows) > limit:
-        next_cursor = time_cursor(int(rows[-1]["created_at_ms"]), int(rows[-1]["id"]))
-    return Reply({"items": items, "next_cursor": next_cursor})
+    if len(rows) > limit:
+        next_cursor = time_cursor(int(rows[limit - 1]["created_at_ms"]), int(rows[limit - 1]["id"]))
+    return Reply({"items": items, "next_cursor": next_cursor}, headers=headers)
 
 
 _MESSAGE_PROPS = {
@@ -224,11 +241,11 @@ ROUTES = [
         "GET",
         "/v1/readings/{reading_id:id}/messages",
         list_messages,
-        "The chat, oldest first (participants)",
+        "The chat, oldest first (participants); an ended reading's chat is read from R2 (ETag, If-None-Match -> 304)",
         primary=True,
         query=MESSAGE_LIST_QUERY,
-        responses={200: "MessageList"},
+        responses={200: "MessageList", 304: ""},
         tag="chat",
-        preload=preload_participant,
+        preload=chat_archive.preload_transcript,
     ),
 ]

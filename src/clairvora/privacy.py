@@ -4,7 +4,8 @@
 Export: one D1 batch (one call) of caller-scoped reads, each an index walk
 capped at a fixed number of rows (EXPORT_LIMITS); a section that holds more
 says `truncated: true`, and so does the whole reply. Messages are the caller's
-own, decrypted; someone else's words are not theirs to take.
+own, decrypted; someone else's words are not theirs to take. Those of ended
+readings are read from their R2 transcripts (chat_archive.py, bounded).
 
 Erasure: one D1 batch. Its first statement reads why it could be refused, its
 second tombstones the user row only if nothing is open (no requested/active
@@ -15,11 +16,13 @@ transaction and a reading requested at the same instant either makes the
 erasure refuse or is itself refused (migration 0080's triggers). The ledger,
 payments, readings and charges stay, under the pseudonymous user id: entries
 are append-only and every invariant holds. The advisor photo is removed from
-R2 after the batch (a failure leaves an orphan the cron's sweep removes)."""
+R2 after the batch (a failure leaves an orphan the cron's sweep removes). The
+user's messages in archived transcripts are hidden from that commit on and
+rewritten out of the objects in waitUntil, else by the cron (chat_archive_job.py)."""
 
 from typing import Any
 
-from . import logs
+from . import chat_archive, chat_archive_job, logs
 from .advisors import advisor_view
 from .clock import rfc3339
 from .db import sql
@@ -196,11 +199,13 @@ async def export_me(rc: RequestContext) -> Reply:
             sql(_MESSAGES_SENT, uid, lim["messages_sent"] + 1),
             sql(_REVIEWS_WRITTEN, uid, lim["reviews_written"] + 1),
             sql(_REVIEWS_RECEIVED, uid, lim["reviews_received"] + 1),
+            chat_archive.export_archives(uid, lim["readings_as_client"], lim["readings_as_advisor"]),
         ]
     )
     advisor, accounts, wallet_entries, earnings_entries, payments, as_client, as_advisor, sent, written, received = (
-        r.rows for r in results
+        r.rows for r in results[:-1]
     )
+    archives = results[-1].rows
     entries_of = {"client_wallet": wallet_entries, "advisor_earnings": earnings_entries}
     account_views = []
     for account in accounts:
@@ -215,6 +220,9 @@ async def export_me(rc: RequestContext) -> Reply:
                 "entries": _section(entries_of.get(account["kind"], []), per_account, _entry),
             }
         )
+    # Messages of ended readings live in R2 (chat_archive.py): merged newest first.
+    archived, archives_left_out, archive_timing = await chat_archive.sent_in_archives(rc, archives, uid)
+    sent = sorted(sent + archived, key=lambda m: (int(m["created_at_ms"]), int(m["id"])), reverse=True)
     messages = await _messages(rc, sent[: lim["messages_sent"]])
     user = rc.user
     body: dict[str, Any] = {
@@ -230,7 +238,7 @@ async def export_me(rc: RequestContext) -> Reply:
             "as_client": _section(as_client, lim["readings_as_client"], _reading),
             "as_advisor": _section(as_advisor, lim["readings_as_advisor"], _reading),
         },
-        "messages_sent": {"items": messages, "truncated": len(sent) > lim["messages_sent"]},
+        "messages_sent": {"items": messages, "truncated": len(sent) > lim["messages_sent"] or archives_left_out},
         "reviews_written": _section(written, lim["reviews_written"], _review),
         "reviews_received": _section(received, lim["reviews_received"], _review),
     }
@@ -243,7 +251,7 @@ async def export_me(rc: RequestContext) -> Reply:
         body["reviews_received"],
     ]
     body["truncated"] = any(s["truncated"] for s in sections)
-    return Reply(body, headers={"cache-control": "no-store"})
+    return Reply(body, headers={"cache-control": "no-store", **archive_timing})
 
 
 # --- erasure -------------------------------------------------------------------
@@ -331,6 +339,7 @@ async def erase_me(rc: RequestContext) -> Reply:
             sql(_ERASE_REVIEW_TEXT, uid, uid, now_ms),
             sql(_ERASE_IDEMPOTENCY, uid, uid, now_ms),
             sql(_ERASE_ATTEMPT_IPS, uid, uid, now_ms),
+            *chat_archive.erasure_statements(uid, _ERASED_NOW, now_ms),  # results[8:11]
             sql(_AFTER, uid, uid, uid),
         ]
     )
@@ -350,6 +359,11 @@ async def erase_me(rc: RequestContext) -> Reply:
         # Awaited (not waitUntil): the reply says the photo is gone. A failure is
         # logged and leaves an orphan that the cron's sweep removes.
         await _delete_objects(_media(rc.env), [photo_key], "erased")
+    archived_sent, archives_marked = int(results[8].rows[0]["sent"]), results[9].changes + results[10].changes
+    if archives_marked:
+        # Hidden from every reply from now on; rewritten without the user's
+        # messages right after the reply, or by the cron if this does not finish.
+        rc.wait_until(chat_archive_job.erasure_job(rc.db, rc.env, uid, now_ms), "chat_erasure")
     after = results[-1].rows[0]
     logs.info("account_erased", request_id=rc.request_id, user_id=uid)
     return Reply(
@@ -358,7 +372,7 @@ async def erase_me(rc: RequestContext) -> Reply:
             "erased": True,
             "erased_at": rfc3339(int(after["erased_at_ms"])),
             "removed": {
-                "messages": results[4].changes,
+                "messages": results[4].changes + archived_sent,
                 "review_comments": results[5].changes,
                 "advisor_profile": results[2].changes == 1,
                 "photo": photo_key is not None,

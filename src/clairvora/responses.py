@@ -51,6 +51,9 @@ def encode_payload(reply: Reply) -> Any:
 def to_response(reply: Reply, extra_headers: dict[str, str], head: bool = False, payload: Any = None) -> Response:
     """`payload` is `encode_payload(reply)` when the caller already encoded it."""
     headers = {**reply.headers, **extra_headers}
+    if "server-timing" in reply.headers and "server-timing" in extra_headers:
+        # A handler's own entries (e.g. R2 operations) join the pipeline's D1 ones.
+        headers["server-timing"] = f"{extra_headers['server-timing']}, {reply.headers['server-timing']}"
     if reply.status == 204 or reply.status == 304:
         return Response(None, status=reply.status, headers=list(headers.items()) or None)
     headers["content-type"] = reply.content_type

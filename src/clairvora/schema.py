@@ -294,6 +294,36 @@ class SegmentAccountRow(TypedDict):
     balance_cents: int
 
 
+# --- 0095_message_archive.sql ------------------------------------------------
+
+
+class MessageArchiveRow(TypedDict):
+    reading_id: int
+    state: Literal["due", "archived", "oversize"]
+    due_at_ms: int
+    generation: int
+    object_key: str | None
+    sha256: str | None
+    r2_etag: str | None
+    size_bytes: int | None
+    message_count: int | None
+    client_message_count: int | None
+    advisor_message_count: int | None
+    last_message_at_ms: int | None
+    archived_at_ms: int | None
+    attempt: int
+    attempt_token: str | None
+    attempt_at_ms: int | None
+    erasures: int
+    erasures_applied: int
+
+
+class ArchiveObjectDeletionRow(TypedDict):
+    object_key: str
+    reading_id: int
+    created_at_ms: int
+
+
 # Every application table. A migration that creates a table adds its row type here.
 TABLES: dict[str, type] = {
     "users": UserRow,
@@ -319,6 +349,8 @@ TABLES: dict[str, type] = {
     "ledger_segments": LedgerSegmentRow,
     "account_closings": AccountClosingRow,
     "segment_accounts": SegmentAccountRow,
+    "message_archives": MessageArchiveRow,
+    "archive_object_deletions": ArchiveObjectDeletionRow,
 }
 
 # --- comparison with the migrated schema -------------------------------------
