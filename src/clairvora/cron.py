@@ -27,7 +27,6 @@ the others.
 
 from typing import Any
 
-
 from . import billing, chat_archive_job, deposit_resolution, logs, periods, photos
 from .clock import Clock
 from .config import Settings
