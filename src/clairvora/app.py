@@ -16,11 +16,13 @@ from . import (
     payments,
     photos,
     privacy,
+    promo_codes,
     ratelimits,
     readings,
     reconcile,
     refunds,
     reviews,
+    satisfaction,
     system,
     users,
     wallet,
@@ -55,6 +57,8 @@ ROUTES: list[Route] = [
     *reviews.ROUTES,
     *earnings.ROUTES,
     *blocks.ROUTES,
+    *promo_codes.ROUTES,
+    *satisfaction.ROUTES,
 ]
 SCHEMAS: dict[str, Any] = {
     **privacy.SCHEMAS,
@@ -70,6 +74,8 @@ SCHEMAS: dict[str, Any] = {
     **messages.SCHEMAS,
     **reviews.SCHEMAS,
     **earnings.SCHEMAS,
+    **promo_codes.SCHEMAS,
+    **satisfaction.SCHEMAS,
 }
 
 ROUTER = Router(ROUTES)
