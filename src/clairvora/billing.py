@@ -75,7 +75,7 @@ READING_COLUMNS = """
   r.id, r.client_id, r.advisor_id, r.channel, r.status, r.rate_cents_per_minute, r.advisor_cents_per_minute,
   r.platform_cents_per_minute, r.billing_period_seconds, r.billed_minutes, r.end_reason, r.requested_at_ms,
   r.accepted_at_ms, r.ended_at_ms, r.last_heartbeat_at_ms, r.client_heartbeat_at_ms, r.advisor_heartbeat_at_ms,
-  r.heartbeat_timeout_seconds, r.silent_party, r.version,
+  r.heartbeat_timeout_seconds, r.silent_party, r.version, r.promo_advisor_cents_per_minute,
   (SELECT balance_cents FROM accounts WHERE owner_user_id = r.client_id AND kind = 'client_wallet') AS wallet_cents"""
 
 # What billing needs beside the row (lists do without): the client's live promo
@@ -268,8 +268,9 @@ def batch_for(reading: dict[str, Any], p: Plan, now_ms: int, by_user_id: int | N
     """The plan's statements (ending with a fresh read of the reading), and
     whether the batch holds a conditional update that must change one row."""
     statements: list[Statement] = []
-    for minute in range(p.first_minute, p.first_minute + p.minutes):
-        statements += charge_statements(reading, minute, now_ms, by_user_id)
+    assert len(p.pays) == p.minutes, "every minute charged has its payment planned"
+    for minute, pay in zip(range(p.first_minute, p.first_minute + p.minutes), p.pays, strict=True):
+        statements += charge_statements(reading, minute, now_ms, by_user_id, pay)
     billed_after = p.first_minute - 1 + p.minutes
     conditional = False
     if p.end_reason is not None:
