@@ -635,6 +635,7 @@ ROWS: list[Row] = [
         _admin_credit,
         admin_only(201),
         may_write=("admin",),
+        fresh_world=True,  # the shared owner's promo credit (the redeem row) would pay the minute
     ),
     Row(
         "DELETE",

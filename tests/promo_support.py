@@ -14,12 +14,6 @@ DAY_MS = 86_400_000
 
 
 async def admin() -> Client:
-    from money_support import admin_client
-
-    return (await admin_client())[1]
-
-
-async def long_admin() -> Client:
     """An admin whose token outlives the days a test moves the clock."""
     from market_support import long_lived_user
 

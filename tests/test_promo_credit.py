@@ -28,10 +28,10 @@ PROMOTIONS, REVENUE = 3, 1
 async def test_promo_pays_first_then_the_wallet_within_one_minute_and_the_advisor_keeps_its_share():
     t = now_ms()
     client, client_id, advisor, advisor_id = await market_pair(rate=100, funds=150)
+    promotions_before, revenue_before = await account(PROMOTIONS), await account(REVENUE)
     await give_credit(await admin(), client, 250, t)
     wallet = (await client.get("/v1/wallet", headers=at(t))).json()
     assert (wallet["available_cents"], wallet["promo_cents"], wallet["promo_next_expiring_cents"]) == (150, 250, 250)
-    promotions_before, revenue_before = await account(PROMOTIONS), await account(REVENUE)
 
     reading = await active_reading(client, advisor, advisor_id, t)
     rid = reading["id"]

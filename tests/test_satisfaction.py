@@ -17,7 +17,6 @@ from promo_support import (
     env_post,
     give_credit,
     grants,
-    long_admin,
     promo_balance,
 )
 from support import database, unique
@@ -174,7 +173,7 @@ async def test_clawback_takes_at_most_the_pending_earnings_and_the_platform_bear
 
 async def test_admins_grant_any_amount_up_to_what_was_paid_without_the_window():
     client, client_id, _adv, _aid, rid, end = await _ended()
-    a = await long_admin()
+    a = await admin()
 
     def grant(amount: int, t: int):
         return a.post(
