@@ -618,6 +618,7 @@ ROWS: list[Row] = [
         authed(201, other_client=201, other_advisor=201, admin=201),
         may_write=ALL_SELF,
         owner_state=_owner_promo,
+        fresh_world=True,  # promo credit would pay the shared owner's later minutes (other rows charge its wallet)
     ),
     # A satisfaction claim is the reading's client's (the advisor 403, anyone else 404); admins grant one.
     Row(

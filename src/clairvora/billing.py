@@ -78,11 +78,13 @@ READING_COLUMNS = """
   r.heartbeat_timeout_seconds, r.silent_party, r.version, r.promo_advisor_cents_per_minute,
   (SELECT balance_cents FROM accounts WHERE owner_user_id = r.client_id AND kind = 'client_wallet') AS wallet_cents"""
 
-# What billing needs beside the row (lists do without): the client's live promo
-# grants, and while the reading is requested what its accept needs (offers.py).
-BILLING_COLUMNS = f"""{READING_COLUMNS},
+# What charging needs beside the row (lists do without): the client's live promo
+# grants. What a reading's routes read: that, and while the reading is requested
+# what its accept needs (offers.py).
+CHARGE_COLUMNS = f"""{READING_COLUMNS},
   (SELECT balance_cents FROM accounts WHERE owner_user_id = r.client_id AND kind = 'client_promo') AS promo_account_cents,
-  {promo.LIVE_GRANTS_OF_READING} AS promo_grants_json{offers.OFFER_COLUMNS}"""  # noqa: S608 - constant text
+  {promo.LIVE_GRANTS_OF_READING} AS promo_grants_json"""  # noqa: S608 - constant text
+BILLING_COLUMNS = CHARGE_COLUMNS + offers.OFFER_COLUMNS
 
 SELECT_READING = f"SELECT {BILLING_COLUMNS} FROM readings r WHERE r.id = ?"  # noqa: S608 - constant text
 

@@ -49,7 +49,7 @@ WHERE status = 'requested' AND id IN (
 # readings_active_by_presence spells it (the planner uses the index only for
 # this exact expression).
 _SILENT_READINGS = f"""
-SELECT {billing.BILLING_COLUMNS} FROM readings r
+SELECT {billing.CHARGE_COLUMNS} FROM readings r
 WHERE r.status = 'active' AND {billing.BOTH_SEEN} < ?
 ORDER BY {billing.BOTH_SEEN} LIMIT ?"""  # noqa: S608 - constant text
 

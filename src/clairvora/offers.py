@@ -34,7 +34,8 @@ from .ids import new_id
 OFFER_COLUMNS = """,
   CASE WHEN r.status = 'requested' THEN
     (SELECT json_group_array(json_array(o.id, o.minutes, o.max_cents_per_minute, o.expires_at_ms))
-     FROM (SELECT id, minutes, max_cents_per_minute, expires_at_ms FROM free_minute_offers
+     FROM (SELECT id, minutes, max_cents_per_minute, expires_at_ms
+           FROM free_minute_offers INDEXED BY free_minute_offers_pending
            WHERE client_id = r.client_id AND reading_id IS NULL ORDER BY expires_at_ms, id LIMIT 5) o) END AS offers_json,
   CASE WHEN r.status = 'requested' THEN json_array(
     EXISTS (SELECT 1 FROM readings p WHERE p.client_id = r.client_id AND p.accepted_at_ms IS NOT NULL),
