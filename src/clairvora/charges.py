@@ -75,7 +75,7 @@ def charge_statements(
             reference_type="reading",
             reference_id=reading_id,
             requested_by_user_id=by_user_id,
-            before_entries=promo.spend_statements(transfer_id, pay.takes),
+            before_entries=promo.spend_statements(int(reading["client_id"]), transfer_id, pay.takes),
         ),
         # The trigger checks order, status, rate, the split and the promo rules,
         # then moves readings.billed_minutes to this minute.

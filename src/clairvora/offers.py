@@ -94,10 +94,12 @@ def accept_statements(offer: Offer, reading: dict[str, Any], settings: Settings,
     else:
         # Conditional: an offer used meanwhile stays as it is, and the grant below is refused for it.
         offer_row = sql(
-            "UPDATE free_minute_offers SET reading_id = ?, used_at_ms = ? WHERE id = ? AND reading_id IS NULL",
+            """UPDATE free_minute_offers SET reading_id = ?, used_at_ms = ?
+               WHERE id = ? AND client_id = ? AND reading_id IS NULL""",
             reading_id,
             now_ms,
             offer.id,
+            client_id,
         )
     grant = promo.grant_statements(
         client_id=client_id,

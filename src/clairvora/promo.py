@@ -180,16 +180,18 @@ def minute_split(rate: int, advisor: int, promo_advisor: int, promo_cents: int) 
     return advisor_cents, revenue, promotions
 
 
-def spend_statements(transfer_id: int, takes: Sequence[tuple[int, int]]) -> list[Statement]:
-    """Grant rows drawn by a charge (before its entries: the posting compares them).
-    A grant that no longer holds the cents changes nothing here and the posting refuses."""
+def spend_statements(client_id: int, transfer_id: int, takes: Sequence[tuple[int, int]]) -> list[Statement]:
+    """The client's grant rows drawn by a charge (before its entries: the posting
+    compares them). A grant that no longer holds the cents changes nothing here
+    and the posting refuses."""
     return [
         sql(
             """UPDATE promo_grants SET remaining_cents = remaining_cents - ?, last_transfer_id = ?
-               WHERE id = ? AND remaining_cents >= ?""",
+               WHERE id = ? AND client_id = ? AND remaining_cents >= ?""",
             cents,
             transfer_id,
             grant_id,
+            client_id,
             cents,
         )
         for grant_id, cents in takes
@@ -370,10 +372,11 @@ def expiry_statements(grant: dict[str, Any], now_ms: int) -> list[Statement]:
         before_entries=[
             sql(
                 """UPDATE promo_grants SET remaining_cents = 0, expired_cents = expired_cents + ?, last_transfer_id = ?
-                   WHERE id = ? AND remaining_cents = ?""",
+                   WHERE id = ? AND client_id = ? AND remaining_cents = ?""",
                 cents,
                 transfer_id,
                 grant_id,
+                int(grant["client_id"]),
                 cents,
             )
         ],
