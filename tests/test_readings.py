@@ -373,7 +373,7 @@ def test_plan_is_bounded_and_never_exceeds_funds():
     p = billing.plan(expiring, 7 * MINUTE_MS, "heartbeat", "client")
     assert [pay.promo_cents for pay in p.pays] == [100, 100, 0, 0, 0]
     # a batch holds what fits: promo minutes have more statements each
-    many = {**reading, "promo_grants_json": "[" + ",".join(f"[{i}, 60, 10000000]" for i in range(1, 20)) + "]"}
+    many = {**reading, "id": 5, "promo_grants_json": "[" + ",".join(f"[{i}, 60, 10000000]" for i in range(1, 20)) + "]"}
     p = billing.plan(many, 40 * MINUTE_MS, "heartbeat", "client")
     assert p.more and 0 < p.minutes < billing.MAX_MINUTES_PER_BATCH
     assert len(billing.batch_for(many, p, 40 * MINUTE_MS, 1)[0]) <= 100

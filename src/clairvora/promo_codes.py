@@ -22,7 +22,7 @@ from typing import Any
 from . import promo
 from .clock import rfc3339
 from .db import TriggerAbort, UniqueViolation, sql
-from .errors import Problem, conflict, not_found, unprocessable
+from .errors import Problem, bad_request, conflict, not_found, unprocessable
 from .idempotency import IdempotencyKey
 from .ids import new_id
 from .openapi import page_schema
@@ -65,10 +65,13 @@ _COLUMNS = """id, code, credit_cents, free_minutes, max_cents_per_minute, credit
   valid_until_ms, max_redemptions, per_client_limit, redemptions_count, note, disabled_at_ms, created_at_ms"""
 
 
-def parse_time(text: str) -> int:
-    """RFC 3339 UTC ('...Z', the shape's pattern) -> ms."""
+def parse_time(text: str, field: str) -> int:
+    """RFC 3339 UTC ('...Z', the shape's pattern) -> ms; a date that does not exist is a 400."""
     whole, _, fraction = text[:-1].partition(".")
-    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    try:
+        seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        raise bad_request(f"'{field}' is not a date and time that exists.", field) from None
     return seconds * 1000 + (int(fraction.ljust(3, "0")) if fraction else 0)
 
 
@@ -111,8 +114,8 @@ async def create_code(rc: RequestContext) -> Reply:
         raise unprocessable("promo_code_invalid", "Give exactly one of credit_cents and free_minutes.")
     if "max_cents_per_minute" in body and "free_minutes" not in body:
         raise unprocessable("promo_code_invalid", "max_cents_per_minute goes with free_minutes only.")
-    valid_from = parse_time(body["valid_from"]) if "valid_from" in body else now_ms
-    valid_until = parse_time(body["valid_until"])
+    valid_from = parse_time(body["valid_from"], "valid_from") if "valid_from" in body else now_ms
+    valid_until = parse_time(body["valid_until"], "valid_until")
     if valid_until <= max(valid_from, now_ms):
         raise unprocessable("promo_code_invalid", "valid_until must be after valid_from and in the future.")
     free_minutes = body.get("free_minutes")
