@@ -410,11 +410,23 @@ END;
 
 -- --- the ledger's promo rules ---------------------------------------------------
 
+-- One scan of the transfer's entries judges both rules (the in-step sum is
+-- computed only for a client_promo leg: AND stops at its left side).
 CREATE TRIGGER transfers_promo_rules
 AFTER UPDATE OF posted ON transfers
 WHEN NEW.posted = 1 AND OLD.posted = 0
 BEGIN
-  SELECT RAISE(ABORT, 'promo_not_transferable')
+  SELECT CASE
+    WHEN s.promo_legs > 0 AND (
+          s.cash_legs > 0
+       OR NEW.kind NOT IN ('promo_grant', 'promo_expiry', 'satisfaction_credit', 'reading_charge', 'reading_refund')
+       OR (NEW.kind IN ('promo_grant', 'satisfaction_credit') AND (s.promo_debits > 0 OR s.other_legs > 0))
+       OR (NEW.kind = 'promo_expiry' AND (s.promo_credits > 0 OR s.other_legs > 0))
+       OR (NEW.kind = 'reading_charge' AND (s.promo_credits > 0 OR s.wallet_credits > 0))
+       OR (NEW.kind = 'reading_refund' AND (s.promo_debits > 0 OR s.wallet_debits > 0)))
+      THEN RAISE(ABORT, 'promo_not_transferable')
+    WHEN s.out_of_step > 0 THEN RAISE(ABORT, 'promo_out_of_step')
+  END
   FROM (SELECT sum(a.kind = 'client_promo') AS promo_legs,
                sum(a.kind = 'client_promo' AND e.amount_cents > 0) AS promo_credits,
                sum(a.kind = 'client_promo' AND e.amount_cents < 0) AS promo_debits,
@@ -422,21 +434,13 @@ BEGIN
                               'advisor_cleared')) AS cash_legs,
                sum(a.kind = 'client_wallet' AND e.amount_cents > 0) AS wallet_credits,
                sum(a.kind = 'client_wallet' AND e.amount_cents < 0) AS wallet_debits,
-               sum(a.kind NOT IN ('client_promo', 'platform_promotions')) AS other_legs
+               sum(a.kind NOT IN ('client_promo', 'platform_promotions')) AS other_legs,
+               sum(a.kind = 'client_promo'
+                   AND a.balance_cents <> (SELECT coalesce(sum(g.remaining_cents), 0) FROM promo_grants g
+                                           WHERE g.client_id = a.owner_user_id AND g.remaining_cents > 0))
+                 AS out_of_step
         FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
-        WHERE e.transfer_id = NEW.id) s
-  WHERE s.promo_legs > 0 AND (
-        s.cash_legs > 0
-     OR NEW.kind NOT IN ('promo_grant', 'promo_expiry', 'satisfaction_credit', 'reading_charge', 'reading_refund')
-     OR (NEW.kind IN ('promo_grant', 'satisfaction_credit') AND (s.promo_debits > 0 OR s.other_legs > 0))
-     OR (NEW.kind = 'promo_expiry' AND (s.promo_credits > 0 OR s.other_legs > 0))
-     OR (NEW.kind = 'reading_charge' AND (s.promo_credits > 0 OR s.wallet_credits > 0))
-     OR (NEW.kind = 'reading_refund' AND (s.promo_debits > 0 OR s.wallet_debits > 0)));
-  SELECT RAISE(ABORT, 'promo_out_of_step')
-  FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
-  WHERE e.transfer_id = NEW.id AND a.kind = 'client_promo'
-    AND a.balance_cents <> (SELECT coalesce(sum(g.remaining_cents), 0) FROM promo_grants g
-                            WHERE g.client_id = a.owner_user_id AND g.remaining_cents > 0);
+        WHERE e.transfer_id = NEW.id) s;
 END;
 
 -- --- the minute charge, promo-aware ---------------------------------------------
