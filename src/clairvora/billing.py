@@ -82,8 +82,7 @@ READING_COLUMNS = """
 # grants. What a reading's routes read: that, and while the reading is requested
 # what its accept needs (offers.py).
 CHARGE_COLUMNS = f"""{READING_COLUMNS},
-  (SELECT balance_cents FROM accounts WHERE owner_user_id = r.client_id AND kind = 'client_promo') AS promo_account_cents,
-  {promo.LIVE_GRANTS_OF_READING} AS promo_grants_json"""  # noqa: S608 - constant text
+  {promo.LIVE_GRANTS_OF_READING} AS promo_grants_json"""
 BILLING_COLUMNS = CHARGE_COLUMNS + offers.OFFER_COLUMNS
 
 SELECT_READING = f"SELECT {BILLING_COLUMNS} FROM readings r WHERE r.id = ?"  # noqa: S608 - constant text
