@@ -22,6 +22,7 @@ import coldstart
 import dataset
 import harness
 import operations
+import promo_ops
 import seed_design
 import targets
 from measure import Row, count_money_calls, table
@@ -77,6 +78,7 @@ async def main(argv: Any) -> dict[str, Any] | None:
     rows: list[Row] = []
     rows += await operations.seed_vs_ours(world)
     rows += await operations.api_operations(world)
+    rows += await promo_ops.promo_ops(world)
     log(f"measured in {time.perf_counter() - started:.1f} s")
 
     measured = {operations.route_key(*r.route) for r in rows if r.route and r.samples}

@@ -3,7 +3,7 @@
 import time
 from typing import Any
 
-from clairvora import ledger
+from clairvora import ledger, promo
 from clairvora.db import sql
 from clairvora.ids import new_id
 from support import Client, database, new_user, token_for, unique
@@ -185,17 +185,23 @@ async def assert_ledger_consistent() -> None:
                OR r.billed_minutes <> (SELECT coalesce(max(minute), 0) FROM reading_charges c WHERE c.reading_id = r.id)
                OR EXISTS (SELECT 1 FROM reading_charges c WHERE c.reading_id = r.id
                           AND c.amount_cents <> r.rate_cents_per_minute) LIMIT 5""",
-        "one charge transfer per minute, split as fixed on the reading": """
+        # promo.py: a promo-paid cent pays the advisor its promo share and the rest to promotions (account 3)
+        "one charge transfer per minute, split as fixed on the reading": f"""
             SELECT c.reading_id, c.minute FROM reading_charges c JOIN readings r ON r.id = c.reading_id
             JOIN transfers t ON t.id = c.transfer_id
             WHERE EXISTS (SELECT 1 FROM ledger_entries e WHERE e.transfer_id = t.id)
               AND (t.transfer_key <> 'reading:' || c.reading_id || ':minute:' || c.minute
                OR (SELECT coalesce(sum(e.amount_cents), 0) FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
                    WHERE e.transfer_id = t.id AND a.kind = 'advisor_earnings' AND a.owner_user_id = r.advisor_id)
-                  <> r.advisor_cents_per_minute
+                  <> {promo.CHARGE_ADVISOR_CENTS}
                OR (SELECT coalesce(sum(e.amount_cents), 0) FROM ledger_entries e
-                   WHERE e.transfer_id = t.id AND e.account_id = 1) <> r.platform_cents_per_minute)
-            LIMIT 5""",
+                   WHERE e.transfer_id = t.id AND e.account_id = 3) <> {promo.CHARGE_PROMOTIONS_CENTS}
+               OR (SELECT coalesce(sum(e.amount_cents), 0) FROM ledger_entries e
+                   WHERE e.transfer_id = t.id AND e.account_id = 1)
+                  <> c.amount_cents - {promo.CHARGE_ADVISOR_CENTS} - {promo.CHARGE_PROMOTIONS_CENTS}
+               OR (c.promo_cents = 0 AND (SELECT coalesce(sum(e.amount_cents), 0) FROM ledger_entries e
+                   WHERE e.transfer_id = t.id AND e.account_id = 1) <> r.platform_cents_per_minute))
+            LIMIT 5""",  # noqa: S608 - constant fragments
         "reading charge transfers all belong to a charge row": """
             SELECT t.id FROM transfers t WHERE t.kind = 'reading_charge'
               AND NOT EXISTS (SELECT 1 FROM reading_charges c WHERE c.transfer_id = t.id) LIMIT 5""",

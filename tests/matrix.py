@@ -322,6 +322,83 @@ async def _unblock(world: "World") -> Call:
     return Call(f"/v1/advisors/me/blocks/{world.owner.id}")
 
 
+# --- promotions (promo_codes.py, satisfaction.py) ---------------------------------
+
+
+def _code_body() -> dict[str, Any]:
+    from clairvora.clock import rfc3339
+    from support import unique
+
+    return {
+        "code": unique("MX").upper()[:32],
+        "credit_cents": 300,
+        "valid_until": rfc3339(int(time.time() * 1000) + 86_400_000),
+        "max_redemptions": 10,
+    }
+
+
+async def _new_code(world: "World") -> str:
+    from support import unique
+
+    r = await world.admin.client.post("/v1/admin/promo-codes", _code_body(), headers={"idempotency-key": unique()})
+    assert r.status == 201, r.text
+    return r.json()["id"]
+
+
+async def _create_code(_world: "World") -> Call:
+    from support import unique
+
+    return Call("/v1/admin/promo-codes", _code_body(), {"idempotency-key": unique("mxpc")})
+
+
+async def _list_codes(world: "World") -> Call:
+    await _new_code(world)
+    return Call("/v1/admin/promo-codes")
+
+
+async def _get_code(world: "World") -> Call:
+    return Call(f"/v1/admin/promo-codes/{await _new_code(world)}")
+
+
+async def _disable_code(world: "World") -> Call:
+    from support import unique
+
+    return Call(f"/v1/admin/promo-codes/{await _new_code(world)}/disable", headers={"idempotency-key": unique()})
+
+
+async def _redeem(world: "World") -> Call:
+    """Each caller redeems the code for itself (one per client); the owner's promo credit moves only for the owner."""
+    from support import unique
+
+    code_id = await _new_code(world)
+    r = await world.admin.client.get(f"/v1/admin/promo-codes/{code_id}")
+    return Call("/v1/promo-codes/redeem", {"code": r.json()["code"]}, {"idempotency-key": unique("mxrd")})
+
+
+async def _owner_promo(world: "World") -> Any:
+    return (await world.owner.client.get("/v1/wallet")).json()["promo_cents"]
+
+
+async def _claim(world: "World") -> Call:
+    from market_support import at
+    from support import unique
+
+    reading_id, t = await _reading_between(world.owner, world.owner_advisor, "ended")
+    headers = at(t, **{"idempotency-key": unique("mxsc")})
+    return Call(f"/v1/readings/{reading_id}/satisfaction-claim", {"reason": "Matrix claim"}, headers)
+
+
+async def _admin_credit(world: "World") -> Call:
+    from support import unique
+
+    reading_id, _t = await _reading_between(world.owner, world.owner_advisor, "ended")
+    return Call(
+        f"/v1/admin/readings/{reading_id}/satisfaction-credit",
+        {"amount_cents": 50, "reason": "Matrix goodwill"},
+        {"idempotency-key": unique("mxsa")},
+    )
+
+
 PARTIES = ("owner", "counterpart")
 # Someone else's reading answers 404 to another client, another advisor and an admin alike.
 PARTY_ONLY = {"other_client": 404, "other_advisor": 404, "admin": 404}
@@ -556,6 +633,38 @@ ROWS: list[Row] = [
         authed(200, other_client=404, other_advisor=200, admin=404),
         owner="owner_advisor",
         fresh_world=True,
+    ),
+    # Promo codes: admins manage them; every signed-in caller redeems for itself.
+    Row("POST", "/v1/admin/promo-codes", _create_code, admin_only(201), may_write=("admin",)),
+    Row("GET", "/v1/admin/promo-codes", _list_codes, admin_only(200)),
+    Row("GET", "/v1/admin/promo-codes/{code_id:id}", _get_code, admin_only(200)),
+    Row("POST", "/v1/admin/promo-codes/{code_id:id}/disable", _disable_code, admin_only(200), may_write=("admin",)),
+    Row(
+        "POST",
+        "/v1/promo-codes/redeem",
+        _redeem,
+        authed(201, other_client=201, other_advisor=201, admin=201),
+        may_write=ALL_SELF,
+        owner_state=_owner_promo,
+        fresh_world=True,  # promo credit would pay the shared owner's later minutes (other rows charge its wallet)
+    ),
+    # A satisfaction claim is the reading's client's (the advisor 403, anyone else 404); admins grant one.
+    Row(
+        "POST",
+        "/v1/readings/{reading_id:id}/satisfaction-claim",
+        _claim,
+        authed(201, **PARTY_ONLY),
+        counterpart=403,
+        may_write=("owner",),
+        fresh_world=True,
+    ),
+    Row(
+        "POST",
+        "/v1/admin/readings/{reading_id:id}/satisfaction-credit",
+        _admin_credit,
+        admin_only(201),
+        may_write=("admin",),
+        fresh_world=True,  # the shared owner's promo credit (the redeem row) would pay the minute
     ),
     Row(
         "DELETE",

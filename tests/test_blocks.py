@@ -79,14 +79,12 @@ async def test_the_block_is_checked_in_the_insert_itself():
             "chat",
             90,
             10,
+            90,
             60,
             120,
             t,
             advisor_id,
-            client_id,
             100,
-            client_id,
-            client_id,
         )
     )
     assert result.changes == 0

@@ -38,6 +38,7 @@ READING_ROUTES = sorted(
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/readings/{reading_id:id}/messages"): {"body": "hello there"},
     ("POST", "/v1/readings/{reading_id:id}/review"): {"rating": 5, "comment": "Fine"},
+    ("POST", "/v1/readings/{reading_id:id}/satisfaction-claim"): {"reason": "Not what I hoped"},
 }
 STATES = ("requested", "active", "ended")
 

@@ -1,7 +1,9 @@
 """Property test: random interleavings of deposits (approved, declined, held),
-their retries, per-minute debits, admin refunds, gateway reversals and
-resolutions, and webhook replays, against a simple model; after EVERY step the
-wallet equals the model and every reconciliation invariant holds.
+their retries, promo code redemptions, per-minute debits (promo credit first,
+then the wallet), admin refunds (promo-paid cents back to promo credit), the
+cron's promo expiry, gateway reversals and resolutions, and webhook replays,
+against a simple model; after EVERY step the wallet and the promo balance equal
+the model and every reconciliation invariant (promo ones included) holds.
 
 Plain `def` test (Hypothesis drives it), each step run with run_sync on the
 real runtime and real local D1."""
@@ -13,16 +15,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyodide.ffi import run_sync
 
-from clairvora import reconcile
-from clairvora.db import TriggerAbort
+from clairvora import billing, promo, reconcile
+from clairvora.db import sql
+from market_support import now_ms
 from money_support import (
     admin_client,
     balance,
-    charge_minute_statements,
     make_advisor,
     start_reading,
     user_with_wallet,
 )
+from promo_support import DAY_MS, create_code, promo_balance, redeem, sweep
 from support import database, unique
 from test_deposits import deposit_body
 from webhook_support import event, post_event
@@ -40,12 +43,19 @@ refund = st.tuples(st.just("refund"), st.integers(1, 400))
 reverse = st.tuples(st.just("reverse"), st.integers(0, 7), st.sampled_from(["refund", "void"]), st.integers(1, 3000))
 resolve = st.tuples(st.just("resolve_held"), st.integers(0, 7), st.sampled_from(["approve", "decline"]))
 replay = st.tuples(st.just("replay_webhook"), st.integers(0, 7))
-steps = st.lists(st.one_of(deposit, retry, debit, refund, reverse, resolve, replay), min_size=2, max_size=7)
+grant = st.tuples(st.just("promo_code"), st.integers(1, 400), st.sampled_from([1, 30]))
+expire = st.tuples(st.just("promo_expiry"))
+steps = st.lists(
+    st.one_of(deposit, retry, debit, refund, reverse, resolve, replay, grant, expire), min_size=2, max_size=8
+)
 
 
 class Model:
     def __init__(self) -> None:
         self.balance = 0
+        self.promo: dict[int, list[int]] = {}  # grant id -> [expires_at_ms, remaining]
+        self.charged_promo = 0
+        self.refunded_promo = 0
         self.minutes = 0
         self.charged = 0
         self.refunded = 0
@@ -63,9 +73,68 @@ async def _setup() -> dict[str, Any]:
     return {"client_id": client_id, "client": client, "admin": admin, "reading": reading}
 
 
+def _promo_total(m: "Model") -> int:
+    return sum(remaining for _expires, remaining in m.promo.values())
+
+
+async def _promo_step(ctx: dict[str, Any], m: "Model", op: tuple) -> bool:
+    """The promo steps; False when `op` is not one."""
+    kind = op[0]
+    if kind == "promo_code":
+        _k, cents, days = op
+        code = await create_code(ctx["admin"], credit_cents=cents, credit_valid_days=days, max_redemptions=1)
+        resp = await redeem(ctx["client"], code["code"])
+        assert resp.status == 201, resp.text
+        row = await database().first(
+            sql(
+                "SELECT id, expires_at_ms FROM promo_grants WHERE redemption_id = ?",
+                int(resp.json()["redemption"]["id"]),
+            )
+        )
+        m.promo[int(row["id"])] = [int(row["expires_at_ms"]), cents]
+        return True
+    if kind == "promo_expiry":
+        # two days on: every 1-day grant has expired and the sweep returns what is left of it
+        cutoff = now_ms() + 2 * DAY_MS
+        await sweep(cutoff)
+        for grant_id, (expires, _remaining) in m.promo.items():
+            if expires <= cutoff:
+                m.promo[grant_id][1] = 0
+        return True
+    return False
+
+
+async def _debit_one(ctx: dict[str, Any], m: "Model") -> bool:
+    """One minute through the real planner and statements: promo first (FIFO by expiry), then the wallet."""
+    reading = ctx["reading"]
+    row = await database().first(sql(billing.SELECT_READING, reading["id"]))
+    grants = promo.parse_grants(row["promo_grants_json"])
+    begin = int(row["accepted_at_ms"]) + m.minutes * 60_000
+    pays, _stop = promo.allocate(grants, int(row["wallet_cents"]), RATE, [begin])
+    model_promo = min(RATE, _promo_total(m))
+    if not pays:
+        assert model_promo + max(0, m.balance) < RATE, "the planner refused a payable minute"
+        return False
+    assert pays[0].promo_cents == model_promo, (pays[0], m.promo)
+    # charged at the reading's own start (as the wallet-only helper does): no presence rule in play
+    await database().batch(billing.charge_statements(row, m.minutes + 1, 1, None, pays[0]))
+    left = model_promo
+    for grant_id in sorted(m.promo, key=lambda g: (m.promo[g][0], g)):  # FIFO by expiry, then id
+        take = min(left, m.promo[grant_id][1])
+        m.promo[grant_id][1] -= take
+        left -= take
+    m.minutes += 1
+    m.charged += RATE
+    m.charged_promo += model_promo
+    m.balance -= RATE - model_promo
+    return True
+
+
 async def _step(ctx: dict[str, Any], m: Model, op: tuple) -> None:
     client, admin, reading = ctx["client"], ctx["admin"], ctx["reading"]
     kind = op[0]
+    if await _promo_step(ctx, m, op):
+        return
     if kind == "deposit":
         _k, amount, token = op
         key, body = unique("pk"), deposit_body(amount, token)
@@ -95,14 +164,8 @@ async def _step(ctx: dict[str, Any], m: Model, op: tuple) -> None:
         assert resp.json() == d["reply"] and resp.headers.get("idempotent-replayed") == "true"
     elif kind == "debit":
         for _ in range(op[1]):
-            minute = m.minutes + 1
-            try:
-                await database().batch(charge_minute_statements(reading, minute))
-            except TriggerAbort as exc:
-                assert exc.code == "insufficient_funds" and m.balance < RATE
+            if not await _debit_one(ctx, m):
                 return
-            assert m.balance >= RATE, "a debit went through without funds"
-            m.minutes, m.charged, m.balance = minute, m.charged + RATE, m.balance - RATE
     elif kind == "refund":
         amount = op[1]
         resp = await admin.post(
@@ -112,8 +175,24 @@ async def _step(ctx: dict[str, Any], m: Model, op: tuple) -> None:
         )
         if amount <= m.charged - m.refunded:
             assert resp.status == 201, resp.text
+            back = resp.json()["refund"]
+            wallet_paid = (m.charged - m.charged_promo) - (m.refunded - m.refunded_promo)
+            assert 0 <= back["promo_cents"] <= m.charged_promo - m.refunded_promo, back
+            assert 0 <= back["wallet_cents"] <= wallet_paid and back["wallet_cents"] + back["promo_cents"] == amount
             m.refunded += amount
-            m.balance += amount
+            m.refunded_promo += back["promo_cents"]
+            m.balance += back["wallet_cents"]
+            if back["promo_cents"]:
+                row = await database().first(
+                    sql(
+                        "SELECT id, expires_at_ms FROM promo_grants WHERE transfer_id = (SELECT transfer_id FROM "
+                        "reading_refunds WHERE id = ?)",
+                        int(back["id"]),
+                    )
+                )
+                m.promo[int(row["id"])] = [int(row["expires_at_ms"]), back["promo_cents"]]
+            if m.refunded == m.charged:  # all of it back: each side exactly what it paid
+                assert m.refunded_promo == m.charged_promo
         else:
             assert resp.status == 409 and resp.json()["code"] == "refund_exceeds_charges"
     elif kind == "reverse":
@@ -167,6 +246,7 @@ async def _step(ctx: dict[str, Any], m: Model, op: tuple) -> None:
 
 async def _invariants(ctx: dict[str, Any], m: Model) -> None:
     assert await balance(ctx["client_id"]) == m.balance
+    assert await promo_balance(ctx["client_id"]) == _promo_total(m)
     report = await reconcile.check(database())
     assert report["ok"], json.dumps([c for c in report["checks"] if not c["ok"]])
 

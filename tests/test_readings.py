@@ -321,6 +321,11 @@ def test_plan_is_bounded_and_never_exceeds_funds():
         "client_heartbeat_at_ms": None,
         "advisor_heartbeat_at_ms": None,
         "wallet_cents": 10_000,
+        "client_id": 1,
+        "advisor_id": 2,
+        "advisor_cents_per_minute": 70,
+        "platform_cents_per_minute": 30,
+        "promo_advisor_cents_per_minute": None,
     }
     p = billing.plan(reading, 40 * MINUTE_MS, "heartbeat", "client")
     assert (p.first_minute, p.minutes, p.more, p.end_reason) == (4, billing.MAX_MINUTES_PER_BATCH, True, None)
@@ -358,6 +363,20 @@ def test_plan_is_bounded_and_never_exceeds_funds():
     )
     assert not p.writes, "the cron leaves a reading with recent heartbeats alone"
     assert billing.silent_party(5, 5) == "both" and billing.silent_party(6, 5) == "advisor"
+    # promo credit first: 250 of it and 100 in the wallet pay minutes 4, 5 and 6 (50 + 50), not 7
+    promo = {**reading, "wallet_cents": 100, "promo_grants_json": "[[7, 250, 1000000000]]"}
+    p = billing.plan(promo, 40 * MINUTE_MS, "heartbeat", "client")
+    assert (p.minutes, p.end_reason, [pay.promo_cents for pay in p.pays]) == (3, "insufficient_funds", [100, 100, 50])
+    assert p.pays[2].takes == ((7, 50),)
+    # credit valid only for minutes that begin before it expires (minute 6 begins at 5 periods)
+    expiring = {**promo, "wallet_cents": 1000, "promo_grants_json": f"[[7, 1000, {5 * MINUTE_MS}]]"}
+    p = billing.plan(expiring, 7 * MINUTE_MS, "heartbeat", "client")
+    assert [pay.promo_cents for pay in p.pays] == [100, 100, 0, 0, 0]
+    # a batch holds what fits: promo minutes have more statements each
+    many = {**reading, "id": 5, "promo_grants_json": "[" + ",".join(f"[{i}, 60, 10000000]" for i in range(1, 20)) + "]"}
+    p = billing.plan(many, 40 * MINUTE_MS, "heartbeat", "client")
+    assert p.more and 0 < p.minutes < billing.MAX_MINUTES_PER_BATCH
+    assert len(billing.batch_for(many, p, 40 * MINUTE_MS, 1)[0]) <= 100
     for balance in range(0, 2000, 37):
         for now in range(0, 30 * MINUTE_MS, 7 * 60_013):
             p = billing.plan({**reading, "wallet_cents": balance}, now, "heartbeat", "client")

@@ -154,18 +154,19 @@ async def test_refusals():
 
 def test_split_is_cumulative_and_exact():
     for rate, platform_part in ((7, 2), (100, 30), (333, 99), (50, 0), (10, 10)):
-        charged = rate * 4
+        charged = refunds.Totals(rate * 4, 0, 4 * (rate - platform_part), 0)
         for step in (1, 3, 7, 50):
-            refunded, total_platform, total_advisor = 0, 0, 0
-            while refunded < charged:
-                amount = min(step, charged - refunded)
-                advisor, platform = refunds.split_refund(amount, refunded, rate, platform_part)
-                refunded += amount
-                total_platform += platform
-                total_advisor += advisor
+            refunded = refunds.Totals(0, 0, 0, 0)
+            while refunded.cents < charged.cents:
+                amount = min(step, charged.cents - refunded.cents)
+                split = refunds.split_refund(amount, charged, refunded)
+                assert split.promo == 0 and split.promotions == 0, split
+                refunded = refunds.Totals(
+                    refunded.cents + amount, 0, refunded.advisor + split.advisor, refunded.promotions
+                )
                 # never more from either side than it earned
-                assert total_platform <= 4 * platform_part and total_advisor <= 4 * (rate - platform_part)
-            assert total_platform == 4 * platform_part and total_advisor == 4 * (rate - platform_part)
+                assert refunded.revenue <= 4 * platform_part and refunded.advisor <= 4 * (rate - platform_part)
+            assert refunded.revenue == 4 * platform_part and refunded.advisor == 4 * (rate - platform_part)
 
 
 # --- concurrent refunds of one reading (issue 13 item 6) ---------------------

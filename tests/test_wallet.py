@@ -8,7 +8,14 @@ async def test_new_wallet_is_empty():
     _uid, client = await user_with_wallet("w")
     resp = await client.get("/v1/wallet")
     assert resp.status == 200
-    assert resp.json() == {"available_cents": 0, "held_cents": 0, "currency": "USD"}
+    assert resp.json() == {
+        "available_cents": 0,
+        "held_cents": 0,
+        "currency": "USD",
+        "promo_cents": 0,
+        "promo_next_expires_at": None,
+        "promo_next_expiring_cents": None,
+    }
     assert "x-d1-bookmark" in resp.headers
     page = (await client.get("/v1/wallet/transactions")).json()
     assert page == {"items": [], "next_cursor": None}
@@ -65,7 +72,7 @@ async def test_openapi_describes_the_money_routes():
     doc = (await Client().get("/openapi.json")).json()
     schemas = doc["components"]["schemas"]
     expected = {
-        ("/v1/wallet", "get"): "Wallet",
+        ("/v1/wallet", "get"): "WalletBalances",
         ("/v1/wallet/transactions", "get"): "WalletTransactionPage",
         ("/v1/wallet/deposits", "post"): "DepositResult",
         ("/v1/webhooks/authorizenet", "post"): "WebhookReceipt",

@@ -31,6 +31,11 @@ OWNER_COLUMNS: dict[str, tuple[str, ...]] = {
     "messages": ("client_id", "advisor_id", "sender_id"),
     "reviews": ("client_id", "advisor_id"),
     "advisor_blocks": ("advisor_id", "client_id"),
+    # 0091: promotional credit
+    "promo_grants": ("client_id",),
+    "promo_redemptions": ("client_id",),
+    "free_minute_offers": ("client_id",),
+    "satisfaction_claims": ("client_id", "advisor_id"),
 }
 
 # (file name, a fragment of the statement) -> why it may go unscoped.
@@ -43,6 +48,22 @@ ALLOWED: dict[tuple[str, str], str] = {
         "ledger.py",
         "SELECT balance_cents FROM accounts WHERE id = ?",
     ): "balance of a fixed platform account (AccountRef with account_id)",
+    ("promo_checks.py", ""): "admin reconciliation's promo invariants (run by reconcile.check): every row by design",
+    (
+        "promo.py",
+        "FROM promo_grants WHERE remaining_cents > 0 AND expires_at_ms <= ?",
+    ): "the cron's expiry sweep: every client's expired grants (bounded, oldest first); each is then written "
+    "WHERE id = ? AND client_id = ?",
+    (
+        "satisfaction.py",
+        "FROM readings r WHERE r.id = ?",
+    ): "the admin grant (auth='admin') reads any reading by id; the client's claim appends "
+    "AND (r.client_id = ? OR r.advisor_id = ?) (_FOR_PARTICIPANT); the subqueries follow that reading's id",
+    (
+        "satisfaction.py",
+        "SELECT r.id, r.client_id, r.advisor_id, r.status, r.ended_at_ms, (SELECT coalesce(sum(amount_cents - "
+        "promo_cents), 0) FROM reading_charges WHERE reading_id = r.id)",
+    ): "the same statement's first part (before an f-string fragment): sums of that reading's rows",
     ("reconcile.py", ""): "admin reconciliation (GET /v1/admin/ledger/check, auth='admin'): checks every row by design",
     ("periods.py", ""): "the ledger's period close (the cron and admin routes, auth='admin'): moves every "
     "account's closed entries to R2 by design",

@@ -91,6 +91,10 @@ SEMANTIC_400 = {
     ("GET /v1/wallet/transactions", "invalid_cursor"),
     ("GET /v1/wallet/transactions", "cursor"),
     ("GET /v1/advisors/me/blocks", "invalid_cursor"),
+    ("GET /v1/admin/promo-codes", "invalid_cursor"),
+    # digits in the RFC 3339 shape that name no real date and time (month 13, February 30)
+    ("POST /v1/admin/promo-codes", "valid_from"),
+    ("POST /v1/admin/promo-codes", "valid_until"),
 }
 
 

@@ -17,11 +17,13 @@ from . import (
     period_routes,
     photos,
     privacy,
+    promo_codes,
     ratelimits,
     readings,
     reconcile,
     refunds,
     reviews,
+    satisfaction,
     system,
     users,
     wallet,
@@ -57,6 +59,8 @@ ROUTES: list[Route] = [
     *reviews.ROUTES,
     *earnings.ROUTES,
     *blocks.ROUTES,
+    *promo_codes.ROUTES,
+    *satisfaction.ROUTES,
 ]
 SCHEMAS: dict[str, Any] = {
     **privacy.SCHEMAS,
@@ -73,6 +77,8 @@ SCHEMAS: dict[str, Any] = {
     **messages.SCHEMAS,
     **reviews.SCHEMAS,
     **earnings.SCHEMAS,
+    **promo_codes.SCHEMAS,
+    **satisfaction.SCHEMAS,
 }
 
 ROUTER = Router(ROUTES)

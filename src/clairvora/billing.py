@@ -36,39 +36,56 @@ the reading is live). A refused batch is re-planned from a fresh read, a
 bounded number of times. So heartbeats from both participants, `end`,
 retries and the cron can all race and every minute is charged at most once.
 
-`plan()` is pure: given the reading, the wallet balance, the time, what is
-asked and by whom, it says which minutes to charge and whether and how the
-reading ends.
+Promo credit (promo.py, migration 0091) pays first: each minute draws on the
+client's grants valid when it began, earliest expiry first, and the wallet
+pays the rest; the charge row records the promo part and its trigger checks the
+split, the order and that the wallet paid nothing a valid grant could
+(promo_not_first, promo_grant_order; promo_out_of_step at the posting when a
+grant moved meanwhile): all re-planned like the refusals above.
+
+`plan()` is pure: given the reading (with the client's wallet and live grants),
+the time, what is asked and by whom, it says how each minute to charge is paid
+and whether and how the reading ends.
 """
 
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import ledger
+from . import offers, promo
+from .charges import LOW_BALANCE_MINUTES, balance_view, charge_statements, first_minute_pay, fit_batch
 from .db import Database, Statement, TriggerAbort, UniqueViolation, sql
 from .errors import service_unavailable
-from .ids import new_id
 
 Action = Literal["heartbeat", "client_ended", "advisor_ended", "timeout"]
 Party = Literal["client", "advisor"]
 
 # 6 statements per minute (transfer, 3 entries, post, charge row) + 2 more:
-# 15 minutes = 92 statements, inside our 100-statement batch cap.
+# 15 minutes = 92 statements, inside our 100-statement batch cap. A minute paid
+# by promo credit has one more entry per account and one statement per grant it
+# draws on: the plan stops a batch early when it would not fit.
 MAX_MINUTES_PER_BATCH = 15
 # A call charges at most this many batches' worth (the rest on the next call).
 MAX_BATCHES_PER_CALL = 4
 # Re-plans after a batch the SQL refused because someone else moved first.
 MAX_ATTEMPTS = 5
-LOW_BALANCE_MINUTES = 2
+# Re-exported: the charge of one minute and the client's balance view live in charges.py.
+__all__ = ["LOW_BALANCE_MINUTES", "balance_view", "charge_statements", "first_minute_pay"]
 
 READING_COLUMNS = """
   r.id, r.client_id, r.advisor_id, r.channel, r.status, r.rate_cents_per_minute, r.advisor_cents_per_minute,
   r.platform_cents_per_minute, r.billing_period_seconds, r.billed_minutes, r.end_reason, r.requested_at_ms,
   r.accepted_at_ms, r.ended_at_ms, r.last_heartbeat_at_ms, r.client_heartbeat_at_ms, r.advisor_heartbeat_at_ms,
-  r.heartbeat_timeout_seconds, r.silent_party, r.version,
+  r.heartbeat_timeout_seconds, r.silent_party, r.version, r.promo_advisor_cents_per_minute,
   (SELECT balance_cents FROM accounts WHERE owner_user_id = r.client_id AND kind = 'client_wallet') AS wallet_cents"""
 
-SELECT_READING = f"SELECT {READING_COLUMNS} FROM readings r WHERE r.id = ?"  # noqa: S608 - constant text
+# What charging needs beside the row (lists do without): the client's live promo
+# grants. What a reading's routes read: that, and while the reading is requested
+# what its accept needs (offers.py).
+CHARGE_COLUMNS = f"""{READING_COLUMNS},
+  {promo.LIVE_GRANTS_OF_READING} AS promo_grants_json"""
+BILLING_COLUMNS = CHARGE_COLUMNS + offers.OFFER_COLUMNS
+
+SELECT_READING = f"SELECT {BILLING_COLUMNS} FROM readings r WHERE r.id = ?"  # noqa: S608 - constant text
 
 # When each side was last heard (NULL: not since the accept), the earlier of
 # the two (the index readings_active_by_presence is on exactly this
@@ -91,6 +108,7 @@ class Plan:
     heartbeat_at_ms: int | None  # record a heartbeat at this time ...
     heartbeat_by: Party | None  # ... from this side
     more: bool  # more minutes are due than one batch holds
+    pays: tuple[promo.MinutePay, ...] = ()  # how each of the minutes is paid (promo part, grants)
 
     @property
     def writes(self) -> bool:
@@ -144,7 +162,6 @@ def plan(
     rate = int(reading["rate_cents_per_minute"])
     client_seen, advisor_seen = seen_at(reading)
     both_seen = min(client_seen, advisor_seen)
-    balance = int(reading["wallet_cents"] or 0)
 
     # A side silent for longer than the timeout: the reading ended at that
     # side's last heartbeat, whoever notices (cron, a heartbeat, an end).
@@ -170,67 +187,44 @@ def plan(
             reason, ended_at = action, max(now_ms, accepted)
         when_heartbeat = None
     need = max(0, due - billed)
-    affordable = max(0, balance) // rate
     beat = action == "heartbeat" and not stale and party is not None
     heartbeat_at, heartbeat_by = (now_ms, party) if beat else (None, None)
 
-    if need > affordable and affordable < max_minutes:
-        # The wallet runs out: the reading ends when the last paid minute does.
+    horizon = min(need, max_minutes)
+    grants = promo.parse_grants(reading.get("promo_grants_json"))
+    begins = [accepted + (billed + i) * period_ms for i in range(horizon)]
+    pays, stop = promo.allocate(
+        grants, int(reading["wallet_cents"] or 0), rate, begins, complete=promo.grants_complete(grants)
+    )
+    fitting = fit_batch(reading, pays)
+    if len(fitting) < len(pays):
+        pays, stop = fitting, "budget"
+    paid = len(pays)
+    if stop == "funds":
+        # The money runs out: the reading ends when the last paid minute does.
         return Plan(
             billed + 1,
-            affordable,
+            paid,
             "insufficient_funds",
-            accepted + (billed + affordable) * period_ms,
+            accepted + (billed + paid) * period_ms,
             True,
             None,
             heartbeat_at,
             heartbeat_by,
             False,
+            tuple(pays),
         )
-    if need > max_minutes:
-        return Plan(billed + 1, max_minutes, None, None, False, None, heartbeat_at, heartbeat_by, True)
-    return Plan(billed + 1, need, reason, ended_at, False, when_heartbeat, heartbeat_at, heartbeat_by, False)
-
-
-def charge_statements(reading: dict[str, Any], minute: int, now_ms: int, by_user_id: int | None) -> list[Statement]:
-    """Minute `minute` of the reading: its transfer and its charge row."""
-    reading_id = int(reading["id"])
-    rate = int(reading["rate_cents_per_minute"])
-    advisor_part = int(reading["advisor_cents_per_minute"])
-    platform_part = int(reading["platform_cents_per_minute"])
-    legs = [ledger.Leg(ledger.wallet_of(int(reading["client_id"])), -rate)]
-    if advisor_part:
-        legs.append(ledger.Leg(ledger.earnings_of(int(reading["advisor_id"])), advisor_part))
-    if platform_part:
-        legs.append(ledger.Leg(ledger.PLATFORM_REVENUE, platform_part))
-    transfer_id = new_id()
-    return [
-        *ledger.transfer(
-            transfer_id=transfer_id,
-            key=f"reading:{reading_id}:minute:{minute}",
-            kind="reading_charge",
-            legs=legs,
-            now_ms=now_ms,
-            reference_type="reading",
-            reference_id=reading_id,
-            requested_by_user_id=by_user_id,
-        ),
-        # The trigger checks order, status, rate and the transfer, then moves
-        # readings.billed_minutes to this minute.
-        sql(
-            """INSERT INTO reading_charges (reading_id, minute, transfer_id, amount_cents, charged_at_ms)
-               VALUES (?, ?, ?, ?, ?)""",
-            reading_id,
-            minute,
-            transfer_id,
-            rate,
-            now_ms,
-        ),
-    ]
+    if stop is not None or need > max_minutes:
+        # More is due than this batch holds (minutes, statements, or grants not read).
+        return Plan(billed + 1, paid, None, None, False, None, heartbeat_at, heartbeat_by, True, tuple(pays))
+    return Plan(
+        billed + 1, need, reason, ended_at, False, when_heartbeat, heartbeat_at, heartbeat_by, False, tuple(pays)
+    )
 
 
 # Ends the reading. Every end: still active, billed as planned, and
-#   insufficient_funds  ... the wallet cannot pay the next minute;
+#   insufficient_funds  ... the wallet and the promo credit valid when the next
+#                           minute begins cannot pay it;
 #   heartbeat_timeout   ... the earlier of the two last heartbeats is still the
 #                           one planned on (ended_at) and older than the timeout;
 #   client/advisor_ended ... neither side has been silent past the timeout.
@@ -242,8 +236,12 @@ SET status = 'ended', end_reason = ?, ended_at_ms = ?, version = version + 1,
       CASE WHEN {CLIENT_SEEN} < {ADVISOR_SEEN} THEN 'client'
            WHEN {ADVISOR_SEEN} < {CLIENT_SEEN} THEN 'advisor' ELSE 'both' END END
 WHERE id = ? AND status = 'active' AND billed_minutes = ?
-  AND (? = 0 OR (SELECT balance_cents FROM accounts
-                 WHERE owner_user_id = readings.client_id AND kind = 'client_wallet') < rate_cents_per_minute)
+  AND (? = 0 OR max(0, (SELECT balance_cents FROM accounts
+                        WHERE owner_user_id = readings.client_id AND kind = 'client_wallet'))
+                 + (SELECT coalesce(sum(g.remaining_cents), 0) FROM promo_grants g
+                    WHERE g.client_id = readings.client_id AND g.remaining_cents > 0
+                      AND g.expires_at_ms > accepted_at_ms + billed_minutes * billing_period_seconds * 1000)
+                 < rate_cents_per_minute)
   AND CASE ?
         WHEN 'heartbeat_timeout' THEN ? - {BOTH_SEEN} > {_TIMEOUT_MS} AND {BOTH_SEEN} = ?
         WHEN 'insufficient_funds' THEN 1
@@ -271,8 +269,9 @@ def batch_for(reading: dict[str, Any], p: Plan, now_ms: int, by_user_id: int | N
     """The plan's statements (ending with a fresh read of the reading), and
     whether the batch holds a conditional update that must change one row."""
     statements: list[Statement] = []
-    for minute in range(p.first_minute, p.first_minute + p.minutes):
-        statements += charge_statements(reading, minute, now_ms, by_user_id)
+    assert len(p.pays) == p.minutes, "every minute charged has its payment planned"
+    for minute, pay in zip(range(p.first_minute, p.first_minute + p.minutes), p.pays, strict=True):
+        statements += charge_statements(reading, minute, now_ms, by_user_id, pay)
     billed_after = p.first_minute - 1 + p.minutes
     conditional = False
     if p.end_reason is not None:
@@ -310,7 +309,9 @@ def batch_for(reading: dict[str, Any], p: Plan, now_ms: int, by_user_id: int | N
     return statements, conditional
 
 
-_RETRY_TRIGGERS = {"insufficient_funds", "reading_not_billable", "reading_party_silent"}
+# A grant moved since the read (a racing charge, an expiry, a new grant).
+PROMO_RETRY_CODES = frozenset({"promo_out_of_step", "promo_not_first", "promo_grant_order"})
+_RETRY_TRIGGERS = {"insufficient_funds", "reading_not_billable", "reading_party_silent", *PROMO_RETRY_CODES}
 
 
 def party_of(reading: dict[str, Any], user_id: int | None) -> Party | None:
@@ -359,16 +360,3 @@ async def advance(
         if not p.more or batches >= MAX_BATCHES_PER_CALL:
             return reading
     return reading
-
-
-def balance_view(reading: dict[str, Any], viewer_id: int) -> dict[str, Any]:
-    """To the client: its balance_cents, the minutes_left it can still pay and
-    the low-balance warning. To the advisor: all three null. Each is computed
-    from the client's live wallet, so any of them (even a minute count, even
-    the warning, even on an ended reading) would tell the advisor about the
-    client's money."""
-    if viewer_id != int(reading["client_id"]):
-        return {"balance_cents": None, "minutes_left": None, "low_balance": None}
-    balance = int(reading["wallet_cents"] or 0)
-    minutes_left = max(0, balance) // int(reading["rate_cents_per_minute"])
-    return {"balance_cents": balance, "minutes_left": minutes_left, "low_balance": minutes_left < LOW_BALANCE_MINUTES}

@@ -49,6 +49,15 @@ MAX_TOKEN_LIFETIME_BOUNDS = (60, 366 * 86400)
 RATE_LIMIT_MODES = ("enforce", "observe")
 
 
+def _switch(env: Any, name: str, default: bool) -> bool:
+    raw = _var(env, name)
+    if raw is None:
+        return default
+    if raw not in ("on", "off"):
+        raise Problem(500, "misconfigured", "Server misconfigured", f"var {name} is neither 'on' nor 'off'")
+    return raw == "on"
+
+
 def _rate_limits_enforced(env: Any, environment: str) -> bool:
     mode = _var(env, "RATE_LIMITS", "enforce")
     if mode not in RATE_LIMIT_MODES:
@@ -101,10 +110,32 @@ class Settings:
     ledger_period_close_auto: bool
     # Chat of an ended reading moves to R2 this long after the end (chat_archive_job.py).
     message_archive_delay_s: int
+    # Promotional credit (promo.py, migration 0091).
+    # The advisor's share of a promo-paid minute, in bps of the rate (unset: the
+    # normal share, 10000 - PLATFORM_FEE_BPS); the rest of a promo-paid cent goes
+    # back to the promotions account: the platform bears the promotion.
+    promo_advisor_share_bps: int
+    promo_refund_credit_days: int  # how long promo credit a reading refund gave back stays valid
+    # The new-client offer: this many free minutes on the first accepted reading
+    # (0: off), each worth the reading's rate but at most the cap; with
+    # requires_deposit only for a client who made a card deposit.
+    new_client_free_minutes: int
+    new_client_max_cents_per_minute: int
+    new_client_offer_requires_deposit: bool
+    # Satisfaction credit (satisfaction.py): a claim within the window after the
+    # reading ended, at most max_cents and claims_per_period per period_days,
+    # paid as promo credit valid credit_days; clawback from pending earnings.
+    satisfaction_window_s: int
+    satisfaction_max_cents: int
+    satisfaction_claims_per_period: int
+    satisfaction_period_days: int
+    satisfaction_credit_days: int
+    satisfaction_clawback: bool
 
     @classmethod
     def from_env(cls, env: Any) -> "Settings":
         environment = _var(env, "ENVIRONMENT", "local") or "local"
+        platform_fee_bps = _int(env, "PLATFORM_FEE_BPS", 3000, 0, 10000)
         parties = _var(env, "CLERK_AUTHORIZED_PARTIES", "") or ""
         return cls(
             environment=environment,
@@ -122,7 +153,7 @@ class Settings:
                 env, "MAX_TOKEN_LIFETIME_SECONDS", MAX_TOKEN_LIFETIME_SECONDS, *MAX_TOKEN_LIFETIME_BOUNDS
             ),
             billing_period_s=_int(env, "BILLING_PERIOD_SECONDS", 60, 1, 3600),
-            platform_fee_bps=_int(env, "PLATFORM_FEE_BPS", 3000, 0, 10000),
+            platform_fee_bps=platform_fee_bps,
             heartbeat_timeout_s=_int(env, "HEARTBEAT_TIMEOUT_SECONDS", 120, 1, 3600),
             request_timeout_s=_int(env, "REQUEST_TIMEOUT_SECONDS", 120, 1, 86400),
             deposit_min_cents=_int(env, "DEPOSIT_MIN_CENTS", DEPOSIT_MIN_CENTS, 1, 10_000_000),
@@ -142,4 +173,15 @@ class Settings:
             deposit_cooloff_s=_int(env, "DEPOSIT_COOLOFF_SECONDS", 3600, 60, 30 * 86400),
             ledger_period_close_auto=_choice(env, "LEDGER_PERIOD_CLOSE", ("auto", "manual"), "auto") == "auto",
             message_archive_delay_s=_int(env, "MESSAGE_ARCHIVE_DELAY_SECONDS", 3600, 0, 30 * 86400),
+            promo_advisor_share_bps=_int(env, "PROMO_ADVISOR_SHARE_BPS", 10000 - platform_fee_bps, 0, 10000),
+            promo_refund_credit_days=_int(env, "PROMO_REFUND_CREDIT_DAYS", 30, 1, 366),
+            new_client_free_minutes=_int(env, "NEW_CLIENT_FREE_MINUTES", 0, 0, 60),
+            new_client_max_cents_per_minute=_int(env, "NEW_CLIENT_MAX_CENTS_PER_MINUTE", 300, 1, 100_000),
+            new_client_offer_requires_deposit=_switch(env, "NEW_CLIENT_OFFER_REQUIRES_DEPOSIT", True),
+            satisfaction_window_s=_int(env, "SATISFACTION_WINDOW_SECONDS", 72 * 3600, 60, 90 * 86400),
+            satisfaction_max_cents=_int(env, "SATISFACTION_MAX_CENTS", 2500, 1, 100_000),
+            satisfaction_claims_per_period=_int(env, "SATISFACTION_CLAIMS_PER_PERIOD", 1, 1, 100),
+            satisfaction_period_days=_int(env, "SATISFACTION_PERIOD_DAYS", 30, 1, 366),
+            satisfaction_credit_days=_int(env, "SATISFACTION_CREDIT_DAYS", 30, 1, 366),
+            satisfaction_clawback=_switch(env, "SATISFACTION_CLAWBACK", False),
         )

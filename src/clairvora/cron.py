@@ -14,6 +14,8 @@ the others.
   cron run harmless). Found through readings_active_by_presence, an index on
   that earlier heartbeat; each reading's own timeout (fixed at request time)
   decides, so a reading picked here that is not yet silent is left alone;
+- return expired, unspent promo credit to the promotions account (promo.py:
+  one promo_expiry transfer per grant, bounded);
 - purge expired Idempotency-Key records (bounded);
 - sweep orphaned photo objects (photos.py);
 - advance the close of a ledger period (periods.py: open last month's once it
@@ -27,7 +29,7 @@ the others.
 
 from typing import Any
 
-from . import billing, chat_archive_job, deposit_resolution, logs, periods, photos
+from . import billing, chat_archive_job, deposit_resolution, logs, periods, photos, promo
 from .clock import Clock
 from .config import Settings
 from .db import Database, sql
@@ -39,6 +41,8 @@ MAX_TIMED_OUT_READINGS_PER_RUN = 10  # usually one D1 call each
 # Settling stops once the run has made this many D1 calls (the cap per
 # invocation is 50; a contended reading may cost a few retries).
 CALL_BUDGET = 35
+# Promo expiries stop once the run has made this many calls (one batch each).
+PROMO_EXPIRY_CALL_BUDGET = 40
 
 _EXPIRE_REQUESTS = """
 UPDATE readings SET status = 'expired', ended_at_ms = requested_at_ms + ?, version = version + 1
@@ -50,7 +54,7 @@ WHERE status = 'requested' AND id IN (
 # readings_active_by_presence spells it (the planner uses the index only for
 # this exact expression).
 _SILENT_READINGS = f"""
-SELECT {billing.READING_COLUMNS} FROM readings r
+SELECT {billing.CHARGE_COLUMNS} FROM readings r
 WHERE r.status = 'active' AND {billing.BOTH_SEEN} < ?
 ORDER BY {billing.BOTH_SEEN} LIMIT ?"""  # noqa: S608 - constant text
 
@@ -105,6 +109,7 @@ async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
     jobs = [
         ("expire_requests", lambda: expire_requests(db, settings, now_ms)),
         ("settle_silent_readings", lambda: settle_silent_readings(db, settings, now_ms)),
+        ("expire_promo_credit", lambda: promo.expire_credit(db, now_ms, PROMO_EXPIRY_CALL_BUDGET)),
         ("purge_idempotency_keys", lambda: purge_idempotency_keys(db, now_ms)),
         (photos.SWEEP_JOB, lambda: photos.sweep_orphans(db, env.MEDIA, now_ms)),
         (

@@ -14,6 +14,7 @@ update or delete of an entry; a refusal aborts the whole batch. The transfer
 key is UNIQUE, so repeating a movement (same key) also aborts its batch.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -100,6 +101,10 @@ def earnings_of(user_id: int) -> AccountRef:
     return AccountRef(owner_user_id=user_id, kind="advisor_earnings")
 
 
+def promo_of(user_id: int) -> AccountRef:
+    return AccountRef(owner_user_id=user_id, kind="client_promo")
+
+
 @dataclass(frozen=True, slots=True)
 class Leg:
     account: AccountRef
@@ -127,8 +132,12 @@ def transfer(
     reference_type: ReferenceType | None = None,
     reference_id: int | None = None,
     requested_by_user_id: int | None = None,
+    before_entries: Sequence[Statement] = (),
 ) -> list[Statement]:
-    """The statements of one balanced transfer, for a single batch."""
+    """The statements of one balanced transfer, for a single batch.
+    `before_entries` go right after the transfer row: rows that reference the
+    transfer and must be in place when its entries and its posting are judged
+    (a refund row, promo grant rows: migrations 0010, 0091)."""
     assert 2 <= len(legs) <= MAX_LEGS, "a transfer has 2..8 legs"
     assert all(leg.amount_cents != 0 for leg in legs), "no zero legs"
     assert all(abs(leg.amount_cents) <= MAX_TRANSFER_CENTS for leg in legs)
@@ -146,7 +155,8 @@ def transfer(
             reference_id,
             requested_by_user_id,
             now_ms,
-        )
+        ),
+        *before_entries,
     ]
     for leg in legs:
         ref = leg.account

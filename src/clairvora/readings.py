@@ -22,10 +22,10 @@ advisor receives depends on the client's wallet (billing.balance_view).
 
 from typing import Any
 
-from . import billing, ledger, limits
+from . import billing, ledger, limits, offers
 from .clock import rfc3339
 from .db import Database, Statement, TriggerAbort, UniqueViolation, sql
-from .errors import Problem, bad_request, conflict, forbidden, not_found
+from .errors import Problem, bad_request, conflict, forbidden, not_found, service_unavailable
 from .idempotency import IdempotencyKey
 from .ids import new_id, parse_id
 from .openapi import page_schema
@@ -71,8 +71,8 @@ def reading_view(row: dict[str, Any], viewer_id: int) -> dict[str, Any]:
     }
 
 
-def billed_view(row: dict[str, Any], viewer_id: int) -> dict[str, Any]:
-    return {**reading_view(row, viewer_id), **billing.balance_view(row, viewer_id)}
+def billed_view(row: dict[str, Any], viewer_id: int, now_ms: int) -> dict[str, Any]:
+    return {**reading_view(row, viewer_id), **billing.balance_view(row, viewer_id, now_ms)}
 
 
 async def load_participant(db: Database, reading_id: int, user_id: int) -> dict[str, Any]:
@@ -120,32 +120,44 @@ READING_CREATE = Obj(
     required=("advisor_id",),
 )
 
-# One read: the advisor, the caller's wallet and any stored answer for the key.
+# One read: the advisor, the caller's wallet and valid promo credit (at ?), a
+# pending free-minute offer, and any stored answer for the key.
 _PRECHECK = """
 SELECT a.user_id AS advisor_id, a.rate_cents_per_minute, a.status AS advisor_status,
        w.balance_cents AS wallet_cents, b.client_id IS NOT NULL AS blocked,
        u.self_excluded_until_ms, u.self_exclusion_pending_until_ms, u.self_exclusion_pending_at_ms,
+       (SELECT coalesce(sum(remaining_cents), 0) FROM promo_grants
+        WHERE client_id = u.id AND remaining_cents > 0 AND expires_at_ms > ?1) AS promo_cents,
+       EXISTS (SELECT 1 FROM free_minute_offers
+               WHERE client_id = u.id AND reading_id IS NULL AND expires_at_ms > ?1) AS has_offer,
        k.route AS k_route, k.request_sha256 AS k_sha, k.state AS k_state,
        k.response_status AS k_status, k.response_body AS k_body
 FROM (SELECT 1) AS one
-LEFT JOIN advisors a ON a.user_id = ?
-LEFT JOIN accounts w ON w.owner_user_id = ? AND w.kind = 'client_wallet'
-LEFT JOIN advisor_blocks b ON b.advisor_id = a.user_id AND b.client_id = ?
-LEFT JOIN users u ON u.id = ?
-LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.idempotency_key = ?"""
+LEFT JOIN advisors a ON a.user_id = ?2
+LEFT JOIN accounts w ON w.owner_user_id = ?3 AND w.kind = 'client_wallet'
+LEFT JOIN advisor_blocks b ON b.advisor_id = a.user_id AND b.client_id = ?3
+LEFT JOIN users u ON u.id = ?3
+LEFT JOIN idempotency_keys k ON k.user_id = ?3 AND k.idempotency_key = ?4"""
 
 # Every condition again, in the statement that writes: the advisor is online,
-# is not the caller, still charges the rate we quote, the wallet can pay the
-# first minute, and the advisor has not blocked the caller (blocks.py). The
-# partial UNIQUE index refuses a second open reading.
+# is not the caller, still charges the rate we quote, the client can pay the
+# first minute (wallet and valid promo credit, or a pending free-minute offer),
+# and the advisor has not blocked the caller (blocks.py). The partial UNIQUE
+# index refuses a second open reading. The advisor's part of a promo-paid
+# minute is fixed here with the other terms (promo.py).
 _INSERT_READING = """
 INSERT INTO readings (id, client_id, advisor_id, channel, status, rate_cents_per_minute, advisor_cents_per_minute,
-                      platform_cents_per_minute, billing_period_seconds, heartbeat_timeout_seconds, requested_at_ms)
-SELECT ?, ?, a.user_id, ?, 'requested', a.rate_cents_per_minute, ?, ?, ?, ?, ?
+                      platform_cents_per_minute, promo_advisor_cents_per_minute, billing_period_seconds,
+                      heartbeat_timeout_seconds, requested_at_ms)
+SELECT ?1, ?2, a.user_id, ?3, 'requested', a.rate_cents_per_minute, ?4, ?5, ?6, ?7, ?8, ?9
 FROM advisors a
-WHERE a.user_id = ? AND a.user_id <> ? AND a.status = 'online' AND a.rate_cents_per_minute = ?
-  AND (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet') >= a.rate_cents_per_minute
-  AND NOT EXISTS (SELECT 1 FROM advisor_blocks b WHERE b.advisor_id = a.user_id AND b.client_id = ?)"""
+WHERE a.user_id = ?10 AND a.user_id <> ?2 AND a.status = 'online' AND a.rate_cents_per_minute = ?11
+  AND (max(0, (SELECT balance_cents FROM accounts WHERE owner_user_id = ?2 AND kind = 'client_wallet'))
+       + (SELECT coalesce(sum(remaining_cents), 0) FROM promo_grants
+          WHERE client_id = ?2 AND remaining_cents > 0 AND expires_at_ms > ?9) >= a.rate_cents_per_minute
+       OR EXISTS (SELECT 1 FROM free_minute_offers
+                  WHERE client_id = ?2 AND reading_id IS NULL AND expires_at_ms > ?9))
+  AND NOT EXISTS (SELECT 1 FROM advisor_blocks b WHERE b.advisor_id = a.user_id AND b.client_id = ?2)"""
 
 
 def _stored_key(row: dict[str, Any]) -> dict[str, Any] | None:
@@ -181,14 +193,16 @@ def _refusal(row: dict[str, Any], uid: int, now_ms: int) -> Problem | None:
             f"The advisor is {row['advisor_status']}.",
             extra={"advisor_status": row["advisor_status"]},
         )
-    if int(row["wallet_cents"] or 0) < int(row["rate_cents_per_minute"]):
+    funds = max(0, int(row["wallet_cents"] or 0)) + int(row["promo_cents"] or 0)
+    if funds < int(row["rate_cents_per_minute"]) and not row["has_offer"]:
         return Problem(
             402,
             "insufficient_funds",
             "Payment required",
-            "Your wallet cannot pay the first minute; add funds first.",
+            "Your wallet and promo credit cannot pay the first minute; add funds first.",
             extra={
                 "balance_cents": int(row["wallet_cents"] or 0),
+                "promo_cents": int(row["promo_cents"] or 0),
                 "rate_cents_per_minute": int(row["rate_cents_per_minute"]),
             },
         )
@@ -206,7 +220,7 @@ async def create_reading(rc: RequestContext) -> Reply:
     period_s = rc.settings.billing_period_s
     timeout_s = rc.settings.heartbeat_timeout_s
     for _attempt in range(3):
-        pre = await rc.db.first(sql(_PRECHECK, advisor_id, uid, uid, uid, uid, key.key))
+        pre = await rc.db.first(sql(_PRECHECK, now_ms, advisor_id, uid, key.key))
         assert pre is not None
         stored = _stored_key(pre)
         if stored is not None:
@@ -216,6 +230,7 @@ async def create_reading(rc: RequestContext) -> Reply:
             raise refusal
         rate = int(pre["rate_cents_per_minute"])
         advisor_part, platform_part = ledger.split_rate(rate, rc.settings.platform_fee_bps)
+        promo_advisor_part, _rest = ledger.split_rate(rate, 10_000 - rc.settings.promo_advisor_share_bps)
         reading_id = new_id()
         row = {
             "id": reading_id,
@@ -248,14 +263,12 @@ async def create_reading(rc: RequestContext) -> Reply:
                         "chat",
                         advisor_part,
                         platform_part,
+                        promo_advisor_part,
                         period_s,
                         timeout_s,
                         now_ms,
                         advisor_id,
-                        uid,
                         rate,
-                        uid,
-                        uid,
                     ),
                     key.record_done_if_exists(201, view, "readings", reading_id),
                 ]
@@ -320,65 +333,74 @@ async def _expire_if_late(rc: RequestContext, row: dict[str, Any], now_ms: int) 
         )
 
 
-def _already_accepted(row: dict[str, Any], viewer_id: int) -> Reply | None:
+def _already_accepted(row: dict[str, Any], viewer_id: int, now_ms: int) -> Reply | None:
     """Accept is idempotent: a reading this advisor already accepted answers as
     it is and charges nothing. A retry whose first answer was lost after its
     batch committed (or a double tap racing it) lands here, not on a 409."""
     if row["accepted_at_ms"] is None:
         return None
-    return Reply(billed_view(row, viewer_id))
+    return Reply(billed_view(row, viewer_id, now_ms))
 
 
 async def accept_reading(rc: RequestContext) -> Reply:
     row = await _load_as_advisor(rc)
     now_ms = rc.clock.now_ms()
-    if (done := _already_accepted(row, rc.user_id)) is not None:
+    if (done := _already_accepted(row, rc.user_id, now_ms)) is not None:
         return done
     if row["status"] != "requested":
         raise not_in_status(row, "requested", "accept")
     await _expire_if_late(rc, row, now_ms)
-    active = {**row, "status": "active", "accepted_at_ms": now_ms, "last_heartbeat_at_ms": now_ms}
-    statements = [
-        sql(
-            _ACCEPT,
-            now_ms,
-            now_ms,
-            row["id"],
-            rc.user_id,
-            row["version"],
-            now_ms - rc.settings.request_timeout_s * 1000,
-        ),
-        # Minute 1 is charged in the same batch; its trigger requires the
-        # reading to be active, so a lost race rolls the whole batch back.
-        *billing.charge_statements(active, 1, now_ms, rc.user_id),
-        sql(billing.SELECT_READING, row["id"]),
-    ]
-    try:
-        results = await rc.db.batch(statements)
-    except UniqueViolation:
-        # Minute 1's transfer key exists: a concurrent accept of this reading
-        # committed first (the whole batch rolled back).
-        fresh = await load_participant(rc.db, row["id"], rc.user_id)
-        if (done := _already_accepted(fresh, rc.user_id)) is not None:
-            return done
-        raise
-    except TriggerAbort as exc:
-        if exc.code == "insufficient_funds":
-            raise Problem(
-                402,
-                "insufficient_funds",
-                "Payment required",
-                "The client's wallet cannot pay the first minute; nothing changed.",
-                extra={"reading_status": "requested"},
-            ) from None
-        if exc.code != "reading_not_billable":
-            raise
-        fresh = await load_participant(rc.db, row["id"], rc.user_id)
-        if (done := _already_accepted(fresh, rc.user_id)) is not None:
-            return done
-        raise not_in_status(fresh, "requested", "accept") from None
-    fresh_row = results[-1].rows[0]
-    return Reply(billed_view(fresh_row, rc.user_id))
+    for _attempt in range(3):
+        active = {**row, "status": "active", "accepted_at_ms": now_ms, "last_heartbeat_at_ms": now_ms}
+        statements = [
+            sql(
+                _ACCEPT,
+                now_ms,
+                now_ms,
+                row["id"],
+                rc.user_id,
+                row["version"],
+                now_ms - rc.settings.request_timeout_s * 1000,
+            ),
+            # A free-minute offer's grant, then minute 1, in the same batch (offers.py);
+            # minute 1's trigger requires the reading to be active, so a lost race
+            # rolls the whole batch back.
+            *offers.accept_charges(active, rc.settings, now_ms, rc.user_id),
+            sql(billing.SELECT_READING, row["id"]),
+        ]
+        try:
+            results = await rc.db.batch(statements)
+        except UniqueViolation as exc:
+            fresh = await load_participant(rc.db, row["id"], rc.user_id)
+            if (done := _already_accepted(fresh, rc.user_id, now_ms)) is not None:
+                # Minute 1's transfer key exists: a concurrent accept of this reading
+                # committed first (the whole batch rolled back).
+                return done
+            if "free_minute_offers.client_id" not in exc.columns:
+                raise
+            row = fresh  # the client's new-client offer went to another reading meanwhile
+            continue
+        except TriggerAbort as exc:
+            if exc.code == "insufficient_funds":
+                raise Problem(
+                    402,
+                    "insufficient_funds",
+                    "Payment required",
+                    "The client's wallet and promo credit cannot pay the first minute; nothing changed.",
+                    extra={"reading_status": "requested"},
+                ) from None
+            if exc.code not in ("reading_not_billable", *billing.PROMO_RETRY_CODES, *offers.RETRY_CODES):
+                raise
+            fresh = await load_participant(rc.db, row["id"], rc.user_id)
+            if (done := _already_accepted(fresh, rc.user_id, now_ms)) is not None:
+                return done
+            if exc.code == "reading_not_billable":
+                raise not_in_status(fresh, "requested", "accept") from None
+            row = fresh  # an offer or a grant moved since the read: plan again
+            continue
+        fresh_row = results[-1].rows[0]
+        return Reply(billed_view(fresh_row, rc.user_id, now_ms))
+    raise service_unavailable("The client's promo credit keeps changing; retry.")
 
 
 _DECLINE = """
@@ -429,8 +451,9 @@ async def heartbeat(rc: RequestContext) -> Reply:
     row = await caller_reading(rc)
     if row["status"] not in ("active", "ended"):
         raise not_in_status(row, "active", "send a heartbeat to")
-    row = await billing.advance(rc.db, row, rc.clock.now_ms(), "heartbeat", rc.user_id)
-    return Reply(billed_view(row, rc.user_id))
+    now_ms = rc.clock.now_ms()
+    row = await billing.advance(rc.db, row, now_ms, "heartbeat", rc.user_id)
+    return Reply(billed_view(row, rc.user_id, now_ms))
 
 
 async def end_reading(rc: RequestContext) -> Reply:
@@ -439,12 +462,13 @@ async def end_reading(rc: RequestContext) -> Reply:
         # End is idempotent, like a heartbeat on an ended reading: the reading
         # as it ended (end_reason says by whom or why), nothing charged. A
         # retry whose first answer was lost after the end committed lands here.
-        return Reply(billed_view(row, rc.user_id))
+        return Reply(billed_view(row, rc.user_id, rc.clock.now_ms()))
     if row["status"] != "active":
         raise not_in_status(row, "active", "end")
     action: billing.Action = "client_ended" if int(row["client_id"]) == rc.user_id else "advisor_ended"
-    row = await billing.advance(rc.db, row, rc.clock.now_ms(), action, rc.user_id)
-    return Reply(billed_view(row, rc.user_id))
+    now_ms = rc.clock.now_ms()
+    row = await billing.advance(rc.db, row, now_ms, action, rc.user_id)
+    return Reply(billed_view(row, rc.user_id, now_ms))
 
 
 # --- reads ------------------------------------------------------------------
@@ -452,7 +476,7 @@ async def end_reading(rc: RequestContext) -> Reply:
 
 async def get_reading(rc: RequestContext) -> Reply:
     row = await caller_reading(rc)
-    return Reply(billed_view(row, rc.user_id))
+    return Reply(billed_view(row, rc.user_id, rc.clock.now_ms()))
 
 
 # Newest first over both roles: two index walks (client's, advisor's), each
@@ -553,16 +577,21 @@ SCHEMAS: dict[str, Any] = {
     "Reading": {"type": "object", "required": list(_READING_PROPS), "properties": _READING_PROPS},
     "ReadingBilling": {
         "type": "object",
-        "required": [*_READING_PROPS, "balance_cents", "minutes_left", "low_balance"],
+        "required": [*_READING_PROPS, "balance_cents", "promo_cents", "minutes_left", "low_balance"],
         "properties": {
             **_READING_PROPS,
             "balance_cents": {
                 "type": ["integer", "null"],
                 "description": "The client's wallet balance (null when the advisor asks).",
             },
+            "promo_cents": {
+                "type": ["integer", "null"],
+                "description": "The client's valid promo credit, spent before the wallet (null when the advisor asks).",
+            },
             "minutes_left": {
                 "type": ["integer", "null"],
-                "description": "Further minutes the client's wallet can pay (null when the advisor asks).",
+                "description": "Further minutes the client's promo credit and wallet can pay (null when the advisor "
+                "asks).",
             },
             "low_balance": {
                 "type": ["boolean", "null"],

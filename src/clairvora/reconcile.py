@@ -20,6 +20,10 @@ older than that (deposit_resolution.RESOLVE_AFTER_MS) and still waiting: the
 cron job is not running, the gateway's lists cannot be read, or the lookup
 could not decide (the logs say why); an operator reconciles those by hand.
 
+The promo invariants (promo_checks.py) run in the same batch: promo credit
+never below zero, never cashed out, in step with its grants, spent only by
+charges, expired on time, and the promotions account reconciled.
+
 `deposit_cooloffs` lists the card-testing cool-offs in force (payments.py,
 migration 0060): users and client IPs whose declined or errored deposits
 reached the threshold, with the failures counted, start and end; the newest
@@ -29,6 +33,7 @@ COOLOFF_SAMPLE of them, and how many there are. Not a violation either.
 import json
 from typing import Any
 
+from . import promo_checks
 from .clock import Clock, rfc3339
 from .db import Database, sql
 from .deposit_resolution import RESOLVE_AFTER_MS
@@ -120,13 +125,15 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "wallets_negative_only_by_reversal",
-        "a wallet goes below zero only through a deposit reversal; no other account but clearing is negative",
+        "a wallet goes below zero only through a deposit reversal; no other account but clearing and the "
+        "promotions account is negative",
         f"""SELECT e.id AS id FROM ledger_entries e
         JOIN accounts a ON a.id = e.account_id JOIN transfers t ON t.id = e.transfer_id
         WHERE {_OPEN} AND a.kind = 'client_wallet' AND e.amount_cents < 0 AND e.balance_after_cents < 0
           AND t.kind <> 'deposit_reversal'
         UNION ALL
-        SELECT id FROM accounts WHERE balance_cents < 0 AND kind NOT IN ('client_wallet', 'gateway_clearing')
+        SELECT id FROM accounts WHERE balance_cents < 0
+          AND kind NOT IN ('client_wallet', 'gateway_clearing', 'platform_promotions')
         LIMIT 5""",  # noqa: S608 - constant fragments
     ),
     (
@@ -161,7 +168,8 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "reading_refunds_within_charges",
-        "no reading is refunded more than it was charged; each refund is one reading_refund transfer of its amount",
+        "no reading is refunded more than it was charged; each refund is one reading_refund transfer giving the "
+        "wallet its amount less what went back to promo credit",
         """SELECT f.reading_id AS id FROM reading_refunds f
         GROUP BY f.reading_id
         HAVING sum(f.amount_cents) >
@@ -171,7 +179,12 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         JOIN transfers t ON t.id = f.transfer_id
         JOIN ledger_entries e ON e.transfer_id = t.id
         JOIN accounts a ON a.id = e.account_id AND a.kind = 'client_wallet'
-        WHERE t.kind <> 'reading_refund' OR e.amount_cents <> f.amount_cents
+        WHERE t.kind <> 'reading_refund' OR e.amount_cents <> f.amount_cents - f.promo_cents
+        UNION ALL
+        SELECT f.id FROM reading_refunds f
+        WHERE f.promo_cents <> (SELECT coalesce(sum(e.amount_cents), 0) FROM ledger_entries e
+                                JOIN accounts a ON a.id = e.account_id AND a.kind = 'client_promo'
+                                WHERE e.transfer_id = f.transfer_id)
         LIMIT 5""",
     ),
 )
@@ -199,9 +212,10 @@ async def check(db: Database, now_ms: int | None = None) -> dict[str, Any]:
     """Run every check in one batch; `ok` only if all hold."""
     now_ms = Clock().now_ms() if now_ms is None else now_ms
     overdue_before_ms = now_ms - RESOLVE_AFTER_MS
+    checks_run = (*CHECKS, *promo_checks.CHECKS)
     results = await db.batch(
         [
-            *(sql(query) for _name, _holds, query in CHECKS),
+            *(sql(query, *promo_checks.params(query, now_ms)) for _name, _holds, query in checks_run),
             sql(_UNRESOLVED_PAYMENTS, overdue_before_ms, SAMPLE, overdue_before_ms, SAMPLE),
             sql(_ACTIVE_COOLOFFS, now_ms, now_ms, COOLOFF_SAMPLE),
         ]
@@ -209,7 +223,7 @@ async def check(db: Database, now_ms: int | None = None) -> dict[str, Any]:
     cooloffs = results.pop().rows[0]
     unresolved = results.pop().rows[0]
     checks = []
-    for (name, holds, _query), result in zip(CHECKS, results, strict=True):
+    for (name, holds, _query), result in zip(checks_run, results, strict=True):
         offenders = [str(row["id"]) for row in result.rows][:SAMPLE]
         detail = holds if not offenders else f"VIOLATED: {holds}; e.g. ids {', '.join(offenders)}"
         checks.append({"name": name, "ok": not offenders, "detail": detail})

@@ -7,6 +7,17 @@ is cumulative: after refunds totalling R, the platform has given back exactly
 floor(R * platform_part / rate), so partial refunds never take more from
 either side than it earned and a full refund returns each side's exact share.
 
+Promo credit (migration 0091): what the reading's minutes drew from promo
+credit comes back as promo credit, what the wallet paid back to the wallet,
+in proportion (cumulatively, like the split: after refunds totalling R of a
+reading charged C of which P by promo, floor(R * P / C) went back to promo,
+so a full refund returns each exactly). Each recipient gives back in the same
+proportion to what it received from the reading: the advisor, platform_revenue,
+and platform_promotions (its part of promo-paid minutes). Promo credit given
+back is a new grant valid PROMO_REFUND_CREDIT_DAYS, in the same batch. Each
+part is clamped to what is left of it, so refunds on a reading still being
+charged can never take more than a side received nor give more than it paid.
+
 One D1 round trip reads the reading, its charged and refunded totals and any
 stored reply for the Idempotency-Key; one batch writes the transfer, the
 `reading_refunds` row and the stored reply. The row's trigger (migration
@@ -25,9 +36,11 @@ what it is; only a refund read against the current total can reach the CHECK,
 so `advisor_balance_insufficient` means what it says.
 """
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
-from . import ledger
+from . import ledger, promo
 from .clock import rfc3339
 from .db import CheckViolation, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, conflict, not_found
@@ -46,20 +59,81 @@ REFUND_BODY = Obj(
     required=("amount_cents", "reason"),
 )
 
-_SELECT_READING = """
+# The reading with its totals: charged (all, promo-paid, advisor's, promotions'
+# part: the split of promo.minute_split, in SQL) and refunded (all, promo,
+# advisor, promotions, platform), one scan of each table.
+_SELECT_READING = f"""
 SELECT r.id, r.client_id, r.advisor_id, r.rate_cents_per_minute, r.platform_cents_per_minute,
-       (SELECT coalesce(sum(amount_cents), 0) FROM reading_charges WHERE reading_id = r.id) AS charged_cents,
-       (SELECT coalesce(sum(amount_cents), 0) FROM reading_refunds WHERE reading_id = r.id) AS refunded_cents
-FROM readings r WHERE r.id = ?"""
+       (SELECT json_array(coalesce(sum(c.amount_cents), 0), coalesce(sum(c.promo_cents), 0),
+                          coalesce(sum({promo.CHARGE_ADVISOR_CENTS}), 0), coalesce(sum({promo.CHARGE_PROMOTIONS_CENTS}), 0))
+        FROM reading_charges c WHERE c.reading_id = r.id) AS charged,
+       (SELECT json_array(coalesce(sum(f.amount_cents), 0), coalesce(sum(f.promo_cents), 0),
+                          coalesce(sum(f.advisor_cents), 0), coalesce(sum(f.promotions_cents), 0))
+        FROM reading_refunds f WHERE f.reading_id = r.id) AS refunded
+FROM readings r WHERE r.id = ?"""  # noqa: S608 - constant text
 
 
-def split_refund(amount: int, refunded_before: int, rate: int, platform_per_minute: int) -> tuple[int, int]:
-    """(advisor_cents, platform_cents) of a refund, cumulative so rounding never drifts."""
-    assert amount > 0 and refunded_before >= 0 and 0 <= platform_per_minute <= rate
-    platform = (refunded_before + amount) * platform_per_minute // rate - refunded_before * platform_per_minute // rate
-    advisor = amount - platform
-    assert advisor >= 0 and platform >= 0 and advisor + platform == amount
-    return advisor, platform
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """A reading's charges or refunds: all cents, promo cents, the advisor's, platform_promotions'."""
+
+    cents: int
+    promo: int
+    advisor: int
+    promotions: int
+
+    @property
+    def revenue(self) -> int:
+        return self.cents - self.advisor - self.promotions
+
+    @classmethod
+    def parse(cls, raw: str) -> "Totals":
+        cents, promo_cents, advisor, promotions = (int(v) for v in json.loads(raw))
+        return cls(cents, promo_cents, advisor, promotions)
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    promo: int  # back to the client's promo credit (the rest to its wallet)
+    advisor: int
+    revenue: int
+    promotions: int
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value))
+
+
+def split_refund(amount: int, charged: Totals, refunded: Totals) -> Split:
+    """Who gets and who gives back `amount`: cumulative proportions, clamped to
+    what is left of each part (see the module docstring)."""
+    total = refunded.cents + amount
+    assert amount > 0 and total <= charged.cents
+    wallet_paid, wallet_back = charged.cents - charged.promo, refunded.cents - refunded.promo
+    promo_back = _clamp(
+        total * charged.promo // charged.cents - refunded.promo,
+        max(0, amount - (wallet_paid - wallet_back)),
+        min(amount, charged.promo - refunded.promo),
+    )
+    revenue_left = charged.revenue - refunded.revenue
+    promotions_left = charged.promotions - refunded.promotions
+    revenue = _clamp(total * charged.revenue // charged.cents - refunded.revenue, 0, revenue_left)
+    promotions = _clamp(total * charged.promotions // charged.cents - refunded.promotions, 0, promotions_left)
+    advisor = amount - revenue - promotions
+    advisor_left = charged.advisor - refunded.advisor
+    if advisor > advisor_left:  # the advisor gives back no more than it received: the platform's parts take the rest
+        extra = advisor - advisor_left
+        more_revenue = min(extra, revenue_left - revenue)
+        revenue, promotions = revenue + more_revenue, promotions + extra - more_revenue
+        advisor = advisor_left
+    elif advisor < 0:
+        fewer_revenue = min(-advisor, revenue)
+        revenue, promotions = revenue - fewer_revenue, promotions + advisor + fewer_revenue
+        advisor = 0
+    split = Split(promo_back, advisor, revenue, promotions)
+    assert 0 <= split.promotions <= promotions_left and 0 <= split.revenue <= revenue_left, split
+    assert 0 <= split.advisor <= advisor_left and split.advisor + split.revenue + split.promotions == amount, split
+    return split
 
 
 # The text of the accounts' CHECK (migration 0002) as D1 reports it:
@@ -71,13 +145,16 @@ def _is_balance_check(exc: CheckViolation) -> bool:
     return _BALANCE_CHECK_TEXT in exc.message
 
 
-def _refund_legs(reading: dict[str, Any], amount: int, advisor: int, platform: int) -> list[ledger.Leg]:
-    legs = [ledger.Leg(ledger.wallet_of(int(reading["client_id"])), amount)]
-    if advisor:
-        legs.append(ledger.Leg(ledger.earnings_of(int(reading["advisor_id"])), -advisor))
-    if platform:
-        legs.append(ledger.Leg(ledger.PLATFORM_REVENUE, -platform))
-    return legs
+def _refund_legs(reading: dict[str, Any], amount: int, split: Split) -> list[ledger.Leg]:
+    client_id = int(reading["client_id"])
+    legs = [
+        ledger.Leg(ledger.wallet_of(client_id), amount - split.promo),
+        ledger.Leg(ledger.promo_of(client_id), split.promo),
+        ledger.Leg(ledger.earnings_of(int(reading["advisor_id"])), -split.advisor),
+        ledger.Leg(ledger.PLATFORM_REVENUE, -split.revenue),
+        ledger.Leg(ledger.PLATFORM_PROMOTIONS, -split.promotions),
+    ]
+    return [leg for leg in legs if leg.amount_cents]
 
 
 async def refund_reading(rc: RequestContext) -> Reply:
@@ -101,62 +178,79 @@ async def refund_reading(rc: RequestContext) -> Reply:
         raise not_found("reading")
     reading = found.rows[0]
     amount = body["amount_cents"]
-    charged, refunded = int(reading["charged_cents"]), int(reading["refunded_cents"])
-    if amount > charged - refunded:
+    charged, refunded = Totals.parse(reading["charged"]), Totals.parse(reading["refunded"])
+    if amount > charged.cents - refunded.cents:
         raise conflict(
             "refund_exceeds_charges",
-            f"This reading was charged {charged} cents and {refunded} are already refunded; "
-            f"at most {charged - refunded} can be refunded.",
+            f"This reading was charged {charged.cents} cents and {refunded.cents} are already refunded; "
+            f"at most {charged.cents - refunded.cents} can be refunded.",
         )
-    advisor, platform = split_refund(
-        amount, refunded, int(reading["rate_cents_per_minute"]), int(reading["platform_cents_per_minute"])
-    )
+    split = split_refund(amount, charged, refunded)
     refund_id, transfer_id = new_id(), new_id()
     reply = {
         "refund": {
             "id": str(refund_id),
             "reading_id": str(reading_id),
             "amount_cents": amount,
-            "advisor_cents": advisor,
-            "platform_cents": platform,
+            "wallet_cents": amount - split.promo,
+            "promo_cents": split.promo,
+            "advisor_cents": split.advisor,
+            "platform_cents": split.revenue + split.promotions,
+            "promotions_cents": split.promotions,
             "reason": body["reason"],
             "created_at": rfc3339(key.now_ms),
         },
-        "reading_charged_cents": charged,
-        "reading_refunded_cents": refunded + amount,
+        "reading_charged_cents": charged.cents,
+        "reading_refunded_cents": refunded.cents + amount,
     }
-    transfer = ledger.transfer(
-        transfer_id=transfer_id,
-        key=f"reading:{reading_id}:refund:{refund_id}",
-        kind="reading_refund",
-        legs=_refund_legs(reading, amount, advisor, platform),
-        now_ms=key.now_ms,
-        reference_type="reading",
-        reference_id=reading_id,
-        requested_by_user_id=key.user_id,
-    )
-    # The transfer row first (the refund row references it), then the refund row
-    # and its triggers, then the entries and the posting (see the module docstring).
-    transfer_row, entries_and_post = transfer[0], transfer[1:]
-    assert transfer_row.sql.lstrip().startswith("INSERT INTO transfers"), transfer_row.sql
-    statements = [
-        transfer_row,
+    # Right after the transfer row: the refund row and its triggers (see the
+    # module docstring), and the grant of any promo cents given back; then the
+    # entries and the posting.
+    rows = [
         sql(
             """INSERT INTO reading_refunds (id, reading_id, transfer_id, amount_cents, advisor_cents, platform_cents,
-                                            refunded_before_cents, reason, requested_by_user_id, created_at_ms)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                                            promo_cents, promotions_cents, refunded_before_cents, reason,
+                                            requested_by_user_id, created_at_ms)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             refund_id,
             reading_id,
             transfer_id,
             amount,
-            advisor,
-            platform,
-            refunded,
+            split.advisor,
+            split.revenue + split.promotions,
+            split.promo,
+            split.promotions,
+            refunded.cents,
             body["reason"],
             key.user_id,
             key.now_ms,
+        )
+    ]
+    if split.promo:
+        rows.append(
+            promo.grant_row(
+                grant_id=new_id(),
+                client_id=int(reading["client_id"]),
+                source="reading_refund",
+                transfer_id=transfer_id,
+                amount_cents=split.promo,
+                now_ms=key.now_ms,
+                expires_at_ms=key.now_ms + rc.settings.promo_refund_credit_days * promo.DAY_MS,
+                reading_id=reading_id,
+            )
+        )
+    statements = [
+        *ledger.transfer(
+            transfer_id=transfer_id,
+            key=f"reading:{reading_id}:refund:{refund_id}",
+            kind="reading_refund",
+            legs=_refund_legs(reading, amount, split),
+            now_ms=key.now_ms,
+            reference_type="reading",
+            reference_id=reading_id,
+            requested_by_user_id=key.user_id,
+            before_entries=rows,
         ),
-        *entries_and_post,
         key.record_done(201, reply),
     ]
     try:
@@ -201,8 +295,11 @@ SCHEMAS: dict[str, Any] = {
                     "id",
                     "reading_id",
                     "amount_cents",
+                    "wallet_cents",
+                    "promo_cents",
                     "advisor_cents",
                     "platform_cents",
+                    "promotions_cents",
                     "reason",
                     "created_at",
                 ],
@@ -210,8 +307,17 @@ SCHEMAS: dict[str, Any] = {
                     "id": {"type": "string"},
                     "reading_id": {"type": "string"},
                     "amount_cents": {"type": "integer"},
+                    "wallet_cents": {"type": "integer", "description": "back to the client's wallet"},
+                    "promo_cents": {
+                        "type": "integer",
+                        "description": "back to the client's promo credit (what promo credit paid)",
+                    },
                     "advisor_cents": {"type": "integer"},
-                    "platform_cents": {"type": "integer"},
+                    "platform_cents": {"type": "integer", "description": "from platform revenue and promotions"},
+                    "promotions_cents": {
+                        "type": "integer",
+                        "description": "of platform_cents, from the promotions account",
+                    },
                     "reason": {"type": "string"},
                     "created_at": {"type": "string", "format": "date-time"},
                 },

@@ -1,5 +1,10 @@
 """Reviews: one per ended, paid reading, by its client; the advisor's rating
-aggregates move in the same batch, conditionally in SQL."""
+aggregates move in the same batch, conditionally in SQL.
+
+"Paid" means paid with real money: at least one minute the wallet paid some
+of. Minutes paid wholly by promo credit (free minutes, promo codes,
+satisfaction credit) do not count, so a free reading cannot be reviewed and
+reviews stay the word of clients who paid."""
 
 from typing import Any
 
@@ -26,12 +31,14 @@ REVIEW_CREATE = Obj(
     required=("rating",),
 )
 
-# Inserted only for the caller's own ended reading with at least one paid minute.
+# Inserted only for the caller's own ended reading with at least one minute the
+# wallet paid (some of).
 _INSERT_REVIEW = """
 INSERT INTO reviews (id, reading_id, client_id, advisor_id, rating, comment, created_at_ms)
 SELECT ?, r.id, r.client_id, r.advisor_id, ?, ?, ?
 FROM readings r
-WHERE r.id = ? AND r.client_id = ? AND r.status = 'ended' AND r.billed_minutes >= 1"""
+WHERE r.id = ? AND r.client_id = ? AND r.status = 'ended' AND r.billed_minutes >= 1
+  AND EXISTS (SELECT 1 FROM reading_charges c WHERE c.reading_id = r.id AND c.promo_cents < c.amount_cents)"""
 
 # Moves only if the review above was inserted (its id names the advisor). The
 # right-hand sides see the row before the update, so the average is exact.
@@ -91,7 +98,11 @@ async def post_review(rc: RequestContext) -> Reply:
                 extra={"reading_status": reading["status"]},
             )
         raise Problem(
-            409, "reading_not_paid", "Conflict", "Only a reading with at least one paid minute can be reviewed."
+            409,
+            "reading_not_paid",
+            "Conflict",
+            "Only a reading with at least one minute paid from the wallet can be reviewed "
+            "(minutes paid by promo credit do not count).",
         )
     assert rated.changes == 1, "the rating aggregates move with the review"
     return Reply(review_view(created.rows[0]), 201)

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypedDict
 
 from .db import Database, sql
 from .ledger import AccountKind, ReferenceType, TransferKind
+from .schema_promo import PROMO_TABLES
 
 # --- 0001_identity.sql -------------------------------------------------------
 
@@ -165,6 +166,8 @@ class ReadingRow(TypedDict):
     advisor_heartbeat_at_ms: int | None
     heartbeat_timeout_seconds: int
     silent_party: Literal["client", "advisor", "both"] | None
+    # 0091_promotions.sql: the advisor's part of a promo-paid minute (NULL: the normal part).
+    promo_advisor_cents_per_minute: int | None
 
 
 class ReadingChargeRow(TypedDict):
@@ -173,6 +176,7 @@ class ReadingChargeRow(TypedDict):
     transfer_id: int
     amount_cents: int
     charged_at_ms: int
+    promo_cents: int  # 0091: paid by promo credit (the rest by the wallet)
 
 
 class MessageRow(TypedDict):
@@ -209,6 +213,9 @@ class ReadingRefundRow(TypedDict):
     reason: str
     requested_by_user_id: int
     created_at_ms: int
+    # 0091: back to promo credit, and platform_promotions' part of platform_cents.
+    promo_cents: int
+    promotions_cents: int
 
 
 # --- 0030_advisor_photos.sql ------------------------------------------------
@@ -351,6 +358,7 @@ TABLES: dict[str, type] = {
     "segment_accounts": SegmentAccountRow,
     "message_archives": MessageArchiveRow,
     "archive_object_deletions": ArchiveObjectDeletionRow,
+    **PROMO_TABLES,  # 0091 (schema_promo.py)
 }
 
 # --- comparison with the migrated schema -------------------------------------

@@ -10,13 +10,17 @@ that had already been spent (a `deposit_reversal` transfer, see webhooks.py);
 such a client cannot start a reading, because requesting one needs funds for
 the first minute (a positive balance).
 
+`GET /v1/wallet` also shows the client's promotional credit (promo.py): what is
+valid now (`promo_cents`, spent before the wallet, never refunded to a card or
+paid out) and when the next of it expires; the same read, no extra round trip.
+
 Both routes are `primary=True` and honour the caller's bookmark, so a client
 sees its deposit in the very next request.
 """
 
 from typing import Any
 
-from . import ledger, ledger_history
+from . import ledger, ledger_history, promo
 from .clock import rfc3339
 from .db import Database, sql
 from .errors import bad_request, not_found
@@ -30,15 +34,17 @@ MAX_PAGE = 100
 DEFAULT_PAGE = 25
 CURRENCY = "USD"
 
-_SELECT_WALLET = """
-SELECT id, balance_cents, currency FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'"""
+_SELECT_WALLET = f"""
+SELECT id, balance_cents, currency, {promo.BALANCE_COLUMNS}
+FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'"""  # noqa: S608 - constant text
 
 
-async def wallet_view(db: Database, user_id: int) -> dict[str, Any]:
-    row = await db.first(sql(_SELECT_WALLET, user_id))
+async def wallet_view(db: Database, user_id: int, now_ms: int) -> dict[str, Any]:
+    """The wallet and the promo credit valid at `now_ms`."""
+    row = await db.first(sql(_SELECT_WALLET, user_id, now_ms, user_id, now_ms, user_id))
     if row is None:  # users.ensure_user creates the wallet with the user
         raise not_found("wallet")
-    return wallet_from_row(row)
+    return {**wallet_from_row(row), **promo.balance_view(row)}
 
 
 def wallet_from_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +52,7 @@ def wallet_from_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def get_wallet(rc: RequestContext) -> Reply:
-    return Reply(await wallet_view(rc.db, rc.user_id))
+    return Reply(await wallet_view(rc.db, rc.user_id, rc.clock.now_ms()))
 
 
 def _parse_cursor(raw: str | None) -> int:
@@ -100,6 +106,19 @@ SCHEMAS: dict[str, Any] = {
             "currency": {"type": "string", "enum": [CURRENCY]},
         },
     },
+    "WalletBalances": {
+        "type": "object",
+        "required": ["available_cents", "held_cents", "currency", *promo.BALANCE_SCHEMA],
+        "properties": {
+            "available_cents": {
+                "type": "integer",
+                "description": "Below zero only after a gateway reversal of a spent deposit.",
+            },
+            "held_cents": {"type": "integer", "description": "Always 0: this design has no holds."},
+            "currency": {"type": "string", "enum": [CURRENCY]},
+            **promo.BALANCE_SCHEMA,
+        },
+    },
     "WalletTransaction": {
         "type": "object",
         "required": ["id", "kind", "amount_cents", "balance_after_cents", "reference", "created_at"],
@@ -126,7 +145,13 @@ SCHEMAS: dict[str, Any] = {
 
 ROUTES = [
     Route(
-        "GET", "/v1/wallet", get_wallet, "Your wallet balance", primary=True, responses={200: "Wallet"}, tag="wallet"
+        "GET",
+        "/v1/wallet",
+        get_wallet,
+        "Your wallet balance and your promo credit",
+        primary=True,
+        responses={200: "WalletBalances"},
+        tag="wallet",
     ),
     Route(
         "GET",
