@@ -48,6 +48,22 @@ MAX_TOKEN_LIFETIME_BOUNDS = (60, 366 * 86400)
 # configuration only (ratelimits.py). Anything else is a misconfiguration.
 RATE_LIMIT_MODES = ("enforce", "observe")
 
+# Who bears a chargeback's advisor side (chargebacks.py): "platform" (the
+# platform covers the advisors' share of the disputed money) or "clawback"
+# (taken back from the advisors' pending earnings, at most what they hold).
+CHARGEBACK_ADVISOR_SIDES = ("platform", "clawback")
+# Authorize.Net refunds a settled transaction within 120 days of its settlement
+# (docs/PAYMENTS.md); merchants with Expanded Credit-Return Capabilities get longer.
+REFUND_WINDOW_DAYS = 120
+REFUND_WINDOW_DAYS_BOUNDS = (1, 180)
+
+
+def _choice(env: Any, name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _var(env, name, default) or default
+    if value not in choices:
+        raise Problem(500, "misconfigured", "Server misconfigured", f"var {name} is not one of {choices}")
+    return value
+
 
 def _rate_limits_enforced(env: Any, environment: str) -> bool:
     mode = _var(env, "RATE_LIMITS", "enforce")
@@ -89,6 +105,9 @@ class Settings:
     deposit_failures_per_ip: int
     deposit_failure_window_s: int
     deposit_cooloff_s: int
+    # Refunds of unused funds (wallet_refunds.py) and chargebacks (chargebacks.py).
+    refund_window_days: int
+    chargeback_advisor_side: str
 
     @classmethod
     def from_env(cls, env: Any) -> "Settings":
@@ -128,4 +147,6 @@ class Settings:
             deposit_failures_per_ip=_int(env, "DEPOSIT_FAILURES_PER_IP", 10, 1, 10000),
             deposit_failure_window_s=_int(env, "DEPOSIT_FAILURE_WINDOW_SECONDS", 3600, 60, 30 * 86400),
             deposit_cooloff_s=_int(env, "DEPOSIT_COOLOFF_SECONDS", 3600, 60, 30 * 86400),
+            refund_window_days=_int(env, "REFUND_WINDOW_DAYS", REFUND_WINDOW_DAYS, *REFUND_WINDOW_DAYS_BOUNDS),
+            chargeback_advisor_side=_choice(env, "CHARGEBACK_ADVISOR_SIDE", "platform", CHARGEBACK_ADVISOR_SIDES),
         )

@@ -16,13 +16,15 @@ the others.
   decides, so a reading picked here that is not yet silent is left alone;
 - purge expired Idempotency-Key records (bounded);
 - sweep orphaned photo objects (photos.py);
+- decide refunds of unused funds left in transit (refund_resolution.py: looked
+  up in Authorize.Net's transaction lists by invoice number, bounded);
 - resolve deposits whose gateway answer never came back (deposit_resolution.py:
   looked up at Authorize.Net by invoice number after a grace period, bounded).
 """
 
 from typing import Any
 
-from . import billing, deposit_resolution, logs, photos
+from . import billing, deposit_resolution, logs, photos, refund_resolution
 from .clock import Clock
 from .config import Settings
 from .db import Database, sql
@@ -102,7 +104,8 @@ async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
         ("settle_silent_readings", lambda: settle_silent_readings(db, settings, now_ms)),
         ("purge_idempotency_keys", lambda: purge_idempotency_keys(db, now_ms)),
         (photos.SWEEP_JOB, lambda: photos.sweep_orphans(db, env.MEDIA, now_ms)),
-        # Last: it may wait on the gateway, and it stops itself short of D1's per-invocation cap.
+        # These two may wait on the gateway, and each stops itself short of D1's per-invocation cap.
+        ("resolve_refunds_in_transit", lambda: refund_resolution.resolve_refunds_in_transit(db, settings, now_ms)),
         ("resolve_stale_deposits", lambda: deposit_resolution.resolve_stale_deposits(db, settings, now_ms)),
     ]
     for name, job in jobs:

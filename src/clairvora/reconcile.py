@@ -29,6 +29,7 @@ COOLOFF_SAMPLE of them, and how many there are. Not a violation either.
 import json
 from typing import Any
 
+from . import card_checks
 from .clock import Clock, rfc3339
 from .db import Database, sql
 from .deposit_resolution import RESOLVE_AFTER_MS
@@ -98,11 +99,12 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "wallets_negative_only_by_reversal",
-        "a wallet goes below zero only through a deposit reversal; no other account but clearing is negative",
+        "a wallet goes below zero only through a deposit reversal or a chargeback; no other account but clearing "
+        "is negative",
         """SELECT e.id AS id FROM ledger_entries e
         JOIN accounts a ON a.id = e.account_id JOIN transfers t ON t.id = e.transfer_id
         WHERE a.kind = 'client_wallet' AND e.amount_cents < 0 AND e.balance_after_cents < 0
-          AND t.kind <> 'deposit_reversal'
+          AND t.kind NOT IN ('deposit_reversal', 'chargeback')
         UNION ALL
         SELECT id FROM accounts WHERE balance_cents < 0 AND kind NOT IN ('client_wallet', 'gateway_clearing')
         LIMIT 5""",
@@ -151,6 +153,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         WHERE t.kind <> 'reading_refund' OR e.amount_cents <> f.amount_cents
         LIMIT 5""",
     ),
+    *card_checks.CHECKS,
 )
 
 
@@ -181,8 +184,11 @@ async def check(db: Database, now_ms: int | None = None) -> dict[str, Any]:
             *(sql(query) for _name, _holds, query in CHECKS),
             sql(_UNRESOLVED_PAYMENTS, overdue_before_ms, SAMPLE, overdue_before_ms, SAMPLE),
             sql(_ACTIVE_COOLOFFS, now_ms, now_ms, COOLOFF_SAMPLE),
+            *card_checks.report_statements(now_ms),
         ]
     )
+    card_in_transit = results.pop().rows[0]
+    card_holds = results.pop().rows[0]
     cooloffs = results.pop().rows[0]
     unresolved = results.pop().rows[0]
     checks = []
@@ -193,6 +199,7 @@ async def check(db: Database, now_ms: int | None = None) -> dict[str, Any]:
     return {
         "ok": all(c["ok"] for c in checks),
         "checks": checks,
+        **card_checks.report(card_holds, card_in_transit),
         "unresolved_payments": {
             "count": int(unresolved["n"]),
             "oldest_created_at": rfc3339(unresolved["oldest_created_at_ms"]),
@@ -227,9 +234,10 @@ async def ledger_check(rc: RequestContext) -> Reply:
 SCHEMAS: dict[str, Any] = {
     "LedgerCheck": {
         "type": "object",
-        "required": ["ok", "checks", "unresolved_payments", "deposit_cooloffs"],
+        "required": ["ok", "checks", "unresolved_payments", "deposit_cooloffs", *card_checks.SCHEMAS],
         "properties": {
             "ok": {"type": "boolean"},
+            **card_checks.SCHEMAS,
             "deposit_cooloffs": {
                 "type": "object",
                 "description": "Card-testing cool-offs in force: deposits refused (429 deposit_cooloff) for a user "
