@@ -100,13 +100,14 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
     (
         "wallets_negative_only_by_reversal",
         "a wallet goes below zero only through a deposit reversal or a chargeback; no other account but clearing "
-        "is negative",
+        "and promotions (the promotion cost outstanding, 0090) is negative",
         """SELECT e.id AS id FROM ledger_entries e
         JOIN accounts a ON a.id = e.account_id JOIN transfers t ON t.id = e.transfer_id
         WHERE a.kind = 'client_wallet' AND e.amount_cents < 0 AND e.balance_after_cents < 0
           AND t.kind NOT IN ('deposit_reversal', 'chargeback')
         UNION ALL
-        SELECT id FROM accounts WHERE balance_cents < 0 AND kind NOT IN ('client_wallet', 'gateway_clearing')
+        SELECT id FROM accounts WHERE balance_cents < 0
+          AND kind NOT IN ('client_wallet', 'gateway_clearing', 'platform_promotions')
         LIMIT 5""",
     ),
     (

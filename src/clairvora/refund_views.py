@@ -16,11 +16,12 @@ from .validation import page_query
 DEFAULT_PAGE, MAX_PAGE = 20, 20  # a page is at most 20 refunds and their 100 parts
 LIST_QUERY = page_query(cursor_max_chars=40, max_page=MAX_PAGE, default_page=DEFAULT_PAGE, cursor_min_chars=0)
 
+# Parts in the order they were planned: the newest deposit first.
 _PART_COLUMNS = """p.id, p.refund_id, p.user_id, p.payment_id, p.amount_cents, p.state, p.gateway_transaction_id,
        p.outcome, p.gateway_error_code, p.created_at_ms, p.updated_at_ms, y.gateway_transaction_id AS deposit_transaction_id"""
 _REFUND = "SELECT id, amount_cents, parts, created_at_ms FROM wallet_refunds WHERE id = ? AND user_id = ?"
 _PARTS_OF = f"""SELECT {_PART_COLUMNS} FROM wallet_refund_parts p JOIN payments y ON y.id = p.payment_id
-WHERE p.refund_id = ? AND p.user_id = ? ORDER BY p.created_at_ms, p.id"""  # noqa: S608 - constant text
+WHERE p.refund_id = ? AND p.user_id = ? ORDER BY y.created_at_ms DESC, y.id DESC"""  # noqa: S608 - constant text
 
 
 def part_view(part: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +100,7 @@ async def list_refunds(rc: RequestContext) -> Reply:
             ),
             sql(
                 f"""SELECT {_PART_COLUMNS} FROM wallet_refund_parts p JOIN payments y ON y.id = p.payment_id
-                    WHERE p.user_id = ? AND p.refund_id IN ({page}) ORDER BY p.created_at_ms, p.id""",  # noqa: S608
+                    WHERE p.user_id = ? AND p.refund_id IN ({page}) ORDER BY y.created_at_ms DESC, y.id DESC""",  # noqa: S608
                 rc.user_id,
                 rc.user_id,
                 at,
