@@ -3,6 +3,7 @@ the cards it came from through the Authorize.Net stand-in's refundTransaction,
 newest settled deposit first, each deposit at most what is left of it; a
 refusal returns the money exactly once; only wallet cash ever leaves."""
 
+import asyncio
 import json
 import time
 
@@ -234,3 +235,43 @@ async def test_the_ledger_check_lists_refunds_in_transit():
     report = await books_clean()
     assert report["refunds_in_transit"]["cents"] == before
     assert json.dumps(report["chargeback_holds"])  # present and serialisable
+
+
+async def test_concurrent_refunds_never_refund_more_than_the_wallet_holds():
+    user_id, client = await user_with_wallet("rfc")
+    dep = await deposit(client, 2000)
+    first, second = await asyncio.gather(refund(client, {"amount_cents": 1500}), refund(client, {"amount_cents": 1500}))
+    statuses = sorted([first.status, second.status])
+    assert statuses == [201, 409], (first.text, second.text)
+    loser = first if first.status == 409 else second
+    assert loser.json()["code"] in ("refund_conflict", "refund_exceeds_balance", "refund_not_available"), loser.text
+    assert await balance(user_id) == 500 and (await payment(dep["id"]))["refunded_cents"] == 1500
+    await books_clean()
+
+
+async def test_someone_elses_refund_answers_like_a_missing_one():
+    _uid, owner = await user_with_wallet("rfo")
+    await deposit(owner, 1000)
+    view = (await refund(owner, {"amount_cents": 100})).json()["refund"]
+    _oid, other = await user_with_wallet("rfo2")
+    theirs = await other.get(f"/v1/wallet/refunds/{view['id']}")
+    missing = await other.get(f"/v1/wallet/refunds/{new_id()}")
+    assert theirs.status == missing.status == 404 and theirs.json() == missing.json()
+    assert (await other.get("/v1/wallet/refunds")).json() == {"items": [], "next_cursor": None}
+
+
+async def test_the_list_pages_newest_first():
+    _uid, client = await user_with_wallet("rfl")
+    await deposit(client, 1000)
+    # Distinct times (the order of refunds made within one millisecond is by id).
+    start = int(time.time() * 1000)
+    ids = [
+        (await refund(client, {"amount_cents": 100}, **{"x-test-now-ms": str(start + i * 1000)})).json()["refund"]["id"]
+        for i in range(3)
+    ]
+    page = (await client.get("/v1/wallet/refunds?limit=2")).json()
+    assert [i["id"] for i in page["items"]] == ids[::-1][:2] and page["next_cursor"]
+    rest = (await client.get(f"/v1/wallet/refunds?limit=2&cursor={page['next_cursor']}")).json()
+    assert [i["id"] for i in rest["items"]] == [ids[0]] and rest["next_cursor"] is None
+    bad = await client.get("/v1/wallet/refunds?cursor=nope")
+    assert bad.status == 400
