@@ -168,7 +168,7 @@ function transactionResponse(responseCode, transId, extra) {
   };
 }
 
-export async function startAnetStandin({ loginId, transactionKey, signatureKey, log = () => {} }) {
+export async function startAnetStandin({ loginId, transactionKey, signatureKey, port = 0, log = () => {} }) {
   const received = []; // parsed request bodies, newest last (tests inspect them)
   const hanging = new Set();
   const usedNonces = new Set(); // single-use tokens already used (insertion order = age)
@@ -622,9 +622,20 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
   // workerd keeps connections pooled; Node would close an idle one after 5 s and the Worker's
   // next call on it would fail with "Network connection lost" (a local artefact, not the gateway's).
   server.keepAliveTimeout = 0;
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address();
-  const endpoint = `http://127.0.0.1:${port}/xml/v1/request.api`;
+  // A fixed port (make dev: 8788, so POST /__standin/settle has a known address) falls back to any free one.
+  await new Promise((resolve, reject) => {
+    const onError = (error) => {
+      if (error.code !== "EADDRINUSE" || port === 0) return reject(error);
+      log(`Authorize.Net stand-in: port ${port} is in use, taking a free one`);
+      server.listen(0, "127.0.0.1", resolve);
+    };
+    server.once("error", onError);
+    server.listen(port, "127.0.0.1", () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+  const endpoint = `http://127.0.0.1:${server.address().port}/xml/v1/request.api`;
   log(`Authorize.Net stand-in on ${endpoint}`);
 
   return {

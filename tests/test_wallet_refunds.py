@@ -19,7 +19,7 @@ from card_support import (
     refund,
     requests_for,
 )
-from clairvora import ledger
+from clairvora import ledger, payments
 from clairvora.db import sql
 from clairvora.ids import new_id
 from money_support import balance, user_with_wallet
@@ -275,3 +275,36 @@ async def test_the_list_pages_newest_first():
     assert [i["id"] for i in rest["items"]] == [ids[0]] and rest["next_cursor"] is None
     bad = await client.get("/v1/wallet/refunds?cursor=nope")
     assert bad.status == 400
+
+
+async def test_deposits_the_gateway_does_not_know_are_skipped():
+    """Approved payments whose transaction the gateway never made (demo data's "seed..." ids) or no
+    longer finds (E00040) are not refundable: 409 with nothing refundable, never a 500."""
+    user_id, client = await user_with_wallet("rfg")
+    db = database()
+    for trans_id in ("seed" + unique(""), "9" + unique("")[-9:]):
+        payment_id = new_id()
+        await db.batch(
+            [
+                sql(
+                    """INSERT INTO payments (id, user_id, amount_cents, status, gateway_transaction_id, created_at_ms,
+                                             updated_at_ms) VALUES (?, ?, 1000, 'approved', ?, ?, ?)""",
+                    payment_id,
+                    user_id,
+                    trans_id,
+                    int(time.time() * 1000),
+                    int(time.time() * 1000),
+                ),
+                *payments.credit_statements(
+                    payment_id=payment_id,
+                    user_id=user_id,
+                    amount_cents=1000,
+                    transaction_id=trans_id,
+                    response_code="1",
+                    now_ms=int(time.time() * 1000),
+                ),
+            ]
+        )
+    r = await refund(client)
+    assert r.status == 409 and r.json()["code"] == "refund_not_available", r.text
+    assert r.json()["refundable_now_cents"] == 0 and await balance(user_id) == 2000

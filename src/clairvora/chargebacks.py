@@ -70,18 +70,19 @@ _PAYMENT = """SELECT p.id, p.user_id, p.status, p.created_at_ms,
 FROM payments p WHERE p.id = ?"""
 # Per advisor: what the client's wallet paid for its readings since the deposit
 # (charges less refunds) and the advisor's share of that, and its pending earnings.
+# The client's newest RECENT_ENTRIES wallet entries drive the join (CROSS JOIN
+# keeps SQLite from starting at every reading transfer instead).
 _SHARES = """
 SELECT r.advisor_id AS advisor_id, -sum(e.amount_cents) AS paid_cents,
        -sum(e.amount_cents * r.advisor_cents_per_minute / r.rate_cents_per_minute) AS advisor_cents,
        (SELECT balance_cents FROM accounts WHERE owner_user_id = r.advisor_id AND kind = 'advisor_earnings')
          AS pending_cents
-FROM ledger_entries e
-JOIN transfers t ON t.id = e.transfer_id AND t.kind IN ('reading_charge', 'reading_refund') AND t.reference_type = 'reading'
-JOIN readings r ON r.id = t.reference_id
-WHERE e.id IN (SELECT id FROM ledger_entries
-               WHERE account_id = (SELECT id FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet')
-               ORDER BY sequence DESC LIMIT ?)
-  AND e.created_at_ms >= ?
+FROM (SELECT transfer_id, amount_cents, created_at_ms FROM ledger_entries
+      WHERE account_id = (SELECT id FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet')
+      ORDER BY sequence DESC LIMIT ?) e
+CROSS JOIN transfers t ON t.id = e.transfer_id
+CROSS JOIN readings r ON r.id = t.reference_id
+WHERE e.created_at_ms >= ? AND t.kind IN ('reading_charge', 'reading_refund') AND t.reference_type = 'reading'
 GROUP BY r.advisor_id"""
 _CHARGEBACK = "SELECT * FROM chargebacks WHERE id = ?"
 _CLAWED = """SELECT a.owner_user_id AS advisor_id, -e.amount_cents AS amount_cents

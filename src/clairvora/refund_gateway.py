@@ -33,9 +33,12 @@ async def plan_parts(
     for deposit in candidates:
         if planned >= target or len(parts) >= MAX_PARTS or lookups >= MAX_LOOKUPS:
             break
+        trans_id = str(deposit["gateway_transaction_id"])
+        if not (trans_id.isascii() and trans_id.isdigit()):
+            continue  # not a transaction the gateway made (e.g. demo data): nothing to refund it against
         lookups += 1
         try:
-            details = await anet_refunds.transaction_details(settings, str(deposit["gateway_transaction_id"]))
+            details = await anet_refunds.transaction_details(settings, trans_id)
         except anet.ReportingError as exc:
             if exc.code == anet_refunds.NOT_FOUND:
                 continue
