@@ -308,3 +308,14 @@ async def test_deposits_the_gateway_does_not_know_are_skipped():
     r = await refund(client)
     assert r.status == 409 and r.json()["code"] == "refund_not_available", r.text
     assert r.json()["refundable_now_cents"] == 0 and await balance(user_id) == 2000
+
+
+async def test_the_wallet_history_names_refund_kinds_the_api_document_lists():
+    _uid, client = await user_with_wallet("rfd")
+    await deposit(client, 1000)
+    assert (await refund(client, {"amount_cents": 300})).status == 201
+    doc = (await client.get("/openapi.json")).json()["components"]["schemas"]["WalletTransaction"]["properties"]
+    entries = (await client.get("/v1/wallet/transactions")).json()["items"]
+    assert {e["kind"] for e in entries} == {"deposit", "wallet_refund"}
+    assert all(e["kind"] in doc["kind"]["enum"] for e in entries)
+    assert all(e["reference"]["type"] in doc["reference"]["properties"]["type"]["enum"] for e in entries)
