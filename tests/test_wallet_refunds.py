@@ -274,7 +274,9 @@ async def test_the_list_pages_newest_first():
     rest = (await client.get(f"/v1/wallet/refunds?limit=2&cursor={page['next_cursor']}")).json()
     assert [i["id"] for i in rest["items"]] == [ids[0]] and rest["next_cursor"] is None
     bad = await client.get("/v1/wallet/refunds?cursor=nope")
-    assert bad.status == 400
+    assert bad.status == 400 and bad.json()["field"] == "cursor"
+    far = await client.get("/v1/wallet/refunds?cursor=9999999999999999:9999999999999999")
+    assert far.status == 200 and len(far.json()["items"]) == 3  # beyond every time: the first page
 
 
 async def test_deposits_the_gateway_does_not_know_are_skipped():

@@ -11,10 +11,16 @@ from .errors import bad_request, not_found
 from .openapi import page_schema
 from .requests import RequestContext
 from .responses import Reply
-from .validation import page_query
+from .validation import Int, Obj, Str
 
 DEFAULT_PAGE, MAX_PAGE = 20, 20  # a page is at most 20 refunds and their 100 parts
-LIST_QUERY = page_query(cursor_max_chars=40, max_page=MAX_PAGE, default_page=DEFAULT_PAGE, cursor_min_chars=0)
+# The cursor is "<created_at_ms>:<id>" of the page's last refund; the pattern says so.
+LIST_QUERY = Obj(
+    {
+        "cursor": Str(max_len=33, pattern=r"^(\d{1,16}:\d{1,16})?$", description="next_cursor from the previous page"),
+        "limit": Int(low=1, high=MAX_PAGE, description=f"page size, default {DEFAULT_PAGE}"),
+    }
+)
 
 # Parts in the order they were planned: the newest deposit first.
 _PART_COLUMNS = """p.id, p.refund_id, p.user_id, p.payment_id, p.amount_cents, p.state, p.gateway_transaction_id,
@@ -73,13 +79,17 @@ async def read_refund(db: Database, user_id: int, refund_id: int) -> tuple[dict[
     return found.rows[0], parts.rows, int(wallet.rows[0]["balance_cents"]) if wallet.rows else 0
 
 
+NO_CURSOR = 2**52  # above any time or id; larger ints cross to JS as BigInt, which D1 refuses
+
+
 def _cursor(raw: str | None) -> tuple[int, int]:
+    """(created_at_ms, id) of the last refund seen (the query shape checked the form)."""
     if not raw:
-        return 2**52, 2**52
+        return NO_CURSOR, NO_CURSOR
     at, _, rid = raw.partition(":")
-    if not (at.isascii() and at.isdigit() and rid.isascii() and rid.isdigit()) or len(at) > 16 or len(rid) > 16:
+    if not (at.isascii() and at.isdigit() and rid.isascii() and rid.isdigit()):
         raise bad_request("'cursor' is not a cursor this API returned.", "cursor")
-    return int(at), int(rid)
+    return min(int(at), NO_CURSOR), min(int(rid), NO_CURSOR)
 
 
 async def list_refunds(rc: RequestContext) -> Reply:
