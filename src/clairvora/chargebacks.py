@@ -21,11 +21,10 @@ records each one. Recording it is ONE batch (migration 0092 holds the rules):
   transfer, advisors' pending earnings -> the client's wallet: it reduces what
   the client owes, and the platform's loss is its own share;
 - the key's stored reply.
-While a chargeback is open, its client can start no reading and make no
-deposit or refund (triggers on those INSERTs: 403 `chargeback_hold`).
-Resolving it (one batch): `lost`, the money stays gone; `won`, the card network
-returned it: one `chargeback_reversal` transfer, gateway clearing -> wallet,
-and each clawed-back advisor gets its share back. Either lifts the hold.
+While one is open its client can start no reading, deposit or refund (triggers
+on those INSERTs: 403 `chargeback_hold`). Resolving it, one batch, lifts the
+hold: `lost` (the money stays gone) or `won` (a `chargeback_reversal`, gateway
+clearing -> wallet, and each clawed-back advisor gets its share back).
 """
 
 from typing import Any
