@@ -61,8 +61,6 @@ RESOLVE_BODY = Obj(
     required=("outcome", "note"),
 )
 
-_SELECT_KEY = """SELECT route, request_sha256, state, response_status, response_body
-FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?"""
 _PAYMENT = """SELECT p.id, p.user_id, p.status, p.created_at_ms,
        p.amount_cents - p.reversed_cents - p.refunded_cents - p.charged_back_cents AS left_cents,
        (SELECT balance_cents FROM accounts WHERE owner_user_id = p.user_id AND kind = 'client_wallet') AS wallet_cents
@@ -139,7 +137,7 @@ async def record_chargeback(rc: RequestContext) -> Reply:
     body = await rc.parsed_body()
     key = await IdempotencyKey.from_request(rc)
     payment_id: int = rc.params["payment_id"]
-    stored, found = await rc.db.batch([sql(_SELECT_KEY, key.user_id, key.key), sql(_PAYMENT, payment_id)])
+    stored, found = await rc.db.batch([key.stored_statement(), sql(_PAYMENT, payment_id)])
     if stored.rows:
         return key.replay_row(stored.rows[0])
     if not found.rows:
@@ -251,7 +249,7 @@ async def resolve_chargeback(rc: RequestContext) -> Reply:
     chargeback_id: int = rc.params["chargeback_id"]
     stored, found, clawed = await rc.db.batch(
         [
-            sql(_SELECT_KEY, key.user_id, key.key),
+            key.stored_statement(),
             sql(_CHARGEBACK, chargeback_id),
             sql(_CLAWED, f"chargeback:{chargeback_id}:clawback"),
         ]

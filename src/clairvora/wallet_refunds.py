@@ -64,8 +64,6 @@ REFUND_BODY = Obj(
     }
 )
 
-_SELECT_KEY = """SELECT route, request_sha256, state, response_status, response_body
-FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?"""
 _STATE = """SELECT (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet') AS wallet_cents,
   EXISTS (SELECT 1 FROM chargebacks WHERE user_id = ? AND state = 'open') AS on_hold"""
 _CANDIDATES = """
@@ -199,7 +197,7 @@ async def create_refund(rc: RequestContext) -> Reply:
     since_ms = key.now_ms - settings.refund_window_days * 86_400_000
     stored, state, candidates = await rc.db.batch(
         [
-            sql(_SELECT_KEY, key.user_id, key.key),
+            key.stored_statement(),
             sql(_STATE, key.user_id, key.user_id),
             sql(_CANDIDATES, key.user_id, since_ms, MAX_CANDIDATES),
         ]
