@@ -57,8 +57,15 @@
 // capturedPendingSettlement becomes settledSuccessfully. UNCONFIRMED: the error code
 // for a date range over 31 days (the stand-in answers E00003), and whether an empty
 // list carries totalNumInResultSet (the stand-in sends it; the Worker needs neither).
+//
+// Refunds (refundTransaction) and getTransactionDetailsRequest: anet_refunds.mjs.
+// Each kind of test token stands for a test card ending in 1111. Locally (`make dev`)
+// POST /__standin/settle on the stand-in's port runs a cut-off now (every unsettled
+// transaction settles), so a deposit can be refunded without waiting for 22:00 UTC;
+// it is not part of Authorize.Net's API.
 import crypto from "node:crypto";
 import http from "node:http";
+import { refundDesk } from "./anet_refunds.mjs";
 
 const BOM = "\uFEFF";
 const NS = "AnetApi/xml/v1/schema/AnetApiSchema.xsd";
@@ -161,7 +168,7 @@ function transactionResponse(responseCode, transId, extra) {
   };
 }
 
-export async function startAnetStandin({ loginId, transactionKey, signatureKey, log = () => {} }) {
+export async function startAnetStandin({ loginId, transactionKey, signatureKey, port = 0, log = () => {} }) {
   const received = []; // parsed request bodies, newest last (tests inspect them)
   const hanging = new Set();
   const usedNonces = new Set(); // single-use tokens already used (insertion order = age)
@@ -227,6 +234,9 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
       status: STATUS_OF_RESPONSE_CODE[responseCode],
       invoiceNumber: tr0.order?.invoiceNumber,
       amount: Number(tr0.amount),
+      type: "authCaptureTransaction",
+      card: "1111",
+      refundedCents: 0,
       batchCutoffMs: null,
     });
     if (transactions.length > MAX_REMEMBERED) transactions.shift();
@@ -249,10 +259,28 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
       if (t.batchCutoffMs !== null || HELD_STATUSES.has(t.status)) continue;
       const cutoff = cutoffAfter(t.submitMs);
       if (cutoff > now) continue;
-      if (!batches.has(cutoff)) batches.set(cutoff, { batchId: String(nextBatchId++), settlementTimeMs: cutoff });
-      t.batchCutoffMs = cutoff;
-      if (t.status === "capturedPendingSettlement") t.status = "settledSuccessfully";
+      settleInto(t, cutoff);
     }
+  }
+
+  function settleInto(t, cutoff) {
+    if (!batches.has(cutoff)) batches.set(cutoff, { batchId: String(nextBatchId++), settlementTimeMs: cutoff });
+    t.batchCutoffMs = cutoff;
+    if (t.status === "capturedPendingSettlement") t.status = "settledSuccessfully";
+    if (t.status === "refundPendingSettlement") t.status = "refundSettledSuccessfully";
+  }
+
+  // A cut-off now (the dev control POST /__standin/settle): every unsettled transaction but held ones.
+  function settleNow() {
+    settleDue();
+    const now = nowMs();
+    let settled = 0;
+    for (const t of transactions) {
+      if (t.batchCutoffMs !== null || HELD_STATUSES.has(t.status)) continue;
+      settleInto(t, now);
+      settled++;
+    }
+    return settled;
   }
 
   const utc = (ms) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
@@ -415,7 +443,35 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
     };
   }
 
+  const refunds = refundDesk({
+    transactions,
+    nowMs,
+    messages,
+    transactionResponse,
+    checkOrder,
+    SchemaError,
+    duplicateKey,
+    findOriginal,
+    duplicateAnswer,
+    defaultDuplicateWindowS: DEFAULT_DUPLICATE_WINDOW_S,
+    settleDue,
+    utc,
+    local,
+    batchAt: (cutoff) => batches.get(cutoff),
+    authorised: (auth) => auth.name === loginId && auth.transactionKey === transactionKey,
+    newTransId: () => String(nextTransId++),
+    remember(record) {
+      processed.push(record);
+      if (processed.length > MAX_REMEMBERED) processed.shift();
+    },
+    record(t) {
+      transactions.push(t);
+      if (transactions.length > MAX_REMEMBERED) transactions.shift();
+    },
+  });
+
   function answer(body) {
+    if (body?.getTransactionDetailsRequest !== undefined) return refunds.details(body.getTransactionDetailsRequest);
     for (const rootName of ["getUnsettledTransactionListRequest", "getSettledBatchListRequest", "getTransactionListRequest"]) {
       if (body?.[rootName] !== undefined) return report(rootName, body[rootName]);
     }
@@ -455,8 +511,8 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
     } catch (e) {
       return schemaError(e);
     }
-    if (tr.transactionType !== "authCaptureTransaction") {
-      return withRef({ messages: messages("Error", "E00003", `The stand-in only knows authCaptureTransaction.`) });
+    if (tr.transactionType !== "authCaptureTransaction" && tr.transactionType !== "refundTransaction") {
+      return withRef({ messages: messages("Error", "E00003", `The stand-in only knows authCaptureTransaction and refundTransaction.`) });
     }
     const amount = typeof tr.amount === "string" ? tr.amount : String(tr.amount);
     if (!/^\d{1,13}(\.\d{1,2})?$/.test(amount) || Number(amount) <= 0) {
@@ -468,6 +524,10 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
     const invoice = tr.order?.invoiceNumber;
     if (invoice !== undefined && (typeof invoice !== "string" || invoice.length > 20)) {
       return withRef({ messages: messages("Error", "E00003", `The 'invoiceNumber' element is invalid: the actual length is greater than the MaxLength value.`) });
+    }
+    if (tr.transactionType === "refundTransaction") {
+      const out = refunds.refund(tr, windowS, amount);
+      return out === "hang" ? out : withRef(out);
     }
 
     // The token: unknown or already used -> E00114 (empty transactionResponse, as the real API answers).
@@ -525,6 +585,11 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
   }
 
   const server = http.createServer((req, res) => {
+    if (req.method === "POST" && req.url === "/__standin/settle") {
+      const settled = settleNow();
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ settled }));
+      return;
+    }
     if (req.method !== "POST" || !req.url.startsWith("/xml/v1/request.api")) {
       res.writeHead(404).end();
       return;
@@ -557,9 +622,20 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
   // workerd keeps connections pooled; Node would close an idle one after 5 s and the Worker's
   // next call on it would fail with "Network connection lost" (a local artefact, not the gateway's).
   server.keepAliveTimeout = 0;
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address();
-  const endpoint = `http://127.0.0.1:${port}/xml/v1/request.api`;
+  // A fixed port (make dev: 8788, so POST /__standin/settle has a known address) falls back to any free one.
+  await new Promise((resolve, reject) => {
+    const onError = (error) => {
+      if (error.code !== "EADDRINUSE" || port === 0) return reject(error);
+      log(`Authorize.Net stand-in: port ${port} is in use, taking a free one`);
+      server.listen(0, "127.0.0.1", resolve);
+    };
+    server.once("error", onError);
+    server.listen(port, "127.0.0.1", () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+  const endpoint = `http://127.0.0.1:${server.address().port}/xml/v1/request.api`;
   log(`Authorize.Net stand-in on ${endpoint}`);
 
   return {
@@ -577,6 +653,14 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
       advanceClock(seconds) {
         clockOffsetMs += Number(seconds) * 1000;
       },
+      // What the next refunds of one original meet (anet_refunds.mjs), and a transaction made older.
+      planRefunds(refTransId, behaviours) {
+        refunds.plan(refTransId, behaviours);
+      },
+      ageTransaction(transId, seconds) {
+        refunds.age(transId, seconds);
+      },
+      settleNow,
       // The exact raw request text is not kept; key order survives JSON.parse.
       // A webhook body signed like Authorize.Net signs it (compact JSON).
       signWebhook(bodyText, key = signatureKey) {

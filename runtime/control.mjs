@@ -15,6 +15,15 @@ export async function startControl({ d1Execute, workerLog, anetControl }) {
       anetControl.advanceClock(Number(seconds));
       return { ok: true };
     },
+    "/anet/plan-refunds": ({ trans_id, behaviours }) => {
+      anetControl.planRefunds(String(trans_id), behaviours);
+      return { ok: true };
+    },
+    "/anet/age-transaction": ({ trans_id, seconds }) => {
+      anetControl.ageTransaction(String(trans_id), Number(seconds));
+      return { ok: true };
+    },
+    "/anet/settle-now": () => ({ settled: anetControl.settleNow() }),
   };
   const server = http.createServer((req, res) => {
     const chunks = [];

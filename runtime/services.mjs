@@ -61,6 +61,8 @@ export async function startServices({ log = () => {}, forTests = false, envName 
       loginId: forTests ? secrets.ANET_API_LOGIN_ID : (vars.ANET_API_LOGIN_ID ?? "standin-login"),
       transactionKey: forTests ? secrets.ANET_TRANSACTION_KEY : (vars.ANET_TRANSACTION_KEY ?? "standinTxnKey123"),
       signatureKey: forTests ? secrets.ANET_SIGNATURE_KEY : (vars.ANET_SIGNATURE_KEY ?? ""),
+      // make dev: the port wrangler.toml's placeholder names (ANET_STANDIN_PORT to change); tests: any.
+      port: forTests ? 0 : Number(process.env.ANET_STANDIN_PORT || 8788),
       log,
     });
     endpointOverrides.ANET_ENDPOINT = anet.endpoint;

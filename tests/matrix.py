@@ -221,6 +221,53 @@ async def _refund(world: "World") -> Call:
     )
 
 
+async def _wallet_refund(world: "World") -> Call:
+    """The owner's wallet holds a settled card deposit; each caller asks for a refund of its own wallet."""
+    from card_support import deposit
+    from support import unique
+
+    await deposit(world.owner.client, 1000)
+    return Call("/v1/wallet/refunds", {"amount_cents": 500}, {"idempotency-key": unique("mxwr")})
+
+
+async def _owner_refund(world: "World") -> Call:
+    from card_support import deposit, refund
+
+    await deposit(world.owner.client, 1000)
+    r = await refund(world.owner.client, {"amount_cents": 300})
+    assert r.status == 201, r.text
+    view = r.json()["refund"]
+    return Call(f"/v1/wallet/refunds/{view['id']}", secrets=(view["parts"][0]["gateway_transaction_id"],))
+
+
+async def _chargeback(world: "World") -> Call:
+    from card_support import deposit
+    from support import unique
+
+    dep = await deposit(world.owner.client, 1000)
+    return Call(
+        f"/v1/admin/payments/{dep['id']}/chargebacks",
+        {"note": "Matrix chargeback"},
+        {"idempotency-key": unique("mxcb")},
+    )
+
+
+async def _resolve_chargeback(world: "World") -> Call:
+    from card_support import deposit
+    from support import unique
+
+    dep = await deposit(world.owner.client, 1000)
+    r = await world.admin.client.post(
+        f"/v1/admin/payments/{dep['id']}/chargebacks", {"note": "Matrix"}, headers={"idempotency-key": unique()}
+    )
+    assert r.status == 201, r.text
+    return Call(
+        f"/v1/admin/chargebacks/{r.json()['chargeback']['id']}/resolve",
+        {"outcome": "lost", "note": "Matrix resolution"},
+        {"idempotency-key": unique("mxcr")},
+    )
+
+
 # --- readings: the owner is the party allowed to act -------------------------
 
 
@@ -483,6 +530,44 @@ ROWS: list[Row] = [
         authed(201, other_client=201, other_advisor=201, admin=201),
         may_write=ALL_SELF,
         owner_state=_owner_wallet,
+    ),
+    # Refunds of unused funds: each caller refunds its own wallet; only the owner has a settled card deposit
+    # (the others: no cash, or cash that came from no card: 409), and only the owner sees its refund.
+    Row(
+        "POST",
+        "/v1/wallet/refunds",
+        _wallet_refund,
+        authed(201, other_client=409, other_advisor=409, admin=409),
+        may_write=("owner",),
+    ),
+    Row(
+        "GET",
+        "/v1/wallet/refunds",
+        fixed("/v1/wallet/refunds"),
+        authed(200, other_client=200, other_advisor=200, admin=200),
+    ),
+    Row(
+        "GET",
+        "/v1/wallet/refunds/{refund_id:id}",
+        _owner_refund,
+        authed(200, other_client=404, other_advisor=404, admin=404),
+    ),
+    # Chargebacks put the owner on hold: worlds of their own.
+    Row(
+        "POST",
+        "/v1/admin/payments/{payment_id:id}/chargebacks",
+        _chargeback,
+        admin_only(201),
+        may_write=("admin",),
+        fresh_world=True,
+    ),
+    Row(
+        "POST",
+        "/v1/admin/chargebacks/{chargeback_id:id}/resolve",
+        _resolve_chargeback,
+        admin_only(200),
+        may_write=("admin",),
+        fresh_world=True,
     ),
     # Authorize.Net proves itself with the body's signature, not a token: every caller's signed event is received.
     Row("POST", "/v1/webhooks/authorizenet", _webhook, PUBLIC, may_write=CALLERS),

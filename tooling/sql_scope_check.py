@@ -36,6 +36,9 @@ OWNER_COLUMNS: dict[str, tuple[str, ...]] = {
     "promo_redemptions": ("client_id",),
     "free_minute_offers": ("client_id",),
     "satisfaction_claims": ("client_id", "advisor_id"),
+    "wallet_refunds": ("user_id",),
+    "wallet_refund_parts": ("user_id",),
+    "chargebacks": ("user_id",),
 }
 
 # (file name, a fragment of the statement) -> why it may go unscoped.
@@ -74,6 +77,19 @@ ALLOWED: dict[tuple[str, str], str] = {
     ): "the cron's gateway lookup: every user's deposits still waiting for the gateway (bounded, oldest first); "
     "each is then written WHERE id = ? AND user_id = ?",
     ("refunds.py", "FROM readings r WHERE r.id = ?"): "admin refund (auth='admin'): any reading, by id",
+    (
+        "card_checks.py",
+        "",
+    ): "the admin reconciliation's card-money checks (run by reconcile.check): every row by design",
+    (
+        "chargebacks.py",
+        "",
+    ): "admin chargeback routes (auth='admin'): any client's deposit, chargeback and the readings it paid for",
+    (
+        "refund_resolution.py",
+        "FROM wallet_refund_parts WHERE state = 'in_transit' AND updated_at_ms < ?",
+    ): "the cron's gateway lookup: every user's refund parts still in transit (bounded, oldest first); each is "
+    "then written WHERE id = ? AND user_id = ?",
     (
         "webhooks.py",
         "",

@@ -109,8 +109,18 @@ def test_the_recreated_triggers_still_guard_the_ledger(rebuilt):
                 "INSERT INTO ledger_entries (transfer_id, account_id, amount_cents, balance_after_cents, sequence, created_at_ms)"
                 " VALUES (502, 100, -800, -100, 3, 4)"
             )
+        # A chargeback transfer names its chargeback record (0092), of an approved deposit.
         db.execute(
-            "INSERT INTO transfers (id, transfer_key, kind, created_at_ms) VALUES (503, 'test:cb', 'chargeback', 4)"
+            "INSERT INTO payments (id, user_id, amount_cents, status, gateway_transaction_id, created_at_ms,"
+            " updated_at_ms) VALUES (600, 10, 1000, 'approved', '1', 4, 4)"
+        )
+        db.execute(
+            "INSERT INTO chargebacks (id, payment_id, user_id, amount_cents, note, advisor_side, state,"
+            " recorded_by_user_id, created_at_ms) VALUES (700, 600, 10, 800, 'test', 'platform', 'open', 11, 4)"
+        )
+        db.execute(
+            "INSERT INTO transfers (id, transfer_key, kind, reference_type, reference_id, created_at_ms)"
+            " VALUES (503, 'test:cb', 'chargeback', 'chargeback', 700, 4)"
         )
         db.execute(
             "INSERT INTO ledger_entries (transfer_id, account_id, amount_cents, balance_after_cents, sequence, created_at_ms)"

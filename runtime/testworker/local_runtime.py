@@ -112,6 +112,18 @@ class AnetControl:
     def advanceClock(self, seconds: float) -> None:
         _control("/anet/advance-clock", {"seconds": seconds})
 
+    def planRefunds(self, trans_id: str, behaviours: list[str]) -> None:
+        """What the next refunds of one original meet: fail, refuse, timeout, lost (anet_refunds.mjs)."""
+        _control("/anet/plan-refunds", {"trans_id": trans_id, "behaviours": behaviours})
+
+    def ageTransaction(self, trans_id: str, seconds: float) -> None:
+        """An unsettled transaction submitted `seconds` earlier (the cut-offs it passed settle it)."""
+        _control("/anet/age-transaction", {"trans_id": trans_id, "seconds": seconds})
+
+    def settleNow(self) -> int:
+        """A cut-off now: every unsettled transaction settles."""
+        return int(_control("/anet/settle-now", {})["settled"])
+
     def signWebhook(self, body_text: str, key: str | None = None) -> str:
         """The X-ANET-Signature Authorize.Net sends: HMAC-SHA512 of the body, hex upper case."""
         secret = (key if key is not None else self._signature_key).encode("ascii")

@@ -209,7 +209,12 @@ MAX_BATCH_RANGE_DAYS = 31  # getSettledBatchListRequest's widest date range
 
 class ReportingError(Exception):
     """The gateway's lists could not be read (transport, HTTP, unreadable, or an
-    API error such as E00007 credentials or reporting not enabled)."""
+    API error such as E00007 credentials or reporting not enabled). `code` is the
+    API's message code when it answered (E00040: no such transaction)."""
+
+    def __init__(self, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,5 +352,6 @@ async def report(*, endpoint: str, timeout_ms: int, request_body: dict[str, Any]
     if not isinstance(messages, dict) or messages.get("resultCode") != "Ok":
         listed = messages.get("message") if isinstance(messages, dict) else None
         first = listed[0] if isinstance(listed, list) and listed and isinstance(listed[0], dict) else {}
-        raise ReportingError(f"{call}: not Ok ({first.get('code')})")
+        code = first.get("code")
+        raise ReportingError(f"{call}: not Ok ({code})", code if isinstance(code, str) else None)
     return body

@@ -9,6 +9,7 @@ from typing import Any
 from . import (
     advisors,
     blocks,
+    chargebacks,
     earnings,
     limits,
     logs,
@@ -21,12 +22,14 @@ from . import (
     ratelimits,
     readings,
     reconcile,
+    refund_views,
     refunds,
     reviews,
     satisfaction,
     system,
     users,
     wallet,
+    wallet_refunds,
     webhooks,
 )
 from . import db as db_layer
@@ -49,6 +52,8 @@ ROUTES: list[Route] = [
     *advisors.ROUTES,
     *wallet.ROUTES,
     *payments.ROUTES,
+    *wallet_refunds.ROUTES,
+    *chargebacks.ROUTES,
     *webhooks.ROUTES,
     *refunds.ROUTES,
     *reconcile.ROUTES,
@@ -69,6 +74,8 @@ SCHEMAS: dict[str, Any] = {
     **limits.SCHEMAS,
     **wallet.SCHEMAS,
     **payments.SCHEMAS,
+    **refund_views.SCHEMAS,
+    **chargebacks.SCHEMAS,
     **webhooks.SCHEMAS,
     **refunds.SCHEMAS,
     **reconcile.SCHEMAS,
@@ -176,7 +183,10 @@ async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
     except LimitExceeded as exc:
         reply = problem_reply(Problem(400, "limit_exceeded", "Limit exceeded", str(exc)), request_id)
     except TriggerAbort as exc:
-        if exc.code != "user_erased":
+        if exc.code == "chargeback_hold":
+            # An open chargeback (migration 0092's triggers on the reading and deposit INSERTs).
+            reply = problem_reply(chargebacks.hold_problem(), request_id)
+        elif exc.code != "user_erased":
             logs.error("d1_error", request_id=request_id, error=exc.message, kind=type(exc).__name__)
             reply = problem_reply(Problem(500, "internal_error", "Internal error", "Something went wrong."), request_id)
         else:

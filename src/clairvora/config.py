@@ -48,6 +48,22 @@ MAX_TOKEN_LIFETIME_BOUNDS = (60, 366 * 86400)
 # configuration only (ratelimits.py). Anything else is a misconfiguration.
 RATE_LIMIT_MODES = ("enforce", "observe")
 
+# Who bears a chargeback's advisor side (chargebacks.py): "platform" (the
+# platform covers the advisors' share of the disputed money) or "clawback"
+# (taken back from the advisors' pending earnings, at most what they hold).
+CHARGEBACK_ADVISOR_SIDES = ("platform", "clawback")
+# Authorize.Net refunds a settled transaction within 120 days of its settlement
+# (docs/PAYMENTS.md); merchants with Expanded Credit-Return Capabilities get longer.
+REFUND_WINDOW_DAYS = 120
+REFUND_WINDOW_DAYS_BOUNDS = (1, 180)
+
+
+def _choice(env: Any, name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _var(env, name, default) or default
+    if value not in choices:
+        raise Problem(500, "misconfigured", "Server misconfigured", f"var {name} is not one of {choices}")
+    return value
+
 
 def _switch(env: Any, name: str, default: bool) -> bool:
     raw = _var(env, name)
@@ -63,13 +79,6 @@ def _rate_limits_enforced(env: Any, environment: str) -> bool:
     if mode not in RATE_LIMIT_MODES:
         raise Problem(500, "misconfigured", "Server misconfigured", f"var RATE_LIMITS is not one of {RATE_LIMIT_MODES}")
     return environment != "local" or mode == "enforce"
-
-
-def _choice(env: Any, name: str, allowed: tuple[str, ...], default: str) -> str:
-    value = _var(env, name, default) or default
-    if value not in allowed:
-        raise Problem(500, "misconfigured", "Server misconfigured", f"var {name} is not one of {allowed}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +140,9 @@ class Settings:
     satisfaction_period_days: int
     satisfaction_credit_days: int
     satisfaction_clawback: bool
+    # Refunds of unused funds (wallet_refunds.py) and chargebacks (chargebacks.py).
+    refund_window_days: int
+    chargeback_advisor_side: str
 
     @classmethod
     def from_env(cls, env: Any) -> "Settings":
@@ -171,7 +183,7 @@ class Settings:
             deposit_failures_per_ip=_int(env, "DEPOSIT_FAILURES_PER_IP", 10, 1, 10000),
             deposit_failure_window_s=_int(env, "DEPOSIT_FAILURE_WINDOW_SECONDS", 3600, 60, 30 * 86400),
             deposit_cooloff_s=_int(env, "DEPOSIT_COOLOFF_SECONDS", 3600, 60, 30 * 86400),
-            ledger_period_close_auto=_choice(env, "LEDGER_PERIOD_CLOSE", ("auto", "manual"), "auto") == "auto",
+            ledger_period_close_auto=_choice(env, "LEDGER_PERIOD_CLOSE", "auto", ("auto", "manual")) == "auto",
             message_archive_delay_s=_int(env, "MESSAGE_ARCHIVE_DELAY_SECONDS", 3600, 0, 30 * 86400),
             promo_advisor_share_bps=_int(env, "PROMO_ADVISOR_SHARE_BPS", 10000 - platform_fee_bps, 0, 10000),
             promo_refund_credit_days=_int(env, "PROMO_REFUND_CREDIT_DAYS", 30, 1, 366),
@@ -184,4 +196,6 @@ class Settings:
             satisfaction_period_days=_int(env, "SATISFACTION_PERIOD_DAYS", 30, 1, 366),
             satisfaction_credit_days=_int(env, "SATISFACTION_CREDIT_DAYS", 30, 1, 366),
             satisfaction_clawback=_switch(env, "SATISFACTION_CLAWBACK", False),
+            refund_window_days=_int(env, "REFUND_WINDOW_DAYS", REFUND_WINDOW_DAYS, *REFUND_WINDOW_DAYS_BOUNDS),
+            chargeback_advisor_side=_choice(env, "CHARGEBACK_ADVISOR_SIDE", "platform", CHARGEBACK_ADVISOR_SIDES),
         )

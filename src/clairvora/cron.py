@@ -23,13 +23,15 @@ the others.
 - move the chat of readings ended MESSAGE_ARCHIVE_DELAY_SECONDS ago to R2, and
   rewrite archived chats after an erasure (chat_archive_job.py, bounded by its
   own D1 budget under the shared ceiling);
+- decide refunds of unused funds left in transit (refund_resolution.py: looked
+  up in Authorize.Net's transaction lists by invoice number, bounded);
 - resolve deposits whose gateway answer never came back (deposit_resolution.py:
   looked up at Authorize.Net by invoice number after a grace period, bounded).
 """
 
 from typing import Any
 
-from . import billing, chat_archive_job, deposit_resolution, logs, periods, photos, promo
+from . import billing, chat_archive_job, deposit_resolution, logs, periods, photos, promo, refund_resolution
 from .clock import Clock
 from .config import Settings
 from .db import Database, sql
@@ -123,7 +125,8 @@ async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
             ),
         ),
         ("chat_archive", lambda: chat_archive_job.cron_job(db, env, settings, now_ms)),
-        # Last: it may wait on the gateway, and it stops itself short of D1's per-invocation cap.
+        # These two may wait on the gateway, and each stops itself short of D1's per-invocation cap.
+        ("resolve_refunds_in_transit", lambda: refund_resolution.resolve_refunds_in_transit(db, settings, now_ms)),
         ("resolve_stale_deposits", lambda: deposit_resolution.resolve_stale_deposits(db, settings, now_ms)),
     ]
     for name, job in jobs:

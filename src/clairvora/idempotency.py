@@ -118,15 +118,17 @@ class IdempotencyKey:
     def is_key_conflict(error: UniqueViolation) -> bool:
         return any(c.startswith("idempotency_keys.") for c in error.columns)
 
-    async def stored(self, db: Database) -> dict[str, Any] | None:
-        return await db.first(
-            sql(
-                """SELECT route, request_sha256, state, response_status, response_body
+    def stored_statement(self) -> Any:
+        """The key's record, for a handler's first read batch (replay_row() answers from it)."""
+        return sql(
+            """SELECT route, request_sha256, state, response_status, response_body
                FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?""",
-                self.user_id,
-                self.key,
-            )
+            self.user_id,
+            self.key,
         )
+
+    async def stored(self, db: Database) -> dict[str, Any] | None:
+        return await db.first(self.stored_statement())
 
     async def replay(self, db: Database) -> Reply:
         """The stored answer for this key, or the reason it cannot be given."""

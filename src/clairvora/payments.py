@@ -687,6 +687,7 @@ ROUTES = [
         responses={201: "DepositResult", 202: "DepositResult"},
         problems=(402, 403, 409, 422, 429, 502, 504),
         problem_codes={
+            403: ("self_excluded", "chargeback_hold"),
             429: ("deposit_cooloff",),
             402: ("payment_declined",),
             409: ("payment_duplicate", "request_in_progress", "idempotency_conflict"),

@@ -33,7 +33,7 @@ COOLOFF_SAMPLE of them, and how many there are. Not a violation either.
 import json
 from typing import Any
 
-from . import promo_checks
+from . import card_checks, promo_checks
 from .clock import Clock, rfc3339
 from .db import Database, sql
 from .deposit_resolution import RESOLVE_AFTER_MS
@@ -125,12 +125,12 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "wallets_negative_only_by_reversal",
-        "a wallet goes below zero only through a deposit reversal; no other account but clearing and the "
-        "promotions account is negative",
+        "a wallet goes below zero only through a deposit reversal or a chargeback; no other account but clearing "
+        "and promotions (the promotion cost outstanding, 0090) is negative",
         f"""SELECT e.id AS id FROM ledger_entries e
         JOIN accounts a ON a.id = e.account_id JOIN transfers t ON t.id = e.transfer_id
         WHERE {_OPEN} AND a.kind = 'client_wallet' AND e.amount_cents < 0 AND e.balance_after_cents < 0
-          AND t.kind <> 'deposit_reversal'
+          AND t.kind NOT IN ('deposit_reversal', 'chargeback')
         UNION ALL
         SELECT id FROM accounts WHERE balance_cents < 0
           AND kind NOT IN ('client_wallet', 'gateway_clearing', 'platform_promotions')
@@ -187,6 +187,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
                                 WHERE e.transfer_id = f.transfer_id)
         LIMIT 5""",
     ),
+    *card_checks.CHECKS,
 )
 
 
@@ -218,8 +219,11 @@ async def check(db: Database, now_ms: int | None = None) -> dict[str, Any]:
             *(sql(query, *promo_checks.params(query, now_ms)) for _name, _holds, query in checks_run),
             sql(_UNRESOLVED_PAYMENTS, overdue_before_ms, SAMPLE, overdue_before_ms, SAMPLE),
             sql(_ACTIVE_COOLOFFS, now_ms, now_ms, COOLOFF_SAMPLE),
+            *card_checks.report_statements(now_ms),
         ]
     )
+    card_in_transit = results.pop().rows[0]
+    card_holds = results.pop().rows[0]
     cooloffs = results.pop().rows[0]
     unresolved = results.pop().rows[0]
     checks = []
@@ -230,6 +234,7 @@ async def check(db: Database, now_ms: int | None = None) -> dict[str, Any]:
     return {
         "ok": all(c["ok"] for c in checks),
         "checks": checks,
+        **card_checks.report(card_holds, card_in_transit),
         "unresolved_payments": {
             "count": int(unresolved["n"]),
             "oldest_created_at": rfc3339(unresolved["oldest_created_at_ms"]),
@@ -264,9 +269,10 @@ async def ledger_check(rc: RequestContext) -> Reply:
 SCHEMAS: dict[str, Any] = {
     "LedgerCheck": {
         "type": "object",
-        "required": ["ok", "checks", "unresolved_payments", "deposit_cooloffs"],
+        "required": ["ok", "checks", "unresolved_payments", "deposit_cooloffs", *card_checks.SCHEMAS],
         "properties": {
             "ok": {"type": "boolean"},
+            **card_checks.SCHEMAS,
             "deposit_cooloffs": {
                 "type": "object",
                 "description": "Card-testing cool-offs in force: deposits refused (429 deposit_cooloff) for a user "

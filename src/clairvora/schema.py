@@ -118,6 +118,8 @@ class PaymentRow(TypedDict):
     reversed_cents: int
     created_at_ms: int
     updated_at_ms: int
+    refunded_cents: int  # 0092
+    charged_back_cents: int  # 0092
 
 
 class IdempotencyKeyRow(TypedDict):
@@ -331,6 +333,49 @@ class ArchiveObjectDeletionRow(TypedDict):
     created_at_ms: int
 
 
+# --- 0092_card_refunds_chargebacks.sql ----------------------------------------
+
+
+class ChargebackRow(TypedDict):
+    id: int
+    payment_id: int
+    user_id: int
+    amount_cents: int
+    reason_code: str | None
+    note: str
+    advisor_side: Literal["platform", "clawback"]
+    clawback_cents: int
+    state: Literal["open", "won", "lost"]
+    recorded_by_user_id: int
+    resolved_by_user_id: int | None
+    resolution_note: str | None
+    created_at_ms: int
+    resolved_at_ms: int | None
+
+
+class WalletRefundRow(TypedDict):
+    id: int
+    user_id: int
+    amount_cents: int
+    parts: int
+    created_at_ms: int
+
+
+class WalletRefundPartRow(TypedDict):
+    id: int
+    refund_id: int
+    user_id: int
+    payment_id: int
+    amount_cents: int
+    state: Literal["in_transit", "settled", "returned"]
+    gateway_transaction_id: str | None
+    outcome: Literal["approved", "duplicate", "found", "refused", "not_processed"] | None
+    gateway_error_code: str | None
+    created_at_ms: int
+    updated_at_ms: int
+    resolved_at_ms: int | None
+
+
 # Every application table. A migration that creates a table adds its row type here.
 TABLES: dict[str, type] = {
     "users": UserRow,
@@ -359,6 +404,9 @@ TABLES: dict[str, type] = {
     "message_archives": MessageArchiveRow,
     "archive_object_deletions": ArchiveObjectDeletionRow,
     **PROMO_TABLES,  # 0091 (schema_promo.py)
+    "chargebacks": ChargebackRow,
+    "wallet_refunds": WalletRefundRow,
+    "wallet_refund_parts": WalletRefundPartRow,
 }
 
 # --- comparison with the migrated schema -------------------------------------

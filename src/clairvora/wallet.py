@@ -18,7 +18,7 @@ Both routes are `primary=True` and honour the caller's bookmark, so a client
 sees its deposit in the very next request.
 """
 
-from typing import Any
+from typing import Any, get_args
 
 from . import ledger, ledger_history, promo
 from .clock import rfc3339
@@ -100,7 +100,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "available_cents": {
                 "type": "integer",
-                "description": "Below zero only after a gateway reversal of a spent deposit.",
+                "description": "Below zero only after a gateway reversal or a chargeback of a spent deposit.",
             },
             "held_cents": {"type": "integer", "description": "Always 0: this design has no holds."},
             "currency": {"type": "string", "enum": [CURRENCY]},
@@ -124,16 +124,14 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "kind", "amount_cents", "balance_after_cents", "reference", "created_at"],
         "properties": {
             "id": {"type": "string"},
-            "kind": {
-                "type": "string",
-                "enum": ["deposit", "deposit_reversal", "reading_charge", "reading_refund", "adjustment"],
-            },
+            # Every transfer kind (ledger.py): refunds of unused funds and chargebacks reach wallets too.
+            "kind": {"type": "string", "enum": list(get_args(ledger.TransferKind))},
             "amount_cents": {"type": "integer", "description": "signed: + credit, - debit"},
             "balance_after_cents": {"type": "integer"},
             "reference": {
                 "type": ["object", "null"],
                 "properties": {
-                    "type": {"type": "string", "enum": ["payment", "reading", "webhook_event"]},
+                    "type": {"type": "string", "enum": list(get_args(ledger.ReferenceType))},
                     "id": {"type": "string"},
                 },
             },

@@ -239,7 +239,11 @@ async def _on_reversal(db: Database, ev: _Event, payment: dict[str, Any] | None)
         ]
     if payment["status"] != "approved":
         return "not_reversible", []
-    remaining = payment["amount_cents"] - payment["reversed_cents"]
+    # What our wallet refunds and chargebacks took is gone already (migration
+    # 0092 bounds the sum in SQL too): a reversal gets at most the rest.
+    remaining = (
+        payment["amount_cents"] - payment["reversed_cents"] - payment["refunded_cents"] - payment["charged_back_cents"]
+    )
     amount = remaining if is_void else anet.decimal_to_cents(ev.payload.get("authAmount"))
     if amount is None or not 0 < amount <= remaining:
         logs.warning("webhook_reversal_amount", payment_id=payment["id"], amount_cents=amount)
