@@ -31,6 +31,10 @@ OWNER_COLUMNS: dict[str, tuple[str, ...]] = {
     "messages": ("client_id", "advisor_id", "sender_id"),
     "reviews": ("client_id", "advisor_id"),
     "advisor_blocks": ("advisor_id", "client_id"),
+    "payout_methods": ("user_id",),
+    "payouts": ("advisor_id",),
+    "earnings_clearances": ("advisor_id",),
+    "advisor_payout_state": ("advisor_id",),
 }
 
 # (file name, a fragment of the statement) -> why it may go unscoped.
@@ -87,6 +91,20 @@ ALLOWED: dict[tuple[str, str], str] = {
         "WHERE user_id = (SELECT advisor_id FROM reviews WHERE id = ?)",
     ): "the reviewed advisor's public rating aggregate, in the batch that inserted the caller's own review",
     ("schema.py", ""): "schema introspection (sqlite_master / pragma), no user data",
+    ("clearance.py", ""): "the cron's earnings clearance: every advisor whose look is due (bounded), each "
+    "statement keyed by that advisor's id",
+    ("payout_cron.py", ""): "the cron's payout jobs: every open payout or due automatic payout (bounded), "
+    "each then written WHERE id = ?",
+    ("payout_checks.py", ""): "admin reconciliation (reconcile.py's checks): every payout and clearance by design",
+    (
+        "payout_webhooks.py",
+        "",
+    ): "PayPal webhooks: authenticated by PayPal's verification of the notification, act on the payout it names",
+    (
+        "payout_flow.py",
+        "WHERE id = ?",
+    ): "a payout by its id, after the caller's own payout was found WHERE advisor_id = ? (route), or by the "
+    "cron or a verified webhook",
 }
 
 _STATEMENT = re.compile(r"^\s*(SELECT|UPDATE|DELETE|INSERT|WITH)\b", re.I)

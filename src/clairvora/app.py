@@ -14,6 +14,9 @@ from . import (
     logs,
     messages,
     payments,
+    payout_methods,
+    payout_webhooks,
+    payouts,
     photos,
     privacy,
     ratelimits,
@@ -55,6 +58,9 @@ ROUTES: list[Route] = [
     *reviews.ROUTES,
     *earnings.ROUTES,
     *blocks.ROUTES,
+    *payout_methods.ROUTES,
+    *payouts.ROUTES,
+    *payout_webhooks.ROUTES,
 ]
 SCHEMAS: dict[str, Any] = {
     **privacy.SCHEMAS,
@@ -70,6 +76,9 @@ SCHEMAS: dict[str, Any] = {
     **messages.SCHEMAS,
     **reviews.SCHEMAS,
     **earnings.SCHEMAS,
+    **payout_methods.SCHEMAS,
+    **payouts.SCHEMAS,
+    **payout_webhooks.SCHEMAS,
 }
 
 ROUTER = Router(ROUTES)

@@ -89,6 +89,21 @@ class Settings:
     deposit_failures_per_ip: int
     deposit_failure_window_s: int
     deposit_cooloff_s: int
+    # Advisor payouts through PayPal Payouts (paypal.py, payouts.py, clearance.py).
+    paypal_endpoint: str
+    paypal_timeout_ms: int
+    paypal_client_id: str | None
+    paypal_client_secret: str | None
+    paypal_webhook_id: str | None
+    payout_keys: str | None
+    # Earnings stay pending this long before they can be paid out (refunds and chargebacks).
+    earnings_hold_days: int
+    # The smallest payout an advisor may ask for.
+    payout_min_cents: int
+    # Automatic payouts: the whole cleared balance once it reaches this, at most
+    # once per interval since the advisor's last payout.
+    payout_auto_min_cents: int
+    payout_auto_interval_days: int
 
     @classmethod
     def from_env(cls, env: Any) -> "Settings":
@@ -128,4 +143,14 @@ class Settings:
             deposit_failures_per_ip=_int(env, "DEPOSIT_FAILURES_PER_IP", 10, 1, 10000),
             deposit_failure_window_s=_int(env, "DEPOSIT_FAILURE_WINDOW_SECONDS", 3600, 60, 30 * 86400),
             deposit_cooloff_s=_int(env, "DEPOSIT_COOLOFF_SECONDS", 3600, 60, 30 * 86400),
+            paypal_endpoint=(_var(env, "PAYPAL_ENDPOINT", "") or "").rstrip("/"),
+            paypal_timeout_ms=_int(env, "PAYPAL_TIMEOUT_MS", 8000, 100, 30000),
+            paypal_client_id=_var(env, "PAYPAL_CLIENT_ID"),
+            paypal_client_secret=_var(env, "PAYPAL_CLIENT_SECRET"),
+            paypal_webhook_id=_var(env, "PAYPAL_WEBHOOK_ID"),
+            payout_keys=_var(env, "PAYOUT_KEYS"),
+            earnings_hold_days=_int(env, "EARNINGS_HOLD_DAYS", 7, 0, 365),
+            payout_min_cents=_int(env, "PAYOUT_MIN_CENTS", 1000, 1, 10_000_000),
+            payout_auto_min_cents=_int(env, "PAYOUT_AUTO_MIN_CENTS", 5000, 1, 10_000_000),
+            payout_auto_interval_days=_int(env, "PAYOUT_AUTO_INTERVAL_DAYS", 7, 1, 365),
         )

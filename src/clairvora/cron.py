@@ -16,13 +16,15 @@ the others.
   decides, so a reading picked here that is not yet silent is left alone;
 - purge expired Idempotency-Key records (bounded);
 - sweep orphaned photo objects (photos.py);
+- clear advisors' earnings past the hold (clearance.py), send again or look up
+  payouts PayPal has not settled, and make the automatic payouts (payout_cron.py);
 - resolve deposits whose gateway answer never came back (deposit_resolution.py:
   looked up at Authorize.Net by invoice number after a grace period, bounded).
 """
 
 from typing import Any
 
-from . import billing, deposit_resolution, logs, photos
+from . import billing, clearance, deposit_resolution, logs, payout_cron, photos
 from .clock import Clock
 from .config import Settings
 from .db import Database, sql
@@ -102,6 +104,9 @@ async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
         ("settle_silent_readings", lambda: settle_silent_readings(db, settings, now_ms)),
         ("purge_idempotency_keys", lambda: purge_idempotency_keys(db, now_ms)),
         (photos.SWEEP_JOB, lambda: photos.sweep_orphans(db, env.MEDIA, now_ms)),
+        ("clear_earnings", lambda: clearance.clear_earnings(db, settings, now_ms, payout_cron.CALL_BUDGET)),
+        ("resume_payouts", lambda: payout_cron.resume_payouts(db, settings, now_ms)),
+        ("auto_payouts", lambda: payout_cron.auto_payouts(db, settings, now_ms)),
         # Last: it may wait on the gateway, and it stops itself short of D1's per-invocation cap.
         ("resolve_stale_deposits", lambda: deposit_resolution.resolve_stale_deposits(db, settings, now_ms)),
     ]
