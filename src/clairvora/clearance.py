@@ -159,16 +159,23 @@ async def plans(db: Database, settings: Settings, advisor_ids: list[int], now_ms
     return [r.rows[0] for r in results if r.rows]
 
 
-async def clear_earnings(db: Database, settings: Settings, now_ms: int, call_budget: int) -> dict[str, int]:
-    """The cron job: up to ADVISORS_PER_RUN due advisors, while D1 calls remain."""
-    if db.counters.calls + 3 > call_budget:
-        return {"clearances": 0}
-    due = await db.all(sql(_DUE, now_ms, ADVISORS_PER_RUN))
+async def clear_advisors(
+    db: Database, settings: Settings, advisor_ids: list[int], now_ms: int, call_budget: int
+) -> dict[str, int]:
+    """Plan the advisors in one round trip, then one batch each while D1 calls remain."""
     cleared = cents = 0
-    for plan in await plans(db, settings, [int(r["advisor_id"]) for r in due.rows], now_ms):
+    for plan in await plans(db, settings, advisor_ids, now_ms):
         if db.counters.calls >= call_budget:
             break
         moved = await clear_advisor(db, settings, plan, now_ms)
         cleared += moved > 0
         cents += moved
     return {"clearances": cleared, "cleared_cents": cents}
+
+
+async def clear_earnings(db: Database, settings: Settings, now_ms: int, call_budget: int) -> dict[str, int]:
+    """The cron job: up to ADVISORS_PER_RUN advisors whose look is due."""
+    if db.counters.calls + 3 > call_budget:
+        return {"clearances": 0, "cleared_cents": 0}
+    due = await db.all(sql(_DUE, now_ms, ADVISORS_PER_RUN))
+    return await clear_advisors(db, settings, [int(r["advisor_id"]) for r in due.rows], now_ms, call_budget)

@@ -65,6 +65,15 @@ async def _look_up(db: Database, settings: Settings, payout: dict[str, Any], now
     return move.status or "pending"
 
 
+async def resume_payout(db: Database, settings: Settings, payout: dict[str, Any], now_ms: int) -> None:
+    """One open payout: sent again (requested) or looked up (sent, unclaimed)."""
+    if payout["status"] == "requested":
+        sent = await payout_flow.send(settings, payout, now_ms)
+        await payout_flow.settle(db, sent.statements, int(payout["id"]), [])
+    else:
+        await _look_up(db, settings, payout, now_ms)
+
+
 async def resume_payouts(
     db: Database, settings: Settings, now_ms: int, call_budget: int = CALL_BUDGET
 ) -> dict[str, int]:
@@ -75,11 +84,7 @@ async def resume_payouts(
     for payout in due.rows:
         if db.counters.calls + 2 > call_budget:
             break
-        if payout["status"] == "requested":
-            sent = await payout_flow.send(settings, payout, now_ms)
-            await payout_flow.settle(db, sent.statements, int(payout["id"]), [])
-        else:
-            await _look_up(db, settings, payout, now_ms)
+        await resume_payout(db, settings, payout, now_ms)
         resumed += 1
     return {"payouts_resumed": resumed}
 
