@@ -32,10 +32,10 @@ async def earn(advisor_id: int, minutes: int, at_ms: int, *, rate: int = 100) ->
     the advisor's earnings (70% of the rate at the default fee)."""
     client = await actor("pcl")
     await credit(client.id, minutes * rate)
-    db = database()
-    reading = await start_reading(db, client.id, advisor_id, rate, now_ms=at_ms)
+    reading = await start_reading(database(), client.id, advisor_id, rate, now_ms=at_ms)
     for minute in range(1, minutes + 1):
-        await db.batch(charge_minute_statements(reading, minute, at_ms))
+        # A Database per call: like a request, each one is capped at D1's 50 calls.
+        await database().batch(charge_minute_statements(reading, minute, at_ms))
     return int(reading["advisor_part"]) * minutes
 
 

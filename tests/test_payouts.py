@@ -8,9 +8,12 @@ import json
 
 import local_runtime
 
+from clairvora import payout_cron
+from clairvora.db import sql
 from payout_support import (
     DAY_MS,
     balances,
+    clear,
     cleared_advisor,
     deliver_webhooks,
     earn,
@@ -20,6 +23,7 @@ from payout_support import (
     request_payout,
     resume,
     set_method,
+    settings,
 )
 from support import database, unique
 from world import actor, assert_books_clean, make_admin, make_advisor
@@ -61,7 +65,9 @@ async def test_a_payout_on_request_is_sent_then_settled_by_its_webhook():
     assert create["items"][0]["amount"] == {"value": f"{earned // 100}.{earned % 100:02d}", "currency": "USD"}
     assert create["items"][0]["receiver"] == email and create["items"][0]["recipient_type"] == "EMAIL"
     # PayPal's item notification settles it: in transit -> payout clearing.
-    outcomes = {json.loads(d["body"])["resource"]["payout_item"]["sender_item_id"]: r for d, r in await deliver_webhooks()}
+    outcomes = {
+        json.loads(d["body"])["resource"]["payout_item"]["sender_item_id"]: r for d, r in await deliver_webhooks()
+    }
     assert outcomes[payout["id"]].status == 200 and outcomes[payout["id"]].json()["outcome"] == "settled"
     settled = await balances(a.id)
     assert settled["in_transit"] == before["in_transit"] and settled["clearing"] == before["clearing"] + earned
@@ -93,7 +99,11 @@ async def test_a_payout_that_fails_once_then_succeeds():
     failed_id = r.json()["id"]
     # PayPal fails the item: the money comes back to cleared earnings, once.
     deliveries = await deliver_webhooks()
-    mine = [(d, resp) for d, resp in deliveries if json.loads(d["body"])["resource"]["payout_item"]["sender_item_id"] == failed_id]
+    mine = [
+        (d, resp)
+        for d, resp in deliveries
+        if json.loads(d["body"])["resource"]["payout_item"]["sender_item_id"] == failed_id
+    ]
     assert [json.loads(d["body"])["event_type"] for d, _ in mine] == ["PAYMENT.PAYOUTS-ITEM.FAILED"]
     assert mine[0][1].json()["outcome"] == "returned"
     row = await payout_row(failed_id)
@@ -128,7 +138,7 @@ async def test_a_lost_create_answer_is_resumed_with_the_same_sender_batch_id():
     pid = r.json()["id"]
     assert (await balances(a.id))["cleared"] == 0
     row = await payout_row(pid)
-    assert row["receiver_ciphertext_b64"] is not None and row["attempts"] == 1
+    assert row["receiver_ciphertext_b64"] is not None and row["attempts"] == 1 and row["amount_cents"] == earned
     # The cron sends it again: PayPal refuses the duplicate and names the batch, which is looked up.
     after = await resume(pid, now_ms() + 5 * 60_000)
     creates = _creates(pid)
@@ -142,7 +152,7 @@ async def test_a_lost_create_answer_is_resumed_with_the_same_sender_batch_id():
 
 
 async def test_a_create_never_received_is_sent_again_by_the_cron():
-    a, earned, _email = await cleared_advisor(16)
+    a, _earned, _email = await cleared_advisor(16)
     local_runtime.paypalControl.nextCreate("drop")
     r = await request_payout(a)
     assert r.status == 202 and r.json()["status"] == "requested", r.text
@@ -206,8 +216,6 @@ async def test_refusals_before_anything_moves():
     await earn(a.id, 30, now_ms() - 8 * DAY_MS)
     r = await request_payout(a)
     assert r.status == 422, "earnings still pending cannot be paid out"
-    from payout_support import clear
-
     await clear(a.id, now_ms())
     cleared = (await balances(a.id))["cleared"]
     r = await request_payout(a, {"amount_cents": cleared + 1})
@@ -216,9 +224,7 @@ async def test_refusals_before_anything_moves():
     client = await actor("pcli")
     r = await request_payout(client)
     assert r.status == 404
-    rows = await database().first(
-        __import__("clairvora.db", fromlist=["sql"]).sql("SELECT count(*) AS n FROM payouts WHERE advisor_id = ?", a.id)
-    )
+    rows = await database().first(sql("SELECT count(*) AS n FROM payouts WHERE advisor_id = ?", a.id))
     assert rows["n"] == 0
 
 
@@ -229,4 +235,17 @@ async def test_concurrent_payouts_cannot_overdraw_cleared_earnings():
     assert statuses.count(201) == 1 and statuses.count(409) == 2, [r.text for r in results]
     assert (await balances(a.id))["cleared"] == 0
     await deliver_webhooks()
+    await assert_books_clean(await admin())
+
+
+async def test_an_automatic_payout_pays_the_whole_cleared_balance_once_due():
+    a, earned, _email = await cleared_advisor(80)  # 5600 cents: at least PAYOUT_AUTO_MIN_CENTS
+    db, s = database(), settings()
+    assert await payout_cron.auto_payout_for(db, s, a.id, now_ms()) is True
+    assert await payout_cron.auto_payout_for(db, s, a.id, now_ms()) is None, "paid: no longer due"
+    listed = (await a.client.get("/v1/advisors/me/payouts")).json()
+    (payout,) = listed["items"]
+    assert (payout["origin"], payout["amount_cents"], payout["status"]) == ("schedule", earned, "sent")
+    await deliver_webhooks()
+    assert (await payout_row(payout["id"]))["status"] == "succeeded"
     await assert_books_clean(await admin())

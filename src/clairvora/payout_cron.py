@@ -16,7 +16,7 @@ of work stopping short of the run's D1 call budget):
 
 from typing import Any
 
-from . import clearance, logs, payout_flow, paypal
+from . import clearance, logs, payout_flow, payout_send, paypal
 from .config import Settings
 from .db import CheckViolation, Database, TriggerAbort, sql
 
@@ -30,13 +30,15 @@ SELECT {payout_flow.PAYOUT_COLUMNS} FROM payouts
 WHERE status IN ('requested', 'sent', 'unclaimed') AND next_attempt_at_ms <= ?
 ORDER BY next_attempt_at_ms LIMIT ?"""  # noqa: S608 - constant columns
 
-_DUE_AUTO = """
+_AUTO_ROW = """
 SELECT s.advisor_id, m.recipient_type, m.receiver_masked, m.key_version, m.iv_b64, m.ciphertext_b64,
        (SELECT balance_cents FROM accounts WHERE owner_user_id = s.advisor_id AND kind = 'advisor_cleared')
          AS cleared_cents
-FROM advisor_payout_state s LEFT JOIN payout_methods m ON m.user_id = s.advisor_id
+FROM advisor_payout_state s LEFT JOIN payout_methods m ON m.user_id = s.advisor_id"""
+_DUE_AUTO = _AUTO_ROW + """
 WHERE s.auto_payout_due_at_ms <= ?
 ORDER BY s.auto_payout_due_at_ms LIMIT ?"""
+_ONE_AUTO = _AUTO_ROW + " WHERE s.advisor_id = ? AND s.auto_payout_due_at_ms <= ?"
 
 _NOT_DUE = "UPDATE advisor_payout_state SET auto_payout_due_at_ms = NULL, updated_at_ms = ? WHERE advisor_id = ?"
 
@@ -52,7 +54,7 @@ async def _look_up(db: Database, settings: Settings, payout: dict[str, Any], now
     try:
         batch = await paypal.get_batch(settings, batch_id)
     except paypal.PayPalUnavailable:
-        retry = payout_flow.retry_delay_ms(int(payout["attempts"]))
+        retry = payout_send.retry_delay_ms(int(payout["attempts"]))
         await db.run(payout_flow.update_statement(pid, now_ms, next_attempt_at_ms=now_ms + retry, attempted=True))
         return "unavailable"
     if batch is None or batch.item is None or batch.item.sender_item_id != str(pid):
@@ -61,15 +63,15 @@ async def _look_up(db: Database, settings: Settings, payout: dict[str, Any], now
         return "unknown_batch"
     outcome = payout_flow.outcome_of_status(batch.item.transaction_status)
     statements, move = payout_flow.item_statements(payout, batch.item, outcome, now_ms, batch.batch_id)
-    await payout_flow.settle(db, statements, pid, [])
+    await payout_send.settle(db, statements, pid, [])
     return move.status or "pending"
 
 
 async def resume_payout(db: Database, settings: Settings, payout: dict[str, Any], now_ms: int) -> None:
     """One open payout: sent again (requested) or looked up (sent, unclaimed)."""
     if payout["status"] == "requested":
-        sent = await payout_flow.send(settings, payout, now_ms)
-        await payout_flow.settle(db, sent.statements, int(payout["id"]), [])
+        sent = await payout_send.send(settings, payout, now_ms)
+        await payout_send.settle(db, sent.statements, int(payout["id"]), [])
     else:
         await _look_up(db, settings, payout, now_ms)
 
@@ -107,9 +109,15 @@ async def _auto_payout(db: Database, settings: Settings, row: dict[str, Any], no
         logs.info("auto_payout_skipped", advisor_id=advisor_id, reason=type(exc).__name__)
         await db.run(sql(_NOT_DUE, now_ms, advisor_id))
         return False
-    sent = await payout_flow.send(settings, payout, now_ms)
-    await payout_flow.settle(db, sent.statements, int(payout["id"]), [])
+    sent = await payout_send.send(settings, payout, now_ms)
+    await payout_send.settle(db, sent.statements, int(payout["id"]), [])
     return True
+
+
+async def auto_payout_for(db: Database, settings: Settings, advisor_id: int, now_ms: int) -> bool | None:
+    """One advisor's automatic payout if it is due (None: not due)."""
+    row = await db.first(sql(_ONE_AUTO, advisor_id, now_ms))
+    return None if row is None else await _auto_payout(db, settings, row, now_ms)
 
 
 async def auto_payouts(db: Database, settings: Settings, now_ms: int, call_budget: int = CALL_BUDGET) -> dict[str, int]:

@@ -23,7 +23,7 @@ moves nothing.
 import json
 from typing import Any
 
-from . import logs, payout_flow, paypal
+from . import logs, payout_flow, payout_send, paypal
 from .db import TriggerAbort, UniqueViolation, sql
 from .errors import Problem, bad_request, service_unavailable
 from .ids import parse_id
@@ -128,10 +128,10 @@ async def receive(rc: RequestContext) -> Reply:
         except UniqueViolation as exc:
             if "paypal_webhook_events.event_id" in exc.columns:
                 return _reply("duplicate")
-            if not payout_flow.moved_by_another(exc):
+            if not payout_send.moved_by_another(exc):
                 raise
         except TriggerAbort as exc:
-            if not payout_flow.moved_by_another(exc):
+            if not payout_send.moved_by_another(exc):
                 raise
         else:
             logs.info("paypal_webhook_applied", payout_id=payout_id, event_type=event["event_type"], outcome=label)

@@ -24,7 +24,7 @@ accounts' CHECK in the claim batch, so concurrent payouts cannot overdraw it).
 import json
 from typing import Any
 
-from . import ledger, payout_flow
+from . import ledger, payout_flow, payout_send
 from .db import CheckViolation, Statement, UniqueViolation, sql
 from .errors import Problem, conflict, not_found, unprocessable
 from .idempotency import IdempotencyKey
@@ -70,7 +70,7 @@ WHERE advisor_id = ? AND (created_at_ms, id) < (?, ?)
 ORDER BY created_at_ms DESC, id DESC LIMIT ?"""  # noqa: S608 - constant columns
 
 
-def _reply_parts(payout: dict[str, Any], sent: payout_flow.Sent) -> tuple[int, dict[str, Any], str]:
+def _reply_parts(payout: dict[str, Any], sent: payout_send.Sent) -> tuple[int, dict[str, Any], str]:
     """(HTTP status, body, JSON path of the payout's status in the body)."""
     view = payout_flow.payout_view(payout)
     if sent.refused is not None:
@@ -106,13 +106,13 @@ def _complete(key: IdempotencyKey, payout_id: int, status: int, body: dict[str, 
 async def _send_and_answer(rc: RequestContext, key: IdempotencyKey, payout: dict[str, Any]) -> Reply:
     now_ms = rc.clock.now_ms()
     if payout["status"] == "requested":
-        sent = await payout_flow.send(rc.settings, payout, now_ms)
+        sent = await payout_send.send(rc.settings, payout, now_ms)
     else:  # already moved on (a resumed key whose payout the cron or a webhook advanced)
         final = payout["status"] in ("failed", "returned")
-        sent = payout_flow.Sent([], not final, (payout["failure_code"] or payout["status"]) if final else None)
+        sent = payout_send.Sent([], not final, (payout["failure_code"] or payout["status"]) if final else None)
     status, body, path = _reply_parts(payout, sent)
     completion = _complete(key, int(payout["id"]), status, body, path)
-    results = await payout_flow.settle(rc.db, [*sent.statements, completion], int(payout["id"]), [completion])
+    results = await payout_send.settle(rc.db, [*sent.statements, completion], int(payout["id"]), [completion])
     stored = results[-1].rows if results else []
     if not stored:
         return await key.replay(rc.db)  # completed by an earlier attempt whose answer D1 lost
