@@ -35,9 +35,12 @@ SELECT s.advisor_id, m.recipient_type, m.receiver_masked, m.key_version, m.iv_b6
        (SELECT balance_cents FROM accounts WHERE owner_user_id = s.advisor_id AND kind = 'advisor_cleared')
          AS cleared_cents
 FROM advisor_payout_state s LEFT JOIN payout_methods m ON m.user_id = s.advisor_id"""
-_DUE_AUTO = _AUTO_ROW + """
+_DUE_AUTO = (
+    _AUTO_ROW
+    + """
 WHERE s.auto_payout_due_at_ms <= ?
 ORDER BY s.auto_payout_due_at_ms LIMIT ?"""
+)
 _ONE_AUTO = _AUTO_ROW + " WHERE s.advisor_id = ? AND s.auto_payout_due_at_ms <= ?"
 
 _NOT_DUE = "UPDATE advisor_payout_state SET auto_payout_due_at_ms = NULL, updated_at_ms = ? WHERE advisor_id = ?"
