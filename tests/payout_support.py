@@ -36,6 +36,13 @@ async def earn(advisor_id: int, minutes: int, at_ms: int, *, rate: int = 100) ->
     for minute in range(1, minutes + 1):
         # A Database per call: like a request, each one is capped at D1's 50 calls.
         await database().batch(charge_minute_statements(reading, minute, at_ms))
+    await database().run(
+        sql(
+            "UPDATE readings SET status = 'ended', end_reason = 'client_ended', ended_at_ms = ? WHERE id = ?",
+            at_ms,
+            reading["id"],
+        )
+    )
     return int(reading["advisor_part"]) * minutes
 
 
