@@ -27,12 +27,18 @@ CREATE INDEX advisor_payout_state_clearance_due ON advisor_payout_state (next_cl
 CREATE INDEX advisor_payout_state_auto_due ON advisor_payout_state (auto_payout_due_at_ms)
   WHERE auto_payout_due_at_ms IS NOT NULL;
 
+-- The cleared account's id comes from the pending one's, in a range no other id
+-- uses: 2**52 + 2**40 + (id mod 2**51), above every ids.new_id() (< 2**52 + 2**40)
+-- and every fixed id the seed and the bench choose, below 2**53 (exact in
+-- JavaScript). A rowid picked by SQLite (max + 1) could be the next id such a
+-- caller sets itself, and its INSERT ... ON CONFLICT DO NOTHING would then
+-- silently make no account.
 CREATE TRIGGER accounts_advisor_cleared
 AFTER INSERT ON accounts
 WHEN NEW.kind = 'advisor_earnings'
 BEGIN
-  INSERT INTO accounts (kind, owner_user_id, created_at_ms)
-  SELECT 'advisor_cleared', NEW.owner_user_id, NEW.created_at_ms
+  INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
+  SELECT 4504699138998272 + (NEW.id % 2251799813685248), 'advisor_cleared', NEW.owner_user_id, NEW.created_at_ms
   WHERE NOT EXISTS (SELECT 1 FROM accounts WHERE owner_user_id = NEW.owner_user_id AND kind = 'advisor_cleared');
   INSERT INTO advisor_payout_state (advisor_id, updated_at_ms)
   SELECT NEW.owner_user_id, NEW.created_at_ms
@@ -40,8 +46,8 @@ BEGIN
 END;
 
 -- The advisors made before this migration.
-INSERT INTO accounts (kind, owner_user_id, created_at_ms)
-SELECT 'advisor_cleared', e.owner_user_id, e.created_at_ms FROM accounts e
+INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
+SELECT 4504699138998272 + (e.id % 2251799813685248), 'advisor_cleared', e.owner_user_id, e.created_at_ms FROM accounts e
 WHERE e.kind = 'advisor_earnings'
   AND NOT EXISTS (SELECT 1 FROM accounts c WHERE c.owner_user_id = e.owner_user_id AND c.kind = 'advisor_cleared');
 INSERT INTO advisor_payout_state (advisor_id, updated_at_ms)

@@ -25,7 +25,8 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         "payout_transfers_match_status",
         "each payout has its payout transfer (cleared -> in transit, its amount), a settlement iff it "
         "succeeded (or was returned after one), a return iff it failed or was returned (from clearing "
-        "after a settlement, else from transit), and every payout transfer names a payout",
+        "after a settlement, else from transit), no failed payout was paid after all (its item SUCCESS), "
+        "and every payout transfer names a payout",
         """SELECT p.id AS id FROM payouts p
         LEFT JOIN transfers tp ON tp.transfer_key = 'payout:' || p.id AND tp.kind = 'payout'
         LEFT JOIN transfers ts ON ts.transfer_key = 'payout:' || p.id || ':settlement' AND ts.kind = 'payout_settlement'
@@ -35,6 +36,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
            OR (p.status = 'succeeded' AND (ts.id IS NULL OR tr.id IS NOT NULL))
            OR (p.status = 'failed' AND (tr.id IS NULL OR ts.id IS NOT NULL))
            OR (p.status = 'returned' AND tr.id IS NULL)
+           OR (p.status = 'failed' AND p.item_status = 'SUCCESS')
            OR NOT EXISTS (SELECT 1 FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
                           WHERE e.transfer_id = tp.id AND a.kind = 'advisor_cleared'
                             AND a.owner_user_id = p.advisor_id AND e.amount_cents = -p.amount_cents)

@@ -18,7 +18,7 @@ a lookup, redeliveries) the money comes back exactly once.
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import ledger, paypal, sealing
+from . import ledger, logs, paypal, sealing
 from .clock import rfc3339
 from .config import Settings
 from .db import Database, Statement, sql
@@ -298,6 +298,10 @@ def item_statements(
 ) -> tuple[list[Statement], Move]:
     """An item's word (a webhook or a lookup) applied: the move and the UPDATE, for one batch."""
     move = move_for(payout["status"], outcome)
+    if outcome == "success" and payout["status"] in ("failed", "returned"):
+        # Paid although its money came back (docs/PAYPAL.md, "What is not covered"): the ledger
+        # check reports it until an operator reconciles it; nothing moves here.
+        logs.error("payout_paid_after_return", payout_id=int(payout["id"]))
     poll_at = now_ms + (
         POLL_UNCLAIMED_EVERY_MS if (move.status or payout["status"]) == "unclaimed" else POLL_SENT_AFTER_MS
     )

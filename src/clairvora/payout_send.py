@@ -33,6 +33,7 @@ class Sent:
     statements: list[Statement]
     accepted: bool
     refused: str | None = None
+    batch_id: str | None = None
 
 
 async def send(settings: Settings, payout: dict[str, Any], now_ms: int) -> Sent:
@@ -72,7 +73,7 @@ async def send(settings: Settings, payout: dict[str, Any], now_ms: int) -> Sent:
             clear_receiver=True,
             attempted=True,
         )
-        return Sent([sent], True)
+        return Sent([sent], True, batch_id=result.batch_id)
     if result.outcome == "duplicate" and result.batch_id:
         # PayPal already holds this payout (an earlier attempt whose answer was lost): look it up.
         try:
@@ -90,11 +91,11 @@ async def send(settings: Settings, payout: dict[str, Any], now_ms: int) -> Sent:
             attempted=True,
         )
         if batch is None or batch.item is None or batch.item.sender_item_id != str(pid):
-            return Sent([sent], True)
+            return Sent([sent], True, batch_id=result.batch_id)
         outcome = outcome_of_status(batch.item.transaction_status)
         after_sent = {**payout, "status": "sent"}
         statements, _move = item_statements(after_sent, batch.item, outcome, now_ms, batch.batch_id)
-        return Sent([sent, *statements], True)
+        return Sent([sent, *statements], True, batch_id=result.batch_id)
     if result.outcome == "refused":
         move = Move("failed", "return_transit")
         failed = update_statement(

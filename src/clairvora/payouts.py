@@ -72,7 +72,7 @@ ORDER BY created_at_ms DESC, id DESC LIMIT ?"""  # noqa: S608 - constant columns
 
 def _reply_parts(payout: dict[str, Any], sent: payout_send.Sent) -> tuple[int, dict[str, Any], str]:
     """(HTTP status, body, JSON path of the payout's status in the body)."""
-    view = payout_flow.payout_view(payout)
+    view = payout_flow.payout_view({**payout, "paypal_batch_id": payout.get("paypal_batch_id") or sent.batch_id})
     if sent.refused is not None:
         problem = Problem(
             502,
