@@ -89,6 +89,9 @@ async def receive(rc: RequestContext) -> Reply:
     payout_id = parse_id(item.sender_item_id) if item is not None and item.sender_item_id else None
     if outcome is None or item is None or payout_id is None:
         return _reply("ignored")  # nothing of ours to change: no need to ask PayPal
+    if not (rc.settings.paypal_webhook_id and rc.settings.paypal_endpoint):
+        logs.error("paypal_webhook_misconfigured", request_id=rc.request_id)
+        raise Problem(500, "misconfigured", "Server misconfigured", "PayPal webhooks are not configured.")
     recorded, found = await rc.db.batch([sql(_READ_EVENT, event["id"]), sql(_READ_PAYOUT, payout_id)])
     if recorded.rows:
         return _reply("duplicate")
