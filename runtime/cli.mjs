@@ -3,7 +3,7 @@
 //
 //   node runtime/cli.mjs dev [--env staging|production] [--port N] [--no-cron] [--persist-to DIR]
 //        the project's Worker (wrangler.toml, src/, python_modules/), local D1/R2 in
-//        .wrangler/state-<env>, the Authorize.Net stand-in, the cron every minute
+//        .wrangler/state-<env>, the Authorize.Net and PayPal stand-ins, the cron every minute
 //   node runtime/cli.mjs scheduled [--port N]     fire the cron of a running `dev` once
 //   node runtime/cli.mjs test [pytest args...]     pytest inside workerd on a fresh D1
 //   node runtime/cli.mjs run script.py [args...]   a script's `async def main(argv)` inside workerd, fresh D1
@@ -111,7 +111,7 @@ async function onStopSignal(stop) {
 }
 
 async function dev(opts) {
-  const services = await startServices({ log, envName: opts.env });
+  const services = await startServices({ log, envName: opts.env, workerUrl: `http://127.0.0.1:${opts.port}` });
   const persistTo = opts.persistTo ? path.resolve(opts.persistTo) : stateDir(opts.env);
   const vars = { ...(await varOverrides(opts.env)), ...services.overrides() };
   fs.mkdirSync(path.join(ROOT, ".cache"), { recursive: true });
@@ -173,9 +173,15 @@ async function bootScratch({ envName = "", port = 0, extraModules = [] }) {
       wrangler(["d1", "execute", databaseName(envName), "--local", ...envFlag, "--persist-to", persistDir, "--json", "--command", sql]),
     workerLog: () => (server ? server.logText() : ""),
     anetControl: services.anetControl(),
+    paypalControl: services.paypalControl(),
   });
   const endpoint = services.overrides();
-  const runVars = { ANET_ENDPOINT: endpoint.ANET_ENDPOINT, ANET_TIMEOUT_MS: endpoint.ANET_TIMEOUT_MS };
+  const runVars = {
+    ANET_ENDPOINT: endpoint.ANET_ENDPOINT,
+    ANET_TIMEOUT_MS: endpoint.ANET_TIMEOUT_MS,
+    PAYPAL_ENDPOINT: endpoint.PAYPAL_ENDPOINT,
+    PAYPAL_TIMEOUT_MS: endpoint.PAYPAL_TIMEOUT_MS,
+  };
   const vars = { ...(await varOverrides(envName)), ...runVars };
   server = await startWranglerDev({ config, envName, persistTo: persistDir, port, vars, logFile });
   log(`test Worker on ${server.baseUrl}: workerd answered in ${server.readyMs} ms`);
@@ -185,6 +191,7 @@ async function bootScratch({ envName = "", port = 0, extraModules = [] }) {
     persist_dir: persistDir,
     control_url: control.url,
     anet_endpoint: endpoint.ANET_ENDPOINT,
+    paypal_endpoint: endpoint.PAYPAL_ENDPOINT,
     vars: Object.fromEntries(Object.entries(configVars).map(([k, v]) => [k, String(v)])),
     secrets,
     overrides: runVars,

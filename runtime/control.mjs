@@ -1,12 +1,13 @@
 // The host side of a test run, served on loopback to the test Worker (which
 // runs inside workerd and can neither start processes nor read files): wrangler
 // d1 execute on the run's D1, workerd's console output, the Authorize.Net
-// stand-in's records and clock. JSON in, JSON out; POST only.
+// stand-in's records and clock, the PayPal stand-in's webhooks and controls.
+// JSON in, JSON out; POST only.
 import http from "node:http";
 
 const MAX_BODY_BYTES = 1024 * 1024;
 
-export async function startControl({ d1Execute, workerLog, anetControl }) {
+export async function startControl({ d1Execute, workerLog, anetControl, paypalControl }) {
   const routes = {
     "/d1-execute": ({ sql }) => ({ stdout: d1Execute(String(sql)) }),
     "/worker-log": () => ({ text: workerLog() }),
@@ -24,6 +25,19 @@ export async function startControl({ d1Execute, workerLog, anetControl }) {
       return { ok: true };
     },
     "/anet/settle-now": () => ({ settled: anetControl.settleNow() }),
+    "/paypal/take-webhooks": () => ({ deliveries: paypalControl.takeWebhooks() }),
+    "/paypal/sign-event": ({ event }) => paypalControl.signEvent(event),
+    "/paypal/next-create": ({ mode }) => {
+      paypalControl.nextCreate(mode ?? null);
+      return { ok: true };
+    },
+    "/paypal/return-item": ({ sender_batch_id }) => ({ ok: paypalControl.returnItem(sender_batch_id) }),
+    "/paypal/revoke-tokens": () => {
+      paypalControl.revokeTokens();
+      return { ok: true };
+    },
+    "/paypal/counts": () => paypalControl.counts(),
+    "/paypal/received": ({ path }) => ({ requests: paypalControl.received(path ?? "") }),
   };
   const server = http.createServer((req, res) => {
     const chunks = [];

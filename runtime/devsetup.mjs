@@ -20,9 +20,11 @@ function parseVars(text) {
   return out;
 }
 
-const vars = fs.existsSync(varsPath)
-  ? parseVars(fs.readFileSync(varsPath, "utf8"))
-  : parseVars(fs.readFileSync(path.join(ROOT, ".dev.vars.example"), "utf8"));
+// Existing values are kept; a name the example gained since (a new secret) is added.
+const vars = {
+  ...parseVars(fs.readFileSync(path.join(ROOT, ".dev.vars.example"), "utf8")),
+  ...(fs.existsSync(varsPath) ? parseVars(fs.readFileSync(varsPath, "utf8")) : {}),
+};
 
 fs.mkdirSync(devDir, { recursive: true });
 if (!fs.existsSync(privatePath) || !vars.CLERK_JWT_KEY?.includes("BEGIN PUBLIC KEY")) {
@@ -33,6 +35,9 @@ if (!fs.existsSync(privatePath) || !vars.CLERK_JWT_KEY?.includes("BEGIN PUBLIC K
 }
 if (!vars.MESSAGE_KEYS || vars.MESSAGE_KEYS.startsWith("generated")) {
   vars.MESSAGE_KEYS = `1:${crypto.randomBytes(32).toString("base64")}`;
+}
+if (!vars.PAYOUT_KEYS || vars.PAYOUT_KEYS.startsWith("generated")) {
+  vars.PAYOUT_KEYS = `1:${crypto.randomBytes(32).toString("base64")}`;
 }
 if (!vars.ANET_SIGNATURE_KEY || vars.ANET_SIGNATURE_KEY.startsWith("generated")) {
   vars.ANET_SIGNATURE_KEY = crypto.randomBytes(64).toString("hex").toUpperCase();

@@ -446,6 +446,92 @@ async def _admin_credit(world: "World") -> Call:
     )
 
 
+# --- payouts: the owner_advisor's receiver, earnings and payouts -------------
+
+
+async def _payout_method(world: "World") -> Call:
+    from payout_support import set_method
+    from support import unique
+
+    masked = f"x***@{unique('mx')}.example.com"
+    r = await set_method(world.owner_advisor, "x" + masked[4:])
+    assert r.status == 200 and r.json()["receiver_masked"] == masked, r.text
+    return Call("/v1/advisors/me/payout-method", secrets=(masked,))
+
+
+async def _own_method(world: "World") -> Any:
+    return (await world.owner_advisor.client.get("/v1/advisors/me/payout-method")).json()
+
+
+async def _put_payout_method(world: "World") -> Call:
+    from support import unique
+
+    versions = {
+        name: (await getattr(world, name).client.get("/v1/advisors/me/payout-method")).headers.get("etag", '"0"')
+        for name in ("owner_advisor", "other_advisor")
+    }
+    body = {"recipient_type": "EMAIL", "receiver": f"{unique('mxp')}@example.com"}
+    return Call(
+        "/v1/advisors/me/payout-method",
+        body,
+        {"if-match": versions["owner_advisor"]},
+        body_for=lambda caller: (body, {"if-match": versions.get(caller, versions["owner_advisor"])}),
+    )
+
+
+async def _cleared_owner_advisor(world: "World") -> None:
+    from payout_support import DAY_MS, clear, earn, now_ms, receiver, set_method
+
+    await earn(world.owner_advisor.id, 20, now_ms() - 8 * DAY_MS)
+    await clear(world.owner_advisor.id, now_ms())
+    r = await set_method(world.owner_advisor, receiver())
+    assert r.status == 200, r.text
+
+
+async def _request_payout(world: "World") -> Call:
+    from support import unique
+
+    await _cleared_owner_advisor(world)
+    return Call("/v1/advisors/me/payouts", {}, {"idempotency-key": unique("mxpo")})
+
+
+async def _a_payout(world: "World") -> str:
+    from payout_support import request_payout
+
+    await _cleared_owner_advisor(world)
+    r = await request_payout(world.owner_advisor)
+    assert r.status == 201, r.text
+    return str(r.json()["id"])
+
+
+async def _list_payouts(world: "World") -> Call:
+    return Call("/v1/advisors/me/payouts", secrets=(await _a_payout(world),))
+
+
+async def _get_payout(world: "World") -> Call:
+    payout_id = await _a_payout(world)
+    return Call(f"/v1/advisors/me/payouts/{payout_id}", secrets=(payout_id,))
+
+
+async def _paypal_webhook(world: "World") -> Call:
+    """Each caller posts its own copy (its own event id) of a payout's signed notification."""
+    import json
+
+    import local_runtime
+
+    from support import unique
+
+    payout_id = await _a_payout(world)
+    (delivery,) = [d for d in local_runtime.paypalControl.takeWebhooks() if payout_id in d["body"]]
+    event = json.loads(delivery["body"])
+
+    def signed(_caller: str) -> tuple[Any, dict[str, str]]:
+        copy = local_runtime.paypalControl.signEvent({**event, "id": f"WH-{unique('mxw')}"})
+        return str(copy["body"]), {k: str(v) for k, v in dict(copy["headers"]).items()}
+
+    return Call("/v1/webhooks/paypal", body_for=signed)
+
+
 PARTIES = ("owner", "counterpart")
 # Someone else's reading answers 404 to another client, another advisor and an admin alike.
 PARTY_ONLY = {"other_client": 404, "other_advisor": 404, "admin": 404}
@@ -760,6 +846,52 @@ ROWS: list[Row] = [
         may_write=("owner",),
         fresh_world=True,
     ),
+    # Payouts are the advisor's own: a client never sees any (404: no advisor profile), another
+    # advisor sees and changes only its own receiver and payouts, never the owner's.
+    Row(
+        "GET",
+        "/v1/advisors/me/payout-method",
+        _payout_method,
+        authed(200, other_client=404, other_advisor=200, admin=404),
+        owner="owner_advisor",
+    ),
+    Row(
+        "PUT",
+        "/v1/advisors/me/payout-method",
+        _put_payout_method,
+        authed(200, other_client=404, other_advisor=200, admin=404),
+        owner="owner_advisor",
+        may_write=ADVISORS_SELF,
+        owner_state=_own_method,
+    ),
+    # Another advisor asks for a payout of ITS OWN earnings: it has set no receiver (409).
+    Row(
+        "POST",
+        "/v1/advisors/me/payouts",
+        _request_payout,
+        authed(201, other_client=404, other_advisor=409, admin=404),
+        owner="owner_advisor",
+        may_write=("owner",),
+        fresh_world=True,
+    ),
+    Row(
+        "GET",
+        "/v1/advisors/me/payouts",
+        _list_payouts,
+        authed(200, other_client=404, other_advisor=200, admin=404),
+        owner="owner_advisor",
+        fresh_world=True,
+    ),
+    Row(
+        "GET",
+        "/v1/advisors/me/payouts/{payout_id:id}",
+        _get_payout,
+        authed(200, other_client=404, other_advisor=404, admin=404),
+        owner="owner_advisor",
+        fresh_world=True,
+    ),
+    # PayPal proves itself through its verification API, not a token: every caller's signed copy is received.
+    Row("POST", "/v1/webhooks/paypal", _paypal_webhook, PUBLIC, may_write=CALLERS, fresh_world=True),
 ]
 
 

@@ -95,7 +95,7 @@ async def token_for(sub: str, **overrides: Any) -> str:
 # bodies, review comments, emails): tests/log_guard.py asserts that none of them
 # ever appears in the Worker's output during the run.
 SENSITIVE_VALUES: set[str] = set()
-SENSITIVE_BODY_KEYS = frozenset({"body", "comment", "data_value", "card_number", "email", "display_name"})
+SENSITIVE_BODY_KEYS = frozenset({"body", "comment", "data_value", "card_number", "email", "display_name", "receiver"})
 SENSITIVE_HEADERS = frozenset({"authorization", "x-anet-signature", "cookie"})
 MIN_SENSITIVE_CHARS = 12  # shorter values ("a", "Tarot") would match innocently
 

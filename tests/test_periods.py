@@ -316,7 +316,9 @@ async def test_the_cron_closes_last_month_by_itself_when_automatic():
     db = database()
     latest = await db.first(sql("SELECT max(ends_before_ms) AS ends FROM ledger_periods"))
     assert latest is not None
-    when = int(latest["ends"] or 0) + 40 * 86_400_000  # a month boundary lies between
+    # Ten days into a month at least 40 days after the last period: a month boundary lies
+    # between, and the month before is past the earnings hold (7 days) plus a day.
+    when = periods._month_start_ms(int(latest["ends"] or 0) + 40 * 86_400_000) + 10 * 86_400_000
     await history(when - 35 * 86_400_000)
     count = await db.first(sql("SELECT count(*) AS n FROM ledger_periods"))
     await local_runtime.dispatchScheduled("* * * * *", when)  # manual locally: nothing opens

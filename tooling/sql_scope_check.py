@@ -39,6 +39,10 @@ OWNER_COLUMNS: dict[str, tuple[str, ...]] = {
     "wallet_refunds": ("user_id",),
     "wallet_refund_parts": ("user_id",),
     "chargebacks": ("user_id",),
+    "payout_methods": ("user_id",),
+    "payouts": ("advisor_id",),
+    "earnings_clearances": ("advisor_id",),
+    "advisor_payout_state": ("advisor_id",),
 }
 
 # (file name, a fragment of the statement) -> why it may go unscoped.
@@ -137,6 +141,20 @@ ALLOWED: dict[tuple[str, str], str] = {
     ): "the cron's chat archive (every ended reading's chat, bounded per run) and the erasure's rewrites "
     "(the erased user's own readings): every statement is keyed by an archive this run claimed (reading id "
     "and the run's random token); nothing is returned to a caller",
+    ("clearance.py", ""): "the cron's earnings clearance: every advisor whose look is due (bounded), each "
+    "statement keyed by that advisor's id",
+    ("payout_cron.py", ""): "the cron's payout jobs: every open payout or due automatic payout (bounded), "
+    "each then written WHERE id = ?",
+    ("payout_checks.py", ""): "admin reconciliation (reconcile.py's checks): every payout and clearance by design",
+    (
+        "payout_webhooks.py",
+        "",
+    ): "PayPal webhooks: authenticated by PayPal's verification of the notification, act on the payout it names",
+    (
+        "payout_flow.py",
+        "WHERE id = ?",
+    ): "a payout by its id, after the caller's own payout was found WHERE advisor_id = ? (route), or by the "
+    "cron or a verified webhook",
 }
 
 _STATEMENT = re.compile(r"^\s*(SELECT|UPDATE|DELETE|INSERT|WITH)\b", re.I)

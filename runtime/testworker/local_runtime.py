@@ -6,7 +6,8 @@ code, the vendored SDK and real local D1/R2. This module gives the tests:
 - `dispatchFetch()` / `dispatchScheduled()`: one event through the project's
   entrypoint class `entry.Default`, in this isolate, as workerd would call it;
 - the host side of the run (`control_url`): wrangler d1 execute, the Worker's
-  console output, the Authorize.Net stand-in's records and clock.
+  console output, the Authorize.Net stand-in's records and clock, the PayPal
+  stand-in's webhooks and controls.
 
 `configure()` is called by the harness with the run's description before any
 test module is imported.
@@ -34,6 +35,7 @@ vars: Any = None
 secrets: Any = None
 overrides: Any = None
 anetControl: Any = None
+paypalControl: Any = None
 _env: Any = None
 
 
@@ -54,7 +56,7 @@ class _Attrs:
 
 
 def configure(run: dict[str, Any], env: Any) -> None:
-    global baseUrl, persistDir, vars, secrets, overrides, anetControl, _env
+    global baseUrl, persistDir, vars, secrets, overrides, anetControl, paypalControl, _env
     _state.update(run)
     baseUrl = run["base_url"]
     persistDir = run["persist_dir"]
@@ -62,6 +64,7 @@ def configure(run: dict[str, Any], env: Any) -> None:
     secrets = _Attrs(run["secrets"])
     overrides = _Attrs(run["overrides"])
     anetControl = AnetControl(run["anet_endpoint"], run["secrets"]["ANET_SIGNATURE_KEY"])
+    paypalControl = PaypalControl(run.get("paypal_endpoint", ""))
     _env = env
 
 
@@ -128,6 +131,37 @@ class AnetControl:
         """The X-ANET-Signature Authorize.Net sends: HMAC-SHA512 of the body, hex upper case."""
         secret = (key if key is not None else self._signature_key).encode("ascii")
         return "sha512=" + hmac.new(secret, body_text.encode(), hashlib.sha512).hexdigest().upper()
+
+
+class PaypalControl:
+    """The PayPal stand-in's test controls (served by the host)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def takeWebhooks(self) -> list[dict[str, Any]]:
+        """The signed webhook deliveries made since the last call: [{headers, body}]."""
+        return list(_control("/paypal/take-webhooks", {})["deliveries"])
+
+    def signEvent(self, event: dict[str, Any]) -> dict[str, Any]:
+        """A crafted event signed as PayPal signs: {headers, body}."""
+        return dict(_control("/paypal/sign-event", {"event": event}))
+
+    def nextCreate(self, mode: str | None) -> None:
+        """The next create call: "hang", "drop" or "error500" (see paypal_standin.mjs)."""
+        _control("/paypal/next-create", {"mode": mode})
+
+    def returnItem(self, sender_batch_id: str) -> bool:
+        return bool(_control("/paypal/return-item", {"sender_batch_id": sender_batch_id})["ok"])
+
+    def revokeTokens(self) -> None:
+        _control("/paypal/revoke-tokens", {})
+
+    def counts(self) -> dict[str, Any]:
+        return dict(_control("/paypal/counts", {}))
+
+    def received(self, path: str = "") -> list[dict[str, Any]]:
+        return list(_control("/paypal/received", {"path": path})["requests"])
 
 
 class TestContext:

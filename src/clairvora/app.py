@@ -15,6 +15,9 @@ from . import (
     logs,
     messages,
     payments,
+    payout_methods,
+    payout_webhooks,
+    payouts,
     period_routes,
     photos,
     privacy,
@@ -66,6 +69,9 @@ ROUTES: list[Route] = [
     *blocks.ROUTES,
     *promo_codes.ROUTES,
     *satisfaction.ROUTES,
+    *payout_methods.ROUTES,
+    *payouts.ROUTES,
+    *payout_webhooks.ROUTES,
 ]
 SCHEMAS: dict[str, Any] = {
     **privacy.SCHEMAS,
@@ -86,6 +92,9 @@ SCHEMAS: dict[str, Any] = {
     **earnings.SCHEMAS,
     **promo_codes.SCHEMAS,
     **satisfaction.SCHEMAS,
+    **payout_methods.SCHEMAS,
+    **payouts.SCHEMAS,
+    **payout_webhooks.SCHEMAS,
 }
 
 ROUTER = Router(ROUTES)

@@ -143,6 +143,21 @@ class Settings:
     # Refunds of unused funds (wallet_refunds.py) and chargebacks (chargebacks.py).
     refund_window_days: int
     chargeback_advisor_side: str
+    # Advisor payouts through PayPal Payouts (paypal.py, payouts.py, clearance.py).
+    paypal_endpoint: str
+    paypal_timeout_ms: int
+    paypal_client_id: str | None
+    paypal_client_secret: str | None
+    paypal_webhook_id: str | None
+    payout_keys: str | None
+    # Earnings stay pending this long before they can be paid out (refunds and chargebacks).
+    earnings_hold_days: int
+    # The smallest payout an advisor may ask for.
+    payout_min_cents: int
+    # Automatic payouts: the whole cleared balance once it reaches this, at most
+    # once per interval since the advisor's last payout.
+    payout_auto_min_cents: int
+    payout_auto_interval_days: int
 
     @classmethod
     def from_env(cls, env: Any) -> "Settings":
@@ -198,4 +213,14 @@ class Settings:
             satisfaction_clawback=_switch(env, "SATISFACTION_CLAWBACK", False),
             refund_window_days=_int(env, "REFUND_WINDOW_DAYS", REFUND_WINDOW_DAYS, *REFUND_WINDOW_DAYS_BOUNDS),
             chargeback_advisor_side=_choice(env, "CHARGEBACK_ADVISOR_SIDE", "platform", CHARGEBACK_ADVISOR_SIDES),
+            paypal_endpoint=(_var(env, "PAYPAL_ENDPOINT", "") or "").rstrip("/"),
+            paypal_timeout_ms=_int(env, "PAYPAL_TIMEOUT_MS", 8000, 100, 30000),
+            paypal_client_id=_var(env, "PAYPAL_CLIENT_ID"),
+            paypal_client_secret=_var(env, "PAYPAL_CLIENT_SECRET"),
+            paypal_webhook_id=_var(env, "PAYPAL_WEBHOOK_ID"),
+            payout_keys=_var(env, "PAYOUT_KEYS"),
+            earnings_hold_days=_int(env, "EARNINGS_HOLD_DAYS", 7, 0, 365),
+            payout_min_cents=_int(env, "PAYOUT_MIN_CENTS", 1000, 1, 10_000_000),
+            payout_auto_min_cents=_int(env, "PAYOUT_AUTO_MIN_CENTS", 5000, 1, 10_000_000),
+            payout_auto_interval_days=_int(env, "PAYOUT_AUTO_INTERVAL_DAYS", 7, 1, 365),
         )

@@ -25,13 +25,26 @@ the others.
   own D1 budget under the shared ceiling);
 - decide refunds of unused funds left in transit (refund_resolution.py: looked
   up in Authorize.Net's transaction lists by invoice number, bounded);
+- clear advisors' earnings past the hold (clearance.py), send again or look up
+  payouts PayPal has not settled, and make the automatic payouts (payout_cron.py);
 - resolve deposits whose gateway answer never came back (deposit_resolution.py:
   looked up at Authorize.Net by invoice number after a grace period, bounded).
 """
 
 from typing import Any
 
-from . import billing, chat_archive_job, deposit_resolution, logs, periods, photos, promo, refund_resolution
+from . import (
+    billing,
+    chat_archive_job,
+    clearance,
+    deposit_resolution,
+    logs,
+    payout_cron,
+    periods,
+    photos,
+    promo,
+    refund_resolution,
+)
 from .clock import Clock
 from .config import Settings
 from .db import Database, sql
@@ -122,10 +135,14 @@ async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
                 now_ms,
                 automatic=settings.ledger_period_close_auto,
                 call_budget=CALL_BUDGET,
+                hold_ms=settings.earnings_hold_days * 86_400_000,
             ),
         ),
         ("chat_archive", lambda: chat_archive_job.cron_job(db, env, settings, now_ms)),
-        # These two may wait on the gateway, and each stops itself short of D1's per-invocation cap.
+        ("clear_earnings", lambda: clearance.clear_earnings(db, settings, now_ms, payout_cron.CALL_BUDGET)),
+        ("resume_payouts", lambda: payout_cron.resume_payouts(db, settings, now_ms)),
+        ("auto_payouts", lambda: payout_cron.auto_payouts(db, settings, now_ms)),
+        # These may wait on the gateway, and each stops itself short of D1's per-invocation cap.
         ("resolve_refunds_in_transit", lambda: refund_resolution.resolve_refunds_in_transit(db, settings, now_ms)),
         ("resolve_stale_deposits", lambda: deposit_resolution.resolve_stale_deposits(db, settings, now_ms)),
     ]

@@ -62,7 +62,10 @@ async def get_earnings(rc: RequestContext) -> Reply:
 
 _ENTRY_PROPS = {
     "id": {"type": "string"},
-    "kind": {"type": "string", "enum": ["reading_charge", "reading_refund", "adjustment", "clawback"]},
+    "kind": {
+        "type": "string",
+        "enum": ["reading_charge", "reading_refund", "adjustment", "clawback", "earnings_clearance"],
+    },
     "amount_cents": {"type": "integer", "description": "signed: + earned, - reversed"},
     "balance_after_cents": {"type": "integer"},
     "reading_id": {"type": ["string", "null"]},

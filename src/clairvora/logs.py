@@ -42,6 +42,9 @@ _SENSITIVE_KEYS = frozenset(
         "cvc",
         "expiration_date",
         "expirationdate",
+        "receiver",
+        "client_secret",
+        "paypal-transmission-sig",
     }
 )
 _PATTERNS = (

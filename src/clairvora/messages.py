@@ -11,16 +11,9 @@ after the end (chat_archive.py), ciphertexts as they are; its pages are then
 read from there with the same replies.
 """
 
-import base64
-import binascii
-import secrets
-from dataclasses import dataclass
 from typing import Any
 
-import js
-from pyodide.ffi import JsException, to_js
-
-from . import chat_archive
+from . import chat_archive, sealing
 from .clock import rfc3339
 from .db import sql
 from .errors import Problem, not_found
@@ -30,91 +23,28 @@ from .readings import not_in_status, parse_time_cursor, time_cursor
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
+from .sealing import Keyring, seal
 from .validation import Obj, Str, page_query
 
 MAX_BODY_CHARS = 2000
 DEFAULT_PAGE = 50
 MAX_PAGE = 100
-IV_BYTES = 12
-MAX_KEYS = 16
-MAX_KEY_VERSION = 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Keyring:
-    keys: dict[int, bytes]
-
-    @property
-    def current(self) -> int:
-        return max(self.keys)
-
-
-def _misconfigured(detail: str) -> Problem:
-    return Problem(500, "misconfigured", "Server misconfigured", detail)
+KEYRING_NAME = "MESSAGE_KEYS"
 
 
 def parse_keyring(secret: str | None) -> Keyring:
-    """ "1:<base64>,2:<base64>" -> versions and raw AES keys (16, 24 or 32 bytes)."""
-    if not secret:
-        raise _misconfigured("MESSAGE_KEYS is not set.")
-    keys: dict[int, bytes] = {}
-    for part in secret.split(",")[: MAX_KEYS + 1]:
-        version_text, sep, b64 = part.strip().partition(":")
-        if not sep or not version_text.isdigit() or not 1 <= int(version_text) <= MAX_KEY_VERSION:
-            raise _misconfigured("MESSAGE_KEYS entries are version:base64key.")
-        try:
-            raw = base64.b64decode(b64.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raise _misconfigured("A MESSAGE_KEYS key is not base64.") from None
-        if len(raw) not in (16, 24, 32) or int(version_text) in keys:
-            raise _misconfigured("MESSAGE_KEYS keys are 16, 24 or 32 bytes, one per version.")
-        keys[int(version_text)] = raw
-    if not keys or len(keys) > MAX_KEYS:
-        raise _misconfigured(f"MESSAGE_KEYS holds 1 to {MAX_KEYS} keys.")
-    return Keyring(keys)
-
-
-# Imported CryptoKeys, per isolate (importKey is the slow part).
-_CRYPTO_KEYS: dict[bytes, Any] = {}
-
-
-def _algorithm(name: str, **fields: Any) -> Any:
-    return to_js({"name": name, **fields}, dict_converter=js.Object.fromEntries)
-
-
-async def _crypto_key(raw: bytes) -> Any:
-    key = _CRYPTO_KEYS.get(raw)
-    if key is None:
-        key = await js.crypto.subtle.importKey(
-            "raw", to_js(raw), _algorithm("AES-GCM"), False, to_js(["encrypt", "decrypt"])
-        )
-        _CRYPTO_KEYS[raw] = key
-    return key
+    return sealing.parse_keyring(secret, KEYRING_NAME)
 
 
 def additional_data(reading_id: int, message_id: int, sender_id: int) -> bytes:
     return f"clairvora:message:v1:{reading_id}:{message_id}:{sender_id}".encode()
 
 
-async def seal(keyring: Keyring, plaintext: bytes, aad: bytes) -> tuple[int, str, str]:
-    """(key_version, iv_b64, ciphertext_b64); a fresh random IV every call."""
-    version = keyring.current
-    iv = secrets.token_bytes(IV_BYTES)
-    params = _algorithm("AES-GCM", iv=to_js(iv), additionalData=to_js(aad))
-    sealed = await js.crypto.subtle.encrypt(params, await _crypto_key(keyring.keys[version]), to_js(plaintext))
-    return version, base64.b64encode(iv).decode(), base64.b64encode(sealed.to_bytes()).decode()
-
-
 async def open_sealed(keyring: Keyring, version: int, iv_b64: str, ciphertext_b64: str, aad: bytes) -> bytes:
-    raw = keyring.keys.get(version)
-    if raw is None:
-        raise _misconfigured(f"Message key version {version} is no longer configured.")
-    params = _algorithm("AES-GCM", iv=to_js(base64.b64decode(iv_b64)), additionalData=to_js(aad))
-    try:
-        plain = await js.crypto.subtle.decrypt(params, await _crypto_key(raw), to_js(base64.b64decode(ciphertext_b64)))
-    except JsException:
-        raise Problem(500, "message_unreadable", "Internal error", "A stored message failed authentication.") from None
-    return bytes(plain.to_bytes())
+    unreadable = Problem(500, "message_unreadable", "Internal error", "A stored message failed authentication.")
+    return await sealing.open_sealed(
+        keyring, version, iv_b64, ciphertext_b64, aad, what="Message", unreadable=unreadable
+    )
 
 
 MESSAGE_CREATE = Obj({"body": Str(min_len=1, max_len=MAX_BODY_CHARS)}, required=("body",))

@@ -43,6 +43,7 @@ from .ids import new_id
 SEGMENT_MAX_ENTRIES = 2000  # ~0.5 MB of JSON lines; one delete of this many rows per batch
 MAX_STEPS_PER_CRON_RUN = 3
 CLOSE_GRACE_MS = 60 * 60 * 1000  # a period closes once its end is an hour past
+DAY_MS = 86_400_000
 MAX_VERIFY_SEGMENTS = 10  # per verify request (each an R2 read of <= ~0.5 MB)
 OBJECT_PREFIX = "ledger/"
 
@@ -241,12 +242,17 @@ async def _put_verified(bucket: Any, key: str, data: bytes, sha256: str) -> bool
     return stored is not None and int(stored.size) == len(data)
 
 
-async def run_cron(db: Database, bucket: Any, now_ms: int, *, automatic: bool, call_budget: int) -> dict[str, int]:
+async def run_cron(
+    db: Database, bucket: Any, now_ms: int, *, automatic: bool, call_budget: int, hold_ms: int = 0
+) -> dict[str, int]:
     """The cron's part: open the close of last month once it is past (when
-    automatic), then advance the close in bounded steps."""
+    automatic), then advance the close in bounded steps. `hold_ms`: the earnings
+    hold (clearance.py reads pending entries until they age past it), so last
+    month closes only once its every entry has aged past the hold, plus a day for
+    the clearance to reach it."""
     if automatic:
         month_start = _month_start_ms(now_ms)
-        if month_start <= now_ms - CLOSE_GRACE_MS:
+        if month_start <= now_ms - CLOSE_GRACE_MS - (hold_ms + DAY_MS if hold_ms else 0):
             await db.run(sql(_OPEN_PERIOD_AUTOMATIC, new_id(), month_start, now_ms, month_start))
     archived = closed = 0
     for _ in range(MAX_STEPS_PER_CRON_RUN):

@@ -344,7 +344,9 @@ async def erase_me(rc: RequestContext) -> Reply:
         ]
     )
     blockers, tombstone = results[0].rows, results[1]
-    if tombstone.changes != 1:
+    # D1's `changes` also counts the rows the UPDATE's triggers wrote (migration 0093's
+    # removal of the payout receiver): zero is the refusal, not "anything but one".
+    if tombstone.changes == 0:
         if not blockers or int(blockers[0]["version"]) != expected:
             raise Problem(
                 412, "version_conflict", "Precondition failed", "The profile changed since you read it; fetch it again."

@@ -76,6 +76,9 @@ _READS = frozenset({"GET", "HEAD"})
 # Routes with limits of their own, checked before their class's (tightest first).
 _OWN: dict[tuple[str, str], tuple[Limit, ...]] = {
     ("POST", "/v1/wallet/deposits"): (DEPOSITS, DEPOSITS_PER_IP),
+    # PayPal's notifications: the public per-IP limit. Each one that names a payout of
+    # ours costs a call to PayPal's verification API, so a forger's flood is bounded.
+    ("POST", "/v1/webhooks/paypal"): (),
 }
 _UNLIMITED: frozenset[tuple[str, str]] = frozenset({("POST", "/v1/webhooks/authorizenet")})
 

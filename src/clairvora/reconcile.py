@@ -33,7 +33,7 @@ COOLOFF_SAMPLE of them, and how many there are. Not a violation either.
 import json
 from typing import Any
 
-from . import card_checks, promo_checks
+from . import card_checks, payout_checks, promo_checks
 from .clock import Clock, rfc3339
 from .db import Database, sql
 from .deposit_resolution import RESOLVE_AFTER_MS
@@ -190,6 +190,9 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
     *card_checks.CHECKS,
 )
 
+
+# Advisor payouts and earnings clearance (migration 0093).
+CHECKS = CHECKS + payout_checks.CHECKS
 
 _STATES = ("held_for_review", "claimed_not_settled", "unknown")
 # Waiting for the lookup: every waiting payment but one held for review.

@@ -376,6 +376,72 @@ class WalletRefundPartRow(TypedDict):
     resolved_at_ms: int | None
 
 
+# --- 0093_payouts.sql ---------------------------------------------------------
+
+
+class AdvisorPayoutStateRow(TypedDict):
+    advisor_id: int
+    cleared_through_sequence: int
+    next_clearance_at_ms: int
+    auto_payout_due_at_ms: int | None
+    last_payout_at_ms: int | None
+    updated_at_ms: int
+
+
+class EarningsClearanceRow(TypedDict):
+    id: int
+    advisor_id: int
+    transfer_id: int
+    amount_cents: int
+    through_sequence: int
+    pending_sequence: int
+    cutoff_ms: int
+    created_at_ms: int
+
+
+class PayoutMethodRow(TypedDict):
+    user_id: int
+    recipient_type: Literal["EMAIL", "PAYPAL_ID"]
+    receiver_masked: str
+    key_version: int
+    iv_b64: str
+    ciphertext_b64: str
+    version: int
+    created_at_ms: int
+    updated_at_ms: int
+
+
+class PayoutRow(TypedDict):
+    id: int
+    advisor_id: int
+    amount_cents: int
+    currency: str
+    status: Literal["requested", "sent", "unclaimed", "succeeded", "failed", "returned"]
+    origin: Literal["request", "schedule"]
+    recipient_type: Literal["EMAIL", "PAYPAL_ID"]
+    receiver_masked: str | None
+    receiver_key_version: int | None
+    receiver_iv_b64: str | None
+    receiver_ciphertext_b64: str | None
+    paypal_batch_id: str | None
+    paypal_item_id: str | None
+    batch_status: str | None
+    item_status: str | None
+    failure_code: str | None
+    attempts: int
+    next_attempt_at_ms: int | None
+    created_at_ms: int
+    updated_at_ms: int
+
+
+class PaypalWebhookEventRow(TypedDict):
+    event_id: str
+    event_type: str
+    payout_id: int | None
+    outcome: str
+    received_at_ms: int
+
+
 # Every application table. A migration that creates a table adds its row type here.
 TABLES: dict[str, type] = {
     "users": UserRow,
@@ -407,6 +473,11 @@ TABLES: dict[str, type] = {
     "chargebacks": ChargebackRow,
     "wallet_refunds": WalletRefundRow,
     "wallet_refund_parts": WalletRefundPartRow,
+    "advisor_payout_state": AdvisorPayoutStateRow,
+    "earnings_clearances": EarningsClearanceRow,
+    "payout_methods": PayoutMethodRow,
+    "payouts": PayoutRow,
+    "paypal_webhook_events": PaypalWebhookEventRow,
 }
 
 # --- comparison with the migrated schema -------------------------------------

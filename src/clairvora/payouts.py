@@ -1,0 +1,311 @@
+"""Advisor payouts on request: `POST /v1/advisors/me/payouts` (Idempotency-Key),
+and the advisor's own list and payouts (`GET /v1/advisors/me/payouts[/{id}]`).
+
+Three D1 round trips around PayPal (payout_flow.py has the life of a payout):
+  1. read, one batch: a stored reply for the key; the advisor, its payout method
+     (the sealed receiver) and its cleared balance;
+  2. claim, one batch: the payout row, its money (cleared -> in transit) and the
+     key claimed `pending` with the payout's id;
+  3. after PayPal, one batch: what PayPal said (sent, refused and returned, or
+     nothing yet) and the key's reply, its status read back in SQL.
+Answers: 201 PayPal accepted the payout (`sent`, or further if PayPal has
+already decided); 202 PayPal's answer did not come (`requested`: the cron sends
+it again with the same sender_batch_id, which PayPal pays at most once); 502
+`payout_refused` PayPal refused it (`failed`, the money is back in cleared
+earnings). A retry with the same key replays the reply; a key left `pending`
+by a request that died is resumed: the payout is sent (again) and the reply stored.
+
+Refusals before anything moves: 404 not an advisor; 409 `payout_method_required`
+(no receiver set), 422 `payout_below_minimum` (under PAYOUT_MIN_CENTS), 409
+`insufficient_cleared_earnings` (more than the cleared balance, checked by the
+accounts' CHECK in the claim batch, so concurrent payouts cannot overdraw it).
+"""
+
+import json
+from typing import Any
+
+from . import ledger, payout_flow, payout_send
+from .db import CheckViolation, Statement, UniqueViolation, sql
+from .errors import Problem, conflict, not_found, unprocessable
+from .idempotency import IdempotencyKey
+from .openapi import page_schema
+from .readings import parse_time_cursor, time_cursor
+from .requests import RequestContext
+from .responses import Reply, encode_json
+from .routing import Route
+from .validation import Int, Obj, page_query
+
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+PAYOUT_BODY = Obj(
+    {
+        "amount_cents": Int(
+            low=1,
+            high=ledger.MAX_TRANSFER_CENTS,
+            description="default: the whole cleared balance; at least PAYOUT_MIN_CENTS",
+        )
+    }
+)
+
+_STORED_KEY = """SELECT route, request_sha256, state, response_status, response_body, created_at_ms
+FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?"""
+
+# The advisor, its method and its balances in one row (LEFT JOIN: no method is NULLs).
+_ADVISOR = """
+SELECT (SELECT count(*) FROM advisors WHERE user_id = ?1) AS advisor,
+       m.recipient_type, m.receiver_masked, m.key_version, m.iv_b64, m.ciphertext_b64,
+       (SELECT balance_cents FROM accounts WHERE owner_user_id = ?1 AND kind = 'advisor_cleared') AS cleared_cents,
+       (SELECT balance_cents FROM accounts WHERE owner_user_id = ?1 AND kind = 'advisor_earnings') AS pending_cents
+FROM (SELECT 1) LEFT JOIN payout_methods m ON m.user_id = ?1"""
+
+# The payouts list shows the balances beside the page.
+_BALANCES = """
+SELECT (SELECT balance_cents FROM accounts WHERE owner_user_id = ?1 AND kind = 'advisor_earnings') AS pending_cents,
+       (SELECT balance_cents FROM accounts WHERE owner_user_id = ?1 AND kind = 'advisor_cleared') AS cleared_cents"""
+
+_PAGE = f"""
+SELECT {payout_flow.PAYOUT_COLUMNS} FROM payouts
+WHERE advisor_id = ? AND (created_at_ms, id) < (?, ?)
+ORDER BY created_at_ms DESC, id DESC LIMIT ?"""  # noqa: S608 - constant columns
+
+
+def _reply_parts(payout: dict[str, Any], sent: payout_send.Sent) -> tuple[int, dict[str, Any], str]:
+    """(HTTP status, body, JSON path of the payout's status in the body)."""
+    view = payout_flow.payout_view({**payout, "paypal_batch_id": payout.get("paypal_batch_id") or sent.batch_id})
+    if sent.refused is not None:
+        problem = Problem(
+            502,
+            "payout_refused",
+            "Payout refused",
+            f"PayPal refused the payout ({sent.refused}); the amount is back in your cleared earnings.",
+            extra={"payout": {**view, "status": "failed", "failure_code": sent.refused}},
+        )
+        return 502, problem.body(), "$.payout.status"
+    return (201 if sent.accepted else 202), view, "$.status"
+
+
+def _complete(key: IdempotencyKey, payout_id: int, status: int, body: dict[str, Any], path: str) -> Statement:
+    """Store the reply, the payout's status as this batch leaves it (SQL fills it in)."""
+    return sql(
+        """UPDATE idempotency_keys
+           SET state = 'done', response_status = ?,
+               response_body = json_set(?, ?, (SELECT status FROM payouts WHERE id = ? AND advisor_id = ?))
+           WHERE user_id = ? AND idempotency_key = ? AND state = 'pending'
+           RETURNING response_status, response_body""",
+        status,
+        encode_json(body),
+        path,
+        payout_id,
+        key.user_id,
+        key.user_id,
+        key.key,
+    )
+
+
+async def _send_and_answer(rc: RequestContext, key: IdempotencyKey, payout: dict[str, Any]) -> Reply:
+    now_ms = rc.clock.now_ms()
+    if payout["status"] == "requested":
+        sent = await payout_send.send(rc.settings, payout, now_ms)
+    else:  # already moved on (a resumed key whose payout the cron or a webhook advanced)
+        final = payout["status"] in ("failed", "returned")
+        sent = payout_send.Sent([], not final, (payout["failure_code"] or payout["status"]) if final else None)
+    status, body, path = _reply_parts(payout, sent)
+    completion = _complete(key, int(payout["id"]), status, body, path)
+    results = await payout_send.settle(rc.db, [*sent.statements, completion], int(payout["id"]), [completion])
+    stored = results[-1].rows if results else []
+    if not stored:
+        return await key.replay(rc.db)  # completed by an earlier attempt whose answer D1 lost
+    return _final(int(stored[0]["response_status"]), stored[0]["response_body"])
+
+
+def _final(status: int, response_body: str) -> Reply:
+    content_type = "application/problem+json" if status >= 400 else "application/json"
+    return Reply(json.loads(response_body), status, {}, content_type)
+
+
+async def _resume(rc: RequestContext, key: IdempotencyKey, row: dict[str, Any]) -> Reply:
+    """A retry of a key still pending: its request died after the claim (or is
+    still waiting on PayPal). Sending again is safe (same sender_batch_id)."""
+    if row["state"] != "pending" or row["request_sha256"] != key.request_sha256 or row["route"] != key.route:
+        return key.replay_row(row)
+    note = json.loads(row["response_body"]) if row["response_body"] else {}
+    payout_id = int(note.get("payout_id", "0"))
+    payout = await rc.db.first(
+        sql(f"SELECT {payout_flow.PAYOUT_COLUMNS} FROM payouts WHERE id = ? AND advisor_id = ?", payout_id, key.user_id)  # noqa: S608
+    )
+    if payout is None:
+        return key.replay_row(row)
+    return await _send_and_answer(rc, key, payout)
+
+
+def _unconfigured(rc: RequestContext) -> bool:
+    s = rc.settings
+    return not (s.paypal_endpoint and s.paypal_client_id and s.paypal_client_secret and s.payout_keys)
+
+
+async def request_payout(rc: RequestContext) -> Reply:
+    body = await rc.parsed_body()
+    if _unconfigured(rc):
+        raise Problem(500, "misconfigured", "Server misconfigured", "Payouts are not configured.")
+    key = await IdempotencyKey.from_request(rc)
+    uid = key.user_id
+    stored, found = await rc.db.batch([sql(_STORED_KEY, uid, key.key), sql(_ADVISOR, uid)])
+    if stored.rows:
+        return await _resume(rc, key, stored.rows[0])
+    advisor = found.rows[0]
+    if not advisor["advisor"]:
+        raise not_found("advisor profile (become an advisor with POST /v1/advisors)")
+    if advisor["ciphertext_b64"] is None:
+        raise conflict("payout_method_required", "Set where payouts go first: PUT /v1/advisors/me/payout-method.")
+    cleared = int(advisor["cleared_cents"] or 0)
+    amount = body.get("amount_cents", cleared)
+    minimum = rc.settings.payout_min_cents
+    if amount < minimum:
+        problem = unprocessable(
+            "payout_below_minimum", f"A payout is at least {minimum} cents; you asked for {amount}."
+        )
+        problem.extra = {"minimum_cents": minimum, "cleared_cents": cleared}
+        raise problem
+    if amount > cleared:
+        raise _insufficient(cleared)
+    payout = payout_flow.new_payout(
+        advisor_id=uid, amount_cents=amount, origin="request", method=advisor, now_ms=key.now_ms
+    )
+    try:
+        await rc.db.batch(
+            [*payout_flow.claim_statements(payout, uid), key.record_pending({"payout_id": str(payout["id"])})]
+        )
+    except UniqueViolation as exc:
+        if IdempotencyKey.is_key_conflict(exc):
+            row = await rc.db.first(sql(_STORED_KEY, uid, key.key))
+            return await _resume(rc, key, row) if row else key.replay_row(None)
+        raise
+    except CheckViolation as exc:
+        if "balance_cents >= 0" not in exc.message:
+            raise
+        # Another payout took the cleared balance since it was read.
+        raise _insufficient(None) from None
+    return await _send_and_answer(rc, key, payout)
+
+
+def _insufficient(cleared: int | None) -> Problem:
+    detail = "The payout is more than your cleared earnings"
+    problem = conflict(
+        "insufficient_cleared_earnings", detail + (f" ({cleared} cents)." if cleared is not None else ".")
+    )
+    if cleared is not None:
+        problem.extra = {"cleared_cents": cleared}
+    return problem
+
+
+async def list_payouts(rc: RequestContext) -> Reply:
+    query = rc.parsed_query()
+    limit = query.get("limit", DEFAULT_PAGE)
+    before_ms, before_id = parse_time_cursor(query.get("cursor"))
+    advisor, balances, page = await rc.db.batch(
+        [
+            sql("SELECT 1 AS ok FROM advisors WHERE user_id = ?", rc.user_id),
+            sql(_BALANCES, rc.user_id),
+            sql(_PAGE, rc.user_id, before_ms, before_id, limit + 1),
+        ]
+    )
+    if not advisor.rows:
+        raise not_found("advisor profile (become an advisor with POST /v1/advisors)")
+    rows = page.rows[:limit]
+    next_cursor = None
+    if len(page.rows) > limit:
+        next_cursor = time_cursor(int(rows[-1]["created_at_ms"]), int(rows[-1]["id"]))
+    b = balances.rows[0]
+    return Reply(
+        {
+            "pending_cents": int(b["pending_cents"] or 0),
+            "cleared_cents": int(b["cleared_cents"] or 0),
+            "items": [payout_flow.payout_view(r) for r in rows],
+            "next_cursor": next_cursor,
+        }
+    )
+
+
+async def get_payout(rc: RequestContext) -> Reply:
+    row = await rc.db.first(
+        sql(
+            f"SELECT {payout_flow.PAYOUT_COLUMNS} FROM payouts WHERE id = ? AND advisor_id = ?",  # noqa: S608
+            rc.params["payout_id"],
+            rc.user_id,
+        )
+    )
+    if row is None:
+        raise not_found("payout")
+    return Reply(payout_flow.payout_view(row))
+
+
+_PAYOUT_PROPS = {
+    "id": {"type": "string"},
+    "amount_cents": {"type": "integer", "minimum": 1},
+    "currency": {"type": "string", "enum": ["USD"]},
+    "status": {"type": "string", "enum": ["requested", "sent", "unclaimed", "succeeded", "failed", "returned"]},
+    "origin": {"type": "string", "enum": ["request", "schedule"]},
+    "recipient_type": {"type": "string", "enum": ["EMAIL", "PAYPAL_ID"]},
+    "receiver_masked": {"type": ["string", "null"]},
+    "paypal_batch_id": {"type": ["string", "null"]},
+    "item_status": {"type": ["string", "null"], "description": "PayPal's transaction_status of the item"},
+    "failure_code": {"type": ["string", "null"], "description": "PayPal's error name when it refused or failed"},
+    "created_at": {"type": "string", "format": "date-time"},
+    "updated_at": {"type": "string", "format": "date-time"},
+}
+_LIST = page_schema("Payout")
+_LIST["required"] = ["pending_cents", "cleared_cents", *_LIST["required"]]
+_LIST["properties"] = {
+    "pending_cents": {"type": "integer", "description": "earnings still on hold (EARNINGS_HOLD_DAYS)"},
+    "cleared_cents": {"type": "integer", "description": "earnings that can be paid out"},
+    **_LIST["properties"],
+}
+SCHEMAS: dict[str, Any] = {
+    "Payout": {"type": "object", "required": list(_PAYOUT_PROPS), "properties": _PAYOUT_PROPS},
+    "PayoutList": _LIST,
+}
+
+ROUTES = [
+    Route(
+        "POST",
+        "/v1/advisors/me/payouts",
+        request_payout,
+        "Advisor: pay cleared earnings out to the PayPal receiver (all of them unless amount_cents says less)",
+        primary=True,
+        body=PAYOUT_BODY,
+        idempotency_key=True,
+        responses={201: "Payout", 202: "Payout"},
+        problems=(409, 422, 502),
+        problem_codes={
+            409: (
+                "payout_method_required",
+                "insufficient_cleared_earnings",
+                "request_in_progress",
+                "idempotency_conflict",
+            ),
+            422: ("payout_below_minimum", "idempotency_key_reused"),
+            502: ("payout_refused",),
+        },
+        tag="payouts",
+    ),
+    Route(
+        "GET",
+        "/v1/advisors/me/payouts",
+        list_payouts,
+        "Advisor: pending and cleared earnings, and payouts newest first",
+        primary=True,
+        query=page_query(cursor_max_chars=40, max_page=MAX_PAGE, default_page=DEFAULT_PAGE),
+        responses={200: "PayoutList"},
+        tag="payouts",
+    ),
+    Route(
+        "GET",
+        "/v1/advisors/me/payouts/{payout_id:id}",
+        get_payout,
+        "Advisor: one of your payouts",
+        primary=True,
+        responses={200: "Payout"},
+        tag="payouts",
+    ),
+]
