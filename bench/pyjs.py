@@ -232,7 +232,9 @@ def report(py: Side, jsw: Side, rounds: int, elapsed_s: float) -> tuple[str, dic
     host = harness.run.get("host") or {}
     versions = host.get("versions") or {}
     load = " / ".join(f"{x:.1f}" for x in host.get("load_average") or []) or "?"
-    figures = {name: {"python": _figures(py.answers[name]), "javascript": _figures(jsw.answers[name])} for name in SPECS}
+    figures = {
+        name: {"python": _figures(py.answers[name]), "javascript": _figures(jsw.answers[name])} for name in SPECS
+    }
     lines = [
         BEGIN,
         "",

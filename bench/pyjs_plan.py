@@ -176,7 +176,10 @@ def route_plan(spec: RouteSpec, a: Capture, b: Capture, route: Any, limits: Any)
         fresh: dict[Any, int] = {}
         statements = []
         for sa, sb in zip(ca.statements, cb.statements, strict=True):
-            recipes = [_recipe(pa, pb, envs_a[index], envs_b[index], fresh) for pa, pb in zip(sa.params, sb.params, strict=True)]
+            recipes = [
+                _recipe(pa, pb, envs_a[index], envs_b[index], fresh)
+                for pa, pb in zip(sa.params, sb.params, strict=True)
+            ]
             statements.append({"sql": sa.sql, "params": recipes})
         fresh_ids = len(fresh) // 2
         # The plan reproduces both requests' parameters (fresh ids as they were drawn).
