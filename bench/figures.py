@@ -35,6 +35,7 @@ class Series:
     label: str
     points: list[tuple[float, float]]
     dashed: bool = False
+    color: str | None = None  # else the palette's next
 
 
 @dataclass
@@ -60,6 +61,10 @@ def _tick(value: float) -> str:
         if value >= size:
             return f"{value / size:g}{suffix}"
     return f"{value:g}"
+
+
+def _power(decade: int) -> str:
+    return str(10**decade) if decade >= 0 else f"{10.0**decade:g}"
 
 
 def _number(value: float) -> str:
@@ -88,8 +93,8 @@ def svg(chart: Chart) -> str:
         f'<rect width="{WIDTH}" height="{height}" fill="#ffffff"/>',
         f'<text x="{PLOT_LEFT}" y="22" font-size="15" font-weight="bold">{escape(chart.title)}</text>',
         f'<text x="{PLOT_LEFT}" y="40" fill="#555555">{escape(chart.subtitle)}</text>',
-        f'<g class="plot" data-x-scale="log" data-y-scale="log" data-x-domain="{10**x_lo:g} {10**x_hi:g}" '
-        f'data-y-domain="{10**y_lo:g} {10**y_hi:g}" '
+        f'<g class="plot" data-x-scale="log" data-y-scale="log" data-x-domain="{_power(x_lo)} {_power(x_hi)}" '
+        f'data-y-domain="{_power(y_lo)} {_power(y_hi)}" '
         f'data-area="{PLOT_LEFT} {PLOT_TOP} {PLOT_WIDTH} {PLOT_HEIGHT}">',
         f'<rect x="{PLOT_LEFT}" y="{PLOT_TOP}" width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" fill="none" stroke="#999999"/>',
     ]
@@ -104,7 +109,7 @@ def svg(chart: Chart) -> str:
             f'<text x="{PLOT_LEFT - 6}" y="{y}" text-anchor="end" dominant-baseline="middle">{_tick(10**d)}</text>'
         )
     for i, s in enumerate(chart.series):
-        color = PALETTE[i % len(PALETTE)]
+        color = s.color or PALETTE[i % len(PALETTE)]
         dash = ' stroke-dasharray="6 4"' if s.dashed else ""
         path = " ".join(f"{_number(px(x))},{_number(py(y))}" for x, y in s.points)
         out.append(f'<g class="series" data-label={quoteattr(s.label)} stroke="{color}" fill="{color}">')
@@ -185,7 +190,7 @@ def search_charts(data: dict) -> dict[str, Chart]:
         points = sorted((float(r["advisors"]), float(r["rows_read"][1])) for r in rows if r["search"] == search)
         series.append(Series(search, points))
     sizes = sorted({float(r["advisors"]) for r in rows})
-    series.append(Series("a page of 20: limit + 1 rows", [(n, 21.0) for n in sizes], dashed=True))
+    series.append(Series("a page of 20: limit + 1 rows", [(n, 21.0) for n in sizes], dashed=True, color="#555555"))
     chart = Chart(
         "Rows read per advisor search page",
         f"GET /v1/advisors, D1 rows_read per page as advisors grow (bench/search_cost.py, {data.get('measured_at', '')})",

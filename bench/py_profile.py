@@ -4,14 +4,15 @@
     node runtime/cli.mjs run bench/py_profile.py --write    # and the host rewrites its block
                                                             # of docs/BENCHMARKS.md
 
-workerd's clock moves in 1 ms steps here, so each piece runs in a loop (hundreds of times)
-and the loop's time is divided by its count: microseconds per call, on the same objects a
-request uses (the SDK's env and Request wrappers, real D1 results, the app's own functions).
+workerd's clock moves in 1 ms steps here, so each piece runs in chunks of at least 25 ms
+and each chunk's time is divided by its calls; a figure is the median of 10 chunks (a busy
+machine preempts some): microseconds per call, on the same objects a request uses (the SDK's env and Request wrappers, real D1 results, the app's own functions).
 "Per request" multiplies by how often one request of the named route does it. The whole
 requests at the top are in-isolate dispatches through `entry.Default` (local_runtime), their
 mean over many runs, so the pieces can be set against them.
 """
 
+import asyncio
 import contextlib
 import io
 import os
@@ -42,54 +43,51 @@ HEARTBEAT = "/v1/readings/4398046511200/heartbeat"
 
 
 CHUNKS = 10  # each figure is the median of this many chunks' means (a busy machine preempts some)
+CHUNK_MS = 25  # each chunk runs this long at least: workerd's clock moves in 1 ms steps
+MIN_CALLS = 3
 
 
-def per_call_us(fn: Callable[[], Any], n: int) -> float:
-    means = []
-    for _ in range(CHUNKS):
-        started = time.perf_counter()
-        for _ in range(max(1, n // CHUNKS)):
-            fn()
-        means.append((time.perf_counter() - started) * 1e6 / max(1, n // CHUNKS))
-    return statistics.median(means)
+def _chunk_us(fn: Callable[[], Any]) -> float:
+    calls, started = 0, time.perf_counter()
+    while calls < MIN_CALLS or time.perf_counter() - started < CHUNK_MS / 1000:
+        fn()
+        calls += 1
+    return (time.perf_counter() - started) * 1e6 / calls
 
 
-async def per_await_us(fn: Callable[[], Awaitable[Any]], n: int) -> float:
-    means = []
-    for _ in range(CHUNKS):
-        started = time.perf_counter()
-        for _ in range(max(1, n // CHUNKS)):
-            await fn()
-        means.append((time.perf_counter() - started) * 1e6 / max(1, n // CHUNKS))
-    return statistics.median(means)
+async def _chunk_await_us(fn: Callable[[], Awaitable[Any]]) -> float:
+    calls, started = 0, time.perf_counter()
+    while calls < MIN_CALLS or time.perf_counter() - started < CHUNK_MS / 1000:
+        await fn()
+        calls += 1
+    return (time.perf_counter() - started) * 1e6 / calls
 
 
-def pair_us(before: Callable[[], Any], now: Callable[[], Any], n: int) -> tuple[float, float]:
+def per_call_us(fn: Callable[[], Any], _n: int = 0) -> float:
+    """us per call: the median of CHUNKS chunks of at least CHUNK_MS each."""
+    return statistics.median(_chunk_us(fn) for _ in range(CHUNKS))
+
+
+async def per_await_us(fn: Callable[[], Awaitable[Any]], _n: int = 0) -> float:
+    return statistics.median([await _chunk_await_us(fn) for _ in range(CHUNKS)])
+
+
+def pair_us(before: Callable[[], Any], now: Callable[[], Any], _n: int = 0) -> tuple[float, float]:
     """Both ways, chunk by chunk in alternation, so a busy spell falls on both."""
     b, a = [], []
     for _ in range(CHUNKS):
-        b.append(per_call_us_once(before, n // CHUNKS))
-        a.append(per_call_us_once(now, n // CHUNKS))
+        b.append(_chunk_us(before))
+        a.append(_chunk_us(now))
     return statistics.median(b), statistics.median(a)
 
 
-def per_call_us_once(fn: Callable[[], Any], n: int) -> float:
-    started = time.perf_counter()
-    for _ in range(max(1, n)):
-        fn()
-    return (time.perf_counter() - started) * 1e6 / max(1, n)
-
-
 async def pair_await_us(
-    before: Callable[[], Awaitable[Any]], now: Callable[[], Awaitable[Any]], n: int
+    before: Callable[[], Awaitable[Any]], now: Callable[[], Awaitable[Any]], _n: int = 0
 ) -> tuple[float, float]:
     b, a = [], []
     for _ in range(CHUNKS):
-        for fn, out in ((before, b), (now, a)):
-            started = time.perf_counter()
-            for _ in range(max(1, n // CHUNKS)):
-                await fn()
-            out.append((time.perf_counter() - started) * 1e6 / max(1, n // CHUNKS))
+        b.append(await _chunk_await_us(before))
+        a.append(await _chunk_await_us(now))
     return statistics.median(b), statistics.median(a)
 
 
@@ -188,19 +186,18 @@ async def pairs(user: operations.User, n: int) -> list[tuple[str, str, float, fl
             per,
         )
     # A whole D1 call, the two ways alternately (the round trip's noise falls on both alike).
-    before_s = now_s = 0.0
     ours = db.Database(env.DB, primary=True)
     statement = db.sql(select_user, user.sub)
-    for _ in range(n // 3):
-        t0 = time.perf_counter()
+
+    async def sdk_call() -> Any:
         raw = await session.prepare(select_user).bind(user.sub).all()
-        [dict(x) for x in raw["results"]]
+        return [dict(x) for x in raw["results"]]
+
+    async def our_call() -> Any:
         ours.counters.calls = 0  # the per-request cap, not a bench's loop
-        t1 = time.perf_counter()
-        await ours.all(statement)
-        t2 = time.perf_counter()
-        before_s, now_s = before_s + t1 - t0, now_s + t2 - t1
-    add("D1: one call, the users row (round trip included)", "SDK wrapper", before_s * 3e6 / n, now_s * 3e6 / n, 2)
+        return await ours.all(statement)
+
+    add("D1: one call, the users row (round trip included)", "SDK wrapper", *await pair_await_us(sdk_call, our_call), 2)
     limiter, raw_limiter = env.RL_USER_READ, env_js.RL_USER_READ
     add(
         "rate-limit binding call",
@@ -277,6 +274,12 @@ async def pieces(user: operations.User, n: int) -> list[tuple[str, float, int]]:
     )
     rc = context()
     add("token check, signature cached (`users.identify`)", await per_await_us(lambda: users.identify(rc), n), 1)
+    add(
+        "an `await` of a resolved JS promise (Pyodide's event loop)",
+        await per_await_us(lambda: js.Promise.resolve(1), n),
+        4,
+    )
+    add("an `await asyncio.sleep(0)`", await per_await_us(lambda: asyncio.sleep(0), n), 0)
     add("D1 bookmark (`session.getBookmark`)", per_call_us(database.bookmark, n), 1)
     reply = responses.Reply({"available_cents": 123456, "held_cents": 0, "currency": "USD"})
     add("reply JSON (`encode_payload`, the wallet)", per_call_us(lambda: responses.encode_payload(reply), n), 1)
@@ -319,7 +322,8 @@ async def main(argv: Any) -> dict[str, Any] | None:
             BEGIN,
             "",
             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} inside workerd "
-            f"{versions.get('workerd', '?')}, load average {load or '?'}; {reps} calls per piece.",
+            f"{versions.get('workerd', '?')}, load average {load or '?'}; each figure the median of {CHUNKS} chunks of "
+            f"at least {CHUNK_MS} ms.",
             "",
             "| whole request, in-isolate dispatch | mean ms |",
             "|---|---:|",

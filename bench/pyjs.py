@@ -72,19 +72,22 @@ class Answer:
     rows_read: int
     rows_written: int
     own_ms: float | None
+    d1_ms: float | None
     latency_ms: float
 
 
-def _timing(header: str | None) -> tuple[int, int, int, float | None]:
+def _timing(header: str | None) -> tuple[int, int, int, float | None, float | None]:
+    """(calls, rows read, rows written, own ms, D1 wait ms) from either Worker's header."""
     assert header, "no server-timing header: run with SERVER_TIMING=timing"
     desc = header.split('desc="', 1)[1].split('"', 1)[0]
     parts = dict(p.split("=") for p in desc.split())
-    own = None
+    durations: dict[str, float] = {}
     for entry in header.split(","):
         name, _, rest = entry.strip().partition(";dur=")
-        if name in ("py", "js"):
-            own = float(rest)
-    return int(parts["calls"]), int(parts["rows_read"]), int(parts["rows_written"]), own
+        if rest:
+            durations[name] = float(rest.split(";", 1)[0])
+    own = durations.get("py", durations.get("js"))
+    return int(parts["calls"]), int(parts["rows_read"]), int(parts["rows_written"]), own, durations.get("d1")
 
 
 async def send(binding: Any, method: str, path: str, headers: dict[str, str]) -> Answer:
@@ -98,8 +101,8 @@ async def send(binding: Any, method: str, path: str, headers: dict[str, str]) ->
     response = await binding.fetch(request)
     body = await response.text()
     latency_ms = (time.perf_counter() - started) * 1000
-    calls, read, written, own = _timing(response.headers.get("server-timing"))
-    return Answer(int(response.status), str(body), calls, read, written, own, latency_ms)
+    calls, read, written, own, d1 = _timing(response.headers.get("server-timing"))
+    return Answer(int(response.status), str(body), calls, read, written, own, d1, latency_ms)
 
 
 @dataclass
@@ -213,11 +216,14 @@ class Side:
 def _figures(answers: list[Answer]) -> dict[str, Any]:
     lat = [a.latency_ms for a in answers]
     own = [a.own_ms for a in answers if a.own_ms is not None]
+    d1 = [a.d1_ms for a in answers if a.d1_ms is not None]
     return {
         "n": len(answers),
         "p50_ms": percentile(lat, 50),
         "p95_ms": percentile(lat, 95),
+        "mean_ms": statistics.fmean(lat),
         "own_mean_ms": statistics.fmean(own) if own else None,
+        "d1_mean_ms": statistics.fmean(d1) if d1 else None,
         "calls": sorted({a.calls for a in answers}),
         "rows_read": sorted({a.rows_read for a in answers}),
         "rows_written": sorted({a.rows_written for a in answers}),
@@ -254,19 +260,23 @@ def report(py: Side, jsw: Side, rounds: int, elapsed_s: float) -> tuple[str, dic
         f"(wrangler dev {versions.get('wrangler', '?')}), both Workers in the same workerd on the same local D1: "
         f"{rounds} rounds in {elapsed_s:.0f} s, each round every route once on each Worker, back to back, the "
         f"order alternating; load average {load} at the start. Ratios are Python / JavaScript; the paired "
-        "one is the median, over rounds, of the two requests sent back to back.",
+        "one is the median, over rounds, of the two requests sent back to back. Own time and D1 wait are means "
+        "of each Worker's `server-timing` (`py;dur` / `js;dur`, `d1;dur`); the rest of a request's latency is "
+        "outside both Workers' own clocks (workerd's entry into the Worker and the reply's way back).",
         "",
         "| route | Python p50 ms | JS p50 ms | ratio p50 | Python p95 ms | JS p95 ms | ratio p95 "
-        "| paired ratio, median | own time mean ms (py / js) | D1 calls | rows read | rows written | n |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| paired ratio, median | mean ms (py / js) | own time (py / js) | D1 wait (py / js) "
+        "| D1 calls | rows read | rows written | n |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, f in figures.items():
         p, j = f["python"], f["javascript"]
         own = f"{p['own_mean_ms']:.2f} / {j['own_mean_ms']:.2f}" if p["own_mean_ms"] is not None else "—"
+        d1 = f"{p['d1_mean_ms']:.2f} / {j['d1_mean_ms']:.2f}" if p["d1_mean_ms"] is not None else "—"
         lines.append(
             f"| {LABELS[name]} | {p['p50_ms']:.0f} | {j['p50_ms']:.0f} | {p['p50_ms'] / j['p50_ms']:.2f}x "
             f"| {p['p95_ms']:.0f} | {j['p95_ms']:.0f} | {p['p95_ms'] / j['p95_ms']:.2f}x "
-            f"| {f['paired_ratio_median']:.2f}x | {own} "
+            f"| {f['paired_ratio_median']:.2f}x | {p['mean_ms']:.2f} / {j['mean_ms']:.2f} | {own} | {d1} "
             f"| {_span(p['calls'])} | {_span(p['rows_read'])} | {_span(p['rows_written'])} | {p['n']} + {j['n']} |"
         )
     lines += ["", END]
