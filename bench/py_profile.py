@@ -28,7 +28,7 @@ import harness
 import js
 import local_runtime
 import operations
-from pyodide.ffi import to_js
+from pyodide.ffi import run_sync, to_js
 from workers import Request, Response, _EnvWrapper, python_from_rpc, python_to_rpc
 
 from clairvora import app, auth, db, responses, users
@@ -280,6 +280,15 @@ async def pieces(user: operations.User, n: int) -> list[tuple[str, float, int]]:
         4,
     )
     add("an `await asyncio.sleep(0)`", await per_await_us(lambda: asyncio.sleep(0), n), 0)
+    try:
+        run_sync(js.Promise.resolve(1))
+        add(
+            "the same promise through `run_sync` (JSPI, no event loop)",
+            per_call_us(lambda: run_sync(js.Promise.resolve(1)), n),
+            0,
+        )
+    except Exception as exc:  # noqa: BLE001 - a figure, not a requirement
+        operations.log(f"run_sync inside a request's coroutine: {type(exc).__name__}: {exc}")
     add("D1 bookmark (`session.getBookmark`)", per_call_us(database.bookmark, n), 1)
     reply = responses.Reply({"available_cents": 123456, "held_cents": 0, "currency": "USD"})
     add("reply JSON (`encode_payload`, the wallet)", per_call_us(lambda: responses.encode_payload(reply), n), 1)
