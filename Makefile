@@ -26,7 +26,8 @@ help:
 	@echo "make deploy-check ENV=staging|production   offline: migration lint, migrations on a scratch D1, bundle dry run"
 	@echo "make deploy ENV=staging|production [CONFIRM=production]   tests, D1 bookmark, remote migrations, then wrangler deploy"
 	@echo "make rollback ENV=.. [BOOKMARK=..] [VERSION=..]   D1 Time Travel restore (if BOOKMARK), then the previous Worker"
-	@echo "make bench                    D1 cost per operation vs the seed's designs (a few minutes); rewrites docs/BENCHMARKS.md"
+	@echo "make bench                    D1 cost per operation vs the seed's designs, Python vs JavaScript, the pictures"
+	@echo "                              (a few minutes); rewrites docs/BENCHMARKS.md and docs/img/"
 	@echo "make bench-quick              the same at small sizes, printed only (~1 min)"
 
 # --- installation (idempotent; stamps skip work already done) -------------
@@ -90,10 +91,17 @@ scheduled: .cache/node.ok
 # --- benchmarks (figures, not tests) ---------------------------------------
 # SERVER_TIMING=timing makes every response report its D1 calls/rows and its own
 # Python time; the scripts run on a fresh scratch D1 (runtime/cli.mjs run).
+# Each script rewrites its block of docs/BENCHMARKS.md (--write); ledger_cost and search_cost also
+# write bench/results/*.json, from which bench/figures.py draws docs/img/*.svg (standard library).
 bench: install
-	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/ledger_cost.py
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/ledger_cost.py --write
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/search_cost.py --write
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run --js-worker bench/pyjs.py --write
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/py_profile.py --write
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/api_cost.py --write
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/chat_archive_cost.py --write
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/period_cost.py --write
+	$(PYTHON) bench/figures.py
 
 bench-quick: install
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/api_cost.py --quick

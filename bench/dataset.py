@@ -203,7 +203,7 @@ async def load_advisors(db: Database, ids: Ids, count: int, now_ms: int) -> int:
                     SELECT ? + i, 'user_bench_advisor_' || (? + i), 'Advisor ' || (? + i), ?, ? FROM k""",
                     n,
                     lo,
-                    done,
+                    lo,  # the id: unique over several loads (bench/search_cost.py loads in steps)
                     done,
                     now_ms,
                     now_ms,

@@ -6,8 +6,10 @@
 //        .wrangler/state-<env>, the Authorize.Net and PayPal stand-ins, the cron every minute
 //   node runtime/cli.mjs scheduled [--port N]     fire the cron of a running `dev` once
 //   node runtime/cli.mjs test [pytest args...]     pytest inside workerd on a fresh D1
-//   node runtime/cli.mjs run script.py [args...]   a script's `async def main(argv)` inside workerd, fresh D1
-//        (a returned {"doc": {"file": "docs/X.md", "text": ...}} replaces that file's marked block)
+//   node runtime/cli.mjs run [--js-worker] script.py [args...]   a script's `async def main(argv)` inside
+//        workerd, fresh D1 (a returned {"doc": {"file": "docs/X.md", "text": ...}} replaces that file's
+//        marked block; {"results": {"file": "bench/results/X.json", "data": ...}} is written as JSON);
+//        --js-worker also serves bench/js_worker/ in the same workerd (runtime/js_bench.mjs)
 //   node runtime/cli.mjs serve-scratch --info FILE [--setup script.py] [--env ...] [args...]
 //        a fresh D1 served over HTTP for host-side tests (the test Worker: the project's
 //        entrypoint for every route, plus the harness routes that ran the setup script)
@@ -17,8 +19,9 @@ import os from "node:os";
 import path from "node:path";
 import { ROOT, UserError, databaseName, readWranglerVars, stateDir, wrangler } from "./common.mjs";
 import { startControl } from "./control.mjs";
+import { benchBindingsToml, writeJsWorker } from "./js_bench.mjs";
 import { startServices } from "./services.mjs";
-import { TESTED_MANIFEST, assembleTestWorker } from "./testworker.mjs";
+import { TESTED_MANIFEST, TEST_WORKER_NAME, assembleTestWorker } from "./testworker.mjs";
 import { startWranglerDev } from "./wrangler_dev.mjs";
 
 const CRON_PERIOD_MS = 60_000;
@@ -34,6 +37,7 @@ function parseArgs(argv) {
     else if (a === "--info") opts.info = argv[++i];
     else if (a === "--setup") opts.setup = argv[++i];
     else if (a === "--persist-to") opts.persistTo = argv[++i];
+    else if (a === "--js-worker") opts.jsWorker = true;
     else opts.rest.push(a);
   }
   if (opts.env && !["staging", "production"].includes(opts.env)) {
@@ -151,7 +155,7 @@ async function scheduled(opts) {
 
 // A fresh local D1 (every migration applied by wrangler), the stand-ins, and the
 // test Worker served by wrangler dev on it, with a control server for the host side.
-async function bootScratch({ envName = "", port = 0, extraModules = [] }) {
+async function bootScratch({ envName = "", port = 0, extraModules = [], jsWorker = false }) {
   const persistDir = fs.mkdtempSync(path.join(os.tmpdir(), "clairvora-d1-"));
   const envFlag = envName ? ["--env", envName] : [];
   const t0 = Date.now();
@@ -163,7 +167,8 @@ async function bootScratch({ envName = "", port = 0, extraModules = [] }) {
   delete workerSecrets.CLERK_TEST_PRIVATE_KEY; // the private half never reaches the Worker
   // The test Worker lives in the run's own folder (wrangler reloads a Worker whose files change).
   const workerDir = path.join(persistDir, "testworker");
-  const { config, manifest } = assembleTestWorker({ secrets: workerSecrets, dir: workerDir });
+  const extraToml = jsWorker ? benchBindingsToml(TEST_WORKER_NAME) : "";
+  const { config, manifest } = assembleTestWorker({ secrets: workerSecrets, dir: workerDir, extraToml });
   // Scripts from outside src/, tests/ and bench/ (serve-scratch's --setup) join the bundle at their own path.
   for (const rel of extraModules) fs.cpSync(path.join(ROOT, rel), path.join(workerDir, "root", rel));
   const logFile = path.join(persistDir, "worker.log");
@@ -183,7 +188,10 @@ async function bootScratch({ envName = "", port = 0, extraModules = [] }) {
     PAYPAL_TIMEOUT_MS: endpoint.PAYPAL_TIMEOUT_MS,
   };
   const vars = { ...(await varOverrides(envName)), ...runVars };
-  server = await startWranglerDev({ config, envName, persistTo: persistDir, port, vars, logFile });
+  const extraConfigs = jsWorker
+    ? [await writeJsWorker({ dir: path.join(persistDir, "jsworker"), vars, clerkJwtKey: workerSecrets.CLERK_JWT_KEY })]
+    : [];
+  server = await startWranglerDev({ config, extraConfigs, envName, persistTo: persistDir, port, vars, logFile });
   log(`test Worker on ${server.baseUrl}: workerd answered in ${server.readyMs} ms`);
   const configVars = readWranglerVars(await import("wrangler"), envName).vars;
   const run = {
@@ -281,12 +289,25 @@ function writeDocBlock({ file, text }) {
   log(`wrote the generated block of ${file}`);
 }
 
+// {"file": "bench/results/NAME.json", "data": ...}: a script's figures for the host-side
+// tools (bench/figures.py draws docs/img/ from them).
+function writeResults({ file, data }) {
+  const target = path.resolve(ROOT, file);
+  if (path.dirname(target) !== path.join(ROOT, "bench", "results") || !target.endsWith(".json")) {
+    throw new UserError(`a script may only write bench/results/*.json, not ${file}`);
+  }
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  fs.writeFileSync(`${target}.tmp`, JSON.stringify(data, null, 1) + "\n");
+  fs.renameSync(`${target}.tmp`, target);
+  log(`wrote ${file}`);
+}
+
 const packageVersion = (name) => JSON.parse(fs.readFileSync(path.join(ROOT, "node_modules", name, "package.json"), "utf8")).version;
 
 async function runScript(opts) {
   const [script, ...argv] = opts.rest;
   if (!script) throw new UserError("usage: cli.mjs run <script.py> [args...]");
-  const scratch = await bootScratch({});
+  const scratch = await bootScratch({ jsWorker: Boolean(opts.jsWorker) });
   try {
     // Cold start as the host sees it (bench/coldstart.py reports it): workerd's first answer
     // (ready_ms, after spawning wrangler dev), then the first /health (a D1 read) right after.
@@ -308,6 +329,7 @@ async function runScript(opts) {
     });
     process.stdout.write(output);
     if (result?.doc) writeDocBlock(result.doc);
+    if (result?.results) writeResults(result.results);
     log(`load average at the end: ${os.loadavg().map((x) => x.toFixed(1)).join(" / ")}`);
   } finally {
     await scratch.close();

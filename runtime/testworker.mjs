@@ -11,6 +11,7 @@ import { ROOT, UserError } from "./common.mjs";
 
 const TEST_DEPS_DIR = path.join(ROOT, ".cache", "python_modules-test");
 const MODULE_ROOT = "root";
+export const TEST_WORKER_NAME = "clairvora-tests";
 // Binary test fixtures travel as Data modules (visible in the bundle's file system).
 const DATA_GLOBS = ["**/*.jpg", "**/*.gif", "**/*.webp", "**/*.png", "**/*.md"];
 
@@ -28,7 +29,7 @@ export function testWorkerConfig(projectToml) {
   let replacedMain = false;
   for (const line of lines) {
     if (!replacedName && /^name\s*=/.test(line)) {
-      out.push('name = "clairvora-tests"');
+      out.push(`name = "${TEST_WORKER_NAME}"`);
       replacedName = true;
     } else if (!replacedMain && /^main\s*=/.test(line)) {
       out.push(`main = "${MODULE_ROOT}/harness.py"`);
@@ -69,8 +70,9 @@ function workerManifest(moduleRoot, vendored) {
   return lines.map(([name, digest]) => `${digest}  ${name}\n`).join("");
 }
 
-/** secrets: written to the test Worker's .dev.vars (multi-line PEMs included). */
-export function assembleTestWorker({ secrets, dir }) {
+/** secrets: written to the test Worker's .dev.vars (multi-line PEMs included); extraToml: appended
+ * to its wrangler.toml (top-level tables only, e.g. the bench's service bindings). */
+export function assembleTestWorker({ secrets, dir, extraToml = "" }) {
   for (const need of [path.join(ROOT, "python_modules", "workers"), TEST_DEPS_DIR]) {
     if (!fs.existsSync(need)) throw new UserError(`${path.relative(ROOT, need)} is missing: run \`make install\``);
   }
@@ -85,7 +87,7 @@ export function assembleTestWorker({ secrets, dir }) {
   copyTree(TEST_DEPS_DIR, vendored, (src) => !src.includes(`${path.sep}bin${path.sep}`));
   fs.writeFileSync(
     path.join(dir, "wrangler.toml"),
-    testWorkerConfig(fs.readFileSync(path.join(ROOT, "wrangler.toml"), "utf8")),
+    testWorkerConfig(fs.readFileSync(path.join(ROOT, "wrangler.toml"), "utf8")) + extraToml,
   );
   const devVars = Object.entries(secrets).map(([k, v]) => `${k}=${JSON.stringify(String(v))}`);
   fs.writeFileSync(path.join(dir, ".dev.vars"), devVars.join("\n") + "\n", { mode: 0o600 });

@@ -65,6 +65,8 @@ async function waitReady(baseUrl, child, logText) {
  * Start `wrangler dev` and wait until workerd answers.
  * vars: Worker vars given as --var (plain text, no newlines); secrets go in .dev.vars.
  * echo: also copy wrangler's output to this process's stderr (make dev).
+ * extraConfigs: more Workers in the same wrangler dev (one workerd), reachable from the first
+ * through service bindings only (bench/pyjs.py's JavaScript Worker).
  */
 export async function startWranglerDev({
   config = path.join(ROOT, "wrangler.toml"),
@@ -74,10 +76,12 @@ export async function startWranglerDev({
   vars = {},
   logFile,
   echo = false,
+  extraConfigs = [],
 }) {
   requireInstalled();
   port = port || (await freePort());
-  const args = [WRANGLER_JS, "dev", "--config", config, "--ip", "127.0.0.1", "--port", String(port)];
+  const args = [WRANGLER_JS, "dev", "--config", config, ...extraConfigs.flatMap((c) => ["--config", c])];
+  args.push("--ip", "127.0.0.1", "--port", String(port));
   args.push("--persist-to", persistTo, "--test-scheduled", "--show-interactive-dev-session=false");
   args.push("--inspector-port", String(await freePort()));
   if (envName) args.push("--env", envName);

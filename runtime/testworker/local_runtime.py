@@ -198,12 +198,15 @@ def _entrypoint() -> Any:
 
 
 def env_with(env_overrides: Any = None) -> Any:
-    """The real env with some vars replaced for one event (bindings stay the real objects)."""
+    """The real env with some vars replaced for one event (bindings stay the real objects).
+    Without overrides, the env itself: workerd hands every event of an isolate the same env
+    object, which the Worker relies on to parse its Settings once (config.Settings.of)."""
+    if env_overrides is None:
+        return makeEnv()
     env = js.Object.assign(js.Object.new(), makeEnv())
-    if env_overrides is not None:
-        if isinstance(env_overrides, dict):
-            env_overrides = to_js(env_overrides, dict_converter=js.Object.fromEntries)
-        js.Object.assign(env, env_overrides)
+    if isinstance(env_overrides, dict):
+        env_overrides = to_js(env_overrides, dict_converter=js.Object.fromEntries)
+    js.Object.assign(env, env_overrides)
     return env
 
 

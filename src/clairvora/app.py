@@ -44,7 +44,7 @@ from .faults import REQUEST_HEADER as FAULT_REQUEST_HEADER
 from .faults import RESPONSE_HEADER as FAULT_RESPONSE_HEADER
 from .faults import FaultHeaderError, FaultPlan, plan_from_header
 from .openapi import document
-from .requests import RequestContext
+from .requests import Headers, RequestContext
 from .responses import encode_payload, problem_reply, to_response
 from .routing import Route, Router
 
@@ -110,29 +110,29 @@ def openapi_document() -> dict[str, Any]:
     return _OPENAPI
 
 
-def _clock(request: Any, settings: Settings) -> Clock:
+def _clock(headers: Headers, settings: Settings) -> Clock:
     """Local test hook: x-test-now-ms fixes the clock for one request."""
     if not settings.test_hooks_allowed:
         return Clock()
-    raw = request.headers.get("x-test-now-ms")
+    raw = headers.get("x-test-now-ms")
     if raw is None or not raw.isdigit() or int(raw) > MAX_SAFE_INTEGER:
         return Clock()
     return Clock(int(raw))
 
 
-def _fault_plan(request: Any, settings: Settings) -> FaultPlan | None:
+def _fault_plan(headers: Headers, settings: Settings) -> FaultPlan | None:
     """Local test hook: x-test-d1-fault fails chosen D1 calls of this request
     (faults.py). Outside local configuration the header is never read."""
     if not settings.test_hooks_allowed:
         return None
     try:
-        return plan_from_header(request.headers.get(FAULT_REQUEST_HEADER))
+        return plan_from_header(headers.get(FAULT_REQUEST_HEADER))
     except FaultHeaderError as exc:
         raise bad_request(str(exc), FAULT_REQUEST_HEADER) from None
 
 
-def _request_id(request: Any) -> str:
-    ray = request.headers.get("cf-ray")
+def _request_id(headers: Headers) -> str:
+    ray = headers.get("cf-ray")
     if ray and len(ray) <= 64 and ray.replace("-", "").isalnum():
         return ray
     return secrets.token_hex(8)
@@ -140,18 +140,19 @@ def _request_id(request: Any) -> str:
 
 async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
     started = db_layer.timing_clock()
-    request_id = _request_id(request)
+    headers = Headers(request)
+    request_id = _request_id(headers)
     method = str(getattr(request.method, "value", request.method))
     db: Database | None = None
     settings: Settings | None = None
     faults: FaultPlan | None = None
     try:
-        settings = Settings.from_env(env)
-        faults = _fault_plan(request, settings)
+        settings = Settings.of(env)
+        faults = _fault_plan(headers, settings)
         path = request.url.split("?", 1)[0].split("://", 1)[-1]
         path = "/" + path.split("/", 1)[1] if "/" in path else "/"
         route, params = ROUTER.match(method, path)
-        bookmark = valid_bookmark(request.headers.get("x-d1-bookmark"))
+        bookmark = valid_bookmark(headers.get("x-d1-bookmark"))
         db = Database(
             env.DB,
             bookmark=bookmark,
@@ -165,10 +166,11 @@ async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
             ctx=ctx,
             settings=settings,
             db=db,
-            clock=_clock(request, settings),
+            clock=_clock(headers, settings),
             request_id=request_id,
             params=params,
             route=route,
+            headers=headers,
         )
         # Rate limits before the first write (and before any D1 call): per caller once the
         # token is verified, per client IP without a caller, and per IP on a first sight
@@ -211,8 +213,8 @@ async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
         logs.error("unhandled_exception", request_id=request_id, error_type=type(exc).__name__, error=str(exc))
         reply = problem_reply(Problem(500, "internal_error", "Internal error", "Something went wrong."), request_id)
     payload = encode_payload(reply)  # before the headers, so py;dur includes the JSON encoding
-    headers = _response_headers(db, settings, faults, request_id, started, reply.status)
-    return to_response(reply, headers, head=method == "HEAD", payload=payload)
+    out_headers = _response_headers(db, settings, faults, request_id, started, reply.status)
+    return to_response(reply, out_headers, head=method == "HEAD", payload=payload)
 
 
 def _response_headers(

@@ -45,6 +45,10 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import js
+from pyodide.ffi import to_js
+from workers import python_to_rpc
+
 from . import logs
 from .config import Settings
 from .errors import Problem
@@ -172,7 +176,9 @@ class Limiter:
                 500, "misconfigured", "Server misconfigured", f"Rate limit binding {limit.binding} is missing."
             )
         try:
-            outcome = await binding.limit({"key": key})
+            # Through the JS binding itself (the SDK's wrapper converted the call and its
+            # answer through Python: ~0.19 ms vs ~0.07 ms a call, bench/py_profile.py).
+            outcome = await python_to_rpc(binding).limit(to_js({"key": key}, dict_converter=js.Object.fromEntries))
         except Exception as exc:  # noqa: BLE001 - the limiter's own failure lets the request through
             logs.error(
                 "rate_limit_unavailable", request_id=self._request_id, limit=limit.name, error_type=type(exc).__name__
