@@ -173,18 +173,35 @@ async def _clear(advisor_id: int, cents: int) -> None:
             advisor_id,
         )
     )
-    transfer_id = new_id()
+    transfer_id, clearance_id = new_id(), new_id()
+    # The clearance record goes first: 0093's trigger ties every earnings_clearance transfer to one.
+    record = sql(
+        """INSERT INTO earnings_clearances (id, advisor_id, transfer_id, amount_cents, through_sequence,
+                                            pending_sequence, cutoff_ms, created_at_ms)
+           SELECT ?, ?, ?, ?, last_sequence, last_sequence, 1, 1 FROM accounts
+           WHERE owner_user_id = ? AND kind = 'advisor_earnings'""",
+        clearance_id,
+        advisor_id,
+        transfer_id,
+        cents,
+        advisor_id,
+    )
     await db.batch(
-        ledger.transfer(
-            transfer_id=transfer_id,
-            key=f"test:clear:{transfer_id}",
-            kind="earnings_clearance",
-            legs=[
-                ledger.Leg(ledger.earnings_of(advisor_id), -cents),
-                ledger.Leg(ledger.AccountRef(owner_user_id=advisor_id, kind="advisor_cleared"), cents),
-            ],
-            now_ms=1,
-        )
+        [
+            record,
+            *ledger.transfer(
+                transfer_id=transfer_id,
+                key=f"test:clear:{transfer_id}",
+                kind="earnings_clearance",
+                legs=[
+                    ledger.Leg(ledger.earnings_of(advisor_id), -cents),
+                    ledger.Leg(ledger.AccountRef(owner_user_id=advisor_id, kind="advisor_cleared"), cents),
+                ],
+                now_ms=1,
+                reference_type="earnings_clearance",
+                reference_id=clearance_id,
+            ),
+        ]
     )
 
 

@@ -185,6 +185,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         WHERE f.promo_cents <> (SELECT coalesce(sum(e.amount_cents), 0) FROM ledger_entries e
                                 JOIN accounts a ON a.id = e.account_id AND a.kind = 'client_promo'
                                 WHERE e.transfer_id = f.transfer_id)
+          AND EXISTS (SELECT 1 FROM ledger_entries e WHERE e.transfer_id = f.transfer_id)  -- not closed
         LIMIT 5""",
     ),
     *card_checks.CHECKS,
