@@ -382,7 +382,7 @@ ROUTES = [
         idempotency_key=True,
         responses={201: "PromoCode"},
         problems=(409, 422),
-        problem_codes={409: ("promo_code_exists",), 422: ("promo_code_invalid",)},
+        problem_codes={409: ("promo_code_exists",), 422: ("promo_code_invalid", "idempotency_key_reused")},
         tag="admin",
     ),
     Route(
@@ -415,6 +415,8 @@ ROUTES = [
         primary=True,
         idempotency_key=True,
         responses={200: "PromoCode"},
+        problems=(422,),
+        problem_codes={422: ("idempotency_key_reused",)},
         tag="admin",
     ),
     Route(
@@ -426,8 +428,8 @@ ROUTES = [
         body=REDEEM,
         idempotency_key=True,
         responses={201: "PromoRedemption"},
-        problems=(409,),
-        problem_codes={409: _REDEEM_CODES},
+        problems=(409, 422),
+        problem_codes={409: _REDEEM_CODES, 422: ("idempotency_key_reused",)},
         tag="wallet",
     ),
 ]

@@ -267,8 +267,8 @@ ROUTES = [
         body=CLAIM_BODY,
         idempotency_key=True,
         responses={201: "SatisfactionCredit"},
-        problems=(403, 409),
-        problem_codes={409: _CODES},
+        problems=(403, 409, 422),
+        problem_codes={409: _CODES, 422: ("idempotency_key_reused",)},
         tag="readings",
     ),
     Route(
@@ -281,8 +281,11 @@ ROUTES = [
         body=GRANT_BODY,
         idempotency_key=True,
         responses={201: "SatisfactionCredit"},
-        problems=(409,),
-        problem_codes={409: ("reading_not_claimable", "claim_already_made", "claim_exceeds_paid")},
+        problems=(409, 422),
+        problem_codes={
+            409: ("reading_not_claimable", "claim_already_made", "claim_exceeds_paid"),
+            422: ("idempotency_key_reused",),
+        },
         tag="admin",
     ),
 ]
