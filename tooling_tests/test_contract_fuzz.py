@@ -91,6 +91,7 @@ SEMANTIC_400 = {
     ("GET /v1/wallet/transactions", "invalid_cursor"),
     ("GET /v1/wallet/transactions", "cursor"),
     ("GET /v1/advisors/me/blocks", "invalid_cursor"),
+    ("GET /v1/advisors/me/payouts", "invalid_cursor"),
 }
 
 
