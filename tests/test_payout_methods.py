@@ -70,6 +70,21 @@ async def test_bad_receivers_are_refused_and_change_nothing(body):
     assert (await a.client.get(PATH)).json()["version"] == 0
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"recipient_type": "PAYPAL_ID", "receiver": "x@example.com"},
+        {"recipient_type": "EMAIL", "receiver": "C9G8B5ZBB6WLS"},
+    ],
+)
+async def test_a_receiver_of_the_other_type_is_unprocessable(body):
+    # Each is a receiver the document allows (its pattern is either form); the type picks one.
+    a = await make_advisor(await actor("pmt"))
+    r = await a.client.put(PATH, json_body=body, headers={"if-match": '"0"'})
+    assert r.status == 422 and r.json()["code"] == "receiver_type_mismatch", r.text
+    assert (await a.client.get(PATH)).json()["version"] == 0
+
+
 async def test_only_advisors_have_a_payout_method():
     client = await actor("pmc")
     assert (await client.client.get(PATH)).status == 404

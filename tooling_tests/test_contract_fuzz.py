@@ -95,6 +95,7 @@ SEMANTIC_400 = {
     # digits in the RFC 3339 shape that name no real date and time (month 13, February 30)
     ("POST /v1/admin/promo-codes", "valid_from"),
     ("POST /v1/admin/promo-codes", "valid_until"),
+    ("GET /v1/advisors/me/payouts", "invalid_cursor"),
 }
 
 

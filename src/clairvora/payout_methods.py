@@ -15,7 +15,7 @@ from typing import Any
 from . import payout_flow, sealing
 from .clock import rfc3339
 from .db import TriggerAbort, UniqueViolation, sql
-from .errors import Problem, bad_request, not_found
+from .errors import Problem, not_found, unprocessable
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
@@ -24,14 +24,22 @@ from .validation import Obj, Str
 
 RECIPIENT_TYPES = ("EMAIL", "PAYPAL_ID")
 MAX_EMAIL_CHARS = 127  # PayPal's receiver field
-_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
-_PAYPAL_ID_RE = re.compile(r"^[A-Z0-9]{13}$")
+_PAYPAL_ID = "[A-Z0-9]{13}"
+_NOT_SPACE = "[^@\\s\\u0000-\\u001f\\u007f]"
+_EMAIL = f"{_NOT_SPACE}{{1,64}}@{_NOT_SPACE}+\\.{_NOT_SPACE}{{2,}}"
+# Either form, published in the document; which one the type needs is checked after (422).
+RECEIVER_PATTERN = f"^({_PAYPAL_ID}|{_EMAIL})$"
+_EMAIL_RE = re.compile(f"^{_EMAIL}$")
+_PAYPAL_ID_RE = re.compile(f"^{_PAYPAL_ID}$")
 
 METHOD_BODY = Obj(
     {
         "recipient_type": Str(max_len=9, choices=RECIPIENT_TYPES, description="EMAIL or PAYPAL_ID (payer id)"),
         "receiver": Str(
-            min_len=3, max_len=MAX_EMAIL_CHARS, description="the PayPal account's email, or its 13-character payer id"
+            min_len=3,
+            max_len=MAX_EMAIL_CHARS,
+            pattern=RECEIVER_PATTERN,
+            description="the PayPal account's email (EMAIL), or its 13-character payer id (PAYPAL_ID)",
         ),
     },
     required=("recipient_type", "receiver"),
@@ -51,12 +59,13 @@ def mask(recipient_type: str, receiver: str) -> str:
 
 
 def _validated(recipient_type: str, receiver: str) -> str:
-    value = receiver.strip()
-    if recipient_type == "EMAIL" and not _EMAIL_RE.fullmatch(value):
-        raise bad_request("'receiver' must be an email address for recipient_type EMAIL.", "receiver")
-    if recipient_type == "PAYPAL_ID" and not _PAYPAL_ID_RE.fullmatch(value):
-        raise bad_request("'receiver' must be a 13-character PayPal payer id for PAYPAL_ID.", "receiver")
-    return value
+    if recipient_type == "EMAIL" and not _EMAIL_RE.fullmatch(receiver):
+        raise unprocessable("receiver_type_mismatch", "'receiver' must be an email address for recipient_type EMAIL.")
+    if recipient_type == "PAYPAL_ID" and not _PAYPAL_ID_RE.fullmatch(receiver):
+        raise unprocessable(
+            "receiver_type_mismatch", "'receiver' must be a 13-character PayPal payer id for recipient_type PAYPAL_ID."
+        )
+    return receiver
 
 
 def method_view(row: dict[str, Any] | None) -> dict[str, Any]:
@@ -176,7 +185,8 @@ ROUTES = [
         body=METHOD_BODY,
         if_match=True,
         responses={200: "PayoutMethod"},
-        problems=(412, 428),
+        problems=(412, 422, 428),
+        problem_codes={422: ("receiver_type_mismatch",)},
         tag="payouts",
     ),
 ]
