@@ -128,3 +128,50 @@ async def balance(user_id: int) -> int:
     value = await ledger.balance_cents(database(), ledger.wallet_of(user_id))
     assert value is not None
     return value
+
+
+async def clear_earnings_directly(advisor_id: int, cents: int, now_ms: int = 1) -> None:
+    """Pending earnings moved to cleared as the payouts feature's clearance does it (clearance.py):
+    its earnings_clearances record first (0093's trigger ties each such transfer to one), then the
+    transfer, one batch. For tests that need cleared earnings without ageing entries past the hold."""
+    db = database()
+    await db.run(
+        sql(
+            """INSERT INTO accounts (id, kind, owner_user_id, created_at_ms) VALUES (?, 'advisor_cleared', ?, 1)
+               ON CONFLICT DO NOTHING""",
+            new_id(),
+            advisor_id,
+        )
+    )
+    transfer_id, clearance_id = new_id(), new_id()
+    record = sql(
+        """INSERT INTO earnings_clearances (id, advisor_id, transfer_id, amount_cents, through_sequence,
+                                            pending_sequence, cutoff_ms, created_at_ms)
+           SELECT ?, ?, ?, ?, last_sequence, last_sequence, ?, ? FROM accounts
+           WHERE owner_user_id = ? AND kind = 'advisor_earnings'""",
+        clearance_id,
+        advisor_id,
+        transfer_id,
+        cents,
+        now_ms,
+        now_ms,
+        advisor_id,
+    )
+    legs = [
+        ledger.Leg(ledger.earnings_of(advisor_id), -cents),
+        ledger.Leg(ledger.AccountRef(owner_user_id=advisor_id, kind="advisor_cleared"), cents),
+    ]
+    await db.batch(
+        [
+            record,
+            *ledger.transfer(
+                transfer_id=transfer_id,
+                key=f"test:clear:{transfer_id}",
+                kind="earnings_clearance",
+                legs=legs,
+                now_ms=now_ms,
+                reference_type="earnings_clearance",
+                reference_id=clearance_id,
+            ),
+        ]
+    )

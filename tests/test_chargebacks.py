@@ -13,8 +13,8 @@ from pyodide.ffi import to_js
 
 from card_support import books_clean, deposit, deposit_body, payment, refund
 from clairvora import ledger
-from clairvora.db import sql
 from clairvora.ids import new_id
+from money_support import clear_earnings_directly
 from support import Resp, database, unique
 from webhook_support import event, post_event
 from world import Actor, actor, balance, ended_reading, make_admin, make_advisor, row_counts
@@ -163,46 +163,7 @@ async def test_clawback_takes_each_advisors_share_at_most_what_it_holds_and_a_wi
 
 
 async def _clear(advisor_id: int, cents: int) -> None:
-    """Pending earnings past their hold (the payouts feature's earnings_clearance), made directly."""
-    db = database()
-    await db.run(
-        sql(
-            """INSERT INTO accounts (id, kind, owner_user_id, created_at_ms) VALUES (?, 'advisor_cleared', ?, 1)
-               ON CONFLICT DO NOTHING""",
-            new_id(),
-            advisor_id,
-        )
-    )
-    transfer_id, clearance_id = new_id(), new_id()
-    # The clearance record goes first: 0093's trigger ties every earnings_clearance transfer to one.
-    record = sql(
-        """INSERT INTO earnings_clearances (id, advisor_id, transfer_id, amount_cents, through_sequence,
-                                            pending_sequence, cutoff_ms, created_at_ms)
-           SELECT ?, ?, ?, ?, last_sequence, last_sequence, 1, 1 FROM accounts
-           WHERE owner_user_id = ? AND kind = 'advisor_earnings'""",
-        clearance_id,
-        advisor_id,
-        transfer_id,
-        cents,
-        advisor_id,
-    )
-    await db.batch(
-        [
-            record,
-            *ledger.transfer(
-                transfer_id=transfer_id,
-                key=f"test:clear:{transfer_id}",
-                kind="earnings_clearance",
-                legs=[
-                    ledger.Leg(ledger.earnings_of(advisor_id), -cents),
-                    ledger.Leg(ledger.AccountRef(owner_user_id=advisor_id, kind="advisor_cleared"), cents),
-                ],
-                now_ms=1,
-                reference_type="earnings_clearance",
-                reference_id=clearance_id,
-            ),
-        ]
-    )
+    await clear_earnings_directly(advisor_id, cents)
 
 
 async def test_a_chargeback_never_exceeds_what_is_left_of_the_deposit():

@@ -5,10 +5,10 @@ its code, judged again by the claim row's trigger."""
 
 import pytest
 
-from clairvora import ledger
 from clairvora.db import TriggerAbort, sql
 from clairvora.ids import new_id
 from market_support import MINUTE_MS, active_reading, at, market_pair, now_ms
+from money_support import clear_earnings_directly
 from promo_support import (
     DAY_MS,
     account,
@@ -139,26 +139,7 @@ async def test_clawback_takes_at_most_the_pending_earnings_and_the_platform_bear
     assert await account(PROMOTIONS) - promotions_before == -400 + 280
     # earnings already moved on (cleared): the clawback takes what is still pending
     client2, _c2, advisor2, advisor2_id, rid2, end2 = await _ended()
-    db = database()
-    await db.run(
-        sql(
-            "INSERT INTO accounts (id, kind, owner_user_id, created_at_ms) VALUES (?, 'advisor_cleared', ?, 0)",
-            new_id(),
-            advisor2_id,
-        )
-    )
-    await db.batch(
-        ledger.transfer(
-            transfer_id=new_id(),
-            key=unique("clear"),
-            kind="earnings_clearance",
-            legs=[
-                ledger.Leg(ledger.earnings_of(advisor2_id), -230),
-                ledger.Leg(ledger.AccountRef(owner_user_id=advisor2_id, kind="advisor_cleared"), 230),
-            ],
-            now_ms=end2,
-        )
-    )
+    await clear_earnings_directly(advisor2_id, 230, end2)
     r = await env_post(
         client2,
         f"/v1/readings/{rid2}/satisfaction-claim",

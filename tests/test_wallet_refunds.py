@@ -23,6 +23,8 @@ from clairvora import ledger, payments
 from clairvora.db import sql
 from clairvora.ids import new_id
 from money_support import balance, user_with_wallet
+from promo_support import admin as promo_admin
+from promo_support import give_credit
 from support import Client, database, new_user, token_for, unique
 from webhook_support import event, post_event
 from world import row_counts
@@ -159,34 +161,15 @@ async def test_one_part_refused_the_others_refunded():
 async def test_promotional_credit_is_never_refunded():
     user_id, client = await user_with_wallet("rfpromo")
     await deposit(client, 800)
-    # Promotional credit beside the wallet (the promo feature's account), funded by the promotions account.
+    # Promotional credit beside the wallet, granted the promo feature's way (a code an admin made).
     db = database()
-    await db.run(
-        sql(
-            "INSERT INTO accounts (id, kind, owner_user_id, created_at_ms) VALUES (?, 'client_promo', ?, 1)",
-            new_id(),
-            user_id,
-        )
-    )
-    transfer_id = new_id()
-    await db.batch(
-        ledger.transfer(
-            transfer_id=transfer_id,
-            key=f"test:promo:{transfer_id}",
-            kind="promo_grant",
-            legs=[
-                ledger.Leg(ledger.AccountRef(owner_user_id=user_id, kind="client_promo"), 2500),
-                ledger.Leg(ledger.PLATFORM_PROMOTIONS, -2500),
-            ],
-            now_ms=1,
-        )
-    )
+    await give_credit(await promo_admin(), client, 2500, int(time.time() * 1000))
     too_much = await refund(client, {"amount_cents": 801})
     assert too_much.status == 409 and too_much.json()["code"] == "refund_exceeds_balance"
     r = await refund(client)
     assert r.status == 201 and r.json()["refund"]["refunded_cents"] == 800
-    promo = await ledger.balance_cents(db, ledger.AccountRef(owner_user_id=user_id, kind="client_promo"))
-    assert promo == 2500 and await balance(user_id) == 0
+    held = await ledger.balance_cents(db, ledger.AccountRef(owner_user_id=user_id, kind="client_promo"))
+    assert held == 2500 and await balance(user_id) == 0
     await books_clean()
 
 
