@@ -21,6 +21,7 @@ from . import (
     reconcile,
     refunds,
     reviews,
+    search,
     system,
     users,
     wallet,
@@ -44,6 +45,7 @@ ROUTES: list[Route] = [
     *users.ROUTES,
     *privacy.ROUTES,
     *advisors.ROUTES,
+    *search.ROUTES,
     *wallet.ROUTES,
     *payments.ROUTES,
     *webhooks.ROUTES,
@@ -59,6 +61,7 @@ ROUTES: list[Route] = [
 SCHEMAS: dict[str, Any] = {
     **privacy.SCHEMAS,
     **advisors.SCHEMAS,
+    **search.SCHEMAS,
     **blocks.SCHEMAS,
     **limits.SCHEMAS,
     **wallet.SCHEMAS,
