@@ -22,11 +22,11 @@ advisor receives depends on the client's wallet (billing.balance_view).
 
 from typing import Any
 
-from . import billing, ledger, limits
+from . import billing, ledger, limits, users
 from .clock import rfc3339
 from .db import Database, Statement, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, bad_request, conflict, forbidden, not_found
-from .idempotency import IdempotencyKey
+from .idempotency import RequestKey
 from .ids import new_id, parse_id
 from .openapi import page_schema
 from .requests import RequestContext
@@ -121,18 +121,23 @@ READING_CREATE = Obj(
 )
 
 # One read: the advisor, the caller's wallet and any stored answer for the key.
+# `me` is the caller: its id, or (the first try, sent with the caller lookup:
+# Route(caller_batch=True)) its users row found by Clerk sub.
 _PRECHECK = """
+WITH me AS ({me})
 SELECT a.user_id AS advisor_id, a.rate_cents_per_minute, a.status AS advisor_status,
        w.balance_cents AS wallet_cents, b.client_id IS NOT NULL AS blocked,
        u.self_excluded_until_ms, u.self_exclusion_pending_until_ms, u.self_exclusion_pending_at_ms,
        k.route AS k_route, k.request_sha256 AS k_sha, k.state AS k_state,
        k.response_status AS k_status, k.response_body AS k_body
-FROM (SELECT 1) AS one
+FROM me
 LEFT JOIN advisors a ON a.user_id = ?
-LEFT JOIN accounts w ON w.owner_user_id = ? AND w.kind = 'client_wallet'
-LEFT JOIN advisor_blocks b ON b.advisor_id = a.user_id AND b.client_id = ?
-LEFT JOIN users u ON u.id = ?
-LEFT JOIN idempotency_keys k ON k.user_id = ? AND k.idempotency_key = ?"""
+LEFT JOIN accounts w ON w.owner_user_id = me.id AND w.kind = 'client_wallet'
+LEFT JOIN advisor_blocks b ON b.advisor_id = a.user_id AND b.client_id = me.id
+LEFT JOIN users u ON u.id = me.id
+LEFT JOIN idempotency_keys k ON k.user_id = me.id AND k.idempotency_key = ?"""
+_PRECHECK_BY_ID = _PRECHECK.format(me="SELECT ? AS id")
+_PRECHECK_BY_SUB = _PRECHECK.format(me="SELECT id FROM users WHERE clerk_user_id = ?")
 
 # Every condition again, in the statement that writes: the advisor is online,
 # is not the caller, still charges the rate we quote, the wallet can pay the
@@ -200,13 +205,15 @@ async def create_reading(rc: RequestContext) -> Reply:
     advisor_id = parse_id(body["advisor_id"])
     if advisor_id is None:
         raise not_found("advisor")
-    key = await IdempotencyKey.from_request(rc)
+    requested = await RequestKey.from_request(rc)
+    (first,) = await users.with_caller(rc, [sql(_PRECHECK_BY_SUB, users.caller_sub(rc), advisor_id, requested.key)])
+    key = requested.for_user(rc.user_id)
     uid = rc.user_id
     now_ms = rc.clock.now_ms()
     period_s = rc.settings.billing_period_s
     timeout_s = rc.settings.heartbeat_timeout_s
-    for _attempt in range(3):
-        pre = await rc.db.first(sql(_PRECHECK, advisor_id, uid, uid, uid, uid, key.key))
+    for attempt in range(3):
+        pre = first.rows[0] if attempt == 0 else await rc.db.first(sql(_PRECHECK_BY_ID, uid, advisor_id, key.key))
         assert pre is not None
         stored = _stored_key(pre)
         if stored is not None:
@@ -582,6 +589,7 @@ ROUTES = [
         create_reading,
         "Request a reading (funds for the first minute needed)",
         primary=True,
+        caller_batch=True,
         body=READING_CREATE,
         idempotency_key=True,
         responses={201: "Reading"},

@@ -7,8 +7,8 @@ is cumulative: after refunds totalling R, the platform has given back exactly
 floor(R * platform_part / rate), so partial refunds never take more from
 either side than it earned and a full refund returns each side's exact share.
 
-One D1 round trip reads the reading, its charged and refunded totals and any
-stored reply for the Idempotency-Key; one batch writes the transfer, the
+One D1 round trip reads the admin (the caller lookup), the reading, its charged
+and refunded totals and any stored reply for the Idempotency-Key; one batch writes the transfer, the
 `reading_refunds` row and the stored reply. The row's trigger (migration
 0010) refuses the write if another refund landed since the read (the split was
 computed from the total read: `refund_conflict`, retryable) and a refund beyond
@@ -27,11 +27,11 @@ so `advisor_balance_insufficient` means what it says.
 
 from typing import Any
 
-from . import ledger
+from . import ledger, users
 from .clock import rfc3339
 from .db import CheckViolation, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, conflict, not_found
-from .idempotency import IdempotencyKey
+from .idempotency import STORED_BY_SUB, IdempotencyKey, RequestKey
 from .ids import new_id
 from .requests import RequestContext
 from .responses import Reply
@@ -81,20 +81,15 @@ def _refund_legs(reading: dict[str, Any], amount: int, advisor: int, platform: i
 
 
 async def refund_reading(rc: RequestContext) -> Reply:
+    reading_id: int = rc.params["reading_id"]
+    # The caller lookup, any stored reply for the key and the reading, in one batch
+    # (Route(caller_batch=True)); the role is checked before the body and the key are.
+    stored, found = await users.with_caller(
+        rc,
+        [sql(STORED_BY_SUB, users.caller_sub(rc), RequestKey.peek(rc) or ""), sql(_SELECT_READING, reading_id)],
+    )
     body = await rc.parsed_body()
     key = await IdempotencyKey.from_request(rc)
-    reading_id: int = rc.params["reading_id"]
-    stored, found = await rc.db.batch(
-        [
-            sql(
-                """SELECT route, request_sha256, state, response_status, response_body
-               FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?""",
-                key.user_id,
-                key.key,
-            ),
-            sql(_SELECT_READING, reading_id),
-        ]
-    )
     if stored.rows:
         return key.replay_row(stored.rows[0])
     if not found.rows:
@@ -230,6 +225,7 @@ ROUTES = [
         "Refund some or all of a reading's charges (advisor and platform give back their shares)",
         auth="admin",
         primary=True,
+        caller_batch=True,
         body=REFUND_BODY,
         idempotency_key=True,
         responses={201: "ReadingRefund"},
