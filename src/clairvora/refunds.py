@@ -53,6 +53,12 @@ SELECT r.id, r.client_id, r.advisor_id, r.rate_cents_per_minute, r.platform_cent
 FROM readings r WHERE r.id = ?"""
 
 
+# The same, read only when the caller (by Clerk sub) is an admin: the users row
+# first (CROSS JOIN keeps that order), so for anyone else the reading is not read.
+_SELECT_READING_FOR_ADMIN = f"""SELECT x.* FROM users g CROSS JOIN ({_SELECT_READING}) x
+WHERE g.clerk_user_id = ? AND g.is_admin = 1"""  # noqa: S608 - constant text
+
+
 def split_refund(amount: int, refunded_before: int, rate: int, platform_per_minute: int) -> tuple[int, int]:
     """(advisor_cents, platform_cents) of a refund, cumulative so rounding never drifts."""
     assert amount > 0 and refunded_before >= 0 and 0 <= platform_per_minute <= rate
@@ -84,9 +90,15 @@ async def refund_reading(rc: RequestContext) -> Reply:
     reading_id: int = rc.params["reading_id"]
     # The caller lookup, any stored reply for the key and the reading, in one batch
     # (Route(caller_batch=True)); the role is checked before the body and the key are.
+    # The reading is read for an admin only, so a non-admin's 403 reads the same rows
+    # whether or not the reading exists (no existence oracle in server-timing).
+    sub = users.caller_sub(rc)
     stored, found = await users.with_caller(
         rc,
-        [sql(STORED_BY_SUB, users.caller_sub(rc), RequestKey.peek(rc) or ""), sql(_SELECT_READING, reading_id)],
+        [
+            sql(STORED_BY_SUB, sub, RequestKey.peek(rc) or ""),
+            sql(_SELECT_READING_FOR_ADMIN, reading_id, sub),
+        ],
     )
     body = await rc.parsed_body()
     key = await IdempotencyKey.from_request(rc)
