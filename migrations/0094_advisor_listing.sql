@@ -152,6 +152,12 @@ BEGIN
   WHERE advisor_id = NEW.id AND NEW.display_name IS NOT OLD.display_name;
 END;
 
+-- Reviews computed rating_milli with a REAL division (D1 binds numbers as REAL),
+-- so an average like 23/6 was stored as 3833.33; reviews.py now casts. The
+-- stored ones are truncated to the integer the column declares (and the search
+-- pages on), as the integer division would have given.
+UPDATE advisors SET rating_milli = CAST(rating_milli AS INTEGER) WHERE typeof(rating_milli) <> 'integer';
+
 -- The advisors already there.
 INSERT INTO advisor_listing (category, advisor_id, status, rate_cents_per_minute, rating_key, rating_count, rating_sum, headline, bio, version, created_at_ms, updated_at_ms, photo_sha256, display_name, categories_json)
 SELECT '*', a.user_id, a.status, a.rate_cents_per_minute, 5000 - a.rating_milli, a.rating_count, a.rating_sum,

@@ -374,6 +374,9 @@ async def test_a_reading_request_and_an_admin_refund_take_two_calls_and_their_re
     replay = await request_reading(client, advisor_id, t0, key=key)
     assert replay.status == 201 and replay.json() == r.json() and d1_figures(replay.headers)[0] == 1
     reading_id = r.json()["id"]
+    second = await request_reading(client, advisor_id, t0 + 1)
+    assert second.status == 409 and second.json()["code"] == "reading_already_open", second.text
+    assert second.json()["open_reading_id"] == reading_id and d1_figures(second.headers)[0] == 1
     r = await advisor.post(f"/v1/readings/{reading_id}/accept", headers=at(t0))
     assert r.status == 200, r.text
     _admin_id, admin = await admin_client()

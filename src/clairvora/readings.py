@@ -129,7 +129,8 @@ SELECT a.user_id AS advisor_id, a.rate_cents_per_minute, a.status AS advisor_sta
        w.balance_cents AS wallet_cents, b.client_id IS NOT NULL AS blocked,
        u.self_excluded_until_ms, u.self_exclusion_pending_until_ms, u.self_exclusion_pending_at_ms,
        k.route AS k_route, k.request_sha256 AS k_sha, k.state AS k_state,
-       k.response_status AS k_status, k.response_body AS k_body
+       k.response_status AS k_status, k.response_body AS k_body,
+       (SELECT id FROM readings WHERE client_id = me.id AND status IN ('requested', 'active')) AS open_reading_id
 FROM me
 LEFT JOIN advisors a ON a.user_id = ?
 LEFT JOIN accounts w ON w.owner_user_id = me.id AND w.kind = 'client_wallet'
@@ -200,6 +201,17 @@ def _refusal(row: dict[str, Any], uid: int, now_ms: int) -> Problem | None:
     return None
 
 
+def _already_open(open_reading_id: Any) -> Problem:
+    extra = {"open_reading_id": str(open_reading_id)} if open_reading_id is not None else {}
+    return Problem(
+        409,
+        "reading_already_open",
+        "Conflict",
+        "You already have an open reading; end or cancel it first.",
+        extra=extra,
+    )
+
+
 async def create_reading(rc: RequestContext) -> Reply:
     body = await rc.parsed_body()
     advisor_id = parse_id(body["advisor_id"])
@@ -221,6 +233,9 @@ async def create_reading(rc: RequestContext) -> Reply:
         refusal = _refusal(pre, uid, now_ms)
         if refusal is not None:
             raise refusal
+        if pre["open_reading_id"] is not None:
+            # Seen by the precheck: answered without the INSERT the UNIQUE index would refuse.
+            raise _already_open(pre["open_reading_id"])
         rate = int(pre["rate_cents_per_minute"])
         advisor_part, platform_part = ledger.split_rate(rate, rc.settings.platform_fee_bps)
         reading_id = new_id()
@@ -280,14 +295,7 @@ async def create_reading(rc: RequestContext) -> Reply:
                 open_row = await rc.db.first(
                     sql("SELECT id FROM readings WHERE client_id = ? AND status IN ('requested', 'active')", uid)
                 )
-                extra = {"open_reading_id": str(open_row["id"])} if open_row else {}
-                raise Problem(
-                    409,
-                    "reading_already_open",
-                    "Conflict",
-                    "You already have an open reading; end or cancel it first.",
-                    extra=extra,
-                ) from None
+                raise _already_open(open_row["id"] if open_row else None) from None
             raise
         if results[0].changes == 1:
             return Reply(view, 201, {"location": f"/v1/readings/{reading_id}"})

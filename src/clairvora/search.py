@@ -224,7 +224,9 @@ def list_statement(query: dict[str, Any], limit: int) -> tuple[str, list[Any], i
 
 def sort_key(row: dict[str, Any], sort: str) -> int:
     """The cursor's `k` of a row: the rate, or rating_milli (as before the listing)."""
-    return int(row["rate_cents_per_minute"]) if sort == "price" else RATING_KEY_BASE - int(row["rating_key"])
+    # int() of the difference, as the old query took int(rating_milli): a rating
+    # written as a fraction by hand (no API write makes one) pages as it did.
+    return int(row["rate_cents_per_minute"]) if sort == "price" else int(RATING_KEY_BASE - row["rating_key"])
 
 
 async def list_advisors(rc: RequestContext) -> Reply:
