@@ -55,8 +55,11 @@ FROM readings r WHERE r.id = ?"""
 
 # The same, read only when the caller (by Clerk sub) is an admin: the users row
 # first (CROSS JOIN keeps that order), so for anyone else the reading is not read.
-_SELECT_READING_FOR_ADMIN = f"""SELECT x.* FROM users g CROSS JOIN ({_SELECT_READING}) x
-WHERE g.clerk_user_id = ? AND g.is_admin = 1"""  # noqa: S608 - constant text
+_SELECT_READING_FOR_ADMIN = (
+    "SELECT x.* FROM (SELECT id FROM users WHERE clerk_user_id = ? AND is_admin = 1) g CROSS JOIN ("  # noqa: S608 - constant text
+    + _SELECT_READING
+    + ") x"
+)
 
 
 def split_refund(amount: int, refunded_before: int, rate: int, platform_per_minute: int) -> tuple[int, int]:
@@ -97,7 +100,7 @@ async def refund_reading(rc: RequestContext) -> Reply:
         rc,
         [
             sql(STORED_BY_SUB, sub, RequestKey.peek(rc) or ""),
-            sql(_SELECT_READING_FOR_ADMIN, reading_id, sub),
+            sql(_SELECT_READING_FOR_ADMIN, sub, reading_id),
         ],
     )
     body = await rc.parsed_body()
