@@ -93,9 +93,11 @@ scheduled: .cache/node.ok
 bench: install
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/ledger_cost.py
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/api_cost.py --write
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/search_cost.py --write
 
 bench-quick: install
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/api_cost.py --quick
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/search_cost.py --quick
 
 # --- deploy (docs/DEPLOY.md): migrations first, then the Worker ----------------
 deploy-check: install
