@@ -70,9 +70,12 @@ class RequestKey:
         return IdempotencyKey(user_id, self.key, self.route, self.request_sha256, self.now_ms)
 
     def claim_pending(self, caller_sub: str, note: Any) -> Statement:
-        """record_pending for the caller named by `sub`, and a claim that yields: a
-        key already there (a retry, or a request racing this one) is left as it is
-        and this statement changes nothing, so the batch goes on and can read it."""
+        """Claims the key (state 'pending') before an external call (deposits), for
+        the caller named by `sub`. `note` (kept in response_body until the key is
+        done) names what the claim is about, so a retry can recover a claim whose
+        request died (payments.py). A key already there (a retry, or a request
+        racing this one) is left as it is and this statement changes nothing, so
+        the batch goes on and can read it."""
         return sql(
             """INSERT INTO idempotency_keys
                  (user_id, idempotency_key, route, request_sha256, state, response_body, created_at_ms, expires_at_ms)
@@ -141,23 +144,6 @@ class IdempotencyKey:
             self.now_ms,
             self.now_ms + RETENTION_MS,
             row_id,
-        )
-
-    def record_pending(self, note: Any = None) -> Any:
-        """Claims the key before an external call (deposits). `note` (kept in
-        response_body until the key is done) names what the claim is about, so
-        a retry can recover a claim whose request died (payments.py)."""
-        return sql(
-            """INSERT INTO idempotency_keys
-                 (user_id, idempotency_key, route, request_sha256, state, response_body, created_at_ms, expires_at_ms)
-               VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)""",
-            self.user_id,
-            self.key,
-            self.route,
-            self.request_sha256,
-            None if note is None else encode_json(note),
-            self.now_ms,
-            self.now_ms + RETENTION_MS,
         )
 
     def complete(self, status: int, body: Any) -> Any:

@@ -643,7 +643,7 @@ def complete_claim_of_payment(
     its key is still `pending` (the request died) and the payment now has
     `if_status` as of `if_updated_at_ms` (the batch's own update of it), for the
     cron's resolution. The key is found by the claim's note ({"payment_id": ...},
-    record_pending above), among the user's keys (its primary key's prefix)."""
+    RequestKey.claim_pending), among the user's keys (its primary key's prefix)."""
     return sql(
         """UPDATE idempotency_keys
            SET state = 'done', response_status = ?,
