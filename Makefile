@@ -91,10 +91,11 @@ scheduled: .cache/node.ok
 # --- benchmarks (figures, not tests) ---------------------------------------
 # SERVER_TIMING=timing makes every response report its D1 calls/rows and its own
 # Python time; the scripts run on a fresh scratch D1 (runtime/cli.mjs run).
-# Each script rewrites its block of docs/BENCHMARKS.md (--write); ledger_cost and search_cost also
+# Each script rewrites its block of docs/BENCHMARKS.md (--write); ledger_cost and search_growth also
 # write bench/results/*.json, from which bench/figures.py draws docs/img/*.svg (standard library).
 bench: install
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/ledger_cost.py --write
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/search_growth.py --write
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/search_cost.py --write
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run --js-worker bench/pyjs.py --write
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/py_profile.py --write
@@ -105,6 +106,7 @@ bench: install
 
 bench-quick: install
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/api_cost.py --quick
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/search_cost.py --quick
 
 # --- deploy (docs/DEPLOY.md): migrations first, then the Worker ----------------
 deploy-check: install

@@ -200,7 +200,7 @@ async def load_advisors(db: Database, ids: Ids, count: int, now_ms: int) -> int:
                 sql(
                     f"""INSERT INTO users (id, clerk_user_id, display_name, created_at_ms, updated_at_ms)
                     {_RECURSIVE}
-                    SELECT ? + i, 'user_bench_advisor_' || (? + i), 'Advisor ' || (? + i), ?, ? FROM k""",
+                    SELECT ? + i, 'user_bench_advisor_' || (CAST(? AS INTEGER) + i), 'Advisor ' || (? + i), ?, ? FROM k""",
                     n,
                     lo,
                     lo,  # the id: unique over several loads (bench/search_cost.py loads in steps)

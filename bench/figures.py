@@ -8,7 +8,7 @@ is skipped and said so):
 
 - bench/results/ledger_cost.json (bench/ledger_cost.py --write): rows read per balance read
   and per charge as one account's ledger grows, ours against the seed's design;
-- bench/results/search_cost.json (bench/search_cost.py --write): rows read per search page
+- bench/results/search_cost.json (bench/search_growth.py --write): rows read per search page
   as the number of advisors grows, one line per search.
 
 Every plotted point is a `<circle>` carrying its values (`data-x`, `data-y`) at the position
@@ -193,7 +193,7 @@ def search_charts(data: dict) -> dict[str, Chart]:
     series.append(Series("a page of 20: limit + 1 rows", [(n, 21.0) for n in sizes], dashed=True, color="#555555"))
     chart = Chart(
         "Rows read per advisor search page",
-        f"GET /v1/advisors, D1 rows_read per page as advisors grow (bench/search_cost.py, {data.get('measured_at', '')})",
+        f"GET /v1/advisors, D1 rows_read per page as advisors grow (bench/search_growth.py, {data.get('measured_at', '')})",
         "advisors",
         "rows read",
         series,

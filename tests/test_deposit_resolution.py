@@ -2,9 +2,9 @@
 the gateway by invoiceNumber (deposit_resolution.py, issue 13 item 6).
 
 The deposit request dies where a real Worker can die, with the test-only D1
-fault switch (call 1 = caller, 2 = claim, 3 = settle, 4 = the settle's retry):
-`2;after` commits the claim and fails right after it, so the gateway call is
-never sent; `3,4` fails the settle twice after the gateway answered. The cron's
+fault switch (call 1 = caller lookup + claim, 2 = settle, 3 = the settle's retry):
+`1;after` commits the claim and fails right after it, so the gateway call is
+never sent; `2,3` fails the settle twice after the gateway answered. The cron's
 job is called directly with a `now` past the grace period (the stand-in keeps
 the real Authorize.Net lists: unsettled transactions, settled batches)."""
 
@@ -85,7 +85,7 @@ async def test_a_claim_whose_gateway_call_was_never_sent_is_resolved_as_not_proc
     before = await _waiting(now)
     sub, user_id, client = await _user()
     key, body = unique(), deposit_body(1400, f"tok_approved.{unique()}")
-    payment = await _died(client, user_id, body, key, "2;after")
+    payment = await _died(client, user_id, body, key, "1;after")
     assert received(str(payment["id"])) == []  # the gateway never heard of it
 
     # The ledger check shows it while it waits: claimed, never settled; overdue once past the grace period.
@@ -121,7 +121,7 @@ async def test_a_claim_charged_but_never_settled_is_found_approved_and_credited_
     await _drain(now)
     sub, user_id, client = await _user()
     key, body = unique(), deposit_body(1500, f"tok_approved.{unique()}")
-    payment = await _died(client, user_id, body, key, "3,4")
+    payment = await _died(client, user_id, body, key, "2,3")
     assert len(received(str(payment["id"]))) == 1 and await balance(user_id) == 0
 
     await _resolve(now)
@@ -151,9 +151,9 @@ async def test_declined_and_held_are_settled_as_the_gateway_says():
     await _drain(now)
     sub, user_id, client = await _user()
     declined_key, declined_body = unique(), deposit_body(1600, "tok_declined")
-    declined = await _died(client, user_id, declined_body, declined_key, "3,4")
+    declined = await _died(client, user_id, declined_body, declined_key, "2,3")
     held_key, held_body = unique(), deposit_body(1700, "tok_held")
-    held = await _died(client, user_id, held_body, held_key, "3,4")
+    held = await _died(client, user_id, held_body, held_key, "2,3")
     before = await _waiting(now)
 
     await _resolve(now)
@@ -219,7 +219,7 @@ async def test_a_transaction_already_in_a_settled_batch_is_found_there():
     # settled batch, no longer in the unsettled list.
     day_ms = 86_400_000
     _sub, user_id, client = await _user()
-    payment = await _died(client, user_id, deposit_body(2000, f"tok_approved.{unique()}"), unique(), "3,4")
+    payment = await _died(client, user_id, deposit_body(2000, f"tok_approved.{unique()}"), unique(), "2,3")
     local_runtime.anetControl.advanceClock(day_ms // 1000)
     now = Clock().now_ms() + day_ms + AFTER_GRACE_MS
     listed = await _report(anet.unsettled_list_request(**_auth(), page=1))
@@ -268,7 +268,7 @@ async def test_a_gateway_that_cannot_be_read_changes_nothing():
     now = Clock().now_ms() + AFTER_GRACE_MS
     await _drain(now)
     _sub, user_id, client = await _user()
-    payment = await _died(client, user_id, deposit_body(2300, f"tok_approved.{unique()}"), unique(), "2;after")
+    payment = await _died(client, user_id, deposit_body(2300, f"tok_approved.{unique()}"), unique(), "1;after")
     counts = await _resolve(now, _settings(anet_transaction_key="wrong-key"))  # E00007
     assert counts.get("deposit_lookup_failed") == 1 and counts["deposits_resolved"] == 0
     row = await _payment(payment["id"])

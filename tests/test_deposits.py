@@ -79,8 +79,8 @@ async def test_replay_same_key_and_body_returns_first_reply_without_charging_aga
     again = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key})
     assert again.status == 201 and again.json() == first.json()
     assert again.headers.get("idempotent-replayed") == "true"
-    # caller, the claim refused by the key's PRIMARY KEY, one read of the stored reply
-    assert 'desc="calls=3 ' in again.headers["server-timing"], again.headers["server-timing"]
+    # One call: the caller lookup and the claim, which yields to the stored key and reads it.
+    assert 'desc="calls=1 ' in again.headers["server-timing"], again.headers["server-timing"]
     assert await balance(user_id) == 900
     assert len(received(first.json()["deposit"]["id"])) == 1
     payments = await database().first(sql("SELECT count(*) AS n FROM payments WHERE user_id = ?", user_id))
@@ -480,14 +480,14 @@ def test_amount_conversions_are_exact():
     assert anet.decimal_to_cents(-1) is None
 
 
-# --- D1 failing around the settle batch (test-only fault plan: call 1 = caller,
-# --- 2 = claim, 3 = settle, 4 = the settle's retry) ---------------------------
+# --- D1 failing around the settle batch (test-only fault plan: call 1 = caller
+# --- lookup + claim, 2 = settle, 3 = the settle's retry) ----------------------
 
 
 async def test_settle_is_retried_after_a_transient_d1_error():
     user_id, client = await user_with_wallet("dep")
     resp = await client.post(
-        "/v1/wallet/deposits", deposit_body(1100), headers={"idempotency-key": unique(), "x-test-d1-fault": "3"}
+        "/v1/wallet/deposits", deposit_body(1100), headers={"idempotency-key": unique(), "x-test-d1-fault": "2"}
     )
     assert resp.status == 201, resp.text
     assert resp.json()["wallet"]["available_cents"] == 1100 and await balance(user_id) == 1100
@@ -497,7 +497,7 @@ async def test_settle_whose_answer_was_lost_is_not_credited_twice():
     user_id, client = await user_with_wallet("dep")
     key, body = unique(), deposit_body(1200)
     resp = await client.post(
-        "/v1/wallet/deposits", body, headers={"idempotency-key": key, "x-test-d1-fault": "3;after"}
+        "/v1/wallet/deposits", body, headers={"idempotency-key": key, "x-test-d1-fault": "2;after"}
     )
     assert resp.status == 201, resp.text
     assert resp.json()["wallet"]["available_cents"] == 1200 and await balance(user_id) == 1200
@@ -509,7 +509,7 @@ async def test_a_claim_left_by_a_dead_request_is_recovered_then_resolved_by_the_
     sub, client = await new_user("dep")
     user_id = int((await client.get("/v1/me")).json()["id"])
     key, body = unique(), deposit_body(1300)
-    died = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key, "x-test-d1-fault": "3,4"})
+    died = await client.post("/v1/wallet/deposits", body, headers={"idempotency-key": key, "x-test-d1-fault": "2,3"})
     assert died.status == 503
     payment = await database().first(sql("SELECT * FROM payments WHERE user_id = ?", user_id))
     assert payment["status"] == "pending" and await balance(user_id) == 0

@@ -125,7 +125,7 @@ async def test_the_admin_report_shows_each_waiting_state_and_what_is_overdue_for
     died = await client.post(
         "/v1/wallet/deposits",
         deposit_body(1300, f"tok_approved.{unique()}"),
-        headers={"idempotency-key": unique(), "x-test-d1-fault": "2;after"},
+        headers={"idempotency-key": unique(), "x-test-d1-fault": "1;after"},
     )
     assert died.status == 503
     fresh, overdue = await unresolved(now), await unresolved(later)

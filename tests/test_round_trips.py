@@ -7,11 +7,12 @@ conditional UPDATE with the re-read; earnings sends the balance with the page.""
 
 import re
 import time
+from typing import Any
 
 from clairvora.db import sql
 from clairvora.ids import new_id
 from market_support import active_reading, at, market_pair, request_reading
-from support import Client, database, new_user
+from support import Client, database, new_user, unique
 
 _D1 = re.compile(r'calls=(?P<calls>\d+) rows_read=(?P<read>\d+) rows_written=(?P<written>\d+)"')
 
@@ -118,3 +119,269 @@ async def test_earnings_balance_and_page_take_two_calls():
     assert d1_figures(r.headers)[0] == 2
     r = await client.get("/v1/advisors/me/earnings")  # a client has no earnings account
     assert r.status == 404 and d1_figures(r.headers)[0] == 2
+
+
+# --- every route of the route table, at most two D1 round trips ----------------
+# A scenario per route (a new route without one fails the coverage test below)
+# sends the route's usual requests as a known caller and names the statuses it
+# expects. Each answer's `calls` (server-timing) must be <= MAX_CALLS, unless
+# the (route, request) is in EXCEPTIONS with the reason and its exact count.
+
+MAX_CALLS = 2
+# (route key, request label) -> (calls, why). Must stay empty or argued here and in
+# docs/BENCHMARKS.md ("Round trips per route"). A caller seen for the first time
+# is outside this walk: its creation costs one call once (test below).
+EXCEPTIONS: dict[tuple[str, str], tuple[int, str]] = {}
+
+
+class _Walk:
+    """What the scenarios share: a funded client, an online advisor, an admin."""
+
+    def __init__(self) -> None:
+        self.checked: list[tuple[str, str, int, int]] = []  # (route, label, status, calls)
+
+    async def setup(self) -> None:
+        from market_support import long_lived_user, market_pair
+        from money_support import admin_client
+
+        self.client, self.client_id, self.advisor, self.advisor_id = await market_pair(rate=100, funds=10_000)
+        _admin_id, self.admin = await admin_client()
+        self.spare, _ = await long_lived_user("spare")  # a known user with nothing else
+
+    def check(self, route: str, label: str, r: Any, statuses: tuple[int, ...] = (200,)) -> Any:
+        assert r.status in statuses, (route, label, r.status, r.text[:300])
+        self.checked.append((route, label, r.status, d1_figures(r.headers)[0]))
+        return r
+
+
+async def _scenarios(w: _Walk) -> None:
+    from photo_support import png, upload
+    from test_deposits import deposit_body
+    from webhook_support import event, post_event
+
+    c, a, aid = w.client, w.advisor, w.advisor_id
+    t0 = int(time.time() * 1000)
+    anyone = Client()
+    w.check("GET /health", "liveness", await anyone.get("/health"))
+    w.check("GET /openapi.json", "document", await anyone.get("/openapi.json"))
+    me = w.check("GET /v1/me", "known user", await c.get("/v1/me"))
+    w.check(
+        "PATCH /v1/me",
+        "display name",
+        await c.patch("/v1/me", json={"display_name": "Walker"}, headers={"if-match": me.headers["etag"]}),
+    )
+    w.check("GET /v1/me/export", "export", await c.get("/v1/me/export"))
+    gone = await w.spare.get("/v1/me")
+    w.check("DELETE /v1/me", "erasure", await w.spare.delete("/v1/me", headers={"if-match": gone.headers["etag"]}))
+
+    _sub, newcomer = await new_user("walk_adv")
+    assert (await newcomer.get("/v1/me")).status == 200
+    w.check(
+        "POST /v1/advisors",
+        "become one",
+        await newcomer.post(
+            "/v1/advisors", json={"headline": "H", "bio": "", "categories": ["tarot"], "rate_cents_per_minute": 100}
+        ),
+        (201,),
+    )
+    own = w.check("GET /v1/advisors/me", "own profile", await a.get("/v1/advisors/me"))
+    own = w.check(
+        "PATCH /v1/advisors/me",
+        "headline",
+        await a.patch("/v1/advisors/me", json={"headline": "Walk"}, headers={"if-match": own.headers["etag"]}),
+    )
+    w.check("GET /v1/advisors/{advisor_id:id}", "public profile", await anyone.get(f"/v1/advisors/{aid}"))
+    w.check("GET /v1/advisors", "search", await anyone.get("/v1/advisors?category=tarot,love&min_rate=50&max_rate=500"))
+    photo = w.check("PUT /v1/advisors/me/photo", "upload", await upload(a, png(), own.json()["version"]))
+    w.check("GET /v1/advisors/{advisor_id:id}/photo", "photo", await anyone.get(f"/v1/advisors/{aid}/photo"))
+    w.check(
+        "DELETE /v1/advisors/me/photo",
+        "remove",
+        await a.delete("/v1/advisors/me/photo", headers={"if-match": photo.headers["etag"]}),
+    )
+
+    w.check("GET /v1/wallet", "balance", await c.get("/v1/wallet"))
+    w.check("GET /v1/wallet/transactions", "page", await c.get("/v1/wallet/transactions?limit=10"))
+    key = unique("walk_dep")
+    dep = w.check(
+        "POST /v1/wallet/deposits",
+        "approved",
+        await c.post("/v1/wallet/deposits", deposit_body(2000), headers={"idempotency-key": key}),
+        (201,),
+    )
+    w.check(
+        "POST /v1/wallet/deposits",
+        "replay",
+        await c.post("/v1/wallet/deposits", deposit_body(2000), headers={"idempotency-key": key}),
+        (201,),
+    )
+    w.check(
+        "POST /v1/wallet/deposits",
+        "declined",
+        await c.post(
+            "/v1/wallet/deposits", deposit_body(900, "tok_declined"), headers={"idempotency-key": unique("walk_dec")}
+        ),
+        (402,),
+    )
+    refund = event(
+        "net.authorize.payment.refund.created",
+        trans_id=str(new_id()),
+        invoice=dep.json()["deposit"]["id"],
+        amount_cents=100,
+    )
+    w.check("POST /v1/webhooks/authorizenet", "refund -> reversal", await post_event(refund))
+    w.check("POST /v1/webhooks/authorizenet", "duplicate", await post_event(refund))
+
+    requested = w.check("POST /v1/readings", "request", await request_reading(c, aid, t0), (201,)).json()
+    w.check(
+        "POST /v1/readings/{reading_id:id}/cancel",
+        "cancel",
+        await c.post(f"/v1/readings/{requested['id']}/cancel", headers=at(t0 + 1000)),
+    )
+    declined = (await request_reading(c, aid, t0 + 2000)).json()
+    w.check(
+        "POST /v1/readings/{reading_id:id}/decline",
+        "decline",
+        await a.post(f"/v1/readings/{declined['id']}/decline", headers=at(t0 + 3000)),
+    )
+    fresh = (await request_reading(c, aid, t0 + 4000)).json()
+    w.check(
+        "POST /v1/readings/{reading_id:id}/accept",
+        "accept (minute 1)",
+        await a.post(f"/v1/readings/{fresh['id']}/accept", headers=at(t0 + 4000)),
+    )
+    rid = fresh["id"]
+    w.check("GET /v1/readings/{reading_id:id}", "one", await c.get(f"/v1/readings/{rid}", headers=at(t0 + 5000)))
+    w.check("GET /v1/readings", "list", await c.get("/v1/readings?limit=10"))
+    w.check(
+        "POST /v1/readings/{reading_id:id}/messages",
+        "send",
+        await c.post(f"/v1/readings/{rid}/messages", json={"body": "hi"}, headers=at(t0 + 6000)),
+        (201,),
+    )
+    w.check(
+        "GET /v1/readings/{reading_id:id}/messages",
+        "page",
+        await a.get(f"/v1/readings/{rid}/messages", headers=at(t0 + 7000)),
+    )
+    w.check(
+        "POST /v1/readings/{reading_id:id}/heartbeat",
+        "bills minute 2",
+        await c.post(f"/v1/readings/{rid}/heartbeat", headers=at(t0 + 4000 + 60_000)),
+    )
+    w.check(
+        "POST /v1/readings/{reading_id:id}/end",
+        "end",
+        await c.post(f"/v1/readings/{rid}/end", headers=at(t0 + 4000 + 61_000)),
+    )
+    w.check(
+        "POST /v1/readings/{reading_id:id}/review",
+        "review",
+        await c.post(f"/v1/readings/{rid}/review", json={"rating": 5}),
+        (201,),
+    )
+    w.check("GET /v1/advisors/{advisor_id:id}/reviews", "page", await anyone.get(f"/v1/advisors/{aid}/reviews"))
+    w.check("GET /v1/advisors/me/earnings", "balance + page", await a.get("/v1/advisors/me/earnings"))
+    w.check(
+        "POST /v1/admin/readings/{reading_id:id}/refund",
+        "1 cent",
+        await w.admin.post(
+            f"/v1/admin/readings/{rid}/refund",
+            json={"amount_cents": 1, "reason": "walk"},
+            headers={"idempotency-key": unique("walk_ref")},
+        ),
+        (201,),
+    )
+    w.check("GET /v1/admin/ledger/check", "report", await w.admin.get("/v1/admin/ledger/check"))
+    w.check(
+        "POST /v1/advisors/me/blocks",
+        "block",
+        await a.post("/v1/advisors/me/blocks", json={"client_id": str(w.client_id)}),
+        (200, 201),
+    )
+    w.check("GET /v1/advisors/me/blocks", "page", await a.get("/v1/advisors/me/blocks"))
+    w.check(
+        "DELETE /v1/advisors/me/blocks/{client_id:id}",
+        "unblock",
+        await a.delete(f"/v1/advisors/me/blocks/{w.client_id}"),
+        (200, 204),
+    )
+
+
+def _route_keys() -> set[str]:
+    from clairvora import app
+
+    return {f"{r.method} {r.pattern}" for r in app.ROUTES}
+
+
+async def test_every_route_takes_at_most_two_round_trips():
+    walk = _Walk()
+    await walk.setup()
+    await _scenarios(walk)
+    walked = {route for route, _label, _status, _calls in walk.checked}
+    missing = _route_keys() - walked
+    assert not missing, f"routes without a round-trip scenario (add one to _scenarios): {sorted(missing)}"
+    over = []
+    for route, label, status, calls in walk.checked:
+        allowed = EXCEPTIONS.get((route, label), (MAX_CALLS, ""))[0]
+        if calls > allowed:
+            over.append(f"{route} [{label}] -> {status}: {calls} D1 calls (at most {allowed})")
+    assert not over, "\n".join(over)
+    for (route, label), (calls, why) in EXCEPTIONS.items():
+        assert why and route in _route_keys(), (route, label)
+        assert (route, label, calls) in {(r, lab, n) for r, lab, _s, n in walk.checked}, (route, label, calls)
+
+
+async def test_a_deposit_is_one_claim_batch_and_one_settle_batch_and_a_replay_is_one_call():
+    from test_deposits import deposit_body
+
+    _sub, client = await new_user("rt_dep")
+    assert (await client.get("/v1/me")).status == 200
+    key = unique("rt")
+    r = await client.post("/v1/wallet/deposits", deposit_body(1500), headers={"idempotency-key": key})
+    assert r.status == 201 and d1_figures(r.headers)[0] == 2, r.headers
+    again = await client.post("/v1/wallet/deposits", deposit_body(1500), headers={"idempotency-key": key})
+    assert again.status == 201 and again.json() == r.json() and d1_figures(again.headers)[0] == 1
+    assert again.headers.get("idempotent-replayed") == "true"
+
+
+async def test_a_first_sight_costs_one_call_once():
+    """A new Clerk user: the read that finds no row (so the per-IP new-user limit can
+    run before any write), then the creating batch, which carries the route's own
+    first statements (users.with_caller, Route.preload). Once per user."""
+    from test_deposits import deposit_body
+
+    _sub, newcomer = await new_user("rt_first")
+    r = await newcomer.post("/v1/wallet/deposits", deposit_body(1100), headers={"idempotency-key": unique("rt1")})
+    assert r.status == 201 and d1_figures(r.headers)[0] == 3, r.headers
+    r = await newcomer.post("/v1/wallet/deposits", deposit_body(1100), headers={"idempotency-key": unique("rt2")})
+    assert r.status == 201 and d1_figures(r.headers)[0] == 2, r.headers
+    _sub, other = await new_user("rt_first_me")
+    r = await other.get("/v1/me")
+    assert r.status == 200 and d1_figures(r.headers)[0] == 2
+    r = await other.get("/v1/me")
+    assert d1_figures(r.headers)[0] == 1
+
+
+async def test_a_reading_request_and_an_admin_refund_take_two_calls_and_their_replays_one():
+    from money_support import admin_client
+
+    client, _cid, advisor, advisor_id = await market_pair(rate=100, funds=1000)
+    t0 = int(time.time() * 1000)
+    key = unique("rt_req")
+    r = await request_reading(client, advisor_id, t0, key=key)
+    assert r.status == 201 and d1_figures(r.headers)[0] == 2, r.headers
+    replay = await request_reading(client, advisor_id, t0, key=key)
+    assert replay.status == 201 and replay.json() == r.json() and d1_figures(replay.headers)[0] == 1
+    reading_id = r.json()["id"]
+    second = await request_reading(client, advisor_id, t0 + 1)
+    assert second.status == 409 and second.json()["code"] == "reading_already_open", second.text
+    assert second.json()["open_reading_id"] == reading_id and d1_figures(second.headers)[0] == 1
+    r = await advisor.post(f"/v1/readings/{reading_id}/accept", headers=at(t0))
+    assert r.status == 200, r.text
+    _admin_id, admin = await admin_client()
+    body, headers = {"amount_cents": 10, "reason": "round trips"}, {"idempotency-key": unique("rt_ref")}
+    r = await admin.post(f"/v1/admin/readings/{reading_id}/refund", json=body, headers=headers)
+    assert r.status == 201 and d1_figures(r.headers)[0] == 2, r.text
+    replay = await admin.post(f"/v1/admin/readings/{reading_id}/refund", json=body, headers=headers)
+    assert replay.status == 201 and replay.json() == r.json() and d1_figures(replay.headers)[0] == 1

@@ -6,7 +6,8 @@ finds every SQL string literal in src/ (module constants, arguments of sql(),
 f-string fragments), and for each SELECT / UPDATE / DELETE (and the SELECT
 inside INSERT ... SELECT) that touches a per-user table, requires a condition
 on an owner column bound to a parameter (`user_id = ?`, `a.owner_user_id = ?`,
-`client_id = ? OR advisor_id = ?`, `:user_id`...). The exceptions are listed
+`client_id = ? OR advisor_id = ?`, `:user_id`..., or the caller by Clerk sub:
+`user_id = (SELECT id FROM users WHERE clerk_user_id = ?)`). The exceptions are listed
 in ALLOWED with the reason each is safe.
 
     python3 tooling/sql_scope_check.py [src]     exit 1 and a list when a statement is unscoped
@@ -104,6 +105,14 @@ ALLOWED: dict[tuple[str, str], str] = {
     ): "the caller's own payment: its id comes from this request's insert or the caller's "
     "idempotency record (read WHERE user_id = ?)",
     (
+        "payments.py",
+        "FROM payments p WHERE p.id = ?",
+    ): "the deposit attempt of the payment this same claim batch inserted for the caller (a fresh id)",
+    (
+        "payments.py",
+        "AND p.user_id = k.user_id WHERE k.user_id = (SELECT id FROM users WHERE clerk_user_id = ?)",
+    ): "the payment a key of the caller's names, and only if that payment is the caller's too",
+    (
         "advisors.py",
         "FROM advisors a JOIN users u ON u.id = a.user_id",
     ): "public advisor profiles: the advisor's own display name, joined on the advisor's id",
@@ -159,7 +168,12 @@ ALLOWED: dict[tuple[str, str], str] = {
 
 _STATEMENT = re.compile(r"^\s*(SELECT|UPDATE|DELETE|INSERT|WITH)\b", re.I)
 _TABLE = re.compile(r"\b(?:FROM|JOIN|UPDATE|INTO)\s+([a-z_][a-z0-9_]*)", re.I)
-_PARAM = r"(?:\?|:[a-z_]+)"
+# A bound parameter, or the caller named by its Clerk sub (Route(caller_batch=True):
+# the statement travels with the caller lookup, before the caller's id is known).
+_PARAM = r"(?:\?|:[a-z_]+|\(SELECT id FROM users WHERE clerk_user_id = \?\))"
+# `me.id` where the statement's `WITH me AS (...)` is the caller: its id bound
+# (`SELECT ? AS id`) or its row by Clerk sub (readings.py's precheck).
+_CALLER_CTE = re.compile(r"\bWITH\s+me\s+AS\s*\(", re.I)
 
 
 @dataclass(frozen=True)
@@ -176,7 +190,8 @@ class Finding:
 
 def _owner_condition(text: str, table: str) -> bool:
     columns = "|".join(OWNER_COLUMNS[table])
-    condition = rf"\b(?:[a-z_]+\.)?(?:{columns})\s*(?:=\s*{_PARAM}|IN\s*\()"
+    param = rf"(?:{_PARAM}|me\.id\b)" if _CALLER_CTE.search(text) else _PARAM
+    condition = rf"\b(?:[a-z_]+\.)?(?:{columns})\s*(?:=\s*{param}|IN\s*\()"
     return re.search(condition, text, re.I) is not None
 
 

@@ -68,3 +68,18 @@ def test_seed_is_idempotent_and_consistent(migrated, tmp_path):
     assert online == 3
     rated = state.query("SELECT rating_count, rating_sum, rating_milli FROM advisors WHERE rating_count > 0")
     assert all(r["rating_milli"] == r["rating_sum"] * 1000 // r["rating_count"] for r in rated)
+    # The search listing (migration 0094's triggers) follows the seed's plain SQL:
+    # a '*' row and a row per category for every advisor, with the seeded ratings.
+    listed = state.query(
+        """SELECT u.clerk_user_id AS who, group_concat(l.category, ',') AS cats, min(l.rating_key) AS key,
+                  min(l.display_name) AS name
+           FROM advisor_listing l JOIN users u ON u.id = l.advisor_id GROUP BY u.clerk_user_id"""
+    )
+    by_name = {r["who"]: r for r in listed}
+    assert set(by_name) == {"user_luna", "user_orion", "user_sage", "user_nova"}
+    assert sorted(by_name["user_luna"]["cats"].split(",")) == ["*", "love", "tarot"]
+    stored = state.query(
+        "SELECT a.rating_milli, u.clerk_user_id AS who FROM advisors a JOIN users u ON u.id = a.user_id"
+    )
+    assert all(by_name[r["who"]]["key"] == 5000 - r["rating_milli"] for r in stored)
+    assert by_name["user_luna"]["name"] is not None

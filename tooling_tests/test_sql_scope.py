@@ -38,3 +38,17 @@ def d(rc):
 """
     findings = sql_scope_check.check_source(Path("example.py"), source)
     assert [(f.line, f.tables) for f in findings] == [(3, ("messages",)), (5, ("readings",)), (11, ("readings",))]
+
+
+def test_the_caller_named_by_its_clerk_sub_scopes_a_statement():
+    """Route(caller_batch=True): statements sent with the caller lookup name the
+    caller by sub; `me.id` counts only where the statement's own CTE defines `me`."""
+    source = """
+from .db import sql
+_BY_SUB = "SELECT * FROM payments WHERE user_id = (SELECT id FROM users WHERE clerk_user_id = ?)"
+_OTHER = "SELECT * FROM payments WHERE user_id = (SELECT id FROM users WHERE display_name = ?)"
+_CTE = "WITH me AS ({me}) SELECT * FROM accounts w JOIN me ON w.owner_user_id = me.id"
+_NO_CTE = "SELECT * FROM accounts w WHERE w.owner_user_id = me.id"
+"""
+    findings = sql_scope_check.check_source(Path("example.py"), source)
+    assert [(f.line, f.tables) for f in findings] == [(4, ("payments", "users")), (6, ("accounts",))]

@@ -1,10 +1,10 @@
-"""Advisors: becoming one, editing the profile, the public list and profile.
+"""Advisors: becoming one, editing the profile, the public profile (the list
+and search: search.py).
 
 The reply for an advisor is built in one place (`advisor_view`, from the
 columns in `ADVISOR_COLUMNS`), so every route answers the same shape.
 """
 
-import base64
 import json
 from typing import Any
 
@@ -13,7 +13,6 @@ from .clock import rfc3339
 from .db import Database, UniqueViolation, sql
 from .errors import Problem, bad_request, not_found
 from .ids import new_id
-from .openapi import page_schema
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
@@ -33,10 +32,6 @@ CATEGORIES: tuple[str, ...] = (
 )
 STATUSES: tuple[str, ...] = ("online", "offline", "busy")
 MAX_CATEGORIES = len(CATEGORIES)
-DEFAULT_PAGE = 20
-MAX_PAGE = 100
-MAX_CURSOR_CHARS = 200
-MAX_RATE_QUERY = 100_000
 
 # Everything an advisor reply is made of: one row per advisor. Categories
 # come as a JSON array from the (advisor_id) index, already sorted.
@@ -194,18 +189,24 @@ async def patch_advisor(rc: RequestContext) -> Reply:
     if "categories" in changes:
         # Guarded by the expected version and placed BEFORE the version bump:
         # the batch is one transaction, so they apply exactly when the UPDATE does.
+        # Only the categories dropped and the ones added are written: each one
+        # moves a row of the search listing (migration 0094's triggers).
+        chosen = json.dumps(changes["categories"])
         statements += [
             sql(
-                f"DELETE FROM advisor_categories WHERE advisor_id = ? AND {_VERSION_IS}",  # noqa: S608 - constant
+                f"""DELETE FROM advisor_categories
+                    WHERE advisor_id = ? AND category NOT IN (SELECT value FROM json_each(?)) AND {_VERSION_IS}""",  # noqa: S608 - constant
                 uid,
+                chosen,
                 uid,
                 expected,
             ),
             sql(
                 f"""INSERT INTO advisor_categories (category, advisor_id)
-                    SELECT value, ? FROM json_each(?) WHERE {_VERSION_IS}""",  # noqa: S608 - constant
+                    SELECT value, ? FROM json_each(?) WHERE {_VERSION_IS}
+                    ON CONFLICT DO NOTHING""",  # noqa: S608 - constant
                 uid,
-                json.dumps(changes["categories"]),
+                chosen,
                 uid,
                 expected,
             ),
@@ -231,7 +232,7 @@ async def patch_advisor(rc: RequestContext) -> Reply:
     row = results[-1].rows[0] if results[-1].rows else None
     if row is None:
         raise not_found("advisor profile (become an advisor with POST /v1/advisors)")
-    if results[-2].changes != 1:
+    if results[-2].changes == 0:  # (changes counts the listing rows its triggers wrote too)
         raise Problem(
             412,
             "version_conflict",
@@ -246,167 +247,6 @@ async def get_advisor(rc: RequestContext) -> Reply:
     if row is None:
         raise not_found("advisor")
     return Reply(advisor_view(row), headers={"etag": etag(int(row["version"]))})
-
-
-# --- the list ----------------------------------------------------------------
-# One prewritten query per (category filter?, status filter?, sort): each one
-# matches an index, so no variant scans every advisor (tests assert the plans).
-# Cursor = the last row's sort key and id. Price sort: rate ASC, id ASC.
-# Rating sort: rating_milli DESC, id ASC (as the rating indexes are ordered).
-
-_FROM_PLAIN = "FROM advisors a JOIN users u ON u.id = a.user_id"
-# Category filter: walk advisor_categories' primary key for the wanted
-# categories (CROSS JOIN fixes that join order), then each advisor by id.
-_FROM_CATEGORY = """FROM advisor_categories c CROSS JOIN advisors a ON a.user_id = c.advisor_id
-  JOIN users u ON u.id = a.user_id"""
-_CATEGORY_WHERE = "c.category IN (SELECT value FROM json_each(:categories))"
-_STATUS_WHERE = "a.status = :status"
-# Under the rating sort the price range is only a filter (unary + keeps the
-# planner off the rate index): the walk down the rating index stops at LIMIT.
-_RATE_WHERE = {
-    "price": "a.rate_cents_per_minute BETWEEN :min_rate AND :max_rate",
-    "rating": "+a.rate_cents_per_minute BETWEEN :min_rate AND :max_rate",
-}
-_AFTER = {
-    "price": "(a.rate_cents_per_minute, a.user_id) > (:after_key, :after_id)",
-    "rating": "a.rating_milli <= :after_key AND (a.rating_milli < :after_key OR a.user_id > :after_id)",
-}
-_ORDER = {
-    "price": "ORDER BY a.rate_cents_per_minute, a.user_id",
-    "rating": "ORDER BY a.rating_milli DESC, a.user_id",
-}
-_SORT_KEY = {"price": "rate_cents_per_minute", "rating": "rating_milli"}
-
-
-# An erased advisor (DELETE /v1/me, privacy.py) keeps a placeholder profile for the
-# readings and reviews that name it, but is listed no more.
-_NOT_ERASED = "u.erased_at_ms IS NULL"
-
-
-def _list_sql(category: bool, status: bool, sort: str, after: bool) -> str:
-    where = [_RATE_WHERE[sort], _NOT_ERASED]
-    if category:
-        where.append(_CATEGORY_WHERE)
-    if status:
-        where.append(_STATUS_WHERE)
-    if after:
-        where.append(_AFTER[sort])
-    select = "SELECT DISTINCT" if category else "SELECT"
-    frm = _FROM_CATEGORY if category else _FROM_PLAIN
-    return f"{select} {ADVISOR_COLUMNS} {frm} WHERE {' AND '.join(where)} {_ORDER[sort]} LIMIT :limit"  # fragments are constants
-
-
-# All variants are built from the constant fragments above, once, at import.
-LIST_QUERIES: dict[tuple[bool, bool, str, bool], str] = {
-    (c, s, sort, a): _list_sql(c, s, sort, a)
-    for c in (False, True)
-    for s in (False, True)
-    for sort in ("price", "rating")
-    for a in (False, True)
-}
-
-ADVISOR_LIST_QUERY = Obj(
-    {
-        "category": ListOf(
-            Str(min_len=1, max_len=32, choices=CATEGORIES),
-            min_items=1,
-            max_items=MAX_CATEGORIES,
-            description="One or more categories, comma-separated (any of them matches).",
-        ),
-        "status": Str(max_len=8, choices=STATUSES),
-        "min_rate": Int(low=0, high=MAX_RATE_QUERY, description="Lowest rate_cents_per_minute."),
-        "max_rate": Int(low=0, high=MAX_RATE_QUERY, description="Highest rate_cents_per_minute."),
-        "sort": Str(
-            max_len=8,
-            choices=("rating", "price"),
-            description="rating (best first, default) or price (cheapest first).",
-        ),
-        "cursor": Str(min_len=1, max_len=MAX_CURSOR_CHARS),
-        "limit": Int(low=1, high=MAX_PAGE),
-    }
-)
-
-
-def encode_cursor(payload: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(text: str, keys: tuple[str, ...]) -> dict[str, Any]:
-    """An opaque cursor back to its integer fields, or a 400."""
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        value = json.loads(raw.decode())
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("The cursor is not valid; start again without it.", "cursor", code="invalid_cursor") from None
-    if (
-        not isinstance(value, dict)
-        or set(value) != set(keys)
-        or not all(isinstance(value[k], (int, str)) and not isinstance(value[k], bool) for k in keys)
-    ):
-        raise bad_request("The cursor is not valid; start again without it.", "cursor", code="invalid_cursor")
-    return value
-
-
-def list_statement(query: dict[str, Any], limit: int) -> tuple[str, dict[str, Any]]:
-    """The prewritten SQL and named parameters for a parsed list query."""
-    sort = query.get("sort", "rating")
-    params: dict[str, Any] = {
-        "min_rate": query.get("min_rate", 0),
-        "max_rate": query.get("max_rate", MAX_RATE_QUERY),
-        "limit": limit,
-    }
-    if "category" in query:
-        params["categories"] = json.dumps(query["category"])
-    if "status" in query:
-        params["status"] = query["status"]
-    after = "cursor" in query
-    if after:
-        cursor = decode_cursor(query["cursor"], ("s", "k", "id"))
-        if cursor["s"] != sort or not isinstance(cursor["k"], int):
-            raise bad_request("The cursor belongs to another sort order.", "cursor", code="invalid_cursor")
-        try:
-            params["after_key"], params["after_id"] = cursor["k"], int(cursor["id"])
-        except ValueError:
-            raise bad_request("The cursor is not valid.", "cursor", code="invalid_cursor") from None
-    text = LIST_QUERIES[("category" in query, "status" in query, sort, after)]
-    return text, params
-
-
-def named(text: str, params: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    """`:name` placeholders -> `?` + positional values (D1 binds positionally)."""
-    out: list[Any] = []
-    pieces = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == ":" and i + 1 < len(text) and (text[i + 1].isalpha() or text[i + 1] == "_"):
-            j = i + 1
-            while j < len(text) and (text[j].isalnum() or text[j] == "_"):
-                j += 1
-            out.append(params[text[i + 1 : j]])
-            pieces.append("?")
-            i = j
-        else:
-            pieces.append(ch)
-            i += 1
-    return "".join(pieces), tuple(out)
-
-
-async def list_advisors(rc: RequestContext) -> Reply:
-    query = rc.parsed_query()
-    if query.get("min_rate", 0) > query.get("max_rate", MAX_RATE_QUERY):
-        raise bad_request("'min_rate' is above 'max_rate'.", "min_rate")
-    limit = query.get("limit", DEFAULT_PAGE)
-    text, params = list_statement(query, limit + 1)
-    positional_text, values = named(text, params)
-    result = await rc.db.all(sql(positional_text, *values))
-    rows = result.rows[:limit]
-    next_cursor = None
-    if len(result.rows) > limit:
-        sort = query.get("sort", "rating")
-        last = rows[-1]
-        next_cursor = encode_cursor({"s": sort, "k": int(last[_SORT_KEY[sort]]), "id": str(last["user_id"])})
-    return Reply({"items": [advisor_view(r) for r in rows], "next_cursor": next_cursor})
 
 
 SCHEMAS: dict[str, Any] = {
@@ -445,7 +285,6 @@ SCHEMAS: dict[str, Any] = {
             "updated_at": {"type": "string", "format": "date-time"},
         },
     },
-    "AdvisorList": page_schema("Advisor"),
 }
 
 ROUTES = [
@@ -458,16 +297,6 @@ ROUTES = [
         body=ADVISOR_CREATE,
         responses={201: "Advisor"},
         problems=(409,),
-        tag="advisors",
-    ),
-    Route(
-        "GET",
-        "/v1/advisors",
-        list_advisors,
-        "List and search advisors",
-        auth="none",
-        query=ADVISOR_LIST_QUERY,
-        responses={200: "AdvisorList"},
         tag="advisors",
     ),
     Route(

@@ -29,6 +29,7 @@ from . import (
     refunds,
     reviews,
     satisfaction,
+    search,
     system,
     users,
     wallet,
@@ -39,7 +40,7 @@ from . import db as db_layer
 from .clock import MAX_SAFE_INTEGER, Clock
 from .config import Settings
 from .db import D1Error, Database, LimitExceeded, TransientD1Error, TriggerAbort, valid_bookmark
-from .errors import Problem, bad_request, forbidden, service_unavailable
+from .errors import Problem, bad_request, service_unavailable
 from .faults import REQUEST_HEADER as FAULT_REQUEST_HEADER
 from .faults import RESPONSE_HEADER as FAULT_RESPONSE_HEADER
 from .faults import FaultHeaderError, FaultPlan, plan_from_header
@@ -53,6 +54,7 @@ ROUTES: list[Route] = [
     *users.ROUTES,
     *privacy.ROUTES,
     *advisors.ROUTES,
+    *search.ROUTES,
     *wallet.ROUTES,
     *payments.ROUTES,
     *wallet_refunds.ROUTES,
@@ -76,6 +78,7 @@ ROUTES: list[Route] = [
 SCHEMAS: dict[str, Any] = {
     **privacy.SCHEMAS,
     **advisors.SCHEMAS,
+    **search.SCHEMAS,
     **blocks.SCHEMAS,
     **limits.SCHEMAS,
     **wallet.SCHEMAS,
@@ -180,9 +183,12 @@ async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
         if route.auth in ("user", "admin"):
             identity = await users.identify(rc)
             await limiter.check(limits, sub=identity.sub)
-            rc.user = await users.load_caller(rc, identity, before_create=limiter.new_user)
-            if route.auth == "admin" and not rc.user.get("is_admin"):
-                raise forbidden("Admins only.")
+            if route.caller_batch:
+                # The handler sends the caller lookup with its first batch (users.with_caller).
+                rc.identity, rc.before_create = identity, limiter.new_user
+            else:
+                rc.user = await users.load_caller(rc, identity, before_create=limiter.new_user)
+                users.require_role(rc)
         else:
             await limiter.check(limits)
         reply = await route.handler(rc)

@@ -211,6 +211,8 @@ def _get(obj: Any, key: str) -> Any:
 @dataclass(frozen=True, slots=True)
 class Result:
     rows: list[dict[str, Any]]
+    # D1's count includes the rows the statement's triggers wrote (e.g. the search
+    # listing of migration 0094), so test a one-row write with `== 0`, not `!= 1`.
     changes: int
     rows_read: int
     rows_written: int

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .db import Database, UniqueViolation, sql
+from .db import Database, Statement, UniqueViolation, sql
 from .errors import Problem, bad_request
 from .requests import RequestContext
 from .responses import Reply, encode_json
@@ -22,6 +22,78 @@ _EXISTS_SQL = {
 RETENTION_MS = 24 * 3600 * 1000
 
 
+def _valid_key(raw: str | None) -> str | None:
+    key = (raw or "").strip()
+    return key if key and len(key) <= KEY_MAX_CHARS and key.isascii() and key.isprintable() else None
+
+
+# A stored key by the caller's Clerk `sub` (Route(caller_batch=True): sent with the caller lookup).
+STORED_BY_SUB = """SELECT route, request_sha256, state, response_status, response_body, created_at_ms
+FROM idempotency_keys WHERE user_id = (SELECT id FROM users WHERE clerk_user_id = ?) AND idempotency_key = ?"""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestKey:
+    """A request's Idempotency-Key before its caller's id is known (the route sends
+    the caller lookup with its first batch, users.with_caller): its statements
+    name the caller by Clerk `sub`; `for_user` gives the IdempotencyKey after."""
+
+    key: str
+    route: str
+    request_sha256: str
+    now_ms: int
+
+    @classmethod
+    async def from_request(cls, rc: RequestContext) -> "RequestKey":
+        raw = rc.header("idempotency-key")
+        if raw is None or not raw.strip():
+            raise bad_request(
+                "This request moves money: send an Idempotency-Key header.",
+                "Idempotency-Key",
+                code="idempotency_key_required",
+            )
+        key = _valid_key(raw)
+        if key is None:
+            raise bad_request(
+                f"Idempotency-Key must be 1-{KEY_MAX_CHARS} printable ASCII characters.", "Idempotency-Key"
+            )
+        route = f"{rc.route.method} {rc.path}"[:80]
+        return cls(key, route, await rc.body_sha256(), rc.clock.now_ms())
+
+    @staticmethod
+    def peek(rc: RequestContext) -> str | None:
+        """The header's key if it is a valid one, else None; never refuses (for a
+        read sent before the checks that answer 403 must have run)."""
+        return _valid_key(rc.header("idempotency-key"))
+
+    def for_user(self, user_id: int) -> "IdempotencyKey":
+        return IdempotencyKey(user_id, self.key, self.route, self.request_sha256, self.now_ms)
+
+    def claim_pending(self, caller_sub: str, note: Any) -> Statement:
+        """Claims the key (state 'pending') before an external call (deposits), for
+        the caller named by `sub`. `note` (kept in response_body until the key is
+        done) names what the claim is about, so a retry can recover a claim whose
+        request died (payments.py). A key already there (a retry, or a request
+        racing this one) is left as it is and this statement changes nothing, so
+        the batch goes on and can read it."""
+        return sql(
+            """INSERT INTO idempotency_keys
+                 (user_id, idempotency_key, route, request_sha256, state, response_body, created_at_ms, expires_at_ms)
+               SELECT u.id, ?, ?, ?, 'pending', ?, ?, ? FROM users u WHERE u.clerk_user_id = ?
+               ON CONFLICT (user_id, idempotency_key) DO NOTHING""",
+            self.key,
+            self.route,
+            self.request_sha256,
+            encode_json(note),
+            self.now_ms,
+            self.now_ms + RETENTION_MS,
+            caller_sub,
+        )
+
+    def stored(self, caller_sub: str) -> Statement:
+        return sql(STORED_BY_SUB, caller_sub, self.key)
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyKey:
     user_id: int
@@ -32,20 +104,7 @@ class IdempotencyKey:
 
     @classmethod
     async def from_request(cls, rc: RequestContext) -> "IdempotencyKey":
-        key = rc.header("idempotency-key")
-        if key is None or not key.strip():
-            raise bad_request(
-                "This request moves money: send an Idempotency-Key header.",
-                "Idempotency-Key",
-                code="idempotency_key_required",
-            )
-        key = key.strip()
-        if len(key) > KEY_MAX_CHARS or not key.isascii() or not key.isprintable():
-            raise bad_request(
-                f"Idempotency-Key must be 1-{KEY_MAX_CHARS} printable ASCII characters.", "Idempotency-Key"
-            )
-        route = f"{rc.route.method} {rc.path}"[:80]
-        return cls(rc.user_id, key, route, await rc.body_sha256(), rc.clock.now_ms())
+        return (await RequestKey.from_request(rc)).for_user(rc.user_id)
 
     def record_done(self, status: int, body: Any) -> Any:
         """The statement that stores the final response (put it in the effect's batch)."""
@@ -88,9 +147,10 @@ class IdempotencyKey:
         )
 
     def record_pending(self, note: Any = None) -> Any:
-        """Claims the key before an external call (deposits). `note` (kept in
-        response_body until the key is done) names what the claim is about, so
-        a retry can recover a claim whose request died (payments.py)."""
+        """Claims the key before an external call (wallet refunds, payouts). `note`
+        (kept in response_body until the key is done) names what the claim is
+        about, so a retry can recover a claim whose request died. Deposits claim
+        by the caller's Clerk sub instead (RequestKey.claim_pending)."""
         return sql(
             """INSERT INTO idempotency_keys
                  (user_id, idempotency_key, route, request_sha256, state, response_body, created_at_ms, expires_at_ms)

@@ -1,9 +1,10 @@
 """Card deposits: `POST /v1/wallet/deposits` charges an Accept.js token
 through Authorize.Net and credits the wallet.
 
-Three D1 round trips around one gateway call:
-  1. claim: the Idempotency-Key (state 'pending') + the payment row
-     ('pending', our id doubles as the gateway's invoiceNumber), one batch;
+Two D1 round trips around one gateway call:
+  1. claim: the caller lookup, the Idempotency-Key (state 'pending') + the
+     payment row ('pending', our id doubles as the gateway's invoiceNumber), one
+     batch (a retry's key is read in it instead, and answered from it);
   2. the gateway call (`anet.create_transaction`);
   3. settle, one batch: the payment's outcome + (approved only) the ledger
      credit (wallet +, gateway clearing -) + the stored reply of the key.
@@ -81,12 +82,12 @@ key first), whatever the cool-off.
 import json
 from typing import Any
 
-from . import anet, config, ledger, limits, logs, ratelimits
+from . import anet, config, ledger, limits, logs, ratelimits, users
 from .clock import rfc3339
 from .config import Settings
 from .db import Statement, TransientD1Error, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, bad_request
-from .idempotency import IdempotencyKey
+from .idempotency import IdempotencyKey, RequestKey
 from .ids import new_id
 from .requests import RequestContext
 from .responses import Reply, encode_json
@@ -143,30 +144,30 @@ def is_failure(result: anet.GatewayResult) -> bool:
 _COUNTED = """(state = 'failed' OR (state = 'in_flight' AND created_at_ms > ?))"""
 
 
-def _attempt_statement(settings: Settings, *, payment_id: int, user_id: int, ip: str | None, now_ms: int) -> Statement:
-    """The claim's guard: record the attempt, `refused` computed in SQL (the trigger aborts the batch)."""
+def _attempt_statement(settings: Settings, *, payment_id: int, ip: str | None, now_ms: int) -> Statement:
+    """The claim's guard: record the attempt, `refused` computed in SQL (the trigger
+    aborts the batch). Written for the payment row the claim just inserted (its
+    user is the caller), so nothing is recorded when the claim yielded to a key."""
     window_start = now_ms - settings.deposit_failure_window_s * 1000
     in_flight_after = now_ms - settings.anet_timeout_ms - STALE_CLAIM_MARGIN_MS
     return sql(
         f"""INSERT INTO deposit_attempts (payment_id, user_id, client_ip, state, refused, created_at_ms)
-            SELECT ?, ?, ?, 'in_flight',
-              EXISTS (SELECT 1 FROM deposit_cooloffs WHERE scope = 'user' AND subject = ? AND until_ms > ?)
+            SELECT p.id, p.user_id, ?, 'in_flight',
+              EXISTS (SELECT 1 FROM deposit_cooloffs
+                      WHERE scope = 'user' AND subject = CAST(p.user_id AS TEXT) AND until_ms > ?)
               OR (? IS NOT NULL AND EXISTS
                    (SELECT 1 FROM deposit_cooloffs WHERE scope = 'ip' AND subject = ? AND until_ms > ?))
               OR (SELECT count(*) FROM deposit_attempts
-                   WHERE user_id = ? AND created_at_ms > ? AND {_COUNTED}) >= ?
+                   WHERE user_id = p.user_id AND created_at_ms > ? AND {_COUNTED}) >= ?
               OR (? IS NOT NULL AND (SELECT count(*) FROM deposit_attempts
                    WHERE client_ip = ? AND created_at_ms > ? AND {_COUNTED}) >= ?),
-              ?""",  # noqa: S608 - constant text
-        payment_id,
-        user_id,
+              ?
+            FROM payments p WHERE p.id = ?""",  # noqa: S608 - constant text
         ip,
-        str(user_id),
         now_ms,
         ip,
         ip,
         now_ms,
-        user_id,
         window_start,
         in_flight_after,
         settings.deposit_failures_per_user,
@@ -176,6 +177,7 @@ def _attempt_statement(settings: Settings, *, payment_id: int, user_id: int, ip:
         in_flight_after,
         settings.deposit_failures_per_ip,
         now_ms,
+        payment_id,
     )
 
 
@@ -450,45 +452,66 @@ async def create_deposit(rc: RequestContext) -> Reply:
     settings = rc.settings
     if not (settings.anet_endpoint and settings.anet_login_id and settings.anet_transaction_key):
         raise Problem(500, "misconfigured", "Server misconfigured", "The payment gateway is not configured.")
-    key = await IdempotencyKey.from_request(rc)
+    requested = await RequestKey.from_request(rc)
     ip = attempt_ip(rc)
     payment = {
         "id": new_id(),
         "amount_cents": amount,
         "status": "pending",
         "gateway_transaction_id": None,
-        "created_at_ms": key.now_ms,
+        "created_at_ms": requested.now_ms,
     }
 
-    # 1. Claim the key and record the attempt before any money can move.
+    # 1. Claim the key and record the attempt before any money can move, in ONE
+    # batch with the caller lookup (Route(caller_batch=True)): the claim names the
+    # caller by its Clerk sub, and yields to a key already there (a retry) instead
+    # of failing, so the same batch also reads that key for the replay.
+    sub = users.caller_sub(rc)
+    note = {"payment_id": str(payment["id"])}
     try:
-        await rc.db.batch(
+        _key, claimed, _attempt, stored, stale = await users.with_caller(
+            rc,
             [
-                key.record_pending({"payment_id": str(payment["id"])}),
+                requested.claim_pending(sub, note),
                 sql(
                     """INSERT INTO payments (id, user_id, amount_cents, status, created_at_ms, updated_at_ms)
-                   VALUES (?, ?, ?, 'pending', ?, ?)""",
+                   SELECT ?, k.user_id, ?, 'pending', ?, ? FROM idempotency_keys k
+                   WHERE k.user_id = (SELECT id FROM users WHERE clerk_user_id = ?) AND k.idempotency_key = ?
+                     AND k.state = 'pending' AND k.response_body = ?""",
                     payment["id"],
-                    key.user_id,
                     amount,
-                    key.now_ms,
-                    key.now_ms,
+                    requested.now_ms,
+                    requested.now_ms,
+                    sub,
+                    requested.key,
+                    encode_json(note),
                 ),
-                _attempt_statement(settings, payment_id=payment["id"], user_id=key.user_id, ip=ip, now_ms=key.now_ms),
-            ]
+                _attempt_statement(settings, payment_id=payment["id"], ip=ip, now_ms=requested.now_ms),
+                requested.stored(sub),
+                # The payment of a key still pending, for _replay_or_recover.
+                sql(
+                    """SELECT p.id, p.amount_cents, p.status, p.gateway_transaction_id, p.created_at_ms
+                   FROM idempotency_keys k JOIN payments p
+                     ON p.id = CAST(json_extract(k.response_body, '$.payment_id') AS INTEGER) AND p.user_id = k.user_id
+                   WHERE k.user_id = (SELECT id FROM users WHERE clerk_user_id = ?) AND k.idempotency_key = ?
+                     AND k.state = 'pending' AND json_valid(k.response_body)""",
+                    sub,
+                    requested.key,
+                ),
+            ],
         )
-    except UniqueViolation as exc:
-        if IdempotencyKey.is_key_conflict(exc):
-            return await _replay_or_recover(rc, key)
-        raise
     except TriggerAbort as exc:
+        # with_caller loaded the caller before handing the refusal on.
         if exc.code == "deposit_cooloff":
-            raise await _cooloff_refusal(rc, key.user_id, ip, key.now_ms) from None
+            raise await _cooloff_refusal(rc, rc.user_id, ip, requested.now_ms) from None
         # The spending limits (limits.py, migrations/0071): the claim's INSERT was
         # refused, so the whole batch (key included) wrote nothing.
         if exc.code not in limits.CLAIM_REFUSALS:
             raise
-        raise await limits.refusal_for(rc.db, exc.code, key.user_id, amount, key.now_ms) from None
+        raise await limits.refusal_for(rc.db, exc.code, rc.user_id, amount, requested.now_ms) from None
+    key = requested.for_user(rc.user_id)
+    if claimed.changes == 0:
+        return await _replay_or_recover(rc, key, stored.rows, stale.rows)
 
     # 2. The gateway. The token is passed through, never stored or logged.
     request_body = anet.auth_capture_request(
@@ -565,23 +588,19 @@ async def _settle(
     return _final_reply(status, stored[0]["response_body"])
 
 
-async def _replay_or_recover(rc: RequestContext, key: IdempotencyKey) -> Reply:
-    """A retry. A key still pending long after the gateway's timeout belongs to
-    a request that died between charging and settling: settle it now as
-    `unknown` (504), for the authcapture webhook to resolve, instead of
+async def _replay_or_recover(
+    rc: RequestContext, key: IdempotencyKey, stored: list[dict[str, Any]], pending_payment: list[dict[str, Any]]
+) -> Reply:
+    """A retry, answered from the key and (while it is pending) its payment, both
+    read by the claim batch. A key still pending long after the gateway's timeout
+    belongs to a request that died between charging and settling: settle it now
+    as `unknown` (504), for the authcapture webhook to resolve, instead of
     answering 409 for the key's 24-hour life."""
-    row = await key.stored(rc.db)
+    row = stored[0] if stored else None
     if row is None or row["state"] != "pending" or row["request_sha256"] != key.request_sha256:
         return key.replay_row(row)
     stale_before_ms = key.now_ms - rc.settings.anet_timeout_ms - STALE_CLAIM_MARGIN_MS
-    note = json.loads(row["response_body"]) if row["response_body"] else {}
-    payment = await rc.db.first(
-        sql(
-            "SELECT id, amount_cents, status, gateway_transaction_id, created_at_ms FROM payments WHERE id = ? AND user_id = ?",
-            int(note.get("payment_id", "0")),
-            key.user_id,
-        )
-    )
+    payment = pending_payment[0] if pending_payment else None
     if payment is None or payment["status"] != "pending" or payment["created_at_ms"] >= stale_before_ms:
         return key.replay_row(row)
     payment = {**payment, "status": "unknown"}
@@ -624,7 +643,7 @@ def complete_claim_of_payment(
     its key is still `pending` (the request died) and the payment now has
     `if_status` as of `if_updated_at_ms` (the batch's own update of it), for the
     cron's resolution. The key is found by the claim's note ({"payment_id": ...},
-    record_pending above), among the user's keys (its primary key's prefix)."""
+    RequestKey.claim_pending), among the user's keys (its primary key's prefix)."""
     return sql(
         """UPDATE idempotency_keys
            SET state = 'done', response_status = ?,
@@ -684,6 +703,7 @@ ROUTES = [
         primary=True,
         body=DEPOSIT_BODY,
         idempotency_key=True,
+        caller_batch=True,
         responses={201: "DepositResult", 202: "DepositResult"},
         problems=(402, 403, 409, 422, 429, 502, 504),
         problem_codes={

@@ -376,7 +376,7 @@ async def erase_me(rc: RequestContext) -> Reply:
             "removed": {
                 "messages": results[4].changes + archived_sent,
                 "review_comments": results[5].changes,
-                "advisor_profile": results[2].changes == 1,
+                "advisor_profile": results[2].changes >= 1,
                 "photo": photo_key is not None,
             },
             "kept": list(KEPT),

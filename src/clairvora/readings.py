@@ -22,11 +22,11 @@ advisor receives depends on the client's wallet (billing.balance_view).
 
 from typing import Any
 
-from . import billing, ledger, limits, offers
+from . import billing, ledger, limits, offers, users
 from .clock import rfc3339
 from .db import Database, Statement, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, bad_request, conflict, forbidden, not_found, service_unavailable
-from .idempotency import IdempotencyKey
+from .idempotency import RequestKey
 from .ids import new_id, parse_id
 from .openapi import page_schema
 from .requests import RequestContext
@@ -120,24 +120,30 @@ READING_CREATE = Obj(
     required=("advisor_id",),
 )
 
-# One read: the advisor, the caller's wallet and valid promo credit (at ?), a
-# pending free-minute offer, and any stored answer for the key.
+# One read: the advisor, the caller's wallet and valid promo credit (at ?1), a
+# pending free-minute offer, any open reading and any stored answer for the key.
+# `me` is the caller: its id, or (the first try, sent with the caller lookup:
+# Route(caller_batch=True)) its users row found by Clerk sub.
 _PRECHECK = """
+WITH me AS ({me})
 SELECT a.user_id AS advisor_id, a.rate_cents_per_minute, a.status AS advisor_status,
        w.balance_cents AS wallet_cents, b.client_id IS NOT NULL AS blocked,
        u.self_excluded_until_ms, u.self_exclusion_pending_until_ms, u.self_exclusion_pending_at_ms,
        (SELECT coalesce(sum(remaining_cents), 0) FROM promo_grants
-        WHERE client_id = u.id AND remaining_cents > 0 AND expires_at_ms > ?1) AS promo_cents,
+        WHERE client_id = me.id AND remaining_cents > 0 AND expires_at_ms > ?1) AS promo_cents,
        EXISTS (SELECT 1 FROM free_minute_offers
-               WHERE client_id = u.id AND reading_id IS NULL AND expires_at_ms > ?1) AS has_offer,
+               WHERE client_id = me.id AND reading_id IS NULL AND expires_at_ms > ?1) AS has_offer,
        k.route AS k_route, k.request_sha256 AS k_sha, k.state AS k_state,
-       k.response_status AS k_status, k.response_body AS k_body
-FROM (SELECT 1) AS one
+       k.response_status AS k_status, k.response_body AS k_body,
+       (SELECT id FROM readings WHERE client_id = me.id AND status IN ('requested', 'active')) AS open_reading_id
+FROM me
 LEFT JOIN advisors a ON a.user_id = ?2
-LEFT JOIN accounts w ON w.owner_user_id = ?3 AND w.kind = 'client_wallet'
-LEFT JOIN advisor_blocks b ON b.advisor_id = a.user_id AND b.client_id = ?3
-LEFT JOIN users u ON u.id = ?3
-LEFT JOIN idempotency_keys k ON k.user_id = ?3 AND k.idempotency_key = ?4"""
+LEFT JOIN accounts w ON w.owner_user_id = me.id AND w.kind = 'client_wallet'
+LEFT JOIN advisor_blocks b ON b.advisor_id = a.user_id AND b.client_id = me.id
+LEFT JOIN users u ON u.id = me.id
+LEFT JOIN idempotency_keys k ON k.user_id = me.id AND k.idempotency_key = ?4"""
+_PRECHECK_BY_ID = _PRECHECK.format(me="SELECT ?3 AS id")
+_PRECHECK_BY_SUB = _PRECHECK.format(me="SELECT id FROM users WHERE clerk_user_id = ?3")
 
 # Every condition again, in the statement that writes: the advisor is online,
 # is not the caller, still charges the rate we quote, the client can pay the
@@ -209,18 +215,35 @@ def _refusal(row: dict[str, Any], uid: int, now_ms: int) -> Problem | None:
     return None
 
 
+def _already_open(open_reading_id: Any) -> Problem:
+    extra = {"open_reading_id": str(open_reading_id)} if open_reading_id is not None else {}
+    return Problem(
+        409,
+        "reading_already_open",
+        "Conflict",
+        "You already have an open reading; end or cancel it first.",
+        extra=extra,
+    )
+
+
 async def create_reading(rc: RequestContext) -> Reply:
     body = await rc.parsed_body()
     advisor_id = parse_id(body["advisor_id"])
     if advisor_id is None:
         raise not_found("advisor")
-    key = await IdempotencyKey.from_request(rc)
+    requested = await RequestKey.from_request(rc)
+    (first,) = await users.with_caller(
+        rc, [sql(_PRECHECK_BY_SUB, rc.clock.now_ms(), advisor_id, users.caller_sub(rc), requested.key)]
+    )
+    key = requested.for_user(rc.user_id)
     uid = rc.user_id
     now_ms = rc.clock.now_ms()
     period_s = rc.settings.billing_period_s
     timeout_s = rc.settings.heartbeat_timeout_s
-    for _attempt in range(3):
-        pre = await rc.db.first(sql(_PRECHECK, now_ms, advisor_id, uid, key.key))
+    for attempt in range(3):
+        pre = (
+            first.rows[0] if attempt == 0 else await rc.db.first(sql(_PRECHECK_BY_ID, now_ms, advisor_id, uid, key.key))
+        )
         assert pre is not None
         stored = _stored_key(pre)
         if stored is not None:
@@ -228,6 +251,9 @@ async def create_reading(rc: RequestContext) -> Reply:
         refusal = _refusal(pre, uid, now_ms)
         if refusal is not None:
             raise refusal
+        if pre["open_reading_id"] is not None:
+            # Seen by the precheck: answered without the INSERT the UNIQUE index would refuse.
+            raise _already_open(pre["open_reading_id"])
         rate = int(pre["rate_cents_per_minute"])
         advisor_part, platform_part = ledger.split_rate(rate, rc.settings.platform_fee_bps)
         promo_advisor_part, _rest = ledger.split_rate(rate, 10_000 - rc.settings.promo_advisor_share_bps)
@@ -286,14 +312,7 @@ async def create_reading(rc: RequestContext) -> Reply:
                 open_row = await rc.db.first(
                     sql("SELECT id FROM readings WHERE client_id = ? AND status IN ('requested', 'active')", uid)
                 )
-                extra = {"open_reading_id": str(open_row["id"])} if open_row else {}
-                raise Problem(
-                    409,
-                    "reading_already_open",
-                    "Conflict",
-                    "You already have an open reading; end or cancel it first.",
-                    extra=extra,
-                ) from None
+                raise _already_open(open_row["id"] if open_row else None) from None
             raise
         if results[0].changes == 1:
             return Reply(view, 201, {"location": f"/v1/readings/{reading_id}"})
@@ -611,6 +630,7 @@ ROUTES = [
         create_reading,
         "Request a reading (funds for the first minute needed)",
         primary=True,
+        caller_batch=True,
         body=READING_CREATE,
         idempotency_key=True,
         responses={201: "Reading"},

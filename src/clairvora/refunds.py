@@ -18,8 +18,8 @@ back is a new grant valid PROMO_REFUND_CREDIT_DAYS, in the same batch. Each
 part is clamped to what is left of it, so refunds on a reading still being
 charged can never take more than a side received nor give more than it paid.
 
-One D1 round trip reads the reading, its charged and refunded totals and any
-stored reply for the Idempotency-Key; one batch writes the transfer, the
+One D1 round trip reads the admin (the caller lookup), the reading, its charged
+and refunded totals and any stored reply for the Idempotency-Key; one batch writes the transfer, the
 `reading_refunds` row and the stored reply. The row's trigger (migration
 0010) refuses the write if another refund landed since the read (the split was
 computed from the total read: `refund_conflict`, retryable) and a refund beyond
@@ -40,11 +40,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import ledger, promo
+from . import ledger, promo, users
 from .clock import rfc3339
 from .db import CheckViolation, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, conflict, not_found
-from .idempotency import IdempotencyKey
+from .idempotency import STORED_BY_SUB, IdempotencyKey, RequestKey
 from .ids import new_id
 from .requests import RequestContext
 from .responses import Reply
@@ -71,6 +71,15 @@ SELECT r.id, r.client_id, r.advisor_id, r.rate_cents_per_minute, r.platform_cent
                           coalesce(sum(f.advisor_cents), 0), coalesce(sum(f.promotions_cents), 0))
         FROM reading_refunds f WHERE f.reading_id = r.id) AS refunded
 FROM readings r WHERE r.id = ?"""  # noqa: S608 - constant text
+
+
+# The same, read only when the caller (by Clerk sub) is an admin: the users row
+# first (CROSS JOIN keeps that order), so for anyone else the reading is not read.
+_SELECT_READING_FOR_ADMIN = (
+    "SELECT x.* FROM (SELECT id FROM users WHERE clerk_user_id = ? AND is_admin = 1) g CROSS JOIN ("  # noqa: S608 - constant text
+    + _SELECT_READING
+    + ") x"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,20 +167,21 @@ def _refund_legs(reading: dict[str, Any], amount: int, split: Split) -> list[led
 
 
 async def refund_reading(rc: RequestContext) -> Reply:
+    reading_id: int = rc.params["reading_id"]
+    # The caller lookup, any stored reply for the key and the reading, in one batch
+    # (Route(caller_batch=True)); the role is checked before the body and the key are.
+    # The reading is read for an admin only, so a non-admin's 403 reads the same rows
+    # whether or not the reading exists (no existence oracle in server-timing).
+    sub = users.caller_sub(rc)
+    stored, found = await users.with_caller(
+        rc,
+        [
+            sql(STORED_BY_SUB, sub, RequestKey.peek(rc) or ""),
+            sql(_SELECT_READING_FOR_ADMIN, sub, reading_id),
+        ],
+    )
     body = await rc.parsed_body()
     key = await IdempotencyKey.from_request(rc)
-    reading_id: int = rc.params["reading_id"]
-    stored, found = await rc.db.batch(
-        [
-            sql(
-                """SELECT route, request_sha256, state, response_status, response_body
-               FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?""",
-                key.user_id,
-                key.key,
-            ),
-            sql(_SELECT_READING, reading_id),
-        ]
-    )
     if stored.rows:
         return key.replay_row(stored.rows[0])
     if not found.rows:
@@ -336,6 +346,7 @@ ROUTES = [
         "Refund some or all of a reading's charges (advisor and platform give back their shares)",
         auth="admin",
         primary=True,
+        caller_batch=True,
         body=REFUND_BODY,
         idempotency_key=True,
         responses={201: "ReadingRefund"},

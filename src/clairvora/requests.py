@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -69,6 +69,10 @@ class RequestContext:
         self.query = parse_qs(url.query, keep_blank_values=True, max_num_fields=50)
         self.headers = headers if headers is not None else Headers(request)
         self.user: dict[str, Any] | None = None
+        # Route(caller_batch=True): the verified identity and the first-sight hook,
+        # for users.with_caller (rc.user is None until the handler's first batch).
+        self.identity: Any = None
+        self.before_create: Callable[[], Awaitable[None]] | None = None
         # Rows of the route's preload statement, read with the caller lookup
         # (None: the route has none, or the caller was new and it did not run).
         self._preloaded: list[dict[str, Any]] | None = None

@@ -46,11 +46,16 @@ class Route:
     # Sent in ONE D1 batch with the caller lookup (users.authenticate), so the
     # handler's first read costs no round trip of its own (rc.take_preloaded()).
     preload: Preload | None = None
+    # The handler sends the caller lookup itself, in front of its first batch
+    # (users.with_caller), so a route whose first D1 call is a write (a deposit's
+    # claim) or needs the body (a reading request's precheck) saves a round trip.
+    caller_batch: bool = False
 
     def __post_init__(self) -> None:
         assert self.body is None or self.raw_body is None, f"{self.pattern}: a JSON body or a raw body, not both"
         assert set(self.problem_codes) <= set(self.problems), f"{self.pattern}: problem_codes of unlisted statuses"
         assert self.preload is None or self.auth in ("user", "admin"), f"{self.pattern}: a preload needs a caller"
+        assert not self.caller_batch or (self.auth in ("user", "admin") and self.preload is None), self.pattern
 
     def segments(self) -> list[tuple[str, str | None]]:
         out: list[tuple[str, str | None]] = []

@@ -442,6 +442,31 @@ class PaypalWebhookEventRow(TypedDict):
     received_at_ms: int
 
 
+# --- 0094_advisor_listing.sql ---------------------------------------------------
+
+
+class AdvisorListingRow(TypedDict):
+    """The search listing: derived from advisors, advisor_categories and users
+    by triggers (category '*' = every advisor); search.py reads only this."""
+
+    id: int
+    category: str
+    advisor_id: int
+    status: str
+    rate_cents_per_minute: int
+    rating_key: int
+    rating_count: int
+    rating_sum: int
+    headline: str
+    bio: str
+    version: int
+    created_at_ms: int
+    updated_at_ms: int
+    photo_sha256: str | None
+    display_name: str | None
+    categories_json: str
+
+
 # Every application table. A migration that creates a table adds its row type here.
 TABLES: dict[str, type] = {
     "users": UserRow,
@@ -478,6 +503,7 @@ TABLES: dict[str, type] = {
     "payout_methods": PayoutMethodRow,
     "payouts": PayoutRow,
     "paypal_webhook_events": PaypalWebhookEventRow,
+    "advisor_listing": AdvisorListingRow,
 }
 
 # --- comparison with the migrated schema -------------------------------------

@@ -1,13 +1,13 @@
 """Users: identity from Clerk, rows and roles in D1, `/v1/me`."""
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from . import auth, limits
 from .clock import rfc3339
-from .db import Database, sql
-from .errors import Problem, unauthorized
+from .db import ConstraintError, Database, Result, Statement, sql
+from .errors import Problem, forbidden, unauthorized
 from .ids import new_id
 from .requests import RequestContext
 from .responses import Reply
@@ -34,40 +34,94 @@ _TIME_ZONE_RE = re.compile(r"^(UTC|[A-Z][A-Za-z_]+(/[A-Za-z0-9_+\-]+){1,2})$")
 BeforeCreate = Callable[[], Awaitable[None]]
 
 
+def _create_statements(clerk_user_id: str, now_ms: int) -> list[Statement]:
+    """First sight of a `sub`: the user and its wallet (race-free: both inserts
+    are conditional, so two first requests at once make one user)."""
+    return [
+        sql(
+            """INSERT INTO users (id, clerk_user_id, created_at_ms, updated_at_ms)
+           VALUES (?, ?, ?, ?) ON CONFLICT (clerk_user_id) DO NOTHING""",
+            new_id(),
+            clerk_user_id,
+            now_ms,
+            now_ms,
+        ),
+        sql(
+            """INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
+           SELECT ?, 'client_wallet', id, ? FROM users WHERE clerk_user_id = ?
+           ON CONFLICT DO NOTHING""",
+            new_id(),
+            now_ms,
+            clerk_user_id,
+        ),
+    ]
+
+
 async def ensure_user(
     db: Database, clerk_user_id: str, now_ms: int, before_create: BeforeCreate | None = None
 ) -> dict[str, Any]:
-    """The caller's row, created on first sight of a `sub` (race-free: the
-    insert is conditional, so two first requests at once make one user)."""
+    """The caller's row, created on first sight of a `sub`."""
     row = await db.first(sql(_SELECT_USER, clerk_user_id))
     if row is not None:
         return row
     if before_create is not None:
         await before_create()
-    results = await db.batch(
-        [
-            sql(
-                """INSERT INTO users (id, clerk_user_id, created_at_ms, updated_at_ms)
-               VALUES (?, ?, ?, ?) ON CONFLICT (clerk_user_id) DO NOTHING""",
-                new_id(),
-                clerk_user_id,
-                now_ms,
-                now_ms,
-            ),
-            sql(
-                """INSERT INTO accounts (id, kind, owner_user_id, created_at_ms)
-               SELECT ?, 'client_wallet', id, ? FROM users WHERE clerk_user_id = ?
-               ON CONFLICT DO NOTHING""",
-                new_id(),
-                now_ms,
-                clerk_user_id,
-            ),
-            sql(_SELECT_USER, clerk_user_id),
-        ]
-    )
+    results = await db.batch([*_create_statements(clerk_user_id, now_ms), sql(_SELECT_USER, clerk_user_id)])
     rows = results[-1].rows
     assert len(rows) == 1, "user row must exist after the conditional insert"
     return rows[0]
+
+
+async def _caller_batch(
+    rc: RequestContext, sub: str, statements: Sequence[Statement], before_create: BeforeCreate | None
+) -> tuple[dict[str, Any], list[Result]]:
+    """The caller's row and `statements` (which name the caller by `sub`), in ONE
+    batch. On first sight they come again, in the batch that creates the user
+    (before_create first: it may refuse the request before anything is written):
+    for an unknown `sub` they found nothing and wrote nothing."""
+    now_ms = rc.clock.now_ms()
+    try:
+        results = await rc.db.batch([sql(_SELECT_USER, sub), *statements])
+        if results[0].rows:
+            return results[0].rows[0], results[1:]
+        if before_create is not None:
+            await before_create()
+            before_create = None  # counted once, whatever follows
+        created = _create_statements(sub, now_ms)
+        results = await rc.db.batch([*created, sql(_SELECT_USER, sub), *statements])
+    except ConstraintError:
+        # A statement refused the batch (a trigger, a constraint): nothing was written
+        # or read. The handler still answers for a known caller, so load it (or make
+        # it), then let the handler handle the refusal it expects.
+        rc.user = await ensure_user(rc.db, sub, now_ms, before_create)
+        require_role(rc)
+        raise
+    rows = results[len(created)].rows
+    assert len(rows) == 1, "user row must exist after the conditional insert"
+    return rows[0], results[len(created) + 1 :]
+
+
+async def with_caller(rc: RequestContext, statements: Sequence[Statement]) -> list[Result]:
+    """Route(caller_batch=True): the handler's first batch, with the caller lookup
+    in front, so the lookup costs no round trip of its own. `statements` name the
+    caller by `caller_sub(rc)` (its id is not known yet). Sets rc.user (and checks
+    an admin route's role) before returning their results."""
+    assert rc.identity is not None and rc.user is None, "with_caller: once, on a caller_batch route"
+    rc.user, results = await _caller_batch(rc, rc.identity.sub, statements, rc.before_create)
+    require_role(rc)
+    return results
+
+
+def caller_sub(rc: RequestContext) -> str:
+    """The verified Clerk `sub` of a caller_batch route, for statements sent with the lookup."""
+    assert rc.identity is not None, "caller_batch routes only"
+    return str(rc.identity.sub)
+
+
+def require_role(rc: RequestContext) -> None:
+    """An admin route answers 403 to anyone else."""
+    if rc.route.auth == "admin" and not (rc.user or {}).get("is_admin"):
+        raise forbidden("Admins only.")
 
 
 async def authenticate(rc: RequestContext, before_create: BeforeCreate | None = None) -> dict[str, Any]:
@@ -115,13 +169,9 @@ async def load_caller(
         return await ensure_user(rc.db, identity.sub, rc.clock.now_ms(), before_create)
     # Reads only, in one round trip: the caller and the handler's first read,
     # which names the caller by `sub` (its own subquery on users).
-    user_result, preload_result = await rc.db.batch([sql(_SELECT_USER, identity.sub), preload(rc.params, identity.sub)])
-    if not user_result.rows:
-        # First sight: create the user; the preload saw no caller, so it is not kept.
-        return await ensure_user(rc.db, identity.sub, rc.clock.now_ms(), before_create)
-    assert len(user_result.rows) == 1, "clerk_user_id is UNIQUE"
-    rc.set_preloaded(preload_result.rows)
-    return user_result.rows[0]
+    user, (preloaded,) = await _caller_batch(rc, identity.sub, [preload(rc.params, identity.sub)], before_create)
+    rc.set_preloaded(preloaded.rows)
+    return user
 
 
 def roles(user: dict[str, Any]) -> list[str]:
