@@ -80,9 +80,9 @@ def _label(move: payout_flow.Move) -> str:
 
 async def receive(rc: RequestContext) -> Reply:
     headers = paypal.webhook_headers(rc.header)
-    raw, event = await _body(rc)
     if headers is None:
-        raise _invalid_signature()
+        raise _invalid_signature()  # before the body: nothing unsigned is even parsed
+    raw, event = await _body(rc)
     outcome = payout_flow.outcome_of_event(event["event_type"])
     resource = paypal.obj(event.get("resource"))
     item = paypal.parse_item(resource)
