@@ -18,11 +18,15 @@ def test_every_environment_has_its_own_d1_binding():
     assert len(names) == 3
 
 
-def test_every_environment_has_its_own_media_and_chat_buckets():
-    # Bindings are not inherited between environments: each needs MEDIA (photos) and
-    # CHAT_ARCHIVE (chat of ended readings), and sharing a bucket would let the sweep of
-    # one environment delete another's photos, or mix private chat with public photos.
+def test_every_environment_has_its_own_media_chat_and_ledger_buckets():
+    # Bindings are not inherited between environments: each needs MEDIA (photos),
+    # CHAT_ARCHIVE (chat of ended readings) and LEDGER_ARCHIVE (closed ledger periods),
+    # and sharing a bucket would let the sweep of one environment delete another's
+    # photos, mix private chat with public photos, or one environment's closed books
+    # overwrite another's (their object keys are the same shape).
     config = tomllib.loads((ROOT / "wrangler.toml").read_text())
     buckets = [config["r2_buckets"]] + [config["env"][env]["r2_buckets"] for env in ("staging", "production")]
-    assert all([b["binding"] for b in bindings] == ["MEDIA", "CHAT_ARCHIVE"] for bindings in buckets)
-    assert len({b["bucket_name"] for bindings in buckets for b in bindings}) == 6
+    assert all(
+        sorted(b["binding"] for b in bindings) == ["CHAT_ARCHIVE", "LEDGER_ARCHIVE", "MEDIA"] for bindings in buckets
+    )
+    assert len({b["bucket_name"] for bindings in buckets for b in bindings}) == 9
