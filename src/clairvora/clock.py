@@ -1,6 +1,7 @@
 """The one clock. Tests replace it per request (local test hooks only), so
 nothing ever sleeps to let time pass."""
 
+import calendar
 import time
 
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -15,6 +16,14 @@ class Clock:
         if self._fixed_ms is not None:
             return self._fixed_ms
         return int(time.time() * 1000)
+
+
+def parse_rfc3339_ms(text: str) -> int:
+    """'YYYY-MM-DDTHH:MM:SS[.fff]Z' (a shape's pattern checked the form) -> ms since
+    the epoch. ValueError for a date and time that does not exist (month 13, Feb 30)."""
+    whole, _, fraction = text[:-1].partition(".")
+    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    return seconds * 1000 + (int(fraction.ljust(3, "0")) if fraction else 0)
 
 
 def rfc3339(ms: int | None) -> str | None:

@@ -11,11 +11,10 @@ read preloaded for `advance`) and one statement or batch.
 """
 
 import hashlib
-from datetime import datetime
 from typing import Any
 
 from . import ledger_archive, periods
-from .clock import rfc3339
+from .clock import parse_rfc3339_ms, rfc3339
 from .db import Statement, sql
 from .errors import not_found, unprocessable
 from .requests import RequestContext
@@ -51,10 +50,9 @@ VERIFY_QUERY = Obj(
 def _parse_instant_ms(text: str) -> int:
     """The instant of a string the body's pattern accepted; a day the month lacks is a 422."""
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_rfc3339_ms(text)
     except ValueError:
         raise unprocessable("invalid_instant", "'ends_before' names a day its month does not have.") from None
-    return int(parsed.timestamp() * 1000)
 
 
 async def start_close(rc: RequestContext) -> Reply:

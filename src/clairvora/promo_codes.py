@@ -14,13 +14,11 @@ holds the grant or offer and the Idempotency-Key record). Refusals:
 promo_code_expired | promo_code_exhausted | promo_code_limit_reached.
 """
 
-import calendar
 import json
-import time
 from typing import Any
 
 from . import promo
-from .clock import rfc3339
+from .clock import parse_rfc3339_ms, rfc3339
 from .db import TriggerAbort, UniqueViolation, sql
 from .errors import Problem, bad_request, conflict, not_found, unprocessable
 from .idempotency import IdempotencyKey
@@ -67,12 +65,10 @@ _COLUMNS = """id, code, credit_cents, free_minutes, max_cents_per_minute, credit
 
 def parse_time(text: str, field: str) -> int:
     """RFC 3339 UTC ('...Z', the shape's pattern) -> ms; a date that does not exist is a 400."""
-    whole, _, fraction = text[:-1].partition(".")
     try:
-        seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+        return parse_rfc3339_ms(text)
     except ValueError:
         raise bad_request(f"'{field}' is not a date and time that exists.", field) from None
-    return seconds * 1000 + (int(fraction.ljust(3, "0")) if fraction else 0)
 
 
 def code_view(row: dict[str, Any], now_ms: int) -> dict[str, Any]:
