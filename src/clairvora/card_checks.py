@@ -11,6 +11,7 @@ from typing import Any
 
 from .clock import rfc3339
 from .db import Statement, sql
+from .periods import movements_in_d1
 from .refund_resolution import RESOLVE_AFTER_MS
 
 SAMPLE = 5
@@ -31,7 +32,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         "chargebacks_match_transfers",
         "each chargeback took its amount from its client's wallet once, a won one returned it once, its clawback "
         "gave the wallet clawback_cents; every chargeback transfer names a chargeback",
-        """SELECT c.id AS id FROM chargebacks c
+        f"""SELECT c.id AS id FROM chargebacks c
         LEFT JOIN (SELECT t.reference_id AS cid,
                      count(DISTINCT CASE WHEN t.kind = 'chargeback' THEN t.id END) AS n_taken,
                      sum(CASE WHEN t.kind = 'chargeback' AND a.kind = 'client_wallet' THEN -e.amount_cents END) AS taken,
@@ -42,8 +43,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
                      sum(CASE WHEN t.kind = 'clawback' AND a.kind = 'client_wallet' THEN e.amount_cents END) AS clawed
                    FROM transfers t JOIN ledger_entries e ON e.transfer_id = t.id JOIN accounts a ON a.id = e.account_id
                    WHERE t.reference_type = 'chargeback' GROUP BY t.reference_id) x ON x.cid = c.id
-        WHERE NOT EXISTS (SELECT 1 FROM transfers z WHERE z.reference_type = 'chargeback' AND z.reference_id = c.id
-                          AND NOT EXISTS (SELECT 1 FROM ledger_entries y WHERE y.transfer_id = z.id))  -- a closed period's movements were proved at its close
+        WHERE {movements_in_d1("chargeback", "c.id")}
           AND (x.n_taken IS NOT 1 OR x.taken IS NOT c.amount_cents OR x.owner IS NOT c.user_id
            OR (c.state = 'won') <> (coalesce(x.n_back, 0) = 1) OR coalesce(x.n_back, 0) > 1
            OR (c.state = 'won' AND x.back IS NOT c.amount_cents)
@@ -52,7 +52,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         SELECT t.id FROM transfers t
         WHERE (t.kind IN ('chargeback', 'chargeback_reversal') OR t.reference_type = 'chargeback')
           AND NOT EXISTS (SELECT 1 FROM chargebacks c WHERE c.id = t.reference_id AND t.reference_type = 'chargeback')
-        LIMIT 5""",
+        LIMIT 5""",  # noqa: S608 - constant fragments
     ),
     (
         "payments_charged_back_recorded",
@@ -68,7 +68,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         "each refund part reserved its amount from its client's wallet once and was settled to the gateway or "
         "returned to the wallet at most once, as its state says; refunds in transit hold exactly the parts in "
         "transit; every wallet-refund transfer names a part; a refund is the sum of its parts",
-        """SELECT pt.id AS id FROM wallet_refund_parts pt
+        f"""SELECT pt.id AS id FROM wallet_refund_parts pt
         LEFT JOIN (SELECT t.reference_id AS pid,
                      count(DISTINCT CASE WHEN t.kind = 'wallet_refund' THEN t.id END) AS n_res,
                      sum(CASE WHEN t.kind = 'wallet_refund' AND a.kind = 'client_wallet' THEN -e.amount_cents END)
@@ -83,8 +83,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
                               THEN e.amount_cents END) AS returned
                    FROM transfers t JOIN ledger_entries e ON e.transfer_id = t.id JOIN accounts a ON a.id = e.account_id
                    WHERE t.reference_type = 'wallet_refund' GROUP BY t.reference_id) x ON x.pid = pt.id
-        WHERE NOT EXISTS (SELECT 1 FROM transfers z WHERE z.reference_type = 'wallet_refund' AND z.reference_id = pt.id
-                          AND NOT EXISTS (SELECT 1 FROM ledger_entries y WHERE y.transfer_id = z.id))
+        WHERE {movements_in_d1("wallet_refund", "pt.id")}
           AND (x.n_res IS NOT 1 OR x.reserved IS NOT pt.amount_cents OR x.owner IS NOT pt.user_id
            OR coalesce(x.n_set, 0) <> (pt.state = 'settled') OR coalesce(x.n_ret, 0) <> (pt.state = 'returned')
            OR (pt.state = 'settled' AND x.settled IS NOT pt.amount_cents)
@@ -102,7 +101,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         SELECT r.id FROM wallet_refunds r
         WHERE r.amount_cents <> (SELECT coalesce(sum(amount_cents), 0) FROM wallet_refund_parts WHERE refund_id = r.id)
            OR r.parts <> (SELECT count(*) FROM wallet_refund_parts WHERE refund_id = r.id)
-        LIMIT 5""",
+        LIMIT 5""",  # noqa: S608 - constant fragments
     ),
     (
         "payments_refunded_recorded",

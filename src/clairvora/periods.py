@@ -30,6 +30,7 @@ a closed period from its R2 objects.
 """
 
 import hashlib
+import re
 from typing import Any
 
 from pyodide.ffi import JsException
@@ -112,6 +113,18 @@ WHERE NOT EXISTS (SELECT 1 FROM ledger_periods WHERE ends_before_ms >= ? OR stat
 _OPEN_PERIOD = """
 INSERT INTO ledger_periods (id, ends_before_ms, state, requested_by_user_id, started_at_ms)
 VALUES (?, ?, 'closing', ?, ?)"""
+
+
+def movements_in_d1(reference_type: str, record_id: str) -> str:
+    """SQL condition for the ledger checks: every transfer naming this record still
+    holds its entries in D1 (none went to R2 with a closed period, which was proved
+    at its close). Constant text: both arguments are names from code, never values."""
+    assert re.fullmatch(r"[a-z_]+", reference_type) and re.fullmatch(r"[a-z]+\.id", record_id)
+    return (
+        f"NOT EXISTS (SELECT 1 FROM transfers z WHERE z.reference_type = '{reference_type}' "  # noqa: S608 - names from code, asserted above
+        f"AND z.reference_id = {record_id} "
+        "AND NOT EXISTS (SELECT 1 FROM ledger_entries y WHERE y.transfer_id = z.id))"
+    )
 
 
 def step_read() -> Statement:

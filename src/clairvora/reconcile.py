@@ -37,7 +37,7 @@ from . import card_checks, payout_checks, promo_checks
 from .clock import Clock, rfc3339
 from .db import Database, sql
 from .deposit_resolution import RESOLVE_AFTER_MS
-from .periods import CLOSED_THROUGH
+from .periods import CLOSED_THROUGH, movements_in_d1
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
@@ -58,8 +58,7 @@ SELECT (SELECT count(*) FROM deposit_cooloffs WHERE until_ms > ?) AS n,
 _OPEN = f"e.id > {CLOSED_THROUGH}"
 # A payment whose ledger movements all still hold their entries in D1 (one
 # whose credit or reversal went to R2 with a closed period was proved then).
-_PAYMENT_OPEN = """NOT EXISTS (SELECT 1 FROM transfers x WHERE x.reference_type = 'payment' AND x.reference_id = p.id
-                   AND NOT EXISTS (SELECT 1 FROM ledger_entries y WHERE y.transfer_id = x.id))"""
+_PAYMENT_OPEN = movements_in_d1("payment", "p.id")
 
 # (name, what holds when no row comes back, SQL returning offending ids as `id`)
 CHECKS: tuple[tuple[str, str, str], ...] = (
