@@ -487,14 +487,28 @@ PROMO_CALLS = {
     "GET /v1/admin/promo-codes": {"page": 2},
     "GET /v1/admin/promo-codes/{code_id:id}": {"one": 2, "missing": 2},
     "POST /v1/promo-codes/redeem": {
-        **{"credit": 2, "replay": 1, "per-client limit": 2, "free minutes": 2, "no such code": 1, "disabled": 2}
+        "credit": 2,
+        "replay": 1,
+        "per-client limit": 2,
+        "free minutes": 2,
+        "no such code": 1,
+        "disabled": 2,
     },
     "POST /v1/admin/promo-codes/{code_id:id}/disable": {"disable": 2, "replay": 1, "missing": 1, "not an admin": 1},
     "POST /v1/readings/{reading_id:id}/satisfaction-claim": {
-        **{"window closed": 1, "claim": 2, "replay": 1, "claimed already": 1, "the advisor": 1, "someone else's": 1}
+        "window closed": 1,
+        "claim": 2,
+        "replay": 1,
+        "claimed already": 1,
+        "the advisor": 1,
+        "someone else's": 1,
     },
     "POST /v1/admin/readings/{reading_id:id}/satisfaction-credit": {
-        **{"above paid": 1, "grant": 2, "replay": 1, "granted already": 1, "not an admin": 1}
+        "above paid": 1,
+        "grant": 2,
+        "replay": 1,
+        "granted already": 1,
+        "not an admin": 1,
     },
 }
 
