@@ -239,6 +239,33 @@ async def test_the_admin_refund_route_tells_a_non_admin_nothing():
     assert r.status == 403, r.text
 
 
+async def test_the_admin_promo_routes_tell_a_non_admin_nothing():
+    """Their first read goes with the caller lookup and is gated on the admin's users
+    row, so a non-admin's 403 reads the same rows whether the object exists or not
+    (ungated, the reading's sums read 10 rows against 4; a code's primary-key seek
+    counts alike found or not, the gate is there all the same)."""
+    from promo_support import admin, create_code
+
+    world = await strangers()
+    caller = world["callers"]["client"].client
+    code = await create_code(await admin())
+    grant = {"amount_cents": 1, "reason": "probe"}
+    for what, foreign, missing in (
+        (
+            "POST /v1/admin/readings/{id}/satisfaction-credit",
+            (f"/v1/admin/readings/{world['readings']['ended']}/satisfaction-credit", grant),
+            (f"/v1/admin/readings/{new_id()}/satisfaction-credit", grant),
+        ),
+        (
+            "POST /v1/admin/promo-codes/{id}/disable",
+            (f"/v1/admin/promo-codes/{code['id']}/disable", None),
+            (f"/v1/admin/promo-codes/{new_id()}/disable", None),
+        ),
+    ):
+        r = await assert_same_answer(caller, "POST", foreign, missing, what=f"{what} as a non-admin")
+        assert r.status == 403, r.text
+
+
 async def test_an_admin_refund_of_a_missing_reading_is_a_plain_not_found():
     """Admins may refund any reading: a missing one is 404 (no other party's object to hide here)."""
     admin = await make_admin(await actor("orad"))

@@ -9,6 +9,7 @@ import re
 import time
 from typing import Any
 
+from clairvora.clock import rfc3339
 from clairvora.db import sql
 from clairvora.ids import new_id
 from market_support import active_reading, at, market_pair, request_reading
@@ -133,20 +134,13 @@ MAX_CALLS = 2
 # is outside this walk: its creation costs one call once (test below).
 EXCEPTIONS: dict[tuple[str, str], tuple[int, str]] = {}
 
-# Routes issue 14 added while this walk was written (promo credit, refunds of unused
-# funds, chargebacks, payouts), not yet walked here: their own tests and
+# Routes issue 14 added while this walk was written (refunds of unused funds,
+# chargebacks, payouts), not yet walked here: their own tests and
 # docs/BENCHMARKS.md give their counts, several above two (a wallet refund is 4 calls
-# for one deposit, a redemption or satisfaction claim 3). Listed by name so that any
+# for one deposit). Listed by name so that any
 # other new route still fails the coverage check; each leaves this list with a scenario.
 NOT_YET_WALKED = frozenset(
     {
-        "POST /v1/admin/promo-codes",
-        "GET /v1/admin/promo-codes",
-        "GET /v1/admin/promo-codes/{code_id:id}",
-        "POST /v1/admin/promo-codes/{code_id:id}/disable",
-        "POST /v1/promo-codes/redeem",
-        "POST /v1/readings/{reading_id:id}/satisfaction-claim",
-        "POST /v1/admin/readings/{reading_id:id}/satisfaction-credit",
         "POST /v1/wallet/refunds",
         "GET /v1/wallet/refunds",
         "GET /v1/wallet/refunds/{refund_id:id}",
@@ -363,6 +357,101 @@ async def _period_scenarios(w: _Walk) -> None:
     )
 
 
+async def _promo_scenarios(w: _Walk) -> None:
+    """Promo codes (promo_codes.py) and satisfaction credit (satisfaction.py): each
+    sends the caller lookup with its first read (Route(caller_batch=True)), so a
+    replay or a refusal seen by that read is 1 call, a write or a refusal by the
+    write's own SQL 2."""
+    from market_support import now_ms
+    from promo_support import DAY_MS
+    from test_satisfaction import _claim, _ended
+
+    adm, c, t0 = w.admin, w.client, now_ms()
+    codes, key = "/v1/admin/promo-codes", unique("walk_pc")
+
+    def code_body(**fields: Any) -> dict[str, Any]:
+        return {
+            "code": unique("WALK").upper()[:32],
+            "valid_until": rfc3339(t0 + DAY_MS),
+            "max_redemptions": 9,
+            **fields,
+        }
+
+    body = code_body(credit_cents=100)
+    route = f"POST {codes}"
+    made = w.check(route, "credit", await adm.post(codes, body, headers={"idempotency-key": key}), (201,)).json()
+    w.check(route, "replay", await adm.post(codes, body, headers={"idempotency-key": key}), (201,))
+    w.check(route, "code taken", await adm.post(codes, body, headers={"idempotency-key": unique()}), (409,))
+    w.check(route, "not an admin", await c.post(codes, body, headers={"idempotency-key": unique()}), (403,))
+    minutes = (await adm.post(codes, code_body(free_minutes=2), headers={"idempotency-key": unique()})).json()
+    w.check(f"GET {codes}", "page", await adm.get(f"{codes}?limit=5"))
+    one, missing = "GET /v1/admin/promo-codes/{code_id:id}", f"{codes}/{1 << 45}"
+    w.check(one, "one", await adm.get(f"{codes}/{made['id']}"))
+    w.check(one, "missing", await adm.get(missing), (404,))
+
+    route, path = "POST /v1/promo-codes/redeem", "/v1/promo-codes/redeem"
+    key = unique("walk_rd")
+    w.check(route, "credit", await c.post(path, {"code": made["code"]}, headers={"idempotency-key": key}), (201,))
+    w.check(route, "replay", await c.post(path, {"code": made["code"]}, headers={"idempotency-key": key}), (201,))
+    w.check(
+        route,
+        "per-client limit",
+        await c.post(path, {"code": made["code"]}, headers={"idempotency-key": unique()}),
+        (409,),
+    )
+    w.check(
+        route,
+        "free minutes",
+        await c.post(path, {"code": minutes["code"]}, headers={"idempotency-key": unique()}),
+        (201,),
+    )
+    w.check(
+        route,
+        "no such code",
+        await c.post(path, {"code": "NO-SUCH-WALK"}, headers={"idempotency-key": unique()}),
+        (404,),
+    )
+
+    route, path, key = "POST /v1/admin/promo-codes/{code_id:id}/disable", f"{codes}/{made['id']}/disable", unique()
+    w.check(route, "disable", await adm.post(path, headers={"idempotency-key": key}))
+    w.check(route, "replay", await adm.post(path, headers={"idempotency-key": key}))
+    w.check(route, "missing", await adm.post(f"{missing}/disable", headers={"idempotency-key": unique()}), (404,))
+    w.check(route, "not an admin", await c.post(path, headers={"idempotency-key": unique()}), (403,))
+
+    client, _cid, advisor, _aid, rid, end = await _ended(minutes=2)
+    w.check(  # a client that never redeemed it: refused by the redeeming INSERT's trigger
+        "POST /v1/promo-codes/redeem",
+        "disabled",
+        await client.post("/v1/promo-codes/redeem", {"code": made["code"]}, headers={"idempotency-key": unique()}),
+        (409,),
+    )
+    route, key = "POST /v1/readings/{reading_id:id}/satisfaction-claim", unique("walk_sc")
+    w.check(route, "window closed", await _claim(client, rid, end + 4 * DAY_MS), (409,))
+    w.check(route, "claim", await _claim(client, rid, end + 1000, key), (201,))
+    w.check(route, "replay", await _claim(client, rid, end + 1000, key), (201,))
+    w.check(route, "claimed already", await _claim(client, rid, end + 2000), (409,))
+    w.check(route, "the advisor", await _claim(advisor, rid, end + 2000), (403,))
+    w.check(route, "someone else's", await _claim(c, rid, end + 2000), (404,))
+
+    _client, _cid, _adv, _aid, rid, _end = await _ended(minutes=2)
+    route, path, key = (
+        "POST /v1/admin/readings/{reading_id:id}/satisfaction-credit",
+        f"/v1/admin/readings/{rid}/satisfaction-credit",
+        unique(),
+    )
+    grant = {"amount_cents": 150, "reason": "walk"}
+    w.check(
+        route,
+        "above paid",
+        await adm.post(path, {**grant, "amount_cents": 201}, headers={"idempotency-key": unique()}),
+        (409,),
+    )
+    w.check(route, "grant", await adm.post(path, grant, headers={"idempotency-key": key}), (201,))
+    w.check(route, "replay", await adm.post(path, grant, headers={"idempotency-key": key}), (201,))
+    w.check(route, "granted already", await adm.post(path, grant, headers={"idempotency-key": unique()}), (409,))
+    w.check(route, "not an admin", await c.post(path, grant, headers={"idempotency-key": unique()}), (403,))
+
+
 def _route_keys() -> set[str]:
     from clairvora import app
 
@@ -374,6 +463,7 @@ async def test_every_route_takes_at_most_two_round_trips():
     await walk.setup()
     await _scenarios(walk)
     await _period_scenarios(walk)
+    await _promo_scenarios(walk)
     walked = {route for route, _label, _status, _calls in walk.checked}
     assert not walked & NOT_YET_WALKED, sorted(walked & NOT_YET_WALKED)  # walked now: drop it from the list
     assert NOT_YET_WALKED <= _route_keys(), sorted(NOT_YET_WALKED - _route_keys())
@@ -388,6 +478,49 @@ async def test_every_route_takes_at_most_two_round_trips():
     for (route, label), (calls, why) in EXCEPTIONS.items():
         assert why and route in _route_keys(), (route, label)
         assert (route, label, calls) in {(r, lab, n) for r, lab, _s, n in walk.checked}, (route, label, calls)
+
+
+# Every answer of _promo_scenarios, exactly: the first read with the caller lookup
+# answers a replay, a missing object, a non-admin and every refusal it can see.
+PROMO_CALLS = {
+    "POST /v1/admin/promo-codes": {"credit": 2, "replay": 1, "code taken": 2, "not an admin": 1},
+    "GET /v1/admin/promo-codes": {"page": 2},
+    "GET /v1/admin/promo-codes/{code_id:id}": {"one": 2, "missing": 2},
+    "POST /v1/promo-codes/redeem": {
+        "credit": 2,
+        "replay": 1,
+        "per-client limit": 2,
+        "free minutes": 2,
+        "no such code": 1,
+        "disabled": 2,
+    },
+    "POST /v1/admin/promo-codes/{code_id:id}/disable": {"disable": 2, "replay": 1, "missing": 1, "not an admin": 1},
+    "POST /v1/readings/{reading_id:id}/satisfaction-claim": {
+        "window closed": 1,
+        "claim": 2,
+        "replay": 1,
+        "claimed already": 1,
+        "the advisor": 1,
+        "someone else's": 1,
+    },
+    "POST /v1/admin/readings/{reading_id:id}/satisfaction-credit": {
+        "above paid": 1,
+        "grant": 2,
+        "replay": 1,
+        "granted already": 1,
+        "not an admin": 1,
+    },
+}
+
+
+async def test_promo_and_satisfaction_routes_take_their_pinned_calls():
+    walk = _Walk()
+    await walk.setup()
+    await _promo_scenarios(walk)
+    seen: dict[str, dict[str, int]] = {}
+    for route, label, _status, calls in walk.checked:
+        seen.setdefault(route, {})[label] = calls
+    assert seen == PROMO_CALLS
 
 
 async def test_a_deposit_is_one_claim_batch_and_one_settle_batch_and_a_replay_is_one_call():

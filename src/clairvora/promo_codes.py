@@ -17,11 +17,11 @@ promo_code_expired | promo_code_exhausted | promo_code_limit_reached.
 import json
 from typing import Any
 
-from . import promo
+from . import promo, users
 from .clock import parse_rfc3339_ms, rfc3339
 from .db import TriggerAbort, UniqueViolation, sql
 from .errors import Problem, bad_request, conflict, not_found, unprocessable
-from .idempotency import IdempotencyKey
+from .idempotency import STORED_BY_SUB, IdempotencyKey, RequestKey
 from .ids import new_id
 from .openapi import page_schema
 from .readings import parse_time_cursor, time_cursor
@@ -103,8 +103,13 @@ def code_view(row: dict[str, Any], now_ms: int) -> dict[str, Any]:
 
 
 async def create_code(rc: RequestContext) -> Reply:
+    # The admin lookup and any stored answer for the key in one batch (Route(caller_batch=True));
+    # the role is checked before the body and the key are.
+    (stored,) = await users.with_caller(rc, [sql(STORED_BY_SUB, users.caller_sub(rc), RequestKey.peek(rc) or "")])
     body = await rc.parsed_body()
     key = await IdempotencyKey.from_request(rc)
+    if stored.rows:
+        return key.replay_row(stored.rows[0])
     now_ms = key.now_ms
     if ("credit_cents" in body) == ("free_minutes" in body):
         raise unprocessable("promo_code_invalid", "Give exactly one of credit_cents and free_minutes.")
@@ -135,8 +140,11 @@ async def create_code(rc: RequestContext) -> Reply:
     }
     view = code_view(row, now_ms)
     try:
+        # The key's record first: a code taken (the INSERT's UNIQUE) then means another request's code,
+        # never a retry of this one racing it (that one fails on the record and replays).
         await rc.db.batch(
             [
+                key.record_done(201, view),
                 sql(
                     """INSERT INTO promo_codes (id, code, credit_cents, free_minutes, max_cents_per_minute,
                          credit_valid_days, valid_from_ms, valid_until_ms, max_redemptions, per_client_limit, note,
@@ -149,13 +157,11 @@ async def create_code(rc: RequestContext) -> Reply:
                     rc.user_id,
                     now_ms,
                 ),
-                key.record_done(201, view),
             ]
         )
     except UniqueViolation as exc:
-        stored = await key.stored(rc.db)
-        if stored is not None:  # a retry of this very request (its code exists, so its INSERT failed first)
-            return key.replay_row(stored)
+        if IdempotencyKey.is_key_conflict(exc):
+            return await key.replay(rc.db)
         if "promo_codes.code" in exc.columns:
             raise conflict("promo_code_exists", f"The code {row['code']} exists already.") from None
         raise
@@ -180,8 +186,13 @@ async def list_codes(rc: RequestContext) -> Reply:
 
 
 _ONE = f"SELECT {_COLUMNS} FROM promo_codes WHERE id = ?"  # noqa: S608 - constant text
-_STORED = """SELECT route, request_sha256, state, response_status, response_body
-             FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?"""
+# The same, read only when the caller (by Clerk sub) is an admin: the users row first
+# (CROSS JOIN keeps that order), so a non-admin's 403 reads the same rows either way.
+_ONE_FOR_ADMIN = (
+    "SELECT c.* FROM (SELECT id FROM users WHERE clerk_user_id = ? AND is_admin = 1) g CROSS JOIN ("  # noqa: S608 - constant text
+    + _ONE
+    + ") c"
+)
 
 
 async def get_code(rc: RequestContext) -> Reply:
@@ -193,8 +204,12 @@ async def get_code(rc: RequestContext) -> Reply:
 
 async def disable_code(rc: RequestContext) -> Reply:
     """Disabled for good (no more redemptions; what was granted stays). Again: the code as it is."""
+    # The admin lookup, any stored answer for the key and the code in one batch (Route(caller_batch=True)).
+    sub = users.caller_sub(rc)
+    stored, found = await users.with_caller(
+        rc, [sql(STORED_BY_SUB, sub, RequestKey.peek(rc) or ""), sql(_ONE_FOR_ADMIN, sub, rc.params["code_id"])]
+    )
     key = await IdempotencyKey.from_request(rc)
-    stored, found = await rc.db.batch([sql(_STORED, key.user_id, key.key), sql(_ONE, rc.params["code_id"])])
     if stored.rows:
         return key.replay_row(stored.rows[0])
     if not found.rows:
@@ -222,10 +237,13 @@ async def disable_code(rc: RequestContext) -> Reply:
 
 # --- clients: redeem --------------------------------------------------------------
 
+# The code and any stored answer for the key, sent with the caller lookup
+# (Route(caller_batch=True)): the key is the caller's, named by its Clerk sub.
 _REDEEM_READ = f"""
 SELECT {_COLUMNS},
        (SELECT json_array(k.route, k.request_sha256, k.state, k.response_status, k.response_body)
-        FROM idempotency_keys k WHERE k.user_id = ? AND k.idempotency_key = ?) AS stored
+        FROM idempotency_keys k
+        WHERE k.user_id = (SELECT id FROM users WHERE clerk_user_id = ?) AND k.idempotency_key = ?) AS stored
 FROM (SELECT 1) LEFT JOIN promo_codes ON code = ?"""  # noqa: S608 - constant text
 
 _REFUSALS = {
@@ -246,10 +264,13 @@ def _stored(raw: str | None) -> dict[str, Any] | None:
 
 async def redeem(rc: RequestContext) -> Reply:
     body = await rc.parsed_body()
-    key = await IdempotencyKey.from_request(rc)
+    requested = await RequestKey.from_request(rc)
+    (read,) = await users.with_caller(
+        rc, [sql(_REDEEM_READ, users.caller_sub(rc), requested.key, body["code"].upper())]
+    )
+    key = requested.for_user(rc.user_id)
     now_ms, uid = key.now_ms, rc.user_id
-    row = await rc.db.first(sql(_REDEEM_READ, uid, key.key, body["code"].upper()))
-    assert row is not None
+    (row,) = read.rows
     stored = _stored(row["stored"])
     if stored is not None:
         return key.replay_row(stored)
@@ -379,6 +400,7 @@ ROUTES = [
         responses={201: "PromoCode"},
         problems=(409, 422),
         problem_codes={409: ("promo_code_exists",), 422: ("promo_code_invalid", "idempotency_key_reused")},
+        caller_batch=True,
         tag="admin",
     ),
     Route(
@@ -413,6 +435,7 @@ ROUTES = [
         responses={200: "PromoCode"},
         problems=(422,),
         problem_codes={422: ("idempotency_key_reused",)},
+        caller_batch=True,
         tag="admin",
     ),
     Route(
@@ -426,6 +449,7 @@ ROUTES = [
         responses={201: "PromoRedemption"},
         problems=(409, 422),
         problem_codes={409: _REDEEM_CODES, 422: ("idempotency_key_reused",)},
+        caller_batch=True,
         tag="wallet",
     ),
 ]

@@ -26,11 +26,11 @@ claim_exceeds_paid (an admin amount above what was paid).
 
 from typing import Any
 
-from . import ledger, promo
+from . import ledger, promo, users
 from .clock import rfc3339
-from .db import CheckViolation, Statement, TriggerAbort, UniqueViolation, sql
+from .db import CheckViolation, Result, Statement, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, conflict, forbidden, not_found
-from .idempotency import IdempotencyKey
+from .idempotency import STORED_BY_SUB, IdempotencyKey, RequestKey
 from .ids import new_id
 from .requests import RequestContext
 from .responses import Reply
@@ -66,6 +66,18 @@ FROM readings r WHERE r.id = ?"""  # noqa: S608 - constant text
 _FOR_PARTICIPANT = _READ + " AND (r.client_id = ? OR r.advisor_id = ?)"
 _STORED = """SELECT route, request_sha256, state, response_status, response_body
              FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?"""
+# The first read goes with the caller lookup (Route(caller_batch=True)), so it names
+# the caller by Clerk sub: a participant's reading; for an admin, the reading read
+# only when the caller is one (the users row first, CROSS JOIN keeps that order), so
+# a non-admin's 403 reads the same rows whether the reading exists or not.
+_FOR_PARTICIPANT_SUB = (
+    _READ + " AND (SELECT id FROM users WHERE clerk_user_id = ?) IN (r.client_id, r.advisor_id)"  # noqa: S608
+)
+_FOR_ADMIN_SUB = (
+    "SELECT x.* FROM (SELECT id FROM users WHERE clerk_user_id = ? AND is_admin = 1) g CROSS JOIN ("  # noqa: S608 - constant text
+    + _READ
+    + ") x"
+)
 
 _REFUSALS = {
     "reading_not_claimable": "Only an ended reading you paid for can earn a satisfaction credit.",
@@ -170,17 +182,26 @@ def _statements(
     return claim, statements
 
 
-async def _credit(rc: RequestContext, origin: str, amount_cents: int | None, reason: str) -> Reply:
-    key = await IdempotencyKey.from_request(rc)
+def _since_ms(rc: RequestContext, now_ms: int) -> int:
+    """Claims made after this count against the period limit."""
+    return now_ms - rc.settings.satisfaction_period_days * promo.DAY_MS
+
+
+async def _credit(
+    rc: RequestContext, key: IdempotencyKey, first: list[Result], origin: str, amount_cents: int | None, reason: str
+) -> Reply:
+    """`first`: the stored key and the reading, read with the caller lookup; a
+    retry (the clawback's CHECK refused a stale read) reads them again."""
     reading_id, now_ms = rc.params["reading_id"], key.now_ms
-    since_ms = now_ms - rc.settings.satisfaction_period_days * promo.DAY_MS
-    for _attempt in range(MAX_ATTEMPTS):
-        read = (
-            sql(_FOR_PARTICIPANT, since_ms, reading_id, rc.user_id, rc.user_id)
-            if origin == "client"
-            else sql(_READ, since_ms, reading_id)
-        )
-        stored, found = await rc.db.batch([sql(_STORED, key.user_id, key.key), read])
+    for attempt in range(MAX_ATTEMPTS):
+        if attempt:
+            read = (
+                sql(_FOR_PARTICIPANT, _since_ms(rc, now_ms), reading_id, rc.user_id, rc.user_id)
+                if origin == "client"
+                else sql(_READ, _since_ms(rc, now_ms), reading_id)
+            )
+            first = await rc.db.batch([sql(_STORED, key.user_id, key.key), read])
+        stored, found = first
         if stored.rows:
             return key.replay_row(stored.rows[0])
         if not found.rows:
@@ -227,12 +248,28 @@ async def _credit(rc: RequestContext, origin: str, amount_cents: int | None, rea
 
 async def claim(rc: RequestContext) -> Reply:
     body = await rc.parsed_body()
-    return await _credit(rc, "client", None, body["reason"])
+    requested = await RequestKey.from_request(rc)
+    sub, since_ms = users.caller_sub(rc), _since_ms(rc, requested.now_ms)
+    first = await users.with_caller(
+        rc,
+        [requested.stored(sub), sql(_FOR_PARTICIPANT_SUB, since_ms, rc.params["reading_id"], sub)],
+    )
+    return await _credit(rc, requested.for_user(rc.user_id), first, "client", None, body["reason"])
 
 
 async def admin_grant(rc: RequestContext) -> Reply:
+    # The role is checked (with_caller) before the body and the key are, as on every admin route.
+    sub, now_ms = users.caller_sub(rc), rc.clock.now_ms()
+    first = await users.with_caller(
+        rc,
+        [
+            sql(STORED_BY_SUB, sub, RequestKey.peek(rc) or ""),
+            sql(_FOR_ADMIN_SUB, sub, _since_ms(rc, now_ms), rc.params["reading_id"]),
+        ],
+    )
     body = await rc.parsed_body()
-    return await _credit(rc, "admin", body["amount_cents"], body["reason"])
+    key = await IdempotencyKey.from_request(rc)
+    return await _credit(rc, key, first, "admin", body["amount_cents"], body["reason"])
 
 
 _CLAIM_PROPS: dict[str, Any] = {
@@ -269,6 +306,7 @@ ROUTES = [
         responses={201: "SatisfactionCredit"},
         problems=(403, 409, 422),
         problem_codes={409: _CODES, 422: ("idempotency_key_reused",)},
+        caller_batch=True,
         tag="readings",
     ),
     Route(
@@ -286,6 +324,7 @@ ROUTES = [
             409: ("reading_not_claimable", "claim_already_made", "claim_exceeds_paid"),
             422: ("idempotency_key_reused",),
         },
+        caller_batch=True,
         tag="admin",
     ),
 ]
