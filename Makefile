@@ -95,6 +95,7 @@ scheduled: .cache/node.ok
 # write bench/results/*.json, from which bench/figures.py draws docs/img/*.svg (standard library).
 bench: install
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/ledger_cost.py --write
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/charge_rows.py --write
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/search_growth.py --write
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/search_cost.py --write
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run --js-worker bench/pyjs.py --write
