@@ -66,6 +66,7 @@
 import crypto from "node:crypto";
 import http from "node:http";
 import { refundDesk } from "./anet_refunds.mjs";
+import { UserError } from "./common.mjs";
 
 const BOM = "\uFEFF";
 const NS = "AnetApi/xml/v1/schema/AnetApiSchema.xsd";
@@ -622,18 +623,16 @@ export async function startAnetStandin({ loginId, transactionKey, signatureKey, 
   // workerd keeps connections pooled; Node would close an idle one after 5 s and the Worker's
   // next call on it would fail with "Network connection lost" (a local artefact, not the gateway's).
   server.keepAliveTimeout = 0;
-  // A fixed port (make dev: 8788, so POST /__standin/settle has a known address) falls back to any free one.
+  // A fixed port (make dev: 8788, so POST /__standin/settle has the address the README names) must be
+  // free: falling back to another would leave the README's curl talking to whatever holds 8788 (a
+  // `make dev` still running). Port 0: any free one (the tests).
   await new Promise((resolve, reject) => {
-    const onError = (error) => {
-      if (error.code !== "EADDRINUSE" || port === 0) return reject(error);
-      log(`Authorize.Net stand-in: port ${port} is in use, taking a free one`);
-      server.listen(0, "127.0.0.1", resolve);
-    };
-    server.once("error", onError);
-    server.listen(port, "127.0.0.1", () => {
-      server.off("error", onError);
-      resolve();
+    server.once("error", (error) => {
+      if (error.code !== "EADDRINUSE") return reject(error);
+      reject(new UserError(`port ${port} (the Authorize.Net stand-in) is in use: is another \`make dev\` running? ` +
+        `Stop it, or choose another port with ANET_STANDIN_PORT=...`));
     });
+    server.listen(port, "127.0.0.1", resolve);
   });
   const endpoint = `http://127.0.0.1:${server.address().port}/xml/v1/request.api`;
   log(`Authorize.Net stand-in on ${endpoint}`);

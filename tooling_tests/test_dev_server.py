@@ -61,6 +61,8 @@ def test_dev_serves_the_project_worker_and_runs_its_cron(tmp_path):
         proc = subprocess.Popen(
             [node, "runtime/cli.mjs", "dev", "--no-cron", "--port", str(port), "--persist-to", state],
             cwd=ROOT,
+            # Any free port for the stand-in: 8788 (make dev's) may be held by a developer's `make dev`.
+            env={**os.environ, "ANET_STANDIN_PORT": "0"},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
