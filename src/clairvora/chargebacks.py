@@ -9,22 +9,19 @@ records each one. Recording it is ONE batch (migration 0092 holds the rules):
 - a `chargeback` transfer, client wallet -> gateway clearing, the amount the
   card network took back. It may take the wallet below zero (0090's trigger
   allows this kind): the money was spent on readings already;
-- the advisor side, per CHARGEBACK_ADVISOR_SIDE at that moment:
-  `platform`: nothing more, the platform bears the loss (the negative wallet
-  is what the client owes). `clawback`: the part of the disputed money that was
-  already spent (the amount beyond what the wallet still held) was spent on
-  the client's readings since the deposit; each of their advisors gives back
-  its proportional share of that (its share of those charges, by each
-  reading's rate split), at most what it holds in pending earnings (advisor
-  accounts never go below zero, CHECK), for the MAX_CLAWBACK_ADVISORS advisors
-  with the largest shares (the platform covers the rest). One `clawback`
-  transfer, advisors' pending earnings -> the client's wallet: it reduces what
-  the client owes, and the platform's loss is its own share;
+- the advisor side, per CHARGEBACK_ADVISOR_SIDE at that moment: `platform`
+  (the platform bears the loss; the negative wallet is what the client owes)
+  or `clawback`: of the spent part (the amount beyond what the wallet held),
+  each advisor of the client's readings since the deposit gives back its
+  proportional share, at most its pending earnings, for the
+  MAX_CLAWBACK_ADVISORS largest shares (docs/PAYMENTS.md): one `clawback`
+  transfer, advisors' pending earnings -> the client's wallet;
 - the key's stored reply.
 While one is open its client can start no reading, deposit or refund (triggers
 on those INSERTs: 403 `chargeback_hold`). Resolving it, one batch, lifts the
 hold: `lost` (the money stays gone) or `won` (a `chargeback_reversal`, gateway
 clearing -> wallet, and each clawed-back advisor gets its share back).
+Each route is 2 D1 calls: its reads with the admin lookup, then its one batch.
 """
 
 from typing import Any
@@ -61,10 +58,9 @@ RESOLVE_BODY = Obj(
     required=("outcome", "note"),
 )
 
-# The first batch of each route travels with the caller lookup (Route(caller_batch=True))
-# and reads for an admin only: `users g` (the caller by Clerk sub, an admin) is the outer
-# loop of every read (CROSS JOIN keeps it there), so a non-admin's 403 reads the same
-# rows whether or not the deposit or chargeback exists.
+# Read with the caller lookup (Route(caller_batch=True)) for an admin only: `users g`
+# (the caller by Clerk sub, an admin) is every read's outer loop (CROSS JOIN keeps it
+# there), so a non-admin's 403 reads the same rows whether the object exists or not.
 _PAYMENT = """SELECT p.id, p.user_id, p.status, p.created_at_ms,
        p.amount_cents - p.reversed_cents - p.refunded_cents - p.charged_back_cents AS left_cents,
        (SELECT balance_cents FROM accounts WHERE owner_user_id = p.user_id AND kind = 'client_wallet') AS wallet_cents
@@ -72,11 +68,10 @@ FROM users g CROSS JOIN payments p WHERE g.clerk_user_id = ? AND g.is_admin = 1 
 # Per advisor: what the client's wallet paid for its readings since the deposit
 # (charges less refunds) and the advisor's share of that, and its pending earnings.
 # The client's newest RECENT_ENTRIES wallet entries drive the join (CROSS JOIN
-# keeps SQLite from starting at every reading transfer instead). Read in the
-# first batch under `clawback` only, and only when part of the deposit may be
-# spent (what is left of it exceeds the wallet: the amount charged back is at
-# most that): the wallet's id is NULL otherwise (or for a non-admin), and the
-# entries' index seek finds nothing.
+# keeps SQLite from starting at every reading transfer instead). Sent under
+# `clawback` only; it reads entries only if some of the deposit may be spent
+# (what is left of it exceeds the wallet): else (or for a non-admin) the
+# wallet's id is NULL and the entries' index seek finds nothing.
 _SHARES = """
 SELECT r.advisor_id AS advisor_id, -sum(e.amount_cents) AS paid_cents,
        -sum(e.amount_cents * r.advisor_cents_per_minute / r.rate_cents_per_minute) AS advisor_cents,
@@ -340,47 +335,30 @@ async def resolve_chargeback(rc: RequestContext) -> Reply:
     return Reply(reply, 200)
 
 
-_CHARGEBACK_SCHEMA = {
-    "type": "object",
-    "required": [
-        "id",
-        "deposit_id",
-        "client_id",
-        "amount_cents",
-        "reason_code",
-        "note",
-        "advisor_side",
-        "clawback_cents",
-        "clawbacks",
-        "state",
-        "created_at",
-        "resolved_at",
-        "resolution_note",
-    ],
-    "properties": {
-        "id": {"type": "string"},
-        "deposit_id": {"type": "string"},
-        "client_id": {"type": "string"},
-        "amount_cents": {"type": "integer", "minimum": 1},
-        "reason_code": {"type": ["string", "null"]},
-        "note": {"type": "string"},
-        "advisor_side": {"type": "string", "enum": ["platform", "clawback"]},
-        "clawback_cents": {"type": "integer", "minimum": 0},
-        "clawbacks": {
-            "type": "array",
-            "maxItems": MAX_CLAWBACK_ADVISORS,
-            "items": {
-                "type": "object",
-                "required": ["advisor_id", "amount_cents"],
-                "properties": {"advisor_id": {"type": "string"}, "amount_cents": {"type": "integer", "minimum": 1}},
-            },
+_CHARGEBACK_PROPERTIES: dict[str, Any] = {
+    "id": {"type": "string"},
+    "deposit_id": {"type": "string"},
+    "client_id": {"type": "string"},
+    "amount_cents": {"type": "integer", "minimum": 1},
+    "reason_code": {"type": ["string", "null"]},
+    "note": {"type": "string"},
+    "advisor_side": {"type": "string", "enum": ["platform", "clawback"]},
+    "clawback_cents": {"type": "integer", "minimum": 0},
+    "clawbacks": {
+        "type": "array",
+        "maxItems": MAX_CLAWBACK_ADVISORS,
+        "items": {
+            "type": "object",
+            "required": ["advisor_id", "amount_cents"],
+            "properties": {"advisor_id": {"type": "string"}, "amount_cents": {"type": "integer", "minimum": 1}},
         },
-        "state": {"type": "string", "enum": ["open", "won", "lost"]},
-        "created_at": {"type": "string", "format": "date-time"},
-        "resolved_at": {"type": ["string", "null"], "format": "date-time"},
-        "resolution_note": {"type": ["string", "null"]},
     },
+    "state": {"type": "string", "enum": ["open", "won", "lost"]},
+    "created_at": {"type": "string", "format": "date-time"},
+    "resolved_at": {"type": ["string", "null"], "format": "date-time"},
+    "resolution_note": {"type": ["string", "null"]},
 }
+_CHARGEBACK_SCHEMA = {"type": "object", "required": list(_CHARGEBACK_PROPERTIES), "properties": _CHARGEBACK_PROPERTIES}
 
 SCHEMAS: dict[str, Any] = {
     "ChargebackResult": {
