@@ -96,6 +96,13 @@ async def main(argv: Any) -> None:
         assert (await refund(a.client, {"amount_cents": 500}, key)).status == 201
         return lambda: refund(a.client, {"amount_cents": 500}, key)
 
+    async def resumed() -> Send:
+        # The request died after its reservation (its settle batch and that batch's retry failed).
+        a = await _client_with([2000])
+        key = unique("bk")
+        assert (await refund(a.client, {"amount_cents": 500}, key, **{"x-test-d1-fault": "3,4"})).status == 503
+        return lambda: refund(a.client, {"amount_cents": 500}, key)
+
     async def unsettled() -> Send:
         a = await actor("bcu")
         await deposit(a.client, 2000, settled=False)
@@ -147,6 +154,7 @@ async def main(argv: Any) -> None:
     await table.add("POST /v1/wallet/refunds, 1 part (settled)", 201, reps, one_part)
     await table.add("POST /v1/wallet/refunds, 3 parts (settled)", 201, reps, three_parts)
     await table.add("POST /v1/wallet/refunds, same Idempotency-Key (replay)", 201, reps, replay)
+    await table.add("POST /v1/wallet/refunds, retry resuming a request that died (1 part)", 201, reps, resumed)
     await table.add("POST /v1/wallet/refunds, only unsettled deposits (409)", 409, reps, unsettled)
     await table.add("POST /v1/wallet/refunds, refused by the gateway (502, returned)", 502, reps, refused)
     await table.add("GET /v1/wallet/refunds (20 refunds)", 200, reps, listed)

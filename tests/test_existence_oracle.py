@@ -27,7 +27,7 @@ from clairvora.app import ROUTES
 from clairvora.ids import new_id
 from market_support import at, market_pair, now_ms, request_reading
 from support import Client, Resp, unique
-from world import actor, credit, make_admin, make_advisor, row_counts
+from world import actor, credit, ended_reading, make_admin, make_advisor, row_counts
 
 RANDOM_HEADERS = frozenset({"x-request-id"})
 
@@ -264,6 +264,57 @@ async def test_the_admin_promo_routes_tell_a_non_admin_nothing():
     ):
         r = await assert_same_answer(caller, "POST", foreign, missing, what=f"{what} as a non-admin")
         assert r.status == 403, r.text
+async def test_the_chargeback_routes_tell_a_non_admin_nothing():
+    """Their reads travel with the caller lookup gated on the admin role (chargebacks.py):
+    a non-admin's 403 reads the same rows whether the deposit or chargeback exists,
+    the clawback side's shares read included."""
+    from card_support import deposit
+    from test_chargebacks import post_with_vars, record
+
+    world = await strangers()
+    caller = world["callers"]["client"]
+    owner = await actor("orcb")
+    dep = await deposit(owner.client, 1000)
+    await ended_reading(owner.id, world["callers"]["advisor"].id, minutes=3)  # spent: an admin would read shares
+    recorded = await record(dep, {"amount_cents": 100})
+    assert recorded.status == 201, recorded.text
+    cb_id = recorded.json()["chargeback"]["id"]
+    r = await assert_same_answer(
+        caller.client,
+        "POST",
+        (f"/v1/admin/payments/{dep['id']}/chargebacks", {"note": "probe"}),
+        (f"/v1/admin/payments/{new_id()}/chargebacks", {"note": "probe"}),
+        what="POST /v1/admin/payments/{id}/chargebacks as a non-admin",
+    )
+    assert r.status == 403, r.text
+    r = await assert_same_answer(
+        caller.client,
+        "POST",
+        (f"/v1/admin/chargebacks/{cb_id}/resolve", {"outcome": "won", "note": "probe"}),
+        (f"/v1/admin/chargebacks/{new_id()}/resolve", {"outcome": "won", "note": "probe"}),
+        what="POST /v1/admin/chargebacks/{id}/resolve as a non-admin",
+    )
+    assert r.status == 403, r.text
+    # Under CHARGEBACK_ADVISOR_SIDE=clawback the batch also reads the advisors' shares.
+    answers = [
+        await post_with_vars(
+            caller, f"/v1/admin/payments/{pid}/chargebacks", {"note": "probe"}, CHARGEBACK_ADVISOR_SIDE="clawback"
+        )
+        for pid in (dep["id"], str(new_id()))
+    ]
+    assert [a.status for a in answers] == [403, 403], [a.text for a in answers]
+    assert answers[0].body == answers[1].body
+    assert answers[0].headers["server-timing"] == answers[1].headers["server-timing"], [a.headers for a in answers]
+    resolved = await post_with_vars(
+        await _admin_actor(), f"/v1/admin/chargebacks/{cb_id}/resolve", {"outcome": "lost", "note": "done"}
+    )
+    assert resolved.status == 200, resolved.text  # lift the hold
+
+
+async def _admin_actor() -> Any:
+    from test_chargebacks import _admin
+
+    return await _admin()
 
 
 async def test_an_admin_refund_of_a_missing_reading_is_a_plain_not_found():

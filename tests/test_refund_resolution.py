@@ -117,8 +117,9 @@ async def test_a_resend_the_gateway_refuses_is_left_to_the_lists():
     dep = await deposit(client, 700)
     plan(dep["gateway_transaction_id"], "lost")
     key = unique("rk")
-    # The settle batch never runs (the request times out at the gateway first), then D1 fails on the completion.
-    r = await refund(client, {"amount_cents": 700}, key, **{"x-test-d1-fault": "4,5"})
+    # No part to settle (the request times out at the gateway), then D1 fails on the completion (call 3:
+    # the caller with the read, the reservation, the completion) and on its one retry.
+    r = await refund(client, {"amount_cents": 700}, key, **{"x-test-d1-fault": "3,4"})
     assert r.status == 503, r.text
     retry = await refund(client, {"amount_cents": 700}, key)
     assert retry.status == 202, retry.text

@@ -9,31 +9,28 @@ records each one. Recording it is ONE batch (migration 0092 holds the rules):
 - a `chargeback` transfer, client wallet -> gateway clearing, the amount the
   card network took back. It may take the wallet below zero (0090's trigger
   allows this kind): the money was spent on readings already;
-- the advisor side, per CHARGEBACK_ADVISOR_SIDE at that moment:
-  `platform`: nothing more, the platform bears the loss (the negative wallet
-  is what the client owes). `clawback`: the part of the disputed money that was
-  already spent (the amount beyond what the wallet still held) was spent on
-  the client's readings since the deposit; each of their advisors gives back
-  its proportional share of that (its share of those charges, by each
-  reading's rate split), at most what it holds in pending earnings (advisor
-  accounts never go below zero, CHECK), for the MAX_CLAWBACK_ADVISORS advisors
-  with the largest shares (the platform covers the rest). One `clawback`
-  transfer, advisors' pending earnings -> the client's wallet: it reduces what
-  the client owes, and the platform's loss is its own share;
+- the advisor side, per CHARGEBACK_ADVISOR_SIDE at that moment: `platform`
+  (the platform bears the loss; the negative wallet is what the client owes)
+  or `clawback`: of the spent part (the amount beyond what the wallet held),
+  each advisor of the client's readings since the deposit gives back its
+  proportional share, at most its pending earnings, for the
+  MAX_CLAWBACK_ADVISORS largest shares (docs/PAYMENTS.md): one `clawback`
+  transfer, advisors' pending earnings -> the client's wallet;
 - the key's stored reply.
 While one is open its client can start no reading, deposit or refund (triggers
 on those INSERTs: 403 `chargeback_hold`). Resolving it, one batch, lifts the
 hold: `lost` (the money stays gone) or `won` (a `chargeback_reversal`, gateway
 clearing -> wallet, and each clawed-back advisor gets its share back).
+Each route is 2 D1 calls: its reads with the admin lookup, then its one batch.
 """
 
 from typing import Any
 
-from . import ledger
+from . import ledger, users
 from .clock import rfc3339
 from .db import CheckViolation, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, conflict, not_found
-from .idempotency import IdempotencyKey
+from .idempotency import STORED_BY_SUB, IdempotencyKey, RequestKey
 from .ids import new_id
 from .requests import RequestContext
 from .responses import Reply
@@ -61,30 +58,44 @@ RESOLVE_BODY = Obj(
     required=("outcome", "note"),
 )
 
+# Read with the caller lookup (Route(caller_batch=True)) for an admin only: `users g`
+# (the caller by Clerk sub, an admin) is every read's outer loop (CROSS JOIN keeps it
+# there), so a non-admin's 403 reads the same rows whether the object exists or not.
 _PAYMENT = """SELECT p.id, p.user_id, p.status, p.created_at_ms,
        p.amount_cents - p.reversed_cents - p.refunded_cents - p.charged_back_cents AS left_cents,
        (SELECT balance_cents FROM accounts WHERE owner_user_id = p.user_id AND kind = 'client_wallet') AS wallet_cents
-FROM payments p WHERE p.id = ?"""
+FROM users g CROSS JOIN payments p WHERE g.clerk_user_id = ? AND g.is_admin = 1 AND p.id = ?"""
 # Per advisor: what the client's wallet paid for its readings since the deposit
 # (charges less refunds) and the advisor's share of that, and its pending earnings.
 # The client's newest RECENT_ENTRIES wallet entries drive the join (CROSS JOIN
-# keeps SQLite from starting at every reading transfer instead).
+# keeps SQLite from starting at every reading transfer instead). Sent under
+# `clawback` only; it reads entries only if some of the deposit may be spent
+# (what is left of it exceeds the wallet): else (or for a non-admin) the
+# wallet's id is NULL and the entries' index seek finds nothing.
 _SHARES = """
 SELECT r.advisor_id AS advisor_id, -sum(e.amount_cents) AS paid_cents,
        -sum(e.amount_cents * r.advisor_cents_per_minute / r.rate_cents_per_minute) AS advisor_cents,
        (SELECT balance_cents FROM accounts WHERE owner_user_id = r.advisor_id AND kind = 'advisor_earnings')
          AS pending_cents
 FROM (SELECT transfer_id, amount_cents, created_at_ms FROM ledger_entries
-      WHERE account_id = (SELECT id FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet')
+      WHERE account_id = (
+        SELECT a.id FROM users g CROSS JOIN payments p CROSS JOIN accounts a
+        WHERE g.clerk_user_id = ? AND g.is_admin = 1 AND p.id = ? AND p.status = 'approved'
+          AND a.owner_user_id = p.user_id AND a.kind = 'client_wallet'
+          AND p.amount_cents - p.reversed_cents - p.refunded_cents - p.charged_back_cents > max(a.balance_cents, 0))
       ORDER BY sequence DESC LIMIT ?) e
 CROSS JOIN transfers t ON t.id = e.transfer_id
 CROSS JOIN readings r ON r.id = t.reference_id
-WHERE e.created_at_ms >= ? AND t.kind IN ('reading_charge', 'reading_refund') AND t.reference_type = 'reading'
+WHERE e.created_at_ms >= (SELECT created_at_ms FROM payments WHERE id = ?)
+  AND t.kind IN ('reading_charge', 'reading_refund') AND t.reference_type = 'reading'
 GROUP BY r.advisor_id"""
-_CHARGEBACK = "SELECT * FROM chargebacks WHERE id = ?"
+_CHARGEBACK = (
+    "SELECT c.* FROM users g CROSS JOIN chargebacks c WHERE g.clerk_user_id = ? AND g.is_admin = 1 AND c.id = ?"
+)
 _CLAWED = """SELECT a.owner_user_id AS advisor_id, -e.amount_cents AS amount_cents
-FROM transfers t JOIN ledger_entries e ON e.transfer_id = t.id JOIN accounts a ON a.id = e.account_id
-WHERE t.transfer_key = ? AND a.kind = 'advisor_earnings' ORDER BY a.owner_user_id"""
+FROM users g CROSS JOIN transfers t CROSS JOIN ledger_entries e CROSS JOIN accounts a
+WHERE g.clerk_user_id = ? AND g.is_admin = 1 AND t.transfer_key = ? AND e.transfer_id = t.id AND a.id = e.account_id
+  AND a.kind = 'advisor_earnings' ORDER BY a.owner_user_id"""
 
 
 def hold_problem() -> Problem:
@@ -134,10 +145,18 @@ def chargeback_view(row: dict[str, Any], clawbacks: dict[int, int]) -> dict[str,
 
 
 async def record_chargeback(rc: RequestContext) -> Reply:
+    payment_id: int = rc.params["payment_id"]
+    side = rc.settings.chargeback_advisor_side
+    # The admin lookup, any stored reply for the key, the deposit and (clawback)
+    # the advisors' shares, in one batch; the role is checked before the body and
+    # the key are (users.with_caller).
+    sub = users.caller_sub(rc)
+    reads = [sql(STORED_BY_SUB, sub, RequestKey.peek(rc) or ""), sql(_PAYMENT, sub, payment_id)]
+    if side == "clawback":
+        reads.append(sql(_SHARES, sub, payment_id, RECENT_ENTRIES, payment_id))
+    stored, found, *shares = await users.with_caller(rc, reads)
     body = await rc.parsed_body()
     key = await IdempotencyKey.from_request(rc)
-    payment_id: int = rc.params["payment_id"]
-    stored, found = await rc.db.batch([key.stored_statement(), sql(_PAYMENT, payment_id)])
     if stored.rows:
         return key.replay_row(stored.rows[0])
     if not found.rows:
@@ -155,12 +174,11 @@ async def record_chargeback(rc: RequestContext) -> Reply:
             f"At most {left} cents of this deposit are left to charge back.",
             extra={"left_cents": left},
         )
-    client_id, side = int(payment["user_id"]), rc.settings.chargeback_advisor_side
+    client_id = int(payment["user_id"])
     spent = amount - max(0, int(payment["wallet_cents"] or 0))
     clawbacks: dict[int, int] = {}
-    if side == "clawback" and spent > 0:
-        shares = await rc.db.all(sql(_SHARES, client_id, RECENT_ENTRIES, int(payment["created_at_ms"])))
-        clawbacks = clawback_shares(spent, shares.rows)
+    if shares and spent > 0:
+        clawbacks = clawback_shares(spent, shares[0].rows)
     clawed = sum(clawbacks.values())
     row = {
         "id": new_id(),
@@ -244,16 +262,18 @@ async def record_chargeback(rc: RequestContext) -> Reply:
 
 
 async def resolve_chargeback(rc: RequestContext) -> Reply:
+    chargeback_id: int = rc.params["chargeback_id"]
+    sub = users.caller_sub(rc)
+    stored, found, clawed = await users.with_caller(
+        rc,
+        [
+            sql(STORED_BY_SUB, sub, RequestKey.peek(rc) or ""),
+            sql(_CHARGEBACK, sub, chargeback_id),
+            sql(_CLAWED, sub, f"chargeback:{chargeback_id}:clawback"),
+        ],
+    )
     body = await rc.parsed_body()
     key = await IdempotencyKey.from_request(rc)
-    chargeback_id: int = rc.params["chargeback_id"]
-    stored, found, clawed = await rc.db.batch(
-        [
-            key.stored_statement(),
-            sql(_CHARGEBACK, chargeback_id),
-            sql(_CLAWED, f"chargeback:{chargeback_id}:clawback"),
-        ]
-    )
     if stored.rows:
         return key.replay_row(stored.rows[0])
     if not found.rows:
@@ -315,47 +335,30 @@ async def resolve_chargeback(rc: RequestContext) -> Reply:
     return Reply(reply, 200)
 
 
-_CHARGEBACK_SCHEMA = {
-    "type": "object",
-    "required": [
-        "id",
-        "deposit_id",
-        "client_id",
-        "amount_cents",
-        "reason_code",
-        "note",
-        "advisor_side",
-        "clawback_cents",
-        "clawbacks",
-        "state",
-        "created_at",
-        "resolved_at",
-        "resolution_note",
-    ],
-    "properties": {
-        "id": {"type": "string"},
-        "deposit_id": {"type": "string"},
-        "client_id": {"type": "string"},
-        "amount_cents": {"type": "integer", "minimum": 1},
-        "reason_code": {"type": ["string", "null"]},
-        "note": {"type": "string"},
-        "advisor_side": {"type": "string", "enum": ["platform", "clawback"]},
-        "clawback_cents": {"type": "integer", "minimum": 0},
-        "clawbacks": {
-            "type": "array",
-            "maxItems": MAX_CLAWBACK_ADVISORS,
-            "items": {
-                "type": "object",
-                "required": ["advisor_id", "amount_cents"],
-                "properties": {"advisor_id": {"type": "string"}, "amount_cents": {"type": "integer", "minimum": 1}},
-            },
+_CHARGEBACK_PROPERTIES: dict[str, Any] = {
+    "id": {"type": "string"},
+    "deposit_id": {"type": "string"},
+    "client_id": {"type": "string"},
+    "amount_cents": {"type": "integer", "minimum": 1},
+    "reason_code": {"type": ["string", "null"]},
+    "note": {"type": "string"},
+    "advisor_side": {"type": "string", "enum": ["platform", "clawback"]},
+    "clawback_cents": {"type": "integer", "minimum": 0},
+    "clawbacks": {
+        "type": "array",
+        "maxItems": MAX_CLAWBACK_ADVISORS,
+        "items": {
+            "type": "object",
+            "required": ["advisor_id", "amount_cents"],
+            "properties": {"advisor_id": {"type": "string"}, "amount_cents": {"type": "integer", "minimum": 1}},
         },
-        "state": {"type": "string", "enum": ["open", "won", "lost"]},
-        "created_at": {"type": "string", "format": "date-time"},
-        "resolved_at": {"type": ["string", "null"], "format": "date-time"},
-        "resolution_note": {"type": ["string", "null"]},
     },
+    "state": {"type": "string", "enum": ["open", "won", "lost"]},
+    "created_at": {"type": "string", "format": "date-time"},
+    "resolved_at": {"type": ["string", "null"], "format": "date-time"},
+    "resolution_note": {"type": ["string", "null"]},
 }
+_CHARGEBACK_SCHEMA = {"type": "object", "required": list(_CHARGEBACK_PROPERTIES), "properties": _CHARGEBACK_PROPERTIES}
 
 SCHEMAS: dict[str, Any] = {
     "ChargebackResult": {
@@ -373,6 +376,7 @@ ROUTES = [
         "Record a chargeback against a card deposit (the client is on hold until it is resolved)",
         auth="admin",
         primary=True,
+        caller_batch=True,
         body=RECORD_BODY,
         idempotency_key=True,
         responses={201: "ChargebackResult"},
@@ -390,6 +394,7 @@ ROUTES = [
         "Close a chargeback: won (the money returns, clawbacks are given back) or lost",
         auth="admin",
         primary=True,
+        caller_batch=True,
         body=RESOLVE_BODY,
         idempotency_key=True,
         responses={200: "ChargebackResult"},

@@ -6,7 +6,7 @@ the refund views, and `GET /v1/wallet/refunds` (newest first, keyset pages on
 from typing import Any
 
 from .clock import rfc3339
-from .db import Database, sql
+from .db import Database, Statement, sql
 from .errors import bad_request, not_found
 from .openapi import page_schema
 from .requests import RequestContext
@@ -28,6 +28,27 @@ _PART_COLUMNS = """p.id, p.refund_id, p.user_id, p.payment_id, p.amount_cents, p
 _REFUND = "SELECT id, amount_cents, parts, created_at_ms FROM wallet_refunds WHERE id = ? AND user_id = ?"
 _PARTS_OF = f"""SELECT {_PART_COLUMNS} FROM wallet_refund_parts p JOIN payments y ON y.id = p.payment_id
 WHERE p.refund_id = ? AND p.user_id = ? ORDER BY y.created_at_ms DESC, y.id DESC"""  # noqa: S608 - constant text
+
+
+# The refund a pending Idempotency-Key of the caller names ({"refund_id": "<id>"},
+# written with the reservation), and its parts: read with the caller lookup in
+# the request's first batch, so a retry resuming a dead request reads nothing more.
+_PENDING_REFUND_ID = """(SELECT CAST(json_extract(response_body, '$.refund_id') AS INTEGER) FROM idempotency_keys
+  WHERE user_id = (SELECT id FROM users WHERE clerk_user_id = ?) AND idempotency_key = ? AND state = 'pending'
+    AND json_valid(response_body))"""
+_PENDING_REFUND = f"""SELECT id, amount_cents, parts, created_at_ms FROM wallet_refunds
+WHERE user_id = (SELECT id FROM users WHERE clerk_user_id = ?) AND id = {_PENDING_REFUND_ID}"""  # noqa: S608
+_PENDING_PARTS = f"""SELECT {_PART_COLUMNS} FROM wallet_refund_parts p JOIN payments y ON y.id = p.payment_id
+WHERE p.user_id = (SELECT id FROM users WHERE clerk_user_id = ?) AND p.refund_id = {_PENDING_REFUND_ID}
+ORDER BY y.created_at_ms DESC, y.id DESC"""  # noqa: S608 - constant text
+
+
+def pending_refund_statements(caller_sub: str, idempotency_key: str) -> list[Statement]:
+    """[the refund, its parts] named by the caller's pending key (none for any other key)."""
+    return [
+        sql(_PENDING_REFUND, caller_sub, caller_sub, idempotency_key),
+        sql(_PENDING_PARTS, caller_sub, caller_sub, idempotency_key),
+    ]
 
 
 def part_view(part: dict[str, Any]) -> dict[str, Any]:

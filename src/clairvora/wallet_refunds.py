@@ -17,14 +17,20 @@ cannot cover the amount asked for, the request is refused (409
 Authorize.Net settles once a day). Without `amount_cents` everything
 refundable now is refunded.
 
-D1 round trips (each money movement one batch; refund_parts.py):
-  1. read: the Idempotency-Key, the wallet, an open chargeback, the candidate deposits;
+D1 round trips, 3 whatever the number of parts (each money movement one batch;
+refund_parts.py; docs/BENCHMARKS.md "Round trips per route" says why not 2):
+  1. read, with the caller lookup (Route(caller_batch=True)): the Idempotency-Key,
+     the wallet, an open chargeback, the candidate deposits, and the refund a
+     pending key names with its parts (so a retry resuming it reads nothing more);
   (gateway: getTransactionDetails per candidate until the amount is covered:
    settled or not, and the card's last 4 digits, which we never store)
   2. reserve, ONE batch: the key ('pending', naming the refund), the refund
      row, and per deposit its part + its `refunded_cents` + wallet -> refunds in transit;
   (gateway: refundTransaction per part)
-  3. per part, one batch settling or returning it; the last one also stores the reply.
+  3. ONE batch settling or returning every part that has an answer (each
+     part's movement whole in it), and the stored reply. A part found resolved
+     meanwhile (a racing retry, the cron) aborts that batch whole; then each
+     part goes alone and the reply is stored after them (_finish_each).
 Answers: 201 (`completed`, or `partially_completed` when some part was refused
 and its money is back in the wallet), 202 (`processing`: a gateway answer never
 came; the cron's resolver decides), 502 `refund_failed` (every part refused;
@@ -39,14 +45,14 @@ answered from the refund's current state.
 import json
 from typing import Any
 
-from . import chargebacks, ledger, logs
+from . import chargebacks, ledger, logs, users
 from .db import CheckViolation, Database, Statement, TransientD1Error, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, conflict
-from .idempotency import IdempotencyKey
+from .idempotency import IdempotencyKey, RequestKey
 from .ids import new_id
 from .refund_gateway import plan_parts, send_part
 from .refund_parts import IN_TRANSIT, Decision, reserve_statements, resolve_statements
-from .refund_views import LIST_QUERY, get_refund, list_refunds, read_refund, refund_view
+from .refund_views import LIST_QUERY, get_refund, list_refunds, pending_refund_statements, read_refund, refund_view
 from .requests import RequestContext
 from .responses import Reply, encode_json
 from .routing import Route
@@ -64,15 +70,30 @@ REFUND_BODY = Obj(
     }
 )
 
-_STATE = """SELECT (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet') AS wallet_cents,
-  EXISTS (SELECT 1 FROM chargebacks WHERE user_id = ? AND state = 'open') AS on_hold"""
+# The request's first batch names the caller by Clerk sub (it travels with the caller lookup).
+_STATE = """SELECT (SELECT balance_cents FROM accounts
+          WHERE owner_user_id = (SELECT id FROM users WHERE clerk_user_id = ?) AND kind = 'client_wallet') AS wallet_cents,
+  EXISTS (SELECT 1 FROM chargebacks
+          WHERE user_id = (SELECT id FROM users WHERE clerk_user_id = ?) AND state = 'open') AS on_hold"""
 _CANDIDATES = """
 SELECT id, amount_cents - reversed_cents - refunded_cents - charged_back_cents AS left_cents,
        gateway_transaction_id, created_at_ms
 FROM payments
-WHERE user_id = ? AND status = 'approved' AND created_at_ms > ? AND gateway_transaction_id IS NOT NULL
-  AND amount_cents - reversed_cents - refunded_cents - charged_back_cents > 0
+WHERE user_id = (SELECT id FROM users WHERE clerk_user_id = ?) AND status = 'approved' AND created_at_ms > ?
+  AND gateway_transaction_id IS NOT NULL AND amount_cents - reversed_cents - refunded_cents - charged_back_cents > 0
 ORDER BY created_at_ms DESC, id DESC LIMIT ?"""
+
+
+def _first_batch(caller_sub: str, requested: RequestKey, since_ms: int) -> list[Statement]:
+    """Sent with the caller lookup (users.with_caller): the stored key, the wallet
+    and any open chargeback, the candidate deposits, and the refund (with its
+    parts) that the key names if it is still pending."""
+    return [
+        requested.stored(caller_sub),
+        sql(_STATE, caller_sub, caller_sub),
+        sql(_CANDIDATES, caller_sub, since_ms, MAX_CANDIDATES),
+        *pending_refund_statements(caller_sub, requested.key),
+    ]
 
 
 def _reply_for(view: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -127,6 +148,19 @@ async def _batch_once_retried(db: Database, statements: list[Statement]) -> list
     raise AssertionError("unreachable")
 
 
+def _apply(parts: list[dict[str, Any]], decisions: list[Decision]) -> list[tuple[dict[str, Any], Decision]]:
+    """The parts the gateway decided, each updated with its decision (for the view)."""
+    decided = [(p, d) for p, d in zip(parts, decisions, strict=True) if d.state != "in_transit"]
+    for part, decision in decided:
+        part.update(
+            state=decision.state,
+            outcome=decision.outcome,
+            gateway_transaction_id=decision.transaction_id,
+            gateway_error_code=decision.error_code,
+        )
+    return decided
+
+
 async def _finish(
     rc: RequestContext,
     key: IdempotencyKey,
@@ -134,46 +168,57 @@ async def _finish(
     parts: list[dict[str, Any]],
     decisions: list[Decision],
 ) -> Reply:
-    """Record each decided part (one batch each; the last also stores the reply)."""
+    """Every decided part settled or returned, and the reply stored, in ONE batch:
+    each part's movement (its state, the deposit's `refunded_cents`, its transfer)
+    is whole inside it, so any number of parts costs one round trip."""
     now_ms = rc.clock.now_ms()
-    decided = [(p, d) for p, d in zip(parts, decisions, strict=True) if d.state != "in_transit"]
-    raced = False
-    for i, (part, decision) in enumerate(decided):
-        part.update(
-            state=decision.state,
-            outcome=decision.outcome,
-            gateway_transaction_id=decision.transaction_id,
-            gateway_error_code=decision.error_code,
+    decided = _apply(parts, decisions)
+    statements = [s for part, decision in decided for s in resolve_statements(part, decision, now_ms)]
+    try:
+        results = await _batch_once_retried(
+            rc.db, [*statements, _complete(key, *_reply_for(refund_view(refund, parts)))]
         )
-        statements = resolve_statements(part, decision, now_ms)
-        if i == len(decided) - 1:
-            statements.append(_complete(key, *_reply_for(refund_view(refund, parts))))
+    except (UniqueViolation, TriggerAbort) as exc:
+        if not decided:
+            raise
+        # A part was resolved meanwhile (a retry resuming this request, or the
+        # resolver), or an "after" failure's retry met this batch's own work: it
+        # wrote nothing. Each part then goes alone, so the others still land.
+        logs.info("wallet_refund_parts_raced", request_id=rc.request_id, error=type(exc).__name__)
+        return await _finish_each(rc, key, int(refund["id"]), decided, now_ms)
+    if results[-1].rows:
+        return _stored_reply(results[-1].rows[0])
+    return await key.replay(rc.db)
+
+
+async def _finish_each(
+    rc: RequestContext, key: IdempotencyKey, refund_id: int, decided: list[tuple[dict[str, Any], Decision]], now_ms: int
+) -> Reply:
+    """After a race: one batch per part (the loser of each race changes nothing),
+    then the reply from the refund as it now stands."""
+    for part, decision in decided:
         try:
-            results = await _batch_once_retried(rc.db, statements)
+            await _batch_once_retried(rc.db, resolve_statements(part, decision, now_ms))
         except (UniqueViolation, TriggerAbort) as exc:
-            # Resolved meanwhile (a retry resuming this request, or the resolver).
             logs.info(
                 "wallet_refund_part_raced", request_id=rc.request_id, part_id=part["id"], error=type(exc).__name__
             )
-            raced = True
-            continue
-        if i == len(decided) - 1 and results[-1].rows:
-            return _stored_reply(results[-1].rows[0])
-    if raced:
-        refund, parts, _wallet = await read_refund(rc.db, rc.user_id, int(refund["id"]))
+    refund, parts, _wallet = await read_refund(rc.db, key.user_id, refund_id)
     results = await _batch_once_retried(rc.db, [_complete(key, *_reply_for(refund_view(refund, parts)))])
     if results[-1].rows:
         return _stored_reply(results[-1].rows[0])
     return await key.replay(rc.db)
 
 
-async def _resume(rc: RequestContext, key: IdempotencyKey, row: dict[str, Any]) -> Reply:
+def _resumable(key: IdempotencyKey, row: dict[str, Any]) -> bool:
+    """A key still pending for this very request: its request died after reserving."""
+    return row["state"] == "pending" and row["request_sha256"] == key.request_sha256 and row["route"] == key.route
+
+
+async def _resume(
+    rc: RequestContext, key: IdempotencyKey, refund: dict[str, Any], parts: list[dict[str, Any]], wallet: int
+) -> Reply:
     """A retry of a request whose key is still pending (it died after reserving)."""
-    note = json.loads(row["response_body"]) if row["response_body"] else {}
-    refund_id = note.get("refund_id")
-    if not isinstance(refund_id, str) or not refund_id.isdigit():
-        return key.replay_row(row)
-    refund, parts, wallet = await read_refund(rc.db, key.user_id, int(refund_id))
     if key.now_ms - int(refund["created_at_ms"]) > RESUME_WINDOW_MS:
         # Too late to resend safely: the resolver owns what is still in transit.
         status, body = _reply_for(refund_view(refund, parts))
@@ -188,28 +233,36 @@ async def _resume(rc: RequestContext, key: IdempotencyKey, row: dict[str, Any]) 
     return await _finish(rc, key, refund, parts, decisions)
 
 
+async def _resume_raced(rc: RequestContext, key: IdempotencyKey, row: dict[str, Any]) -> Reply:
+    """A request that lost its reservation to a retry with the same key: resume
+    what the key names (the refund read now; a rare path)."""
+    note = json.loads(row["response_body"]) if row["response_body"] else {}
+    refund_id = note.get("refund_id")
+    if not isinstance(refund_id, str) or not refund_id.isdigit():
+        return key.replay_row(row)
+    refund, parts, wallet = await read_refund(rc.db, key.user_id, int(refund_id))
+    return await _resume(rc, key, refund, parts, wallet)
+
+
 async def create_refund(rc: RequestContext) -> Reply:
     body = await rc.parsed_body()
     settings = rc.settings
     if not (settings.anet_endpoint and settings.anet_login_id and settings.anet_transaction_key):
         raise Problem(500, "misconfigured", "Server misconfigured", "The payment gateway is not configured.")
-    key = await IdempotencyKey.from_request(rc)
-    since_ms = key.now_ms - settings.refund_window_days * 86_400_000
-    stored, state, candidates = await rc.db.batch(
-        [
-            key.stored_statement(),
-            sql(_STATE, key.user_id, key.user_id),
-            sql(_CANDIDATES, key.user_id, since_ms, MAX_CANDIDATES),
-        ]
+    requested = await RequestKey.from_request(rc)
+    since_ms = requested.now_ms - settings.refund_window_days * 86_400_000
+    stored, state, candidates, pending, pending_parts = await users.with_caller(
+        rc, _first_batch(users.caller_sub(rc), requested, since_ms)
     )
+    key = requested.for_user(rc.user_id)
+    wallet = int(state.rows[0]["wallet_cents"] or 0)
     if stored.rows:
         row = stored.rows[0]
-        if row["state"] == "pending" and row["request_sha256"] == key.request_sha256 and row["route"] == key.route:
-            return await _resume(rc, key, row)
+        if _resumable(key, row) and pending.rows:
+            return await _resume(rc, key, pending.rows[0], pending_parts.rows, wallet)
         return key.replay_row(row)
     if state.rows[0]["on_hold"]:
         raise chargebacks.hold_problem()
-    wallet = int(state.rows[0]["wallet_cents"] or 0)
     wanted = body.get("amount_cents")
     if wallet <= 0:
         raise conflict("nothing_to_refund", "Your wallet holds no cash to refund.")
@@ -261,8 +314,8 @@ async def create_refund(rc: RequestContext) -> Reply:
         if not IdempotencyKey.is_key_conflict(exc):
             raise
         raced = await key.stored(rc.db)
-        if raced is not None and raced["state"] == "pending" and raced["request_sha256"] == key.request_sha256:
-            return await _resume(rc, key, raced)
+        if raced is not None and _resumable(key, raced):
+            return await _resume_raced(rc, key, raced)
         return key.replay_row(raced)
     except TriggerAbort as exc:
         if exc.code == "chargeback_hold":
@@ -308,6 +361,7 @@ ROUTES = [
         create_refund,
         "Refund unused wallet cash to the card(s) it came from (newest settled deposits first)",
         primary=True,
+        caller_batch=True,
         body=REFUND_BODY,
         idempotency_key=True,
         responses={201: "WalletRefundResult", 202: "WalletRefundResult"},
