@@ -264,6 +264,8 @@ async def test_the_admin_promo_routes_tell_a_non_admin_nothing():
     ):
         r = await assert_same_answer(caller, "POST", foreign, missing, what=f"{what} as a non-admin")
         assert r.status == 403, r.text
+
+
 async def test_the_chargeback_routes_tell_a_non_admin_nothing():
     """Their reads travel with the caller lookup gated on the admin role (chargebacks.py):
     a non-admin's 403 reads the same rows whether the deposit or chargeback exists,

@@ -452,6 +452,8 @@ async def _promo_scenarios(w: _Walk) -> None:
     w.check(route, "replay", await adm.post(path, grant, headers={"idempotency-key": key}), (201,))
     w.check(route, "granted already", await adm.post(path, grant, headers={"idempotency-key": unique()}), (409,))
     w.check(route, "not an admin", await c.post(path, grant, headers={"idempotency-key": unique()}), (403,))
+
+
 async def _card_money_scenarios(w: _Walk) -> None:
     """Refunds of unused funds and chargebacks (wallet_refunds.py, chargebacks.py) on
     fresh clients with settled card deposits at the stand-in. A refund that reaches
