@@ -99,18 +99,30 @@ async def _me_version(client: Client, path: str) -> int:
     return int(r.json()["version"])
 
 
+async def _own_versions(world: "World") -> dict[str, str]:
+    """Each actor's own `/v1/me` ETag: the shared world is reused across test files, and
+    another file's rows may have moved one actor's version and not the others'."""
+    return {
+        name: f'"{await _me_version(getattr(world, name).client, "/v1/me")}"'
+        for name in ("owner", "other_client", "other_advisor", "admin")
+    }
+
+
 async def _patch_me(world: "World") -> Call:
-    # Each caller patches its own row; every actor is at the owner's version here.
-    version = await _me_version(world.owner.client, "/v1/me")
-    return Call("/v1/me", {"display_name": "Matrix"}, {"if-match": f'"{version}"'})
+    """Each caller patches its own row, with its own If-Match."""
+    versions = await _own_versions(world)
+    body = {"display_name": "Matrix"}
+    return Call(
+        "/v1/me",
+        body,
+        {"if-match": versions["owner"]},
+        body_for=lambda caller: (body, {"if-match": versions.get(caller, versions["owner"])}),
+    )
 
 
 async def _erase_me(world: "World") -> Call:
     """Each caller erases its own account (a fresh world: the row uses its actors up), with its own If-Match."""
-    versions = {
-        name: f'"{await _me_version(getattr(world, name).client, "/v1/me")}"'
-        for name in ("owner", "other_client", "other_advisor", "admin")
-    }
+    versions = await _own_versions(world)
     return Call(
         "/v1/me",
         headers={"if-match": versions["owner"]},
