@@ -89,7 +89,8 @@ async def test_a_payout_request_fails_cleanly_at_every_call_position(tag: str, w
             assert status == 503 and out.get("retry-after"), f"{where}: {status} {body}"
         state = await _payout_state(a.id)
         assert state in (untouched, claimed, expected), f"{where}: half-written {state}"
-        status, _out, body, _calls = await _post("/v1/advisors/me/payouts", headers, "{}", None)
+        status, _out, body, retry_calls = await _post("/v1/advisors/me/payouts", headers, "{}", None)
+        assert retry_calls <= 2, f"{where}: the retry (a resume or a replay) took {retry_calls} calls"
         payout = body if not tag else body["payout"]
         assert status == (201 if not tag else 502), f"{where}: retry {status} {body}"
         assert payout["status"] == ("sent" if not tag else "failed"), f"{where}: retry {status} {body}"
