@@ -55,14 +55,14 @@ PAYOUT_BODY = Obj(
     }
 )
 
-# The caller's facts a refusal is named from (read before the claim, which then
-# found nothing to do; a refusal writes nothing, so they are the claim's facts too).
+# The caller's facts a refusal is named from, read after the claim only when it
+# made no payout (a refusal writes nothing, so they are what the claim judged).
 _FACTS = """
 WITH me AS (SELECT id FROM users WHERE clerk_user_id = ?)
 SELECT EXISTS (SELECT 1 FROM advisors WHERE user_id = me.id) AS advisor,
        EXISTS (SELECT 1 FROM payout_methods WHERE user_id = me.id) AS has_method,
        (SELECT balance_cents FROM accounts WHERE owner_user_id = me.id AND kind = 'advisor_cleared') AS cleared_cents
-FROM me"""
+FROM me WHERE NOT EXISTS (SELECT 1 FROM payouts WHERE id = ? AND advisor_id = me.id)"""
 
 # The payout a key of the caller's names while it is pending (a retry resumes it).
 _PAYOUT_OF_PENDING_KEY = f"""
@@ -153,10 +153,9 @@ async def _resume(rc: RequestContext, key: IdempotencyKey, row: dict[str, Any], 
     """A retry of a key still pending: its request died after the claim (or is
     still waiting on PayPal). Sending again is safe (same sender_batch_id). Its
     payout came with the key, in the first batch."""
-    if row["state"] != "pending" or row["request_sha256"] != key.request_sha256 or row["route"] != key.route:
-        return key.replay_row(row)
-    if not pending:
-        return key.replay_row(row)
+    mine = row["request_sha256"] == key.request_sha256 and row["route"] == key.route
+    if row["state"] != "pending" or not mine or not pending:
+        return key.replay_row(row)  # done: its reply; else 422, or 409 while it is in progress
     return await _send_and_answer(rc, key, pending[0])
 
 
@@ -173,15 +172,14 @@ async def request_payout(rc: RequestContext) -> Reply:
     sub = users.caller_sub(rc)
     payout_id = new_id()
     minimum = rc.settings.payout_min_cents
-    # 1. The claim, in ONE batch with the caller lookup: the reads first (the key as
-    # it was, its payout, the facts), then the claim, all of it conditional on the
-    # payout row the INSERT ... SELECT makes or not (payout_flow.claim_statements).
-    stored, pending, facts, claimed, *_rest = await users.with_caller(
+    # 1. The claim, in ONE batch with the caller lookup: the key as it was and its
+    # payout, the claim, all of it conditional on the payout row its INSERT ... SELECT
+    # makes or not (payout_flow.claim_statements), then the facts of a refusal.
+    stored, pending, claimed, *_claim, facts = await users.with_caller(
         rc,
         [
             requested.stored(sub),
             sql(_PAYOUT_OF_PENDING_KEY, sub, sub, requested.key),
-            sql(_FACTS, sub),
             *payout_flow.claim_statements(
                 payout_id=payout_id,
                 origin="request",
@@ -192,6 +190,7 @@ async def request_payout(rc: RequestContext) -> Reply:
                 unless_key=requested.key,
             ),
             requested.claim_pending_if_exists(sub, {"payout_id": str(payout_id)}, "payouts", payout_id),
+            sql(_FACTS, sub, payout_id),
         ],
     )
     key = requested.for_user(rc.user_id)
