@@ -35,28 +35,33 @@ class Sample:
     money_calls: int = 0  # D1 calls of the request that wrote a ledger transfer
 
 
-# D1 calls that carried a ledger transfer, counted by wrapping the Worker's own
+# D1 calls that wrote a ledger transfer, counted by wrapping the Worker's own
 # Database class (the bench runs in the same Pyodide as the Worker, and sends
-# one request at a time, so the count belongs to the request being sampled).
+# one request at a time, so the count belongs to the request being sampled). A
+# call counts when one of its `INSERT INTO transfers` inserted a row: a
+# conditional one that found nothing to do (a replay or a refusal sent in the
+# same batch as a claim, INSERT ... SELECT) moved no money.
 _MONEY = {"calls": 0}
 
 
-def _moves_money(statements: Any) -> bool:
-    return any("INSERT INTO transfers" in " ".join(s.sql.split()) for s in statements)
+def _transfer_inserts(statements: Any) -> list[int]:
+    return [i for i, s in enumerate(statements) if "INSERT INTO transfers" in " ".join(s.sql.split())]
 
 
 def count_money_calls() -> None:
     original_all, original_batch = Database.all, Database.batch
 
     async def all_(self: Database, statement: Statement) -> Any:
-        if _moves_money([statement]):
+        result = await original_all(self, statement)
+        if _transfer_inserts([statement]) and result.changes > 0:
             _MONEY["calls"] += 1
-        return await original_all(self, statement)
+        return result
 
     async def batch(self: Database, statements: Any) -> Any:
-        if _moves_money(statements):
+        results = await original_batch(self, statements)
+        if any(results[i].changes > 0 for i in _transfer_inserts(statements)):
             _MONEY["calls"] += 1
-        return await original_batch(self, statements)
+        return results
 
     Database.all, Database.batch = all_, batch  # type: ignore[method-assign]
 

@@ -58,15 +58,10 @@ async def test_the_ledger_check_reports_payout_books_that_do_not_add_up():
     assert not PAYOUT_CHECKS & set(await _failing())
     db = database()
     # A payout row whose money never moved (its claim batch is what keeps them together).
-    payout = payout_flow.new_payout(
-        advisor_id=a.id,
-        amount_cents=earned,
-        origin="request",
-        method=await db.first(sql("SELECT * FROM payout_methods WHERE user_id = ?", a.id)),
-        now_ms=now_ms(),
+    claim = payout_flow.claim_statements(
+        payout_id=new_id(), origin="request", amount_cents=earned, min_cents=1, now_ms=now_ms(), advisor_id=a.id
     )
-    claim = payout_flow.claim_statements(payout, a.id)
-    await db.run(claim[0])
+    (payout,) = (await db.all(claim[0])).rows
     failing = await _failing()
     assert {"payouts_in_transit_match_open_payouts", "payout_transfers_match_status"} <= set(failing)
     assert str(payout["id"]) in failing["payout_transfers_match_status"]

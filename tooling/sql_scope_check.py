@@ -56,6 +56,11 @@ ALLOWED: dict[tuple[str, str], str] = {
         "ledger.py",
         "SELECT balance_cents FROM accounts WHERE id = ?",
     ): "balance of a fixed platform account (AccountRef with account_id)",
+    (
+        "ledger.py",
+        "FROM transfers t, ({source}) r JOIN accounts a ON {account}",
+    ): "an entry of ledger.transfer_from_row: a fixed platform account (a.id = ?) or the account of the "
+    "owner the caller's row query names (that query is written, and scoped, in the caller's module)",
     ("promo_checks.py", ""): "admin reconciliation's promo invariants (run by reconcile.check): every row by design",
     (
         "promo.py",

@@ -18,8 +18,13 @@ KEY_MAX_CHARS = 255
 # Tables whose new row a conditional idempotency record may depend on.
 _EXISTS_SQL = {
     "readings": "EXISTS (SELECT 1 FROM readings WHERE id = ?)",
+    "payouts": "EXISTS (SELECT 1 FROM payouts WHERE id = ?)",
 }
 RETENTION_MS = 24 * 3600 * 1000
+# RequestKey.claim_pending_if_exists, followed by one of _EXISTS_SQL.
+_CLAIM_PENDING_BY_SUB = """INSERT INTO idempotency_keys
+  (user_id, idempotency_key, route, request_sha256, state, response_body, created_at_ms, expires_at_ms)
+SELECT u.id, ?, ?, ?, 'pending', ?, ?, ? FROM users u WHERE u.clerk_user_id = ? AND """
 
 
 def _valid_key(raw: str | None) -> str | None:
@@ -92,6 +97,25 @@ class RequestKey:
 
     def stored(self, caller_sub: str) -> Statement:
         return sql(STORED_BY_SUB, caller_sub, self.key)
+
+    def claim_pending_if_exists(self, caller_sub: str, note: Any, table_sql: str, row_id: int) -> Statement:
+        """claim_pending, but only if row `row_id` of `table_sql` exists by then in the
+        batch (payouts: the claim's INSERT ... SELECT made it): a claim that found
+        nothing to do, a refusal, leaves no key behind. The INSERT before it is
+        conditional on the key not being there, so this one cannot conflict.
+        `table_sql` is one of the constant names of _EXISTS_SQL, never a value."""
+        assert table_sql in _EXISTS_SQL, table_sql
+        return sql(
+            _CLAIM_PENDING_BY_SUB + _EXISTS_SQL[table_sql],
+            self.key,
+            self.route,
+            self.request_sha256,
+            encode_json(note),
+            self.now_ms,
+            self.now_ms + RETENTION_MS,
+            caller_sub,
+            row_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)

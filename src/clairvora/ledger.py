@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .db import Database, Statement, sql
+from .db import Database, Param, Statement, sql
 
 AccountKind = Literal[
     "client_wallet",
@@ -177,6 +177,88 @@ def transfer(
                     ref.kind,
                 )
             )
+    statements.append(sql("UPDATE transfers SET posted = 1 WHERE id = ?", transfer_id))
+    return statements
+
+
+@dataclass(frozen=True, slots=True)
+class FromRow:
+    """Where a transfer's amount comes from when D1 computes it inside the batch:
+    `query` (constant SQL, `params` its values) selects `amount_cents` and
+    `owner_user_id` from at most one row, written by an earlier statement of the
+    same batch (e.g. a payout whose amount an INSERT ... SELECT took from a balance).
+    No row, because that statement found nothing to do: no transfer, no entries,
+    and the posting changes nothing, so the batch goes on with its other work."""
+
+    query: str
+    params: tuple[Param, ...]
+
+
+_TRANSFER_FROM_ROW = """
+INSERT INTO transfers (id, transfer_key, kind, reference_type, reference_id, requested_by_user_id, created_at_ms)
+SELECT ?, ?, ?, ?, ?, CASE WHEN ? THEN r.owner_user_id END, ? FROM ({source}) r WHERE r.amount_cents > 0"""
+
+# The account is a fixed one (`a.id = ?`) or the row owner's account of a kind.
+_ENTRY_FROM_ROW = """
+INSERT INTO ledger_entries (transfer_id, account_id, amount_cents, balance_after_cents, sequence, created_at_ms)
+SELECT t.id, a.id, ? * r.amount_cents, a.balance_cents + ? * r.amount_cents, a.last_sequence + 1, ?
+FROM transfers t, ({source}) r JOIN accounts a ON {account}
+WHERE t.id = ?"""
+_BY_ID = "a.id = ?"
+_OF_ROW_OWNER = "a.owner_user_id = r.owner_user_id AND a.kind = ?"
+
+
+def transfer_from_row(
+    *,
+    transfer_id: int,
+    key: str,
+    kind: TransferKind,
+    source: FromRow,
+    legs: Sequence[tuple[AccountRef, int]],
+    now_ms: int,
+    reference_type: ReferenceType | None = None,
+    reference_id: int | None = None,
+    requested_by_owner: bool = False,
+) -> list[Statement]:
+    """transfer(), with the amount read by D1 from `source` in the batch (so a
+    movement whose amount depends on a balance needs no read before it). Each leg
+    is (account, +1 or -1): the account moves by that sign times the amount; an
+    AccountRef with a `kind` and no owner is the account of that kind owned by the
+    row's `owner_user_id`. The entry triggers judge each entry as transfer()'s."""
+    assert 2 <= len(legs) <= MAX_LEGS and all(sign in (1, -1) for _a, sign in legs), "2..8 legs of +1/-1"
+    assert sum(sign for _a, sign in legs) == 0, "a transfer sums to zero"
+    assert 1 <= len(key) <= 200
+    statements = [
+        sql(
+            _TRANSFER_FROM_ROW.format(source=source.query),
+            transfer_id,
+            key,
+            kind,
+            reference_type,
+            reference_id,
+            requested_by_owner,
+            now_ms,
+            *source.params,
+        )
+    ]
+    for ref, sign in legs:
+        where: tuple[Param, ...]
+        if ref.account_id is not None:
+            account, where = _BY_ID, (ref.account_id,)
+        else:
+            assert ref.owner_user_id is None and ref.kind is not None, "a row owner's account: kind only"
+            account, where = _OF_ROW_OWNER, (ref.kind,)
+        statements.append(
+            sql(
+                _ENTRY_FROM_ROW.format(source=source.query, account=account),
+                sign,
+                sign,
+                now_ms,
+                *source.params,
+                *where,
+                transfer_id,
+            )
+        )
     statements.append(sql("UPDATE transfers SET posted = 1 WHERE id = ?", transfer_id))
     return statements
 

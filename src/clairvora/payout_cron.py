@@ -18,7 +18,8 @@ from typing import Any
 
 from . import clearance, logs, payout_flow, payout_send, paypal
 from .config import Settings
-from .db import CheckViolation, Database, TriggerAbort, sql
+from .db import Database, sql
+from .ids import new_id
 
 CALL_BUDGET = 38  # of the run's 50 D1 calls; deposit resolution runs after these jobs
 PAYOUTS_PER_RUN = 5
@@ -102,16 +103,23 @@ async def _auto_payout(db: Database, settings: Settings, row: dict[str, Any], no
         # clearance run arms it again once both hold.
         await db.run(sql(_NOT_DUE, now_ms, advisor_id))
         return False
-    payout = payout_flow.new_payout(
-        advisor_id=advisor_id, amount_cents=cleared, origin="schedule", method=row, now_ms=now_ms
+    # The whole cleared balance as the claim finds it, if still at the thresholds
+    # (a payout on request may have taken it since it was read).
+    claimed, *_rest = await db.batch(
+        payout_flow.claim_statements(
+            payout_id=new_id(),
+            origin="schedule",
+            amount_cents=None,
+            min_cents=max(settings.payout_auto_min_cents, settings.payout_min_cents),
+            now_ms=now_ms,
+            advisor_id=advisor_id,
+        )
     )
-    try:
-        await db.batch(payout_flow.claim_statements(payout, None))
-    except (CheckViolation, TriggerAbort) as exc:
-        # The balance moved since it was read (a payout on request), or the advisor was erased.
-        logs.info("auto_payout_skipped", advisor_id=advisor_id, reason=type(exc).__name__)
+    if not claimed.rows:
+        logs.info("auto_payout_skipped", advisor_id=advisor_id)
         await db.run(sql(_NOT_DUE, now_ms, advisor_id))
         return False
+    payout = claimed.rows[0]
     sent = await payout_send.send(settings, payout, now_ms)
     await payout_send.settle(db, sent.statements, int(payout["id"]), [])
     return True

@@ -116,75 +116,79 @@ receiver_key_version, receiver_iv_b64, receiver_ciphertext_b64, paypal_batch_id,
 batch_status, item_status, failure_code, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms"""
 
 
-def new_payout(
-    *, advisor_id: int, amount_cents: int, origin: str, method: dict[str, Any], now_ms: int
-) -> dict[str, Any]:
-    """The payout row about to be claimed, with the sealed receiver copied from `method`."""
-    return {
-        "id": new_id(),
-        "advisor_id": advisor_id,
-        "amount_cents": amount_cents,
-        "status": "requested",
-        "origin": origin,
-        "recipient_type": method["recipient_type"],
-        "receiver_masked": method["receiver_masked"],
-        "receiver_key_version": int(method["key_version"]),
-        "receiver_iv_b64": method["iv_b64"],
-        "receiver_ciphertext_b64": method["ciphertext_b64"],
-        "paypal_batch_id": None,
-        "paypal_item_id": None,
-        "batch_status": None,
-        "item_status": None,
-        "failure_code": None,
-        "attempts": 0,
-        "next_attempt_at_ms": now_ms + CLAIM_GRACE_MS,
-        "created_at_ms": now_ms,
-        "updated_at_ms": now_ms,
-    }
+# The claim: the payout row, its amount and sealed receiver taken by SQL from the
+# cleared balance and the payout method as the batch finds them, made only if the
+# caller is an advisor with a method, the amount (?2, or the whole cleared balance
+# when NULL) is between the minimum (?3) and that balance, and the Idempotency-Key
+# (?8) is not already there (NULL for the cron: `= NULL` is never true). `me` is
+# the advisor: by Clerk sub (the route, sent with the caller lookup:
+# Route(caller_batch=True)) or by id (the cron). Nothing found: nothing written.
+_CLAIM = f"""
+INSERT INTO payouts (id, advisor_id, amount_cents, status, origin, recipient_type, receiver_masked,
+                     receiver_key_version, receiver_iv_b64, receiver_ciphertext_b64,
+                     next_attempt_at_ms, created_at_ms, updated_at_ms)
+WITH me AS ({{me}})
+SELECT ?1, me.id, coalesce(?2, c.balance_cents), 'requested', ?4, m.recipient_type, m.receiver_masked,
+       m.key_version, m.iv_b64, m.ciphertext_b64, ?5, ?6, ?6
+FROM me
+JOIN advisors a ON a.user_id = me.id
+JOIN payout_methods m ON m.user_id = me.id
+JOIN accounts c ON c.owner_user_id = me.id AND c.kind = 'advisor_cleared'
+WHERE coalesce(?2, c.balance_cents) BETWEEN ?3 AND c.balance_cents
+  AND NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE user_id = me.id AND idempotency_key = ?8)
+RETURNING {PAYOUT_COLUMNS}"""  # noqa: S608 - constant columns
+_CLAIM_BY_SUB = _CLAIM.format(me="SELECT id FROM users WHERE clerk_user_id = ?7")
+_CLAIM_BY_ID = _CLAIM.format(me="SELECT ?7 AS id")
+# The claimed payout, as the claim's transfer reads it (ledger.FromRow).
+_CLAIMED = "SELECT amount_cents, advisor_id AS owner_user_id FROM payouts WHERE id = ? AND status = 'requested'"
 
 
-def claim_statements(payout: dict[str, Any], requested_by: int | None) -> list[Statement]:
-    """The payout row and its money, cleared -> in transit (the accounts' CHECK
-    refuses more than the cleared balance)."""
-    p = payout
+def claim_statements(
+    *,
+    payout_id: int,
+    origin: Literal["request", "schedule"],
+    amount_cents: int | None,
+    min_cents: int,
+    now_ms: int,
+    caller_sub: str | None = None,
+    advisor_id: int | None = None,
+    unless_key: str | None = None,
+) -> list[Statement]:
+    """The claim, one batch's statements: the payout row (the INSERT's RETURNING
+    gives it, or nothing), its money cleared -> in transit with the amount SQL put
+    in the row (the accounts' CHECK refuses more than the cleared balance), and the
+    automatic payout disarmed. The advisor is named by `caller_sub` or `advisor_id`."""
+    assert (caller_sub is None) != (advisor_id is None), "the advisor by sub or by id"
+    claim = _CLAIM_BY_SUB if caller_sub is not None else _CLAIM_BY_ID
     return [
         sql(
-            """INSERT INTO payouts (id, advisor_id, amount_cents, status, origin, recipient_type, receiver_masked,
-                                    receiver_key_version, receiver_iv_b64, receiver_ciphertext_b64,
-                                    next_attempt_at_ms, created_at_ms, updated_at_ms)
-               VALUES (?, ?, ?, 'requested', ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            p["id"],
-            p["advisor_id"],
-            p["amount_cents"],
-            p["origin"],
-            p["recipient_type"],
-            p["receiver_masked"],
-            p["receiver_key_version"],
-            p["receiver_iv_b64"],
-            p["receiver_ciphertext_b64"],
-            p["next_attempt_at_ms"],
-            p["created_at_ms"],
-            p["updated_at_ms"],
+            claim,
+            payout_id,
+            amount_cents,
+            min_cents,
+            origin,
+            now_ms + CLAIM_GRACE_MS,
+            now_ms,
+            caller_sub if caller_sub is not None else advisor_id,
+            unless_key,
         ),
-        *ledger.transfer(
+        *ledger.transfer_from_row(
             transfer_id=new_id(),
-            key=f"payout:{p['id']}",
+            key=f"payout:{payout_id}",
             kind="payout",
-            legs=[
-                ledger.Leg(cleared_of(p["advisor_id"]), -p["amount_cents"]),
-                ledger.Leg(ledger.PAYOUTS_IN_TRANSIT, p["amount_cents"]),
-            ],
-            now_ms=p["created_at_ms"],
+            source=ledger.FromRow(_CLAIMED, (payout_id,)),
+            legs=[(ledger.AccountRef(kind="advisor_cleared"), -1), (ledger.PAYOUTS_IN_TRANSIT, 1)],
+            now_ms=now_ms,
             reference_type="payout",
-            reference_id=p["id"],
-            requested_by_user_id=requested_by,
+            reference_id=payout_id,
+            requested_by_owner=origin == "request",
         ),
         sql(
             "UPDATE advisor_payout_state SET last_payout_at_ms = ?, auto_payout_due_at_ms = NULL, updated_at_ms = ? "
-            "WHERE advisor_id = ?",
-            p["created_at_ms"],
-            p["created_at_ms"],
-            p["advisor_id"],
+            "WHERE advisor_id = (SELECT advisor_id FROM payouts WHERE id = ?)",
+            now_ms,
+            now_ms,
+            payout_id,
         ),
     ]
 

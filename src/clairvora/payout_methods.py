@@ -12,14 +12,13 @@ silently overwrite each other.
 import re
 from typing import Any
 
-from . import payout_flow, sealing
+from . import payout_flow, sealing, users
 from .clock import rfc3339
 from .db import TriggerAbort, UniqueViolation, sql
 from .errors import Problem, not_found, unprocessable
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
-from .users import etag, parse_if_match
 from .validation import Obj, Str
 
 RECIPIENT_TYPES = ("EMAIL", "PAYPAL_ID")
@@ -48,6 +47,12 @@ METHOD_BODY = Obj(
 _METHOD = """
 SELECT m.recipient_type, m.receiver_masked, m.version, m.updated_at_ms
 FROM payout_methods m WHERE m.user_id = ?"""
+# The same two reads by the caller's Clerk sub, sent with the caller lookup (GET: one call).
+_IS_ADVISOR_BY_SUB = "SELECT 1 AS ok FROM advisors WHERE user_id = (SELECT id FROM users WHERE clerk_user_id = ?)"
+_METHOD_BY_SUB = """
+SELECT m.recipient_type, m.receiver_masked, m.version, m.updated_at_ms
+FROM payout_methods m WHERE m.user_id = (SELECT id FROM users WHERE clerk_user_id = ?)"""
+_NOT_ADVISOR = "advisor profile (become an advisor with POST /v1/advisors)"
 
 
 def mask(recipient_type: str, receiver: str) -> str:
@@ -81,20 +86,22 @@ def method_view(row: dict[str, Any] | None) -> dict[str, Any]:
 
 def _reply(row: dict[str, Any] | None) -> Reply:
     view = method_view(row)
-    return Reply(view, headers={"etag": etag(view["version"])})
+    return Reply(view, headers={"etag": users.etag(view["version"])})
 
 
 async def get_method(rc: RequestContext) -> Reply:
-    advisor, method = await rc.db.batch(
-        [sql("SELECT 1 AS ok FROM advisors WHERE user_id = ?", rc.user_id), sql(_METHOD, rc.user_id)]
-    )
+    sub = users.caller_sub(rc)
+    advisor, method = await users.with_caller(rc, [sql(_IS_ADVISOR_BY_SUB, sub), sql(_METHOD_BY_SUB, sub)])
     if not advisor.rows:
-        raise not_found("advisor profile (become an advisor with POST /v1/advisors)")
+        raise not_found(_NOT_ADVISOR)
     return _reply(method.rows[0] if method.rows else None)
 
 
 async def put_method(rc: RequestContext) -> Reply:
-    expected = parse_if_match(rc.header("if-match"))
+    # Two calls: the caller lookup, then the write. The sealed receiver's additional
+    # data names the user id (payout_flow.receiver_aad), so it is sealed once the
+    # lookup has given the id, before the one batch that writes and reads it back.
+    expected = users.parse_if_match(rc.header("if-match"))
     body = await rc.parsed_body()
     recipient_type = body["recipient_type"]
     receiver = _validated(recipient_type, body["receiver"])
@@ -140,14 +147,14 @@ async def put_method(rc: RequestContext) -> Reply:
         )
     except TriggerAbort as exc:
         if exc.code == "payout_method_not_allowed":
-            raise not_found("advisor profile (become an advisor with POST /v1/advisors)") from None
+            raise not_found(_NOT_ADVISOR) from None
         raise
     except UniqueViolation as exc:
         if "payout_methods.user_id" in exc.columns:
             raise stale from None
         raise
     if not advisor.rows:
-        raise not_found("advisor profile (become an advisor with POST /v1/advisors)")
+        raise not_found(_NOT_ADVISOR)
     if written.changes != 1:
         raise stale
     return _reply(method.rows[0])
@@ -173,6 +180,7 @@ ROUTES = [
         get_method,
         "Advisor: where payouts go (the receiver masked); version 0 when none is set",
         primary=True,
+        caller_batch=True,
         responses={200: "PayoutMethod"},
         tag="payouts",
     ),

@@ -108,10 +108,15 @@ async def send(settings: Settings, payout: dict[str, Any], now_ms: int) -> Sent:
 
 
 def moved_by_another(exc: Exception) -> bool:
-    """A move refused because the payout moved first (a webhook, the cron, a retry)."""
+    """A move refused because the payout moved first (a webhook, the cron, a retry).
+    A retried batch (settle, after a transient error) repeats its own transfer's
+    id, so when its first attempt did commit, the repeat fails on that id (the
+    primary key is checked before the transfer key): the same case."""
     if isinstance(exc, TriggerAbort):
         return exc.code.startswith("payout_")
-    return isinstance(exc, UniqueViolation) and "transfers.transfer_key" in exc.columns
+    return isinstance(exc, UniqueViolation) and any(
+        c in exc.columns for c in ("transfers.transfer_key", "transfers.id")
+    )
 
 
 async def settle(db: Database, statements: list[Statement], payout_id: int, fallback: list[Statement]) -> list[Any]:

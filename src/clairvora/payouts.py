@@ -1,33 +1,40 @@
 """Advisor payouts on request: `POST /v1/advisors/me/payouts` (Idempotency-Key),
 and the advisor's own list and payouts (`GET /v1/advisors/me/payouts[/{id}]`).
 
-Three D1 round trips around PayPal (payout_flow.py has the life of a payout):
-  1. read, one batch: a stored reply for the key; the advisor, its payout method
-     (the sealed receiver) and its cleared balance;
-  2. claim, one batch: the payout row, its money (cleared -> in transit) and the
-     key claimed `pending` with the payout's id;
-  3. after PayPal, one batch: what PayPal said (sent, refused and returned, or
+Two D1 round trips around PayPal (payout_flow.py has the life of a payout):
+  1. claim, one batch with the caller lookup (Route(caller_batch=True), every
+     statement naming the caller by Clerk sub): the stored reply for the key (and
+     its payout while the key is pending), the advisor's facts for a refusal, then
+     the payout row taken by INSERT ... SELECT from the payout method and the
+     cleared balance (the amount, the minimum and the balance judged in SQL), its
+     money (cleared -> in transit, the amount read from that row) and the key
+     claimed `pending` with the payout's id, each made only if the payout row
+     was: a refusal or a replay writes nothing;
+  2. after PayPal, one batch: what PayPal said (sent, refused and returned, or
      nothing yet) and the key's reply, its status read back in SQL.
 Answers: 201 PayPal accepted the payout (`sent`, or further if PayPal has
 already decided); 202 PayPal's answer did not come (`requested`: the cron sends
 it again with the same sender_batch_id, which PayPal pays at most once); 502
 `payout_refused` PayPal refused it (`failed`, the money is back in cleared
-earnings). A retry with the same key replays the reply; a key left `pending`
-by a request that died is resumed: the payout is sent (again) and the reply stored.
+earnings: the second movement, in the second batch). A retry with the same key
+replays the reply (one call); a key left `pending` by a request that died is
+resumed from the first batch's read: the payout is sent (again) and the reply stored.
 
-Refusals before anything moves: 404 not an advisor; 409 `payout_method_required`
+Refusals before anything moves, named from the facts the claim batch read
+(the claim found nothing to do): 404 not an advisor; 409 `payout_method_required`
 (no receiver set), 422 `payout_below_minimum` (under PAYOUT_MIN_CENTS), 409
-`insufficient_cleared_earnings` (more than the cleared balance, checked by the
-accounts' CHECK in the claim batch, so concurrent payouts cannot overdraw it).
+`insufficient_cleared_earnings` (more than the cleared balance: judged by the
+claim's INSERT inside the batch, so concurrent payouts cannot overdraw it).
 """
 
 import json
 from typing import Any
 
-from . import ledger, payout_flow, payout_send
-from .db import CheckViolation, Statement, UniqueViolation, sql
+from . import ledger, logs, payout_flow, payout_send, users
+from .db import Statement, sql
 from .errors import Problem, conflict, not_found, unprocessable
-from .idempotency import IdempotencyKey
+from .idempotency import IdempotencyKey, RequestKey
+from .ids import new_id
 from .openapi import page_schema
 from .readings import parse_time_cursor, time_cursor
 from .requests import RequestContext
@@ -48,26 +55,44 @@ PAYOUT_BODY = Obj(
     }
 )
 
-_STORED_KEY = """SELECT route, request_sha256, state, response_status, response_body, created_at_ms
-FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?"""
+# The caller's facts a refusal is named from, read after the claim only when it
+# made no payout (a refusal writes nothing, so they are what the claim judged).
+_FACTS = """
+WITH me AS (SELECT id FROM users WHERE clerk_user_id = ?)
+SELECT EXISTS (SELECT 1 FROM advisors WHERE user_id = me.id) AS advisor,
+       EXISTS (SELECT 1 FROM payout_methods WHERE user_id = me.id) AS has_method,
+       (SELECT balance_cents FROM accounts WHERE owner_user_id = me.id AND kind = 'advisor_cleared') AS cleared_cents
+FROM me WHERE NOT EXISTS (SELECT 1 FROM payouts WHERE id = ? AND advisor_id = me.id)"""
 
-# The advisor, its method and its balances in one row (LEFT JOIN: no method is NULLs).
-_ADVISOR = """
-SELECT (SELECT count(*) FROM advisors WHERE user_id = ?1) AS advisor,
-       m.recipient_type, m.receiver_masked, m.key_version, m.iv_b64, m.ciphertext_b64,
-       (SELECT balance_cents FROM accounts WHERE owner_user_id = ?1 AND kind = 'advisor_cleared') AS cleared_cents,
-       (SELECT balance_cents FROM accounts WHERE owner_user_id = ?1 AND kind = 'advisor_earnings') AS pending_cents
-FROM (SELECT 1) LEFT JOIN payout_methods m ON m.user_id = ?1"""
+# The payout a key of the caller's names while it is pending (a retry resumes it).
+_PAYOUT_OF_PENDING_KEY = f"""
+SELECT {payout_flow.PAYOUT_COLUMNS} FROM payouts
+WHERE advisor_id = (SELECT id FROM users WHERE clerk_user_id = ?)
+  AND id = (SELECT CAST(json_extract(response_body, '$.payout_id') AS INTEGER) FROM idempotency_keys
+            WHERE user_id = (SELECT id FROM users WHERE clerk_user_id = ?) AND idempotency_key = ?
+              AND state = 'pending' AND json_valid(response_body))"""  # noqa: S608 - constant columns
+
+_IS_ADVISOR = "SELECT 1 AS ok FROM advisors WHERE user_id = (SELECT id FROM users WHERE clerk_user_id = ?)"
 
 # The payouts list shows the balances beside the page.
 _BALANCES = """
-SELECT (SELECT balance_cents FROM accounts WHERE owner_user_id = ?1 AND kind = 'advisor_earnings') AS pending_cents,
-       (SELECT balance_cents FROM accounts WHERE owner_user_id = ?1 AND kind = 'advisor_cleared') AS cleared_cents"""
+WITH me AS (SELECT id FROM users WHERE clerk_user_id = ?)
+SELECT (SELECT balance_cents FROM accounts WHERE owner_user_id = me.id AND kind = 'advisor_earnings') AS pending_cents,
+       (SELECT balance_cents FROM accounts WHERE owner_user_id = me.id AND kind = 'advisor_cleared') AS cleared_cents
+FROM me"""
 
 _PAGE = f"""
 SELECT {payout_flow.PAYOUT_COLUMNS} FROM payouts
-WHERE advisor_id = ? AND (created_at_ms, id) < (?, ?)
+WHERE advisor_id = (SELECT id FROM users WHERE clerk_user_id = ?) AND (created_at_ms, id) < (?, ?)
 ORDER BY created_at_ms DESC, id DESC LIMIT ?"""  # noqa: S608 - constant columns
+
+_ONE = f"""
+SELECT {payout_flow.PAYOUT_COLUMNS} FROM payouts
+WHERE id = ? AND advisor_id = (SELECT id FROM users WHERE clerk_user_id = ?)"""  # noqa: S608 - constant columns
+
+_ONE_BY_ID = f"SELECT {payout_flow.PAYOUT_COLUMNS} FROM payouts WHERE id = ? AND advisor_id = ?"  # noqa: S608
+
+_NOT_ADVISOR = "advisor profile (become an advisor with POST /v1/advisors)"
 
 
 def _reply_parts(payout: dict[str, Any], sent: payout_send.Sent) -> tuple[int, dict[str, Any], str]:
@@ -124,19 +149,14 @@ def _final(status: int, response_body: str) -> Reply:
     return Reply(json.loads(response_body), status, {}, content_type)
 
 
-async def _resume(rc: RequestContext, key: IdempotencyKey, row: dict[str, Any]) -> Reply:
+async def _resume(rc: RequestContext, key: IdempotencyKey, row: dict[str, Any], pending: list[dict[str, Any]]) -> Reply:
     """A retry of a key still pending: its request died after the claim (or is
-    still waiting on PayPal). Sending again is safe (same sender_batch_id)."""
-    if row["state"] != "pending" or row["request_sha256"] != key.request_sha256 or row["route"] != key.route:
-        return key.replay_row(row)
-    note = json.loads(row["response_body"]) if row["response_body"] else {}
-    payout_id = int(note.get("payout_id", "0"))
-    payout = await rc.db.first(
-        sql(f"SELECT {payout_flow.PAYOUT_COLUMNS} FROM payouts WHERE id = ? AND advisor_id = ?", payout_id, key.user_id)  # noqa: S608
-    )
-    if payout is None:
-        return key.replay_row(row)
-    return await _send_and_answer(rc, key, payout)
+    still waiting on PayPal). Sending again is safe (same sender_batch_id). Its
+    payout came with the key, in the first batch."""
+    mine = row["request_sha256"] == key.request_sha256 and row["route"] == key.route
+    if row["state"] != "pending" or not mine or not pending:
+        return key.replay_row(row)  # done: its reply; else 422, or 409 while it is in progress
+    return await _send_and_answer(rc, key, pending[0])
 
 
 def _unconfigured(rc: RequestContext) -> bool:
@@ -148,45 +168,57 @@ async def request_payout(rc: RequestContext) -> Reply:
     body = await rc.parsed_body()
     if _unconfigured(rc):
         raise Problem(500, "misconfigured", "Server misconfigured", "Payouts are not configured.")
-    key = await IdempotencyKey.from_request(rc)
-    uid = key.user_id
-    stored, found = await rc.db.batch([sql(_STORED_KEY, uid, key.key), sql(_ADVISOR, uid)])
-    if stored.rows:
-        return await _resume(rc, key, stored.rows[0])
-    advisor = found.rows[0]
-    if not advisor["advisor"]:
-        raise not_found("advisor profile (become an advisor with POST /v1/advisors)")
-    if advisor["ciphertext_b64"] is None:
-        raise conflict("payout_method_required", "Set where payouts go first: PUT /v1/advisors/me/payout-method.")
-    cleared = int(advisor["cleared_cents"] or 0)
-    amount = body.get("amount_cents", cleared)
+    requested = await RequestKey.from_request(rc)
+    sub = users.caller_sub(rc)
+    payout_id = new_id()
     minimum = rc.settings.payout_min_cents
+    # 1. The claim, in ONE batch with the caller lookup: the key as it was and its
+    # payout, the claim, all of it conditional on the payout row its INSERT ... SELECT
+    # makes or not (payout_flow.claim_statements), then the facts of a refusal.
+    stored, pending, claimed, *_claim, facts = await users.with_caller(
+        rc,
+        [
+            requested.stored(sub),
+            sql(_PAYOUT_OF_PENDING_KEY, sub, sub, requested.key),
+            *payout_flow.claim_statements(
+                payout_id=payout_id,
+                origin="request",
+                amount_cents=body.get("amount_cents"),
+                min_cents=minimum,
+                now_ms=requested.now_ms,
+                caller_sub=sub,
+                unless_key=requested.key,
+            ),
+            requested.claim_pending_if_exists(sub, {"payout_id": str(payout_id)}, "payouts", payout_id),
+            sql(_FACTS, sub, payout_id),
+        ],
+    )
+    key = requested.for_user(rc.user_id)
+    if stored.rows:
+        return await _resume(rc, key, stored.rows[0], pending.rows)
+    if claimed.rows:
+        # 2. PayPal, then the second batch.
+        return await _send_and_answer(rc, key, claimed.rows[0])
+    raise _refusal(facts.rows[0] if facts.rows else {}, body.get("amount_cents"), minimum)
+
+
+def _refusal(facts: dict[str, Any], asked: int | None, minimum: int) -> Problem:
+    """Why the claim found nothing to do, in the order its conditions are read."""
+    if not facts.get("advisor"):
+        return not_found(_NOT_ADVISOR)
+    if not facts["has_method"]:
+        return conflict("payout_method_required", "Set where payouts go first: PUT /v1/advisors/me/payout-method.")
+    cleared = int(facts["cleared_cents"] or 0)
+    amount = cleared if asked is None else asked
     if amount < minimum:
         problem = unprocessable(
             "payout_below_minimum", f"A payout is at least {minimum} cents; you asked for {amount}."
         )
         problem.extra = {"minimum_cents": minimum, "cleared_cents": cleared}
-        raise problem
-    if amount > cleared:
-        raise _insufficient(cleared)
-    payout = payout_flow.new_payout(
-        advisor_id=uid, amount_cents=amount, origin="request", method=advisor, now_ms=key.now_ms
-    )
-    try:
-        await rc.db.batch(
-            [*payout_flow.claim_statements(payout, uid), key.record_pending({"payout_id": str(payout["id"])})]
-        )
-    except UniqueViolation as exc:
-        if IdempotencyKey.is_key_conflict(exc):
-            row = await rc.db.first(sql(_STORED_KEY, uid, key.key))
-            return await _resume(rc, key, row) if row else key.replay_row(None)
-        raise
-    except CheckViolation as exc:
-        if "balance_cents >= 0" not in exc.message:
-            raise
-        # Another payout took the cleared balance since it was read.
-        raise _insufficient(None) from None
-    return await _send_and_answer(rc, key, payout)
+        return problem
+    if amount <= cleared:
+        logs.error("payout_claim_unexplained", cleared_cents=cleared, amount_cents=amount)
+    return _insufficient(cleared)
 
 
 def _insufficient(cleared: int | None) -> Problem:
@@ -203,15 +235,14 @@ async def list_payouts(rc: RequestContext) -> Reply:
     query = rc.parsed_query()
     limit = query.get("limit", DEFAULT_PAGE)
     before_ms, before_id = parse_time_cursor(query.get("cursor"))
-    advisor, balances, page = await rc.db.batch(
-        [
-            sql("SELECT 1 AS ok FROM advisors WHERE user_id = ?", rc.user_id),
-            sql(_BALANCES, rc.user_id),
-            sql(_PAGE, rc.user_id, before_ms, before_id, limit + 1),
-        ]
+    sub = users.caller_sub(rc)
+    # One call: the caller lookup, the advisor, the balances and the page (Route(caller_batch=True)).
+    advisor, balances, page = await users.with_caller(
+        rc,
+        [sql(_IS_ADVISOR, sub), sql(_BALANCES, sub), sql(_PAGE, sub, before_ms, before_id, limit + 1)],
     )
     if not advisor.rows:
-        raise not_found("advisor profile (become an advisor with POST /v1/advisors)")
+        raise not_found(_NOT_ADVISOR)
     rows = page.rows[:limit]
     next_cursor = None
     if len(page.rows) > limit:
@@ -227,17 +258,18 @@ async def list_payouts(rc: RequestContext) -> Reply:
     )
 
 
+def _preload_payout(params: dict[str, Any], caller_sub: str) -> Statement:
+    """Route.preload: the caller's payout, read with the caller lookup (one call)."""
+    return sql(_ONE, params["payout_id"], caller_sub)
+
+
 async def get_payout(rc: RequestContext) -> Reply:
-    row = await rc.db.first(
-        sql(
-            f"SELECT {payout_flow.PAYOUT_COLUMNS} FROM payouts WHERE id = ? AND advisor_id = ?",  # noqa: S608
-            rc.params["payout_id"],
-            rc.user_id,
-        )
-    )
-    if row is None:
+    rows = rc.take_preloaded()
+    if rows is None:  # no preload ran (see RequestContext.take_preloaded)
+        rows = (await rc.db.all(sql(_ONE_BY_ID, rc.params["payout_id"], rc.user_id))).rows
+    if not rows:
         raise not_found("payout")
-    return Reply(payout_flow.payout_view(row))
+    return Reply(payout_flow.payout_view(rows[0]))
 
 
 _PAYOUT_PROPS = {
@@ -275,6 +307,7 @@ ROUTES = [
         primary=True,
         body=PAYOUT_BODY,
         idempotency_key=True,
+        caller_batch=True,
         responses={201: "Payout", 202: "Payout"},
         problems=(409, 422, 502),
         problem_codes={
@@ -296,6 +329,7 @@ ROUTES = [
         "Advisor: pending and cleared earnings, and payouts newest first",
         primary=True,
         query=page_query(cursor_max_chars=40, max_page=MAX_PAGE, default_page=DEFAULT_PAGE),
+        caller_batch=True,
         responses={200: "PayoutList"},
         tag="payouts",
     ),
@@ -305,6 +339,7 @@ ROUTES = [
         get_payout,
         "Advisor: one of your payouts",
         primary=True,
+        preload=_preload_payout,
         responses={200: "Payout"},
         tag="payouts",
     ),
