@@ -28,8 +28,8 @@ from clairvora import chat_archive, chat_archive_job
 from clairvora.db import TriggerAbort, sql
 from clairvora.ids import new_id
 from market_support import active_reading, at, fetch_with_env, market_pair, now_ms
+from round_trip_walk import d1_figures
 from support import database, new_user
-from test_round_trips import d1_figures
 
 CHAT = [
     ("client", "Hello, is the tower card bad news?"),
