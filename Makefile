@@ -103,6 +103,8 @@ bench: install
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/api_cost.py --write
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/chat_archive_cost.py --write
 	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/period_cost.py --write
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/payout_cost.py --write
+	SERVER_TIMING=timing $(NODE) runtime/cli.mjs run bench/card_cost.py --write
 	$(PYTHON) bench/figures.py
 
 bench-quick: install
