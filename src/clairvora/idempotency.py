@@ -24,7 +24,7 @@ RETENTION_MS = 24 * 3600 * 1000
 # RequestKey.claim_pending_if_exists, followed by one of _EXISTS_SQL.
 _CLAIM_PENDING_BY_SUB = """INSERT INTO idempotency_keys
   (user_id, idempotency_key, route, request_sha256, state, response_body, created_at_ms, expires_at_ms)
-SELECT u.id, ?, ?, ?, 'pending', ?, ?, ? FROM users u WHERE u.clerk_user_id = ? AND """
+SELECT u.id, ?, ?, ?, 'pending', ?, ?, ? FROM users u WHERE u.clerk_user_id = ?"""
 
 
 def _valid_key(raw: str | None) -> str | None:
@@ -82,17 +82,7 @@ class RequestKey:
         racing this one) is left as it is and this statement changes nothing, so
         the batch goes on and can read it."""
         return sql(
-            """INSERT INTO idempotency_keys
-                 (user_id, idempotency_key, route, request_sha256, state, response_body, created_at_ms, expires_at_ms)
-               SELECT u.id, ?, ?, ?, 'pending', ?, ?, ? FROM users u WHERE u.clerk_user_id = ?
-               ON CONFLICT (user_id, idempotency_key) DO NOTHING""",
-            self.key,
-            self.route,
-            self.request_sha256,
-            encode_json(note),
-            self.now_ms,
-            self.now_ms + RETENTION_MS,
-            caller_sub,
+            _CLAIM_PENDING_BY_SUB + " ON CONFLICT (user_id, idempotency_key) DO NOTHING", *self._claim(note, caller_sub)
         )
 
     def stored(self, caller_sub: str) -> Statement:
@@ -105,8 +95,11 @@ class RequestKey:
         conditional on the key not being there, so this one cannot conflict.
         `table_sql` is one of the constant names of _EXISTS_SQL, never a value."""
         assert table_sql in _EXISTS_SQL, table_sql
-        return sql(
-            _CLAIM_PENDING_BY_SUB + _EXISTS_SQL[table_sql],
+        return sql(_CLAIM_PENDING_BY_SUB + " AND " + _EXISTS_SQL[table_sql], *self._claim(note, caller_sub), row_id)
+
+    def _claim(self, note: Any, caller_sub: str) -> tuple[Any, ...]:
+        """The bound values of _CLAIM_PENDING_BY_SUB, in its order."""
+        return (
             self.key,
             self.route,
             self.request_sha256,
@@ -114,7 +107,6 @@ class RequestKey:
             self.now_ms,
             self.now_ms + RETENTION_MS,
             caller_sub,
-            row_id,
         )
 
 
