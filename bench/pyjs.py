@@ -163,8 +163,9 @@ def _request(name: str, party: Party) -> tuple[str, str, dict[str, str], dict[st
     auth = {"authorization": f"Bearer {party.token}"}
     if name == "health":
         return "GET", "/health", {}, {}
-    if name == "wallet":
-        return "GET", "/v1/wallet", auth, {"sub": party.sub}
+    if name == "wallet":  # the wallet's promo credit is the credit valid now (promo.py)
+        now_ms = party.beat_at(party.next_minute)
+        return "GET", "/v1/wallet", {**auth, "x-test-now-ms": str(now_ms)}, {"sub": party.sub, "now_ms": now_ms}
     now_ms = party.beat_at(party.next_minute)
     headers = {**auth, "x-test-now-ms": str(now_ms)}
     values = {"sub": party.sub, "reading_id": party.reading_id, "now_ms": now_ms}
@@ -285,14 +286,15 @@ def report(py: Side, jsw: Side, rounds: int, elapsed_s: float) -> tuple[str, dic
 
 def check_equal_work(py: Side, jsw: Side) -> None:
     """Same D1 work on both sides: calls and rows written per request exactly; rows read per
-    request from the same set of values (a random id lands on either side of an index page
-    boundary, a row either way, for both Workers alike)."""
+    request from the same range (a random id lands on either side of an index page boundary,
+    a row either way per index probed: a billing heartbeat spreads over up to 4 rows, as
+    bench/charge_rows.py measures, for both Workers alike)."""
     for name in SPECS:
         p, j = py.answers[name], jsw.answers[name]
         assert {a.calls for a in p} == {a.calls for a in j}, (name, "calls")
         assert {a.rows_written for a in p} == {a.rows_written for a in j}, (name, "rows written")
         pr, jr = sorted({a.rows_read for a in p}), sorted({a.rows_read for a in j})
-        assert pr[0] <= jr[-1] and jr[0] <= pr[-1] and max(pr[-1], jr[-1]) - min(pr[0], jr[0]) <= 2, (
+        assert pr[0] <= jr[-1] and jr[0] <= pr[-1] and max(pr[-1], jr[-1]) - min(pr[0], jr[0]) <= 4, (
             name,
             "rows read",
             pr,

@@ -263,6 +263,7 @@ function billedView(r, viewerId) {
     silent_party: r.silent_party,
     version: r.version,
     balance_cents: client ? balance : null,
+    promo_cents: client ? 0 : null, // the heartbeat handler serves only readings without live promo credit
     minutes_left: client ? minutesLeft : null,
     low_balance: client ? minutesLeft < 2 : null,
   };
@@ -279,7 +280,16 @@ const HANDLERS = {
   async wallet(db, route, vars) {
     for (const call of route.calls) keepRows(call, await db.call(call, vars), vars);
     if (!vars["wallet?"]) throw new Problem(404, "not_found", "No such wallet.");
-    return { available_cents: vars["wallet.balance_cents"], held_cents: 0, currency: vars["wallet.currency"] };
+    // wallet.wallet_from_row + promo.balance_view
+    const next = vars["wallet.promo_next"] ? JSON.parse(vars["wallet.promo_next"]) : null;
+    return {
+      available_cents: vars["wallet.balance_cents"],
+      held_cents: 0,
+      currency: vars["wallet.currency"],
+      promo_cents: Number(vars["wallet.promo_cents"] || 0),
+      promo_next_expires_at: next ? rfc3339(Number(next[0])) : null,
+      promo_next_expiring_cents: next ? Number(next[1]) : null,
+    };
   },
   // billing.advance for the one case the bench sends: the client's heartbeat at a time when
   // exactly one minute is due, both sides live. Anything else is outside this Worker (501).
@@ -289,6 +299,8 @@ const HANDLERS = {
     if (!vars["reading?"]) throw new Problem(404, "not_found", "No such reading.");
     const r = rowOf(vars, "reading");
     if (r.status !== "active" || r.client_id !== vars["user.id"]) throw new Problem(501, "not_benchmarked", "Only a client's heartbeat on an active reading.");
+    // Minutes paid from promo credit (promo.allocate) are outside this Worker.
+    if (JSON.parse(r.promo_grants_json || "[]").length) throw new Problem(501, "not_benchmarked", "Only a reading without promo credit.");
     const periodMs = r.billing_period_seconds * 1000;
     const clientSeen = r.client_heartbeat_at_ms ?? r.accepted_at_ms;
     const advisorSeen = r.advisor_heartbeat_at_ms ?? r.accepted_at_ms;
