@@ -105,7 +105,12 @@ ALLOWED: dict[tuple[str, str], str] = {
     ): "the caller's own payment: its id comes from this request's insert or the caller's "
     "idempotency record (read WHERE user_id = ?)",
     (
-        "payments.py",
+        "deposit_outcomes.py",
+        "WHERE id = ?",
+    ): "a deposit's payment by its id: the deposit route's own (inserted by its claim for the caller), or "
+    "the one the signed webhook or the cron's gateway lookup matched (the settle and credit statements are shared)",
+    (
+        "deposit_attempts.py",
         "FROM payments p WHERE p.id = ?",
     ): "the deposit attempt of the payment this same claim batch inserted for the caller (a fresh id)",
     (
