@@ -15,7 +15,7 @@ offered minutes at the reading's rate, at most the offer's cap per minute, and
 it expires when the offered minutes are over (accepted_at + minutes x period):
 free minutes left unused when the reading ends do not carry over.
 
-The accept batch (readings.py) holds, in order: the accept, the offer row (made
+The accept batch (reading_transitions.py) holds, in order: the accept, the offer row (made
 or used), the grant (promo.grant_statements) and minute 1, which draws on it
 first. Any of it refused by the SQL rolls the whole accept back.
 """
