@@ -6,7 +6,7 @@
   index, and a trigger that re-checks "first accepted reading" and the deposit
   inside the accept's batch (migration 0091), so a racing second accept of
   another reading cannot take it twice.
-- A free-minutes promo code (promo_codes.py): its redemption leaves a pending
+- A free-minutes promo code (promo_redemptions.py): its redemption leaves a pending
   offer; the client's next accepted reading uses it while it is valid.
 
 One offer per reading: the new-client offer when the client is eligible (it
