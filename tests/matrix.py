@@ -381,7 +381,7 @@ async def _unblock(world: "World") -> Call:
     return Call(f"/v1/advisors/me/blocks/{world.owner.id}")
 
 
-# --- promotions (promo_codes.py, satisfaction.py) ---------------------------------
+# --- promotions (promo_codes.py, promo_redemptions.py, satisfaction.py) ---
 
 
 def _code_body() -> dict[str, Any]:

@@ -60,7 +60,7 @@ async def test_the_block_is_checked_in_the_insert_itself():
     client, client_id, advisor, advisor_id = await market_pair(funds=10_000)
     t = now_ms()
     await _met(client, advisor, advisor_id, t)
-    from clairvora import readings
+    from clairvora import reading_requests
 
     # The INSERT alone, as create_reading sends it, with a block row present: it writes nothing.
     await database().run(
@@ -73,7 +73,7 @@ async def test_the_block_is_checked_in_the_insert_itself():
     )
     result = await database().run(
         sql(
-            readings._INSERT_READING,
+            reading_requests._INSERT_READING,
             1,
             client_id,
             "chat",

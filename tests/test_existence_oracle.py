@@ -344,7 +344,7 @@ async def test_another_users_idempotency_key_is_no_oracle():
     assert r.status == 201, r.text
     used = await second.client.post("/v1/wallet/deposits", json=deposit(unique("b")), headers={"idempotency-key": key})
     # The fresh key from a caller at the same point (a first deposit): a deposit's
-    # card-testing guard reads the caller's own earlier attempts (payments.py).
+    # card-testing guard reads the caller's own earlier attempts (deposit_attempts.py).
     fresh = await third.client.post(
         "/v1/wallet/deposits", json=deposit(unique("c")), headers={"idempotency-key": unique("fresh")}
     )

@@ -19,7 +19,7 @@ from card_support import (
     refund,
     requests_for,
 )
-from clairvora import ledger, payments
+from clairvora import deposit_outcomes, ledger
 from clairvora.db import sql
 from clairvora.ids import new_id
 from money_support import balance, user_with_wallet
@@ -280,7 +280,7 @@ async def test_deposits_the_gateway_does_not_know_are_skipped():
                     int(time.time() * 1000),
                     int(time.time() * 1000),
                 ),
-                *payments.credit_statements(
+                *deposit_outcomes.credit_statements(
                     payment_id=payment_id,
                     user_id=user_id,
                     amount_cents=1000,

@@ -110,7 +110,12 @@ ALLOWED: dict[tuple[str, str], str] = {
     ): "the caller's own payment: its id comes from this request's insert or the caller's "
     "idempotency record (read WHERE user_id = ?)",
     (
-        "payments.py",
+        "deposit_outcomes.py",
+        "WHERE id = ?",
+    ): "a deposit's payment by its id: the deposit route's own (inserted by its claim for the caller), or "
+    "the one the signed webhook or the cron's gateway lookup matched (the settle and credit statements are shared)",
+    (
+        "deposit_attempts.py",
         "FROM payments p WHERE p.id = ?",
     ): "the deposit attempt of the payment this same claim batch inserted for the caller (a fresh id)",
     (
@@ -128,7 +133,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     "the caller is its client or advisor) and the cron; every statement is keyed by that reading's id and "
     "guarded by its state",
     (
-        "readings.py",
+        "reading_transitions.py",
         "UPDATE readings SET status = 'expired'",
     ): "expiring a request past its deadline: state-guarded and idempotent, whoever triggers it",
     (
@@ -177,7 +182,7 @@ _TABLE = re.compile(r"\b(?:FROM|JOIN|UPDATE|INTO)\s+([a-z_][a-z0-9_]*)", re.I)
 # the statement travels with the caller lookup, before the caller's id is known).
 _PARAM = r"(?:\?|:[a-z_]+|\(SELECT id FROM users WHERE clerk_user_id = \?\))"
 # `me.id` where the statement's `WITH me AS (...)` is the caller: its id bound
-# (`SELECT ? AS id`) or its row by Clerk sub (readings.py's precheck).
+# (`SELECT ? AS id`) or its row by Clerk sub (reading_requests.py's precheck).
 _CALLER_CTE = re.compile(r"\bWITH\s+me\s+AS\s*\(", re.I)
 
 

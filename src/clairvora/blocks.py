@@ -8,7 +8,7 @@ user, and a user who never asked this advisor for a reading, answer the same
 404. Every statement names the caller as the advisor (`advisor_id = ?`), so
 another advisor's blocks are invisible, like missing ones.
 
-The block is enforced where readings are requested: readings._INSERT_READING
+The block is enforced where readings are requested: reading_requests._INSERT_READING
 carries `NOT EXISTS (SELECT 1 FROM advisor_blocks ...)`, so it holds against a
 block committed between the handler's precheck and its write. The blocked
 client is answered 409 `advisor_unavailable` (the code an offline or busy

@@ -120,7 +120,7 @@ class Settings:
     anet_signature_key: str | None
     message_keys: str | None
     rate_limits_enforced: bool
-    # Card-testing defence (payments.py, migration 0060): failures per user / per
+    # Card-testing defence (deposit_attempts.py, migration 0060): failures per user / per
     # client IP within the window that start a cool-off of deposits.
     deposit_failures_per_user: int
     deposit_failures_per_ip: int

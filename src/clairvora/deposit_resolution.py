@@ -25,8 +25,8 @@ repeats an item; pages are numbers, not cursors, so if a batch settled while
 more than one unsettled page was read the search counts as incomplete). Then,
 per payment, one batch:
 - one approved transaction of our amount (capturedPendingSettlement,
-  settledSuccessfully): approved and credited (payments.credit_statements: the
-  credit's unique key and the webhook's never credit twice);
+  settledSuccessfully): approved and credited (deposit_outcomes.credit_statements:
+  the credit's unique key and the webhook's never credit twice);
 - held for review (FDSPendingReview, FDSAuthorizedPendingReview): `pending` with
   its transaction id, for the fraud webhook to decide;
 - voided: `voided` (never credited); declined: `declined`; failed at the
@@ -55,7 +55,7 @@ from typing import Any
 from . import anet, logs
 from .config import Settings
 from .db import Database, Statement, TriggerAbort, UniqueViolation, sql
-from .payments import complete_claim_of_payment, credit_statements, reply_for
+from .deposit_outcomes import complete_claim_of_payment, credit_statements, reply_for
 
 # A claim older than this can no longer be charged: the Accept.js token it
 # carried has expired. The margin covers the gateway's lists catching up.

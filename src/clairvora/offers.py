@@ -6,7 +6,7 @@
   index, and a trigger that re-checks "first accepted reading" and the deposit
   inside the accept's batch (migration 0091), so a racing second accept of
   another reading cannot take it twice.
-- A free-minutes promo code (promo_codes.py): its redemption leaves a pending
+- A free-minutes promo code (promo_redemptions.py): its redemption leaves a pending
   offer; the client's next accepted reading uses it while it is valid.
 
 One offer per reading: the new-client offer when the client is eligible (it
@@ -15,7 +15,7 @@ offered minutes at the reading's rate, at most the offer's cap per minute, and
 it expires when the offered minutes are over (accepted_at + minutes x period):
 free minutes left unused when the reading ends do not carry over.
 
-The accept batch (readings.py) holds, in order: the accept, the offer row (made
+The accept batch (reading_transitions.py) holds, in order: the accept, the offer row (made
 or used), the grant (promo.grant_statements) and minute 1, which draws on it
 first. Any of it refused by the SQL rolls the whole accept back.
 """

@@ -54,38 +54,28 @@ gateway says, or as `not_processed` (payment `error`, 502
 transaction for it. Card data is never stored or logged: only the gateway's
 transaction id, amount and status.
 
-Card-testing defence (migration 0060). Every attempt is a `deposit_attempts`
-row written in the claim batch with the caller and the client IP
-(`CF-Connecting-IP`, normalised as the rate limits do: IPv4, or the IPv6 /64;
-NULL without the header, which only in-process tests lack). Its INSERT ...
-SELECT computes `refused` in SQL, and a trigger aborts the whole claim batch
-(no key, no payment, no gateway call) with `deposit_cooloff` when
-- the user or the IP is in a cool-off (`deposit_cooloffs.until_ms` > now), or
-- its failed attempts in the window plus its attempts still in flight (claimed,
-  answer not yet recorded, younger than the gateway timeout plus a minute)
-  reach the threshold: concurrent attempts cannot pass the threshold together,
-  since D1 runs batches one at a time and each claim counts the ones before it.
-The settle batch records the attempt's state: `failed` for a decline or a
-transaction error (responseCode 3: the card was tried and refused), `done` for
-everything else (approved, held, a spent token, a duplicate, no answer). A
-failure that brings the count in the window to the threshold starts (upserts)
-the subject's cool-off in that same batch. Refused: 429 `deposit_cooloff`,
-`Retry-After` = seconds until the cool-off ends (for a spent budget: until its
-oldest counted attempt leaves the window, an estimate). Vars:
-DEPOSIT_FAILURES_PER_USER (5), DEPOSIT_FAILURES_PER_IP (10),
-DEPOSIT_FAILURE_WINDOW_SECONDS (3600), DEPOSIT_COOLOFF_SECONDS (3600). Admins
-see active cool-offs in `GET /v1/admin/ledger/check` (`deposit_cooloffs`).
-A replay of an existing key is answered from the key (its claim fails on the
-key first), whatever the cool-off.
+The card-testing defence (migration 0060: a guard in the claim batch, the
+attempt's outcome and any cool-off in the settle batch; 429 `deposit_cooloff`)
+lives in deposit_attempts.py; what each gateway outcome writes and answers (the
+settle statements, the credit, the reply) in deposit_outcomes.py, shared with
+the webhook and the cron's resolution.
 """
 
 import json
 from typing import Any
 
-from . import anet, config, ledger, limits, logs, ratelimits, users
-from .clock import rfc3339
-from .config import Settings
+from . import anet, config, limits, logs, users
 from .db import Statement, TransientD1Error, TriggerAbort, UniqueViolation, sql
+from .deposit_attempts import (
+    STALE_CLAIM_MARGIN_MS,
+    attempt_ip,
+    attempt_settled_statements,
+    attempt_statement,
+    cooloff_refusal,
+    is_failure,
+)
+from .deposit_outcomes import STATUS_OF_OUTCOME, complete_with_wallet, reply_for, settle_statements
+from .deposit_outcomes import deposit_view as deposit_view  # re-exported: privacy.py imports it from here
 from .errors import Problem, bad_request
 from .idempotency import IdempotencyKey, RequestKey
 from .ids import new_id
@@ -113,334 +103,6 @@ DEPOSIT_BODY = Obj(
 )
 
 SETTLE_ATTEMPTS = 2
-# A claim older than the gateway timeout plus this belongs to a request that died.
-STALE_CLAIM_MARGIN_MS = 60_000
-
-_STATUS_OF_OUTCOME = {
-    "approved": "approved",
-    "held": "pending",
-    "declined": "declined",
-    "error": "error",
-    "token_invalid": "error",
-    "duplicate": "unknown",
-    "unknown": "unknown",
-    "not_processed": "error",
-}
-
-
-def attempt_ip(rc: RequestContext) -> str | None:
-    """The client IP key counted against DEPOSIT_FAILURES_PER_IP, None when unknown."""
-    ip = ratelimits.client_ip(rc.header(ratelimits.IP_HEADER))
-    return None if ip == ratelimits.UNKNOWN_IP else ip
-
-
-def is_failure(result: anet.GatewayResult) -> bool:
-    """A card the gateway tried and refused: a decline, or a transaction error
-    (responseCode 3). API-level errors (bad credentials, schema) say nothing
-    about the card, and a spent token, a duplicate or no answer are not refusals."""
-    return result.outcome == "declined" or (result.outcome == "error" and result.response_code == "3")
-
-
-_COUNTED = """(state = 'failed' OR (state = 'in_flight' AND created_at_ms > ?))"""
-
-
-def _attempt_statement(settings: Settings, *, payment_id: int, ip: str | None, now_ms: int) -> Statement:
-    """The claim's guard: record the attempt, `refused` computed in SQL (the trigger
-    aborts the batch). Written for the payment row the claim just inserted (its
-    user is the caller), so nothing is recorded when the claim yielded to a key."""
-    window_start = now_ms - settings.deposit_failure_window_s * 1000
-    in_flight_after = now_ms - settings.anet_timeout_ms - STALE_CLAIM_MARGIN_MS
-    return sql(
-        f"""INSERT INTO deposit_attempts (payment_id, user_id, client_ip, state, refused, created_at_ms)
-            SELECT p.id, p.user_id, ?, 'in_flight',
-              EXISTS (SELECT 1 FROM deposit_cooloffs
-                      WHERE scope = 'user' AND subject = CAST(p.user_id AS TEXT) AND until_ms > ?)
-              OR (? IS NOT NULL AND EXISTS
-                   (SELECT 1 FROM deposit_cooloffs WHERE scope = 'ip' AND subject = ? AND until_ms > ?))
-              OR (SELECT count(*) FROM deposit_attempts
-                   WHERE user_id = p.user_id AND created_at_ms > ? AND {_COUNTED}) >= ?
-              OR (? IS NOT NULL AND (SELECT count(*) FROM deposit_attempts
-                   WHERE client_ip = ? AND created_at_ms > ? AND {_COUNTED}) >= ?),
-              ?
-            FROM payments p WHERE p.id = ?""",  # noqa: S608 - constant text
-        ip,
-        now_ms,
-        ip,
-        ip,
-        now_ms,
-        window_start,
-        in_flight_after,
-        settings.deposit_failures_per_user,
-        ip,
-        ip,
-        window_start,
-        in_flight_after,
-        settings.deposit_failures_per_ip,
-        now_ms,
-        payment_id,
-    )
-
-
-def _attempt_settled_statements(
-    settings: Settings, *, payment_id: int, user_id: int, ip: str | None, failed: bool, now_ms: int
-) -> list[Statement]:
-    """The settle's part: the attempt's state and, for a failure that reaches a
-    threshold, the subject's cool-off (an active one is not extended)."""
-    statements = [
-        sql(
-            """UPDATE deposit_attempts SET state = ?, settled_at_ms = ?
-               WHERE payment_id = ? AND state = 'in_flight'""",
-            "failed" if failed else "done",
-            now_ms,
-            payment_id,
-        )
-    ]
-    if not failed:
-        return statements
-    window_start = now_ms - settings.deposit_failure_window_s * 1000
-    until_ms = now_ms + settings.deposit_cooloff_s * 1000
-    subjects: list[tuple[str, str, str, int | str, int]] = [
-        ("user", str(user_id), "user_id", user_id, settings.deposit_failures_per_user)
-    ]
-    if ip is not None:
-        subjects.append(("ip", ip, "client_ip", ip, settings.deposit_failures_per_ip))
-    for scope, subject, column, value, limit in subjects:
-        statements.append(
-            sql(
-                f"""INSERT INTO deposit_cooloffs (scope, subject, failures, started_at_ms, until_ms, trips)
-                    SELECT ?, ?, n, ?, ?, 1 FROM
-                      (SELECT count(*) AS n FROM deposit_attempts
-                       WHERE {column} = ? AND created_at_ms > ? AND state = 'failed')
-                    WHERE n >= ?
-                    ON CONFLICT (scope, subject) DO UPDATE
-                    SET failures = excluded.failures, started_at_ms = excluded.started_at_ms,
-                        until_ms = excluded.until_ms, trips = deposit_cooloffs.trips + 1
-                    WHERE deposit_cooloffs.until_ms <= excluded.started_at_ms""",  # noqa: S608 - column from a constant
-                scope,
-                subject,
-                now_ms,
-                until_ms,
-                value,
-                window_start,
-                limit,
-            )
-        )
-    return statements
-
-
-async def _cooloff_refusal(rc: RequestContext, user_id: int, ip: str | None, now_ms: int) -> Problem:
-    """The 429 of a refused claim; one read (no money moved) for Retry-After."""
-    settings = rc.settings
-    window_ms = settings.deposit_failure_window_s * 1000
-    row = await rc.db.first(
-        sql(
-            """SELECT
-                 (SELECT max(until_ms) FROM deposit_cooloffs
-                  WHERE ((scope = 'user' AND subject = ?) OR (scope = 'ip' AND subject = ?)) AND until_ms > ?)
-                   AS until_ms,
-                 (SELECT min(created_at_ms) FROM deposit_attempts
-                  WHERE (user_id = ? OR client_ip = ?) AND created_at_ms > ? AND state IN ('failed', 'in_flight'))
-                   AS oldest_ms""",
-            str(user_id),
-            ip,
-            now_ms,
-            user_id,
-            ip,
-            now_ms - window_ms,
-        )
-    )
-    retry_at = None
-    if row is not None and row["until_ms"] is not None:
-        retry_at = int(row["until_ms"])
-    elif row is not None and row["oldest_ms"] is not None:
-        retry_at = int(row["oldest_ms"]) + window_ms
-    retry_after_s = max(1, -(-((retry_at if retry_at is not None else now_ms + 60_000) - now_ms) // 1000))
-    logs.warning("deposit_cooloff", request_id=rc.request_id, user_id=user_id, retry_after_s=retry_after_s)
-    return Problem(
-        429,
-        "deposit_cooloff",
-        "Deposits paused",
-        f"Too many declined or failed card payments recently; deposits are paused. Retry in {retry_after_s} s.",
-        headers={"retry-after": str(retry_after_s)},
-        extra={"retry_after_s": retry_after_s},
-    )
-
-
-def credit_transfer_key(payment_id: int) -> str:
-    return f"deposit:payment:{payment_id}"
-
-
-def deposit_view(payment: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(payment["id"]),
-        "amount_cents": int(payment["amount_cents"]),
-        "currency": "USD",
-        "status": payment["status"],
-        "gateway_transaction_id": payment.get("gateway_transaction_id"),
-        "created_at": rfc3339(payment["created_at_ms"]),
-    }
-
-
-def credit_statements(
-    *, payment_id: int, user_id: int, amount_cents: int, transaction_id: str, response_code: str | None, now_ms: int
-) -> list[Statement]:
-    """Approve a payment and credit its amount, for one batch (also used by the webhook)."""
-    return [
-        sql(
-            """UPDATE payments SET status = 'approved', gateway_transaction_id = ?, gateway_response_code = ?,
-                                   updated_at_ms = ?
-               WHERE id = ? AND status IN ('pending', 'unknown', 'error')""",
-            transaction_id,
-            response_code,
-            now_ms,
-            payment_id,
-        ),
-        *ledger.transfer(
-            transfer_id=new_id(),
-            key=credit_transfer_key(payment_id),
-            kind="deposit",
-            legs=[
-                ledger.Leg(ledger.wallet_of(user_id), amount_cents),
-                ledger.Leg(ledger.GATEWAY_CLEARING, -amount_cents),
-            ],
-            now_ms=now_ms,
-            reference_type="payment",
-            reference_id=payment_id,
-            requested_by_user_id=user_id,
-        ),
-    ]
-
-
-def _complete_with_wallet(key: IdempotencyKey, status: int, body: dict[str, Any]) -> Statement:
-    """Store the reply with the wallet balance as it is at the end of this batch
-    (json_set fills it in SQL, so it is exact without another round trip)."""
-    return sql(
-        """UPDATE idempotency_keys
-           SET state = 'done', response_status = ?,
-               response_body = json_set(?, '$.wallet.available_cents',
-                 (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'))
-           WHERE user_id = ? AND idempotency_key = ? AND state = 'pending'
-           RETURNING response_body""",
-        status,
-        encode_json(body),
-        key.user_id,
-        key.user_id,
-        key.key,
-    )
-
-
-def _settle_statements(
-    key: IdempotencyKey,
-    payment: dict[str, Any],
-    result: anet.GatewayResult,
-    reply_status: int,
-    reply_body: dict[str, Any],
-) -> list[Statement]:
-    if result.outcome == "approved":
-        assert result.transaction_id is not None
-        statements = credit_statements(
-            payment_id=payment["id"],
-            user_id=key.user_id,
-            amount_cents=payment["amount_cents"],
-            transaction_id=result.transaction_id,
-            response_code=result.response_code,
-            now_ms=key.now_ms,
-        )
-    else:
-        # A duplicate's transId is the original's; should another payment hold it
-        # already (UNIQUE), keep NULL rather than fail the batch.
-        statements = [
-            sql(
-                """UPDATE payments
-               SET status = ?, updated_at_ms = ?, gateway_response_code = ?,
-                   gateway_transaction_id = (SELECT ? WHERE NOT EXISTS
-                     (SELECT 1 FROM payments WHERE gateway_transaction_id = ? AND id <> ?))
-               WHERE id = ? AND status = 'pending'""",
-                payment["status"],
-                key.now_ms,
-                result.response_code,
-                result.transaction_id,
-                result.transaction_id,
-                payment["id"],
-                payment["id"],
-            )
-        ]
-    statements.append(_complete_with_wallet(key, reply_status, reply_body))
-    return statements
-
-
-def reply_for(payment: dict[str, Any], result: anet.GatewayResult) -> tuple[int, dict[str, Any]]:
-    """(status, body) of the final answer; wallet.available_cents is filled in by SQL."""
-    deposit = deposit_view(payment)
-    wallet = {"available_cents": 0, "held_cents": 0, "currency": "USD"}
-    if result.outcome == "approved":
-        return 201, {"deposit": deposit, "wallet": wallet}
-    if result.outcome == "held":
-        return 202, {"deposit": deposit, "wallet": wallet}
-    if result.outcome == "declined":
-        problem = Problem(
-            402,
-            "payment_declined",
-            "Payment declined",
-            "The card was declined; nothing was charged.",
-            extra={"deposit": deposit, "wallet": wallet},
-        )
-    elif result.outcome == "token_invalid":
-        problem = Problem(
-            422,
-            "payment_token_invalid",
-            "Payment token invalid",
-            "The Accept.js payment token was already used or has expired; nothing was charged. "
-            "Get a new token from Accept.js and send it with a new Idempotency-Key.",
-            extra={"deposit": deposit, "wallet": wallet},
-        )
-    elif result.outcome == "duplicate":
-        original = f" (transaction {result.transaction_id})" if result.transaction_id else ""
-        problem = Problem(
-            409,
-            "payment_duplicate",
-            "Duplicate payment",
-            f"The payment gateway had already received this deposit{original} and did not charge the card "
-            "again. If that transaction was approved, the wallet is credited automatically when the gateway "
-            "confirms it; check the wallet before depositing again.",
-            extra={"deposit": deposit, "wallet": wallet},
-        )
-    elif result.outcome == "not_processed":
-        problem = Problem(
-            502,
-            "payment_not_processed",
-            "Payment not processed",
-            "The payment gateway has no transaction for this deposit; nothing was charged. "
-            "Deposit again with a new Idempotency-Key and a new Accept.js token.",
-            extra={"deposit": deposit, "wallet": wallet},
-        )
-    elif result.outcome == "error":
-        problem = Problem(
-            502,
-            "payment_gateway_error",
-            "Payment gateway error",
-            "The payment gateway could not process the card; nothing was charged.",
-            extra={"deposit": deposit, "wallet": wallet},
-        )
-    elif result.timed_out:
-        problem = Problem(
-            504,
-            "payment_gateway_timeout",
-            "Payment gateway timeout",
-            "The payment gateway did not answer in time. If the card was charged, the wallet is "
-            "credited automatically; do not retry with a new Idempotency-Key before checking it.",
-            extra={"deposit": deposit, "wallet": wallet},
-        )
-    else:
-        problem = Problem(
-            502,
-            "payment_gateway_unavailable",
-            "Payment gateway unavailable",
-            "The payment gateway's answer could not be read. If the card was charged, the wallet is "
-            "credited automatically.",
-            extra={"deposit": deposit, "wallet": wallet},
-        )
-    return problem.status, problem.body()
 
 
 async def create_deposit(rc: RequestContext) -> Reply:
@@ -486,7 +148,7 @@ async def create_deposit(rc: RequestContext) -> Reply:
                     requested.key,
                     encode_json(note),
                 ),
-                _attempt_statement(settings, payment_id=payment["id"], ip=ip, now_ms=requested.now_ms),
+                attempt_statement(settings, payment_id=payment["id"], ip=ip, now_ms=requested.now_ms),
                 requested.stored(sub),
                 # The payment of a key still pending, for _replay_or_recover.
                 sql(
@@ -503,7 +165,7 @@ async def create_deposit(rc: RequestContext) -> Reply:
     except TriggerAbort as exc:
         # with_caller loaded the caller before handing the refusal on.
         if exc.code == "deposit_cooloff":
-            raise await _cooloff_refusal(rc, rc.user_id, ip, requested.now_ms) from None
+            raise await cooloff_refusal(rc, rc.user_id, ip, requested.now_ms) from None
         # The spending limits (limits.py, migrations/0071): the claim's INSERT was
         # refused, so the whole batch (key included) wrote nothing.
         if exc.code not in limits.CLAIM_REFUSALS:
@@ -527,7 +189,7 @@ async def create_deposit(rc: RequestContext) -> Reply:
     result = await anet.create_transaction(
         endpoint=settings.anet_endpoint, timeout_ms=settings.anet_timeout_ms, request_body=request_body
     )
-    payment["status"] = _STATUS_OF_OUTCOME[result.outcome]
+    payment["status"] = STATUS_OF_OUTCOME[result.outcome]
     payment["gateway_transaction_id"] = result.transaction_id
     logs.info(
         "deposit_gateway_result",
@@ -540,7 +202,7 @@ async def create_deposit(rc: RequestContext) -> Reply:
 
     # 3. Settle: outcome, credit (approved only) and the stored reply in ONE batch.
     status, reply_body = reply_for(payment, result)
-    attempt = _attempt_settled_statements(
+    attempt = attempt_settled_statements(
         settings, payment_id=payment["id"], user_id=key.user_id, ip=ip, failed=is_failure(result), now_ms=key.now_ms
     )
     return await _settle(rc, key, payment, result, status, reply_body, attempt)
@@ -559,7 +221,7 @@ async def _settle(
     already be charged, so giving up here would leave the payment to the
     recovery path. Retrying is safe: every statement is conditional on the
     payment/key still being pending, and the credit's key is unique."""
-    statements = [*attempt, *_settle_statements(key, payment, result, status, reply_body)]
+    statements = [*attempt, *settle_statements(key, payment, result, status, reply_body)]
     failures = 0
     while True:
         try:
@@ -576,7 +238,7 @@ async def _settle(
             # Already credited: by the authcapture webhook while we waited on the
             # gateway, or by our own first attempt whose answer D1 lost. Store
             # the reply without crediting again.
-            reduced = [*attempt, _complete_with_wallet(key, status, reply_body)]
+            reduced = [*attempt, complete_with_wallet(key, status, reply_body)]
             if len(statements) == len(reduced) or not any(c.startswith("transfers.") for c in exc.columns):
                 raise
             statements = reduced
@@ -634,33 +296,6 @@ async def _replay_or_recover(
         return await key.replay(rc.db)
     logs.warning("deposit_claim_recovered", request_id=rc.request_id, payment_id=payment["id"])
     return _final_reply(status, results[-1].rows[0]["response_body"])
-
-
-def complete_claim_of_payment(
-    *, payment_id: int, user_id: int, status: int, body: dict[str, Any], if_status: str, if_updated_at_ms: int
-) -> Statement:
-    """Store the final reply of the deposit request that claimed `payment_id`, if
-    its key is still `pending` (the request died) and the payment now has
-    `if_status` as of `if_updated_at_ms` (the batch's own update of it), for the
-    cron's resolution. The key is found by the claim's note ({"payment_id": ...},
-    RequestKey.claim_pending), among the user's keys (its primary key's prefix)."""
-    return sql(
-        """UPDATE idempotency_keys
-           SET state = 'done', response_status = ?,
-               response_body = json_set(?, '$.wallet.available_cents',
-                 (SELECT balance_cents FROM accounts WHERE owner_user_id = ? AND kind = 'client_wallet'))
-           WHERE user_id = ? AND state = 'pending'
-             AND CASE WHEN json_valid(response_body) THEN json_extract(response_body, '$.payment_id') END = ?
-             AND EXISTS (SELECT 1 FROM payments WHERE id = ? AND status = ? AND updated_at_ms = ?)""",
-        status,
-        encode_json(body),
-        user_id,
-        user_id,
-        str(payment_id),
-        payment_id,
-        if_status,
-        if_updated_at_ms,
-    )
 
 
 def _final_reply(status: int, response_body: str) -> Reply:

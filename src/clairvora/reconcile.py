@@ -24,7 +24,7 @@ The promo invariants (promo_checks.py) run in the same batch: promo credit
 never below zero, never cashed out, in step with its grants, spent only by
 charges, expired on time, and the promotions account reconciled.
 
-`deposit_cooloffs` lists the card-testing cool-offs in force (payments.py,
+`deposit_cooloffs` lists the card-testing cool-offs in force (deposit_attempts.py,
 migration 0060): users and client IPs whose declined or errored deposits
 reached the threshold, with the failures counted, start and end; the newest
 COOLOFF_SAMPLE of them, and how many there are. Not a violation either.

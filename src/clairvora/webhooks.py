@@ -28,9 +28,9 @@ from typing import Any
 
 from . import anet, ledger, logs
 from .db import CheckViolation, Database, Statement, TriggerAbort, UniqueViolation, sql
+from .deposit_outcomes import credit_statements
 from .errors import Problem, bad_request
 from .ids import new_id
-from .payments import credit_statements
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
