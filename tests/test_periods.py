@@ -182,6 +182,35 @@ async def test_the_whole_history_closes_into_r2_and_the_check_starts_from_it():
     await check_ok()
 
 
+async def rows_read_per_check() -> dict[str, int]:
+    from clairvora import promo_checks
+
+    db, now, out = database(), Clock().now_ms(), {}
+    for name, _holds, query in (*reconcile.CHECKS, *promo_checks.CHECKS):
+        (result,) = await db.batch([sql(query, *promo_checks.params(query, now))])
+        out[name] = result.rows_read
+    return out
+
+
+async def test_closing_more_history_leaves_every_check_reading_what_it_read():
+    """Transfers stay in D1 when their entries close: a check scanning transfers (as the
+    card and payout checks' "every such transfer names a record" parts did) would read
+    one row more for every closed movement. Each check alone, after a close, then after
+    closing 23 more movements: the same rows, give or take the index noise."""
+    admin = await long_lived_admin()
+    await close(admin, await next_end(), await next_end() + HOUR_MS)
+    before = await rows_read_per_check()
+    client_id, advisor_id = await history(await next_end())
+    for _ in range(17):
+        await pay(client_id, advisor_id, 10, await next_end())
+    end = await next_end()
+    await close(admin, end, end + HOUR_MS)
+    after = await rows_read_per_check()
+    grown = {name: (before[name], after[name]) for name in before if after[name] > before[name] + 10}
+    assert not grown, grown
+    await check_ok()
+
+
 async def test_a_small_segment_size_splits_a_period_without_splitting_a_transfer(monkeypatch):
     monkeypatch.setattr(periods, "SEGMENT_MAX_ENTRIES", 5)
     admin = await long_lived_admin()

@@ -11,7 +11,7 @@ from typing import Any
 
 from .clock import rfc3339
 from .db import Statement, sql
-from .periods import movements_in_d1
+from .periods import OPEN_TRANSFER_IDS, movements_in_d1
 from .refund_resolution import RESOLVE_AFTER_MS
 
 SAMPLE = 5
@@ -50,7 +50,8 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
            OR coalesce(x.clawed, 0) <> c.clawback_cents)
         UNION ALL
         SELECT t.id FROM transfers t
-        WHERE (t.kind IN ('chargeback', 'chargeback_reversal') OR t.reference_type = 'chargeback')
+        WHERE t.id IN {OPEN_TRANSFER_IDS}
+          AND (t.kind IN ('chargeback', 'chargeback_reversal') OR t.reference_type = 'chargeback')
           AND NOT EXISTS (SELECT 1 FROM chargebacks c WHERE c.id = t.reference_id AND t.reference_type = 'chargeback')
         LIMIT 5""",  # noqa: S608 - constant fragments
     ),
@@ -90,7 +91,8 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
            OR (pt.state = 'returned' AND x.returned IS NOT pt.amount_cents))
         UNION ALL
         SELECT t.id FROM transfers t
-        WHERE (t.kind IN ('wallet_refund', 'wallet_refund_settlement', 'wallet_refund_return')
+        WHERE t.id IN {OPEN_TRANSFER_IDS}
+          AND (t.kind IN ('wallet_refund', 'wallet_refund_settlement', 'wallet_refund_return')
                OR t.reference_type = 'wallet_refund')
           AND NOT EXISTS (SELECT 1 FROM wallet_refund_parts p WHERE p.id = t.reference_id
                           AND t.reference_type = 'wallet_refund')

@@ -115,6 +115,12 @@ INSERT INTO ledger_periods (id, ends_before_ms, state, requested_by_user_id, sta
 VALUES (?, ?, 'closing', ?, ?)"""
 
 
+# The transfers of the open period: those with entries past the last closed segment
+# (found through the entries' primary key, so a check reading them follows the open
+# period, not all history: transfers stay in D1 when their entries go to R2).
+OPEN_TRANSFER_IDS = f"(SELECT transfer_id FROM ledger_entries WHERE id > {CLOSED_THROUGH})"  # noqa: S608 - constant
+
+
 def movements_in_d1(reference_type: str, record_id: str) -> str:
     """SQL condition for the ledger checks: every transfer naming this record still
     holds its entries in D1 (none went to R2 with a closed period, which was proved

@@ -37,7 +37,7 @@ from . import card_checks, payout_checks, promo_checks
 from .clock import Clock, rfc3339
 from .db import Database, sql
 from .deposit_resolution import RESOLVE_AFTER_MS
-from .periods import CLOSED_THROUGH, movements_in_d1
+from .periods import CLOSED_THROUGH, OPEN_TRANSFER_IDS, movements_in_d1
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
@@ -66,7 +66,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         "transfers_balanced_and_posted",
         "every transfer of the open period is posted and has two or more entries summing to zero",
         f"""SELECT t.id AS id FROM transfers t JOIN ledger_entries e ON e.transfer_id = t.id
-        WHERE t.id IN (SELECT e.transfer_id FROM ledger_entries e WHERE {_OPEN})
+        WHERE t.id IN {OPEN_TRANSFER_IDS}
         GROUP BY t.id
         HAVING t.posted <> 1 OR count(e.id) < 2 OR sum(e.amount_cents) <> 0
         LIMIT 5""",  # noqa: S608 - constant fragments
