@@ -64,7 +64,7 @@ async def test_wrong_method_is_405_with_allow():
     assert_problem(r, 405, "method_not_allowed")
     assert r.headers["allow"] == "DELETE, GET, HEAD"
     _sub, client = await new_user("allow")
-    r = await client.put("/v1/me")  # DELETE /v1/me exists since the erasure (privacy.py)
+    r = await client.put("/v1/me")  # DELETE /v1/me exists since the erasure (erasure.py)
     assert r.headers["allow"] == "DELETE, GET, HEAD, PATCH"
 
 

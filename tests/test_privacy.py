@@ -99,7 +99,7 @@ async def test_export_holds_everything_stored_about_the_caller_and_only_their_ow
 
 
 async def test_export_is_one_d1_call_and_caps_each_section_saying_so(monkeypatch):
-    from clairvora import privacy
+    from clairvora import data_export
 
     client, _cid, advisor, aid = await market_pair(rate=100, funds=5_000)
     t = now_ms()
@@ -107,7 +107,7 @@ async def test_export_is_one_d1_call_and_caps_each_section_saying_so(monkeypatch
     for i in range(3):
         r = await client.post(f"/v1/readings/{reading['id']}/messages", json={"body": f"m{i}"}, headers=at(t + 1 + i))
         assert r.status == 201, r.text
-    monkeypatch.setitem(privacy.EXPORT_LIMITS, "messages_sent", 2)
+    monkeypatch.setitem(data_export.EXPORT_LIMITS, "messages_sent", 2)
     r = await client.get("/v1/me/export", headers=at(t + 10))
     assert r.status == 200, r.text
     data = r.json()
@@ -209,7 +209,15 @@ async def test_erasure_removes_personal_data_keeps_the_books_and_a_new_sign_in_i
     assert receipt["wallet_balance_cents"] == 4_900 + 500
     r = await _erase(advisor, **at(t + 11))
     assert r.status == 200, r.text
-    assert r.json()["removed"] == {"messages": 1, "review_comments": 0, "advisor_profile": True, "photo": True}
+    assert r.json()["removed"] == {
+        "messages": 1,
+        "review_comments": 0,
+        "satisfaction_claim_reasons": 0,
+        "chargeback_notes": 0,
+        "advisor_profile": True,
+        "photo": True,
+        "payout_method": False,
+    }
 
     # The card deposit's attempt stays counted, without the address it came from.
     ips = await db.all(sql("SELECT client_ip FROM deposit_attempts WHERE user_id = ?", cid))

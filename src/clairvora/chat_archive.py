@@ -16,7 +16,7 @@ still binds each ciphertext to its place. Its sha256 lives in D1
 
 This module: the object format and key, a counting wrapper of the binding, the
 reading of an archived transcript page (GET /v1/readings/{id}/messages, same
-replies, same scope, same cursor), and what export and erasure (privacy.py) need.
+replies, same scope, same cursor), and what export and erasure (data_export.py, erasure.py) need.
 """
 
 import asyncio
@@ -331,7 +331,7 @@ WHERE reading_id IN (SELECT id FROM readings WHERE advisor_id = ?) AND state = '
 
 def erasure_statements(user_id: int, erased_now: str, now_ms: int) -> list[Statement]:
     """For the erasure's batch, after its tombstone: [the user's archived message
-    count, the marks as client, the marks as advisor]. `erased_now` is privacy.py's
+    count, the marks as client, the marks as advisor]. `erased_now` is erasure.py's
     constant condition text (two `?`: the user id, the erasure time)."""
     marks = [
         sql(text.format(erased_now=erased_now), user_id, user_id, now_ms)

@@ -136,7 +136,7 @@ async def cron_job(db: Database, env: Any, settings: Settings, now_ms: int) -> d
 
 
 async def erasure_job(db: Database, env: Any, user_id: int, now_ms: int) -> None:
-    """The erasure's waitUntil (privacy.py): that user's archived objects
+    """The erasure's waitUntil (erasure.py): that user's archived objects
     rewritten now; whatever this does not finish, the cron does."""
     done = await run(db, Bucket.of(env), now_ms, erasing_user_id=user_id)
     logs.info("chat_erasure_rewrites", **done)

@@ -75,7 +75,6 @@ from .deposit_attempts import (
     is_failure,
 )
 from .deposit_outcomes import STATUS_OF_OUTCOME, complete_with_wallet, reply_for, settle_statements
-from .deposit_outcomes import deposit_view as deposit_view  # re-exported: privacy.py imports it from here
 from .errors import Problem, bad_request
 from .idempotency import IdempotencyKey, RequestKey
 from .ids import new_id

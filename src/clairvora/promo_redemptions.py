@@ -52,6 +52,21 @@ def _stored(raw: str | None) -> dict[str, Any] | None:
     return {"route": route, "request_sha256": sha, "state": state, "response_status": status, "response_body": body}
 
 
+def redemption_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A redemption with its code's terms (`id`: the redemption's); the reply of
+    the redeem and the export's item."""
+    return {
+        "id": str(row["id"]),
+        "code": row["code"],
+        "kind": "credit" if row["credit_cents"] is not None else "free_minutes",
+        "credit_cents": row["credit_cents"],
+        "free_minutes": row["free_minutes"],
+        "max_cents_per_minute": row["max_cents_per_minute"],
+        "expires_at": rfc3339(int(row["redeemed_at_ms"]) + int(row["credit_valid_days"]) * promo.DAY_MS),
+        "redeemed_at": rfc3339(int(row["redeemed_at_ms"])),
+    }
+
+
 async def redeem(rc: RequestContext) -> Reply:
     body = await rc.parsed_body()
     requested = await RequestKey.from_request(rc)
@@ -68,16 +83,7 @@ async def redeem(rc: RequestContext) -> Reply:
         raise Problem(404, "promo_code_not_found", "Not found", "No such promo code.")
     redemption_id = new_id()
     expires_at_ms = now_ms + int(row["credit_valid_days"]) * promo.DAY_MS
-    redemption = {
-        "id": str(redemption_id),
-        "code": row["code"],
-        "kind": "credit" if row["credit_cents"] is not None else "free_minutes",
-        "credit_cents": row["credit_cents"],
-        "free_minutes": row["free_minutes"],
-        "max_cents_per_minute": row["max_cents_per_minute"],
-        "expires_at": rfc3339(expires_at_ms),
-        "redeemed_at": rfc3339(now_ms),
-    }
+    redemption = redemption_view({**row, "id": redemption_id, "redeemed_at_ms": now_ms})
     statements = [
         # The trigger judges every limit here; the row counts the code up (migration 0091).
         sql(

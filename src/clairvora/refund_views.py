@@ -113,38 +113,47 @@ def _cursor(raw: str | None) -> tuple[int, int]:
     return min(int(at), NO_CURSOR), min(int(rid), NO_CURSOR)
 
 
+def page_statements(user_id: int, before_ms: int, before_id: int, limit: int) -> list[Statement]:
+    """[up to limit + 1 of the user's refunds before the cursor, newest first; the parts of the first `limit`]
+    (the list's page, and the export's section from NO_CURSOR)."""
+    page = """SELECT id FROM wallet_refunds WHERE user_id = ? AND (created_at_ms, id) < (?, ?)
+              ORDER BY created_at_ms DESC, id DESC LIMIT ?"""
+    return [
+        sql(
+            """SELECT id, amount_cents, parts, created_at_ms FROM wallet_refunds
+               WHERE user_id = ? AND (created_at_ms, id) < (?, ?) ORDER BY created_at_ms DESC, id DESC LIMIT ?""",
+            user_id,
+            before_ms,
+            before_id,
+            limit + 1,
+        ),
+        sql(
+            f"""SELECT {_PART_COLUMNS} FROM wallet_refund_parts p JOIN payments y ON y.id = p.payment_id
+                WHERE p.user_id = ? AND p.refund_id IN ({page}) ORDER BY y.created_at_ms DESC, y.id DESC""",  # noqa: S608
+            user_id,
+            user_id,
+            before_ms,
+            before_id,
+            limit,
+        ),
+    ]
+
+
+def views(refunds: list[dict[str, Any]], parts: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The first `limit` refunds of page_statements' answer, each with its parts."""
+    by_refund: dict[int, list[dict[str, Any]]] = {}
+    for p in parts:
+        by_refund.setdefault(int(p["refund_id"]), []).append(p)
+    return [refund_view(r, by_refund.get(int(r["id"]), [])) for r in refunds[:limit]]
+
+
 async def list_refunds(rc: RequestContext) -> Reply:
     query = rc.parsed_query()
     limit = query.get("limit", DEFAULT_PAGE)
     at, rid = _cursor(query.get("cursor"))
-    page = """SELECT id FROM wallet_refunds WHERE user_id = ? AND (created_at_ms, id) < (?, ?)
-              ORDER BY created_at_ms DESC, id DESC LIMIT ?"""
-    refunds, parts = await rc.db.batch(
-        [
-            sql(
-                """SELECT id, amount_cents, parts, created_at_ms FROM wallet_refunds
-                   WHERE user_id = ? AND (created_at_ms, id) < (?, ?) ORDER BY created_at_ms DESC, id DESC LIMIT ?""",
-                rc.user_id,
-                at,
-                rid,
-                limit + 1,
-            ),
-            sql(
-                f"""SELECT {_PART_COLUMNS} FROM wallet_refund_parts p JOIN payments y ON y.id = p.payment_id
-                    WHERE p.user_id = ? AND p.refund_id IN ({page}) ORDER BY y.created_at_ms DESC, y.id DESC""",  # noqa: S608
-                rc.user_id,
-                rc.user_id,
-                at,
-                rid,
-                limit,
-            ),
-        ]
-    )
+    refunds, parts = await rc.db.batch(page_statements(rc.user_id, at, rid, limit))
     rows = refunds.rows[:limit]
-    by_refund: dict[int, list[dict[str, Any]]] = {}
-    for p in parts.rows:
-        by_refund.setdefault(int(p["refund_id"]), []).append(p)
-    items = [refund_view(r, by_refund.get(int(r["id"]), [])) for r in rows]
+    items = views(refunds.rows, parts.rows, limit)
     more = len(refunds.rows) > limit
     next_cursor = f"{rows[-1]['created_at_ms']}:{rows[-1]['id']}" if more and rows else None
     return Reply({"items": items, "next_cursor": next_cursor})
