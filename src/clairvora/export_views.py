@@ -8,9 +8,9 @@ from typing import Any
 from .advisors import advisor_view
 from .chargebacks import chargeback_view
 from .clock import rfc3339
+from .deposit_outcomes import deposit_view
 from .errors import Problem
 from .messages import additional_data, open_sealed, parse_keyring
-from .deposit_outcomes import deposit_view
 from .requests import RequestContext
 from .wallet import entry_view
 
