@@ -723,7 +723,11 @@ async def readings_ops(world: World) -> list[Row]:
                 ("POST /v1/readings/{id}/accept (charges minute 1)", "/accept", advisor, 1000, True),
                 ("POST /v1/readings/{id}/heartbeat (no minute due)", "/heartbeat", user, 20_000, False),
                 ("POST /v1/readings/{id}/heartbeat (bills minute 2)", "/heartbeat", user, MINUTE_MS - 19_000, True),
-                ("POST /v1/readings/{id}/heartbeat (bills minute 3)", "/heartbeat", advisor, MINUTE_MS, True),
+                # The advisor's side stays live (presence: a minute begun after both sides' earlier
+                # last heartbeat is not billed once that is older than the timeout); its heartbeat
+                # bills nothing: no minute is due, and the advisor never bills past the client's.
+                ("POST /v1/readings/{id}/heartbeat (advisor, no minute due)", "/heartbeat", advisor, 1000, False),
+                ("POST /v1/readings/{id}/heartbeat (bills minute 3)", "/heartbeat", user, MINUTE_MS - 1000, True),
             ]
             for op, suffix, who, advance, money in steps:
                 send = lambda w=who, s=suffix, a=advance, b=base: w.client.post(b + s, None, headers=clock.at(a))  # noqa: E731
