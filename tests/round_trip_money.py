@@ -11,7 +11,7 @@ from support import Client, unique
 
 
 async def promo_scenarios(w: Walk) -> None:
-    """Promo codes (promo_codes.py) and satisfaction credit (satisfaction.py): each
+    """Promo codes (promo_codes.py, promo_redemptions.py) and satisfaction credit (satisfaction.py): each
     sends the caller lookup with its first read (Route(caller_batch=True)), so a
     replay or a refusal seen by that read is 1 call, a write or a refusal by the
     write's own SQL 2."""
