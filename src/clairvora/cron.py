@@ -16,7 +16,9 @@ the others.
   decides, so a reading picked here that is not yet silent is left alone;
 - return expired, unspent promo credit to the promotions account (promo.py:
   one promo_expiry transfer per grant, bounded);
-- purge expired Idempotency-Key records (bounded);
+- purge expired Idempotency-Key records (bounded), and old records nothing reads
+  any more: card-testing attempts past every failure window (they hold the
+  client's IP) and PayPal webhook events past PayPal's redelivery (bounded);
 - sweep orphaned photo objects (photos.py);
 - advance the close of a ledger period (periods.py: open last month's once it
   is past when LEDGER_PERIOD_CLOSE=auto; archive up to a few segments to R2);
@@ -58,6 +60,14 @@ MAX_TIMED_OUT_READINGS_PER_RUN = 10  # usually one D1 call each
 CALL_BUDGET = 35
 # Promo expiries stop once the run has made this many calls (one batch each).
 PROMO_EXPIRY_CALL_BUDGET = 40
+# Old records deleted per table per run, oldest first (migration 0100's indexes).
+MAX_PURGED_PER_TABLE_PER_RUN = 500
+DAY_MS = 86_400_000
+# An attempt counts only inside DEPOSIT_FAILURE_WINDOW_SECONDS; a day more is margin.
+ATTEMPT_MARGIN_MS = DAY_MS
+# PayPal redelivers a webhook for up to 3 days; a redelivery after the purge is
+# harmless (each payout movement is once by its transfer key), only re-verified.
+PAYPAL_EVENT_RETENTION_MS = 30 * DAY_MS
 
 _EXPIRE_REQUESTS = """
 UPDATE readings SET status = 'expired', ended_at_ms = requested_at_ms + ?, version = version + 1
@@ -116,6 +126,31 @@ async def purge_idempotency_keys(db: Database, now_ms: int) -> dict[str, int]:
     return {"idempotency_keys_purged": result.changes}
 
 
+async def purge_old_records(db: Database, settings: Settings, now_ms: int) -> dict[str, int]:
+    """One batch: attempts no window counts any more (in-flight ones stay for the
+    stale-claim recovery) and PayPal events past redelivery."""
+    attempts_before = now_ms - settings.deposit_failure_window_s * 1000 - ATTEMPT_MARGIN_MS
+    attempts, events = await db.batch(
+        [
+            sql(
+                """DELETE FROM deposit_attempts WHERE payment_id IN (
+                 SELECT payment_id FROM deposit_attempts
+                 WHERE created_at_ms < ? AND state <> 'in_flight' ORDER BY created_at_ms LIMIT ?)""",
+                attempts_before,
+                MAX_PURGED_PER_TABLE_PER_RUN,
+            ),
+            sql(
+                """DELETE FROM paypal_webhook_events WHERE event_id IN (
+                 SELECT event_id FROM paypal_webhook_events
+                 WHERE received_at_ms < ? ORDER BY received_at_ms LIMIT ?)""",
+                now_ms - PAYPAL_EVENT_RETENTION_MS,
+                MAX_PURGED_PER_TABLE_PER_RUN,
+            ),
+        ]
+    )
+    return {"deposit_attempts_purged": attempts.changes, "paypal_events_purged": events.changes}
+
+
 async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
     db = Database(env.DB, primary=True)
     settings = Settings.from_env(env)
@@ -126,6 +161,7 @@ async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
         ("settle_silent_readings", lambda: settle_silent_readings(db, settings, now_ms)),
         ("expire_promo_credit", lambda: promo.expire_credit(db, now_ms, PROMO_EXPIRY_CALL_BUDGET)),
         ("purge_idempotency_keys", lambda: purge_idempotency_keys(db, now_ms)),
+        ("purge_old_records", lambda: purge_old_records(db, settings, now_ms)),
         (photos.SWEEP_JOB, lambda: photos.sweep_orphans(db, env.MEDIA, now_ms)),
         (
             "close_ledger_period",
