@@ -11,11 +11,16 @@ from typing import Any
 
 from .clock import rfc3339
 from .db import Statement, sql
-from .periods import OPEN_TRANSFER_IDS, movements_in_d1
+from .periods import OPEN_TRANSFER_IDS, open_record_ids, open_records
 from .refund_resolution import RESOLVE_AFTER_MS
 
 SAMPLE = 5
 HOLD_SAMPLE = 50
+
+# The chargebacks and refund parts of the open period (periods.open_record_ids): named by
+# one of its transfers, or still to move money (an open chargeback, a part in transit).
+_CHARGEBACK_OPEN = "SELECT id FROM chargebacks WHERE state = 'open'"
+_PART_IN_TRANSIT = "SELECT id FROM wallet_refund_parts WHERE state = 'in_transit'"
 
 # (name, what holds when no row comes back, SQL returning offending ids as `id`)
 CHECKS: tuple[tuple[str, str, str], ...] = (
@@ -42,8 +47,10 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
                               THEN -e.amount_cents END) AS back,
                      sum(CASE WHEN t.kind = 'clawback' AND a.kind = 'client_wallet' THEN e.amount_cents END) AS clawed
                    FROM transfers t JOIN ledger_entries e ON e.transfer_id = t.id JOIN accounts a ON a.id = e.account_id
-                   WHERE t.reference_type = 'chargeback' GROUP BY t.reference_id) x ON x.cid = c.id
-        WHERE {movements_in_d1("chargeback", "c.id")}
+                   WHERE t.reference_type = 'chargeback'
+                     AND t.reference_id IN {open_record_ids("chargeback", _CHARGEBACK_OPEN)}
+                   GROUP BY t.reference_id) x ON x.cid = c.id
+        WHERE {open_records("chargeback", "c.id", _CHARGEBACK_OPEN)}
           AND (x.n_taken IS NOT 1 OR x.taken IS NOT c.amount_cents OR x.owner IS NOT c.user_id
            OR (c.state = 'won') <> (coalesce(x.n_back, 0) = 1) OR coalesce(x.n_back, 0) > 1
            OR (c.state = 'won' AND x.back IS NOT c.amount_cents)
@@ -58,10 +65,13 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
     (
         "payments_charged_back_recorded",
         "each payment's charged_back_cents equals its open and lost chargebacks",
+        # Only payments with a chargeback or charged_back_cents (any other holds 0 = 0):
+        # through chargebacks_by_payment and the partial index of 0099, not every payment.
         """SELECT p.id AS id FROM payments p
         LEFT JOIN (SELECT payment_id, sum(amount_cents) AS cents FROM chargebacks
                    WHERE state IN ('open', 'lost') GROUP BY payment_id) c ON c.payment_id = p.id
-        WHERE p.charged_back_cents <> coalesce(c.cents, 0)
+        WHERE p.id IN (SELECT payment_id FROM chargebacks UNION SELECT id FROM payments WHERE charged_back_cents <> 0)
+          AND p.charged_back_cents <> coalesce(c.cents, 0)
         LIMIT 5""",
     ),
     (
@@ -83,8 +93,10 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
                      sum(CASE WHEN t.kind = 'wallet_refund_return' AND a.kind = 'client_wallet'
                               THEN e.amount_cents END) AS returned
                    FROM transfers t JOIN ledger_entries e ON e.transfer_id = t.id JOIN accounts a ON a.id = e.account_id
-                   WHERE t.reference_type = 'wallet_refund' GROUP BY t.reference_id) x ON x.pid = pt.id
-        WHERE {movements_in_d1("wallet_refund", "pt.id")}
+                   WHERE t.reference_type = 'wallet_refund'
+                     AND t.reference_id IN {open_record_ids("wallet_refund", _PART_IN_TRANSIT)}
+                   GROUP BY t.reference_id) x ON x.pid = pt.id
+        WHERE {open_records("wallet_refund", "pt.id", _PART_IN_TRANSIT)}
           AND (x.n_res IS NOT 1 OR x.reserved IS NOT pt.amount_cents OR x.owner IS NOT pt.user_id
            OR coalesce(x.n_set, 0) <> (pt.state = 'settled') OR coalesce(x.n_ret, 0) <> (pt.state = 'returned')
            OR (pt.state = 'settled' AND x.settled IS NOT pt.amount_cents)
@@ -112,8 +124,9 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         LEFT JOIN (SELECT payment_id, sum(amount_cents) AS cents, min(user_id) AS lo, max(user_id) AS hi
                    FROM wallet_refund_parts WHERE state IN ('in_transit', 'settled') GROUP BY payment_id) r
           ON r.payment_id = p.id
-        WHERE p.refunded_cents <> coalesce(r.cents, 0) OR r.lo IS NOT NULL AND (r.lo <> p.user_id OR r.hi <> p.user_id)
-        LIMIT 5""",
+        WHERE p.id IN (SELECT payment_id FROM wallet_refund_parts UNION SELECT id FROM payments WHERE refunded_cents <> 0)
+          AND (p.refunded_cents <> coalesce(r.cents, 0) OR r.lo IS NOT NULL AND (r.lo <> p.user_id OR r.hi <> p.user_id))
+        LIMIT 5  -- only payments with a refund part or refunded_cents (any other holds 0 = 0)""",
     ),
     (
         "refunds_only_wallet_cash",

@@ -3,7 +3,11 @@ with the others, in its one batch). Each query returns offending ids as `id`;
 none means the invariant holds. The triggers of migration 0093 refuse a write
 that would break one; these prove afterwards that the data still holds them."""
 
-from .periods import OPEN_TRANSFER_IDS
+from .periods import OPEN_TRANSFER_IDS, open_record_ids
+
+# The payouts of the open period (periods.open_record_ids): named by one of its
+# transfers, or still open (their money in transit).
+_PAYOUT_IDS = open_record_ids("payout", "SELECT id FROM payouts WHERE status IN ('requested', 'sent', 'unclaimed')")
 
 # Accounts 4 (payouts_in_transit) and 5 (payout_clearing) are ledger.py's platform singletons.
 CHECKS: tuple[tuple[str, str, str], ...] = (
@@ -33,7 +37,8 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         LEFT JOIN transfers tp ON tp.transfer_key = 'payout:' || p.id AND tp.kind = 'payout'
         LEFT JOIN transfers ts ON ts.transfer_key = 'payout:' || p.id || ':settlement' AND ts.kind = 'payout_settlement'
         LEFT JOIN transfers tr ON tr.transfer_key = 'payout:' || p.id || ':return' AND tr.kind = 'payout_return'
-        WHERE NOT EXISTS (SELECT 1 FROM transfers x WHERE x.id IN (tp.id, ts.id, tr.id)  -- closed: proved then
+        WHERE p.id IN {_PAYOUT_IDS}
+          AND NOT EXISTS (SELECT 1 FROM transfers x WHERE x.id IN (tp.id, ts.id, tr.id)  -- closed: proved then
                           AND NOT EXISTS (SELECT 1 FROM ledger_entries y WHERE y.transfer_id = x.id))
           AND (tp.id IS NULL
            OR (p.status IN ('requested', 'sent', 'unclaimed') AND (ts.id IS NOT NULL OR tr.id IS NOT NULL))

@@ -120,6 +120,14 @@ VALUES (?, ?, 'closing', ?, ?)"""
 # period, not all history: transfers stay in D1 when their entries go to R2).
 OPEN_TRANSFER_IDS = f"(SELECT transfer_id FROM ledger_entries WHERE id > {CLOSED_THROUGH})"  # noqa: S608 - constant
 
+# The time of the oldest movement of the open period (the last closed period's end when
+# it has none): a record changed since may have skipped the movement its state says it
+# made, which no transfer would show.
+OPEN_SINCE_MS = (
+    f"coalesce((SELECT min(created_at_ms) FROM ledger_entries WHERE id > {CLOSED_THROUGH}), "  # noqa: S608 - constant
+    "(SELECT max(ends_before_ms) FROM ledger_periods WHERE state = 'closed'), 0)"
+)
+
 
 def movements_in_d1(reference_type: str, record_id: str) -> str:
     """SQL condition for the ledger checks: every transfer naming this record still
@@ -130,6 +138,32 @@ def movements_in_d1(reference_type: str, record_id: str) -> str:
         f"NOT EXISTS (SELECT 1 FROM transfers z WHERE z.reference_type = '{reference_type}' "  # noqa: S608 - names from code, asserted above
         f"AND z.reference_id = {record_id} "
         "AND NOT EXISTS (SELECT 1 FROM ledger_entries y WHERE y.transfer_id = z.id))"
+    )
+
+
+def open_record_ids(reference_type: str, unsettled: str) -> str:
+    """The ids of the records of this type a check driven by their table still reads
+    (payments, chargebacks, refund parts, payouts): those a transfer of the open period
+    names (through OPEN_TRANSFER_IDS and the transfers' primary key) and those
+    `unsettled` selects through an index (records that must still move money, or have
+    not yet: pending payments, open chargebacks, parts in transit, open payouts).
+    Every other record has all its movements closed, proved at their close, or none and
+    a final state reached without one (a declined payment). A check reads `id IN` this,
+    so each record is looked up by its primary key and the cost follows the open
+    period, not every record ever. Constant text: names and `unsettled` come from code."""
+    assert re.fullmatch(r"[a-z_]+", reference_type), reference_type
+    assert unsettled.startswith("SELECT ") and "?" not in unsettled, unsettled
+    return (
+        f"(SELECT o.reference_id FROM transfers o WHERE o.id IN {OPEN_TRANSFER_IDS} "  # noqa: S608 - names from code
+        f"AND +o.reference_type = '{reference_type}' UNION {unsettled})"
+    )  # the unary + keeps SQLite from walking every transfer of the type by transfers_by_reference
+
+
+def open_records(reference_type: str, record_id: str, unsettled: str) -> str:
+    """SQL condition: the record is one of open_record_ids and none of its movements
+    went to R2 with a closed period (movements_in_d1: such a record was proved then)."""
+    return (
+        f"{record_id} IN {open_record_ids(reference_type, unsettled)} AND {movements_in_d1(reference_type, record_id)}"
     )
 
 

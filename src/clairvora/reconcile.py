@@ -37,7 +37,7 @@ from . import card_checks, payout_checks, promo_checks
 from .clock import Clock, rfc3339
 from .db import Database, sql
 from .deposit_resolution import RESOLVE_AFTER_MS
-from .periods import CLOSED_THROUGH, OPEN_TRANSFER_IDS, movements_in_d1
+from .periods import CLOSED_THROUGH, OPEN_SINCE_MS, OPEN_TRANSFER_IDS, open_record_ids, open_records
 from .requests import RequestContext
 from .responses import Reply
 from .routing import Route
@@ -56,9 +56,19 @@ SELECT (SELECT count(*) FROM deposit_cooloffs WHERE until_ms > ?) AS n,
 # account_closings. The checks start there, so their cost follows the open
 # period, not all history.
 _OPEN = f"e.id > {CLOSED_THROUGH}"
-# A payment whose ledger movements all still hold their entries in D1 (one
-# whose credit or reversal went to R2 with a closed period was proved then).
-_PAYMENT_OPEN = movements_in_d1("payment", "p.id")
+# The payments of the open period: named by one of its transfers, or still waiting
+# for the gateway (no credit yet), and with no movement in R2 (a payment whose credit
+# or reversal went to R2 with a closed period was proved then).
+# ... or changed since the open period began to a state that has a credit (an approved
+# payment whose credit is missing: no transfer names it), through payments_by_status.
+_PAYMENT_WAITING = (
+    "SELECT id FROM payments WHERE status IN ('pending', 'unknown') UNION "  # noqa: S608 - constant
+    f"SELECT id FROM payments WHERE status IN ('approved', 'refunded', 'voided') AND updated_at_ms >= {OPEN_SINCE_MS}"
+)
+_PAYMENT_OPEN = open_records("payment", "p.id", _PAYMENT_WAITING)
+# The movements those payments' checks sum: of the same payments only (not of every
+# payment ever, as transfers stay in D1).
+_PAYMENT_IDS = open_record_ids("payment", _PAYMENT_WAITING)
 
 # (name, what holds when no row comes back, SQL returning offending ids as `id`)
 CHECKS: tuple[tuple[str, str, str], ...] = (
@@ -144,7 +154,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
                    FROM transfers t
                    JOIN ledger_entries e ON e.transfer_id = t.id
                    JOIN accounts a ON a.id = e.account_id AND a.kind = 'client_wallet'
-                   WHERE t.kind = 'deposit' AND t.reference_type = 'payment'
+                   WHERE t.kind = 'deposit' AND t.reference_type = 'payment' AND t.reference_id IN {_PAYMENT_IDS}
                    GROUP BY t.reference_id) c ON c.payment_id = p.id
         WHERE {_PAYMENT_OPEN}
           AND CASE WHEN p.status IN ('approved', 'refunded') OR (p.status = 'voided' AND p.reversed_cents > 0)
@@ -161,6 +171,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
                    JOIN ledger_entries e ON e.transfer_id = t.id
                    JOIN accounts a ON a.id = e.account_id AND a.kind = 'client_wallet'
                    WHERE t.kind = 'deposit_reversal' AND t.reference_type = 'payment'
+                     AND t.reference_id IN {_PAYMENT_IDS}
                    GROUP BY t.reference_id) r ON r.payment_id = p.id
         WHERE {_PAYMENT_OPEN} AND p.reversed_cents <> coalesce(r.reversed, 0)
         LIMIT 5""",  # noqa: S608 - constant fragments
