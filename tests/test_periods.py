@@ -6,140 +6,28 @@ closed period from R2.
 The suite shares one D1, so the first close here takes everything the earlier
 test files wrote: it is the close of a real, mixed history."""
 
-import time
 from typing import Any
 
 import local_runtime
 
-from clairvora import ledger, ledger_archive, periods, reconcile
+from clairvora import ledger, ledger_archive, periods
 from clairvora.clock import Clock, rfc3339
 from clairvora.db import TriggerAbort, sql
-from clairvora.ids import new_id
-from money_support import credit, user_with_wallet
-from photo_support import _EnvWrapper
-from support import database, new_user, token_for
-
-HOUR_MS = 3_600_000
-clients: dict[int, Any] = {}  # user id -> its Client, for the users history() makes
-
-
-def archive() -> Any:
-    return _EnvWrapper(local_runtime.makeEnv()).LEDGER_ARCHIVE
-
-
-def at(now_ms: int) -> dict[str, str]:
-    return {"x-test-now-ms": str(now_ms)}
-
-
-async def pay(user_id: int, to_user_id: int, cents: int, now_ms: int) -> None:
-    """A wallet-to-earnings movement (three legs with the platform's share)."""
-    transfer_id = new_id()
-    legs = [
-        ledger.Leg(ledger.wallet_of(user_id), -cents),
-        ledger.Leg(ledger.earnings_of(to_user_id), cents - 1),
-        ledger.Leg(ledger.PLATFORM_REVENUE, 1),
-    ]
-    await database().batch(
-        ledger.transfer(
-            transfer_id=transfer_id, key=f"test:pay:{transfer_id}", kind="adjustment", legs=legs, now_ms=now_ms
-        )
-    )
-
-
-async def history(now_ms: int) -> tuple[int, int]:
-    """Two users with deposits and payments between them, created at now_ms."""
-    db = database()
-    client_id, client = await user_with_wallet("pc")
-    advisor_id, advisor = await user_with_wallet("pa")
-    clients.update({client_id: client, advisor_id: advisor})
-    await db.run(
-        sql("INSERT INTO accounts (kind, owner_user_id, created_at_ms) VALUES ('advisor_earnings', ?, 1)", advisor_id)
-    )
-    for cents in (1000, 500):
-        await credit(db, client_id, cents, now_ms)
-    for cents in (30, 40, 50, 60):
-        await pay(client_id, advisor_id, cents, now_ms)
-    return client_id, advisor_id
-
-
-async def long_lived_admin() -> Any:
-    """An admin whose token outlives the hours these tests move the clock forward."""
-    sub, client = await new_user("padmin")
-    client.token = await token_for(sub, exp=int(time.time()) + 8 * 86400)
-    me = (await client.get("/v1/me")).json()
-    await database().run(sql("UPDATE users SET is_admin = 1 WHERE id = ?", int(me["id"])))
-    return client
-
-
-async def close(admin: Any, ends_before_ms: int, now_ms: int) -> dict[str, Any]:
-    started = await admin.post(
-        "/v1/admin/ledger/periods", json={"ends_before": rfc3339(ends_before_ms)}, headers=at(now_ms)
-    )
-    assert started.status == 201, started.text
-    period = started.json()["period"]
-    assert period["state"] == "closing"
-    for _ in range(500):
-        step = await admin.post(f"/v1/admin/ledger/periods/{period['id']}/advance", headers=at(now_ms))
-        assert step.status == 200, step.text
-        assert "calls=2 " in step.headers["server-timing"], step.headers["server-timing"]
-        if step.json()["outcome"] == "closed":
-            break
-        assert step.json()["outcome"] == "archived", step.text
-    got = await admin.get(f"/v1/admin/ledger/periods/{period['id']}")
-    assert got.json()["period"]["state"] == "closed", got.text
-    return got.json()["period"]
-
-
-async def verify(admin: Any, period_id: str) -> dict[str, Any]:
-    """The whole proof, following next_cursor: {ok, problems, segments_verified, entries_verified}."""
-    total = {"ok": True, "problems": [], "segments_verified": 0, "entries_verified": 0}
-    cursor = ""
-    for _ in range(1000):
-        proved = await admin.post(f"/v1/admin/ledger/periods/{period_id}/verify{cursor}")
-        assert proved.status == 200, proved.text
-        page = proved.json()
-        assert page["segments_verified"] <= periods.MAX_VERIFY_SEGMENTS
-        total["ok"] = total["ok"] and page["ok"]
-        total["problems"] += page["problems"]
-        total["segments_verified"] += page["segments_verified"]
-        total["entries_verified"] += page["entries_verified"]
-        if page["next_cursor"] is None:
-            return total
-        cursor = f"?after_segment={page['next_cursor']}"
-    raise AssertionError("the proof never finished")
-
-
-async def next_end() -> int:
-    """An end after every entry D1 holds (earlier test files move their clocks
-    forward) and after the last period: the next close takes all history."""
-    row = await database().first(
-        sql(
-            "SELECT max(created_at_ms) AS entries, (SELECT max(ends_before_ms) FROM ledger_periods) AS ends"
-            " FROM ledger_entries"
-        )
-    )
-    assert row is not None
-    end = max(Clock().now_ms(), int(row["entries"] or 0), int(row["ends"] or 0)) + 1
-    assert end < time.time() * 1000 + 7 * 86_400_000, "the admin token would not outlive this test's clock"
-    return end
-
-
-async def check_ok() -> None:
-    report = await reconcile.check(database())
-    assert report["ok"], [c for c in report["checks"] if not c["ok"]]
-
-
-async def pages(client: Any, path: str, limit: int) -> list[list[dict[str, Any]]]:
-    """Every page of a history route, following next_cursor."""
-    out, cursor = [], ""
-    for _ in range(100):
-        r = await client.get(f"{path}?limit={limit}{cursor}")
-        assert r.status == 200, r.text
-        out.append(r.json()["items"])
-        if r.json()["next_cursor"] is None:
-            return out
-        cursor = f"&cursor={r.json()['next_cursor']}"
-    raise AssertionError("endless pages")
+from period_support import (
+    HOUR_MS,
+    archive,
+    at,
+    check_ok,
+    clients,
+    close,
+    history,
+    long_lived_admin,
+    next_end,
+    pages,
+    pay,
+    verify,
+)
+from support import database
 
 
 async def test_the_whole_history_closes_into_r2_and_the_check_starts_from_it():
@@ -180,97 +68,6 @@ async def test_the_whole_history_closes_into_r2_and_the_check_starts_from_it():
     await pay(client_id, advisor_id, 25, now + 3 * HOUR_MS)
     assert await ledger.balance_cents(db, ledger.wallet_of(client_id)) == balance - 25
     await check_ok()
-
-
-async def rows_read_per_check() -> dict[str, int]:
-    from clairvora import promo_checks
-
-    db, now, out = database(), Clock().now_ms(), {}
-    for name, _holds, query in (*reconcile.CHECKS, *promo_checks.CHECKS):
-        (result,) = await db.batch([sql(query, *promo_checks.params(query, now))])
-        out[name] = result.rows_read
-    return out
-
-
-async def test_closing_more_history_leaves_every_check_reading_what_it_read():
-    """Transfers stay in D1 when their entries close: a check scanning transfers (as the
-    card and payout checks' "every such transfer names a record" parts did) would read
-    one row more for every closed movement. Each check alone, after a close, then after
-    closing 23 more movements: the same rows, give or take the index noise."""
-    admin = await long_lived_admin()
-    await close(admin, await next_end(), await next_end() + HOUR_MS)
-    before = await rows_read_per_check()
-    client_id, advisor_id = await history(await next_end())
-    for _ in range(17):
-        await pay(client_id, advisor_id, 10, await next_end())
-    end = await next_end()
-    await close(admin, end, end + HOUR_MS)
-    after = await rows_read_per_check()
-    grown = {name: (before[name], after[name]) for name in before if after[name] > before[name] + 10}
-    assert not grown, grown
-    await check_ok()
-
-
-async def test_closing_records_leaves_the_record_checks_reading_what_they_read():
-    """Records (payments, their card deposits) stay in D1 when their movements close:
-    a check iterating every payment would read one row more (or several) per deposit
-    ever. Each check alone, after a close, then after 12 approved card deposits through
-    the API and their close: the same rows, give or take the index noise."""
-    from card_support import deposit
-
-    admin = await long_lived_admin()
-    await close(admin, await next_end(), await next_end() + HOUR_MS)
-    before = await rows_read_per_check()
-    _sub, client = await new_user("pcard")
-    for _ in range(12):
-        await deposit(client, 1000, settled=False)
-    end = await next_end()
-    await close(admin, end, end + HOUR_MS)
-    after = await rows_read_per_check()
-    grown = {name: (before[name], after[name]) for name in before if after[name] > before[name] + 10}
-    assert not grown, grown
-    await check_ok()
-
-
-# Each record-driven check and the alias of its record table (periods.open_record_ids).
-_RECORD_CHECKS = {
-    "approved_payments_credited_once": "p",
-    "payment_reversals_recorded": "p",
-    "payments_charged_back_recorded": "p",
-    "payments_refunded_recorded": "p",
-    "chargebacks_match_transfers": "c",
-    "wallet_refunds_match_transfers": "pt",
-    "payout_transfers_match_status": "p",
-}
-# Scans allowed: of partial indexes, holding only the records still moving money.
-_PARTIAL_SCANS = (
-    "USING INDEX payments_charged_back",
-    "USING INDEX payments_refunded",
-    "USING INDEX payouts_open_by_attempt",
-)
-_PARTIAL = {
-    "payments_charged_back_recorded": "payments_charged_back",
-    "payments_refunded_recorded": "payments_refunded",
-}
-
-
-async def test_the_record_checks_look_their_records_up_instead_of_scanning_them():
-    """EXPLAIN QUERY PLAN through the D1 binding: each record-driven check finds its
-    records by their primary key (from the open period's transfers, through the
-    transfers' primary key, and from indexes of the records still moving money),
-    never by scanning the table or every transfer of the type."""
-    import re
-
-    queries = {name: query for name, _holds, query in reconcile.CHECKS}
-    for name, alias in _RECORD_CHECKS.items():
-        rows = (await database().all(sql("EXPLAIN QUERY PLAN " + queries[name]))).rows
-        plan = [str(r["detail"]) for r in rows]
-        assert f"SEARCH {alias} USING INTEGER PRIMARY KEY (rowid=?)" in plan, (name, plan)
-        assert name in _PARTIAL or "SEARCH o USING INTEGER PRIMARY KEY (rowid=?)" in plan, (name, plan)
-        scans = [d for d in plan if re.fullmatch(rf"SCAN ({alias}|o|payments|payouts)( .*)?", d)]
-        assert all(d.endswith(_PARTIAL_SCANS) for d in scans), (name, scans)
-        if name in _PARTIAL:
-            assert f"SCAN payments USING INDEX {_PARTIAL[name]}" in plan, (name, plan)
 
 
 async def test_a_small_segment_size_splits_a_period_without_splitting_a_transfer(monkeypatch):
