@@ -30,7 +30,7 @@ from . import ledger, users
 from .clock import rfc3339
 from .db import CheckViolation, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, conflict, not_found
-from .idempotency import STORED_BY_SUB, IdempotencyKey, RequestKey
+from .idempotency import IdempotencyKey, RequestKey
 from .ids import new_id
 from .requests import RequestContext
 from .responses import Reply
@@ -151,7 +151,7 @@ async def record_chargeback(rc: RequestContext) -> Reply:
     # the advisors' shares, in one batch; the role is checked before the body and
     # the key are (users.with_caller).
     sub = users.caller_sub(rc)
-    reads = [sql(STORED_BY_SUB, sub, RequestKey.peek(rc) or ""), sql(_PAYMENT, sub, payment_id)]
+    reads = [RequestKey.peek_stored(rc, sub), sql(_PAYMENT, sub, payment_id)]
     if side == "clawback":
         reads.append(sql(_SHARES, sub, payment_id, RECENT_ENTRIES, payment_id))
     stored, found, *shares = await users.with_caller(rc, reads)
@@ -267,7 +267,7 @@ async def resolve_chargeback(rc: RequestContext) -> Reply:
     stored, found, clawed = await users.with_caller(
         rc,
         [
-            sql(STORED_BY_SUB, sub, RequestKey.peek(rc) or ""),
+            RequestKey.peek_stored(rc, sub),
             sql(_CHARGEBACK, sub, chargeback_id),
             sql(_CLAWED, sub, f"chargeback:{chargeback_id}:clawback"),
         ],

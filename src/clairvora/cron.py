@@ -113,25 +113,19 @@ async def settle_silent_readings(db: Database, settings: Settings, now_ms: int) 
     return {"readings_timed_out": ended}
 
 
-async def purge_idempotency_keys(db: Database, now_ms: int) -> dict[str, int]:
-    result = await db.run(
-        sql(
-            # idempotency_keys is WITHOUT ROWID: select the batch by its primary key.
-            """DELETE FROM idempotency_keys WHERE (user_id, idempotency_key) IN (
-             SELECT user_id, idempotency_key FROM idempotency_keys WHERE expires_at_ms < ? LIMIT ?)""",
-            now_ms,
-            MAX_EXPIRED_KEYS_PER_RUN,
-        )
-    )
-    return {"idempotency_keys_purged": result.changes}
-
-
-async def purge_old_records(db: Database, settings: Settings, now_ms: int) -> dict[str, int]:
-    """One batch: attempts no window counts any more (in-flight ones stay for the
-    stale-claim recovery) and PayPal events past redelivery."""
+async def purge(db: Database, settings: Settings, now_ms: int) -> dict[str, int]:
+    """One batch: expired Idempotency-Key records, attempts no window counts any more
+    (in-flight ones stay for the stale-claim recovery) and PayPal events past redelivery."""
     attempts_before = now_ms - settings.deposit_failure_window_s * 1000 - ATTEMPT_MARGIN_MS
-    attempts, events = await db.batch(
+    keys, attempts, events = await db.batch(
         [
+            sql(
+                # idempotency_keys is WITHOUT ROWID: select the batch by its primary key.
+                """DELETE FROM idempotency_keys WHERE (user_id, idempotency_key) IN (
+                 SELECT user_id, idempotency_key FROM idempotency_keys WHERE expires_at_ms < ? LIMIT ?)""",
+                now_ms,
+                MAX_EXPIRED_KEYS_PER_RUN,
+            ),
             sql(
                 """DELETE FROM deposit_attempts WHERE payment_id IN (
                  SELECT payment_id FROM deposit_attempts
@@ -148,7 +142,11 @@ async def purge_old_records(db: Database, settings: Settings, now_ms: int) -> di
             ),
         ]
     )
-    return {"deposit_attempts_purged": attempts.changes, "paypal_events_purged": events.changes}
+    return {
+        "idempotency_keys_purged": keys.changes,
+        "deposit_attempts_purged": attempts.changes,
+        "paypal_events_purged": events.changes,
+    }
 
 
 async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
@@ -160,8 +158,7 @@ async def run(controller: Any, env: Any, ctx: Any) -> dict[str, int]:
         ("expire_requests", lambda: expire_requests(db, settings, now_ms)),
         ("settle_silent_readings", lambda: settle_silent_readings(db, settings, now_ms)),
         ("expire_promo_credit", lambda: promo.expire_credit(db, now_ms, PROMO_EXPIRY_CALL_BUDGET)),
-        ("purge_idempotency_keys", lambda: purge_idempotency_keys(db, now_ms)),
-        ("purge_old_records", lambda: purge_old_records(db, settings, now_ms)),
+        ("purge", lambda: purge(db, settings, now_ms)),
         (photos.SWEEP_JOB, lambda: photos.sweep_orphans(db, env.MEDIA, now_ms)),
         (
             "close_ledger_period",

@@ -71,6 +71,13 @@ class RequestKey:
         read sent before the checks that answer 403 must have run)."""
         return _valid_key(rc.header("idempotency-key"))
 
+    @staticmethod
+    def peek_stored(rc: RequestContext, caller_sub: str) -> Statement:
+        """The stored reply of the header's key (if valid; else a read that finds
+        nothing) for the caller named by `sub`: sent with the caller lookup before the
+        role, body and key are checked, so an admin route's 403 reads the same rows."""
+        return sql(STORED_BY_SUB, caller_sub, RequestKey.peek(rc) or "")
+
     def for_user(self, user_id: int) -> "IdempotencyKey":
         return IdempotencyKey(user_id, self.key, self.route, self.request_sha256, self.now_ms)
 

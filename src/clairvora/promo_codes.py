@@ -14,7 +14,7 @@ from . import users
 from .clock import parse_rfc3339_ms, rfc3339
 from .db import UniqueViolation, sql
 from .errors import bad_request, conflict, not_found, unprocessable
-from .idempotency import STORED_BY_SUB, IdempotencyKey, RequestKey
+from .idempotency import IdempotencyKey, RequestKey
 from .ids import new_id
 from .openapi import page_schema
 from .readings import parse_time_cursor, time_cursor
@@ -98,7 +98,7 @@ def code_view(row: dict[str, Any], now_ms: int) -> dict[str, Any]:
 async def create_code(rc: RequestContext) -> Reply:
     # The admin lookup and any stored answer for the key in one batch (Route(caller_batch=True));
     # the role is checked before the body and the key are.
-    (stored,) = await users.with_caller(rc, [sql(STORED_BY_SUB, users.caller_sub(rc), RequestKey.peek(rc) or "")])
+    (stored,) = await users.with_caller(rc, [RequestKey.peek_stored(rc, users.caller_sub(rc))])
     body = await rc.parsed_body()
     key = await IdempotencyKey.from_request(rc)
     if stored.rows:
@@ -200,7 +200,7 @@ async def disable_code(rc: RequestContext) -> Reply:
     # The admin lookup, any stored answer for the key and the code in one batch (Route(caller_batch=True)).
     sub = users.caller_sub(rc)
     stored, found = await users.with_caller(
-        rc, [sql(STORED_BY_SUB, sub, RequestKey.peek(rc) or ""), sql(_ONE_FOR_ADMIN, sub, rc.params["code_id"])]
+        rc, [RequestKey.peek_stored(rc, sub), sql(_ONE_FOR_ADMIN, sub, rc.params["code_id"])]
     )
     key = await IdempotencyKey.from_request(rc)
     if stored.rows:

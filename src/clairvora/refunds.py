@@ -44,7 +44,7 @@ from . import ledger, promo, users
 from .clock import rfc3339
 from .db import CheckViolation, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, conflict, not_found
-from .idempotency import STORED_BY_SUB, IdempotencyKey, RequestKey
+from .idempotency import IdempotencyKey, RequestKey
 from .ids import new_id
 from .requests import RequestContext
 from .responses import Reply
@@ -176,7 +176,7 @@ async def refund_reading(rc: RequestContext) -> Reply:
     stored, found = await users.with_caller(
         rc,
         [
-            sql(STORED_BY_SUB, sub, RequestKey.peek(rc) or ""),
+            RequestKey.peek_stored(rc, sub),
             sql(_SELECT_READING_FOR_ADMIN, sub, reading_id),
         ],
     )

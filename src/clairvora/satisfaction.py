@@ -30,7 +30,7 @@ from . import ledger, promo, users
 from .clock import rfc3339
 from .db import CheckViolation, Result, Statement, TriggerAbort, UniqueViolation, sql
 from .errors import Problem, conflict, forbidden, not_found
-from .idempotency import STORED_BY_SUB, IdempotencyKey, RequestKey
+from .idempotency import IdempotencyKey, RequestKey
 from .ids import new_id
 from .requests import RequestContext
 from .responses import Reply
@@ -263,7 +263,7 @@ async def admin_grant(rc: RequestContext) -> Reply:
     first = await users.with_caller(
         rc,
         [
-            sql(STORED_BY_SUB, sub, RequestKey.peek(rc) or ""),
+            RequestKey.peek_stored(rc, sub),
             sql(_FOR_ADMIN_SUB, sub, _since_ms(rc, now_ms), rc.params["reading_id"]),
         ],
     )
